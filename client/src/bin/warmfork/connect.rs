@@ -1,0 +1,63 @@
+//! Finding the server: the socket path rule and `connect`.
+
+use rustix::fd::OwnedFd;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use warmfork::socket_path::{DEFAULT_NAME, Inputs, MAX_SOCKET_PATH_LEN, socket_path};
+
+use crate::failure::Failure;
+use crate::start::Process;
+
+/// The socket path chosen by the shared rule (see `warmfork::socket_path`).
+pub struct SocketPath {
+    buf: [u8; MAX_SOCKET_PATH_LEN],
+    len: usize,
+}
+
+impl SocketPath {
+    /// Applies the rule to this process's environment.
+    pub fn of(process: &Process) -> Result<SocketPath, Failure<'static>> {
+        let warmfork_socket = process.var(b"WARMFORK_SOCKET");
+        let xdg_runtime_dir = process.var(b"XDG_RUNTIME_DIR");
+        // The uid only matters for the /tmp fallback; skip the syscall otherwise.
+        let needs_uid = [warmfork_socket, xdg_runtime_dir]
+            .iter()
+            .all(|v| v.is_none_or(<[u8]>::is_empty));
+        let inputs = Inputs {
+            warmfork_socket,
+            xdg_runtime_dir,
+            uid: if needs_uid {
+                rustix::process::getuid().as_raw()
+            } else {
+                0
+            },
+            name: DEFAULT_NAME,
+        };
+        let mut buf = [0; MAX_SOCKET_PATH_LEN];
+        let len = socket_path(&inputs, &mut buf).map_err(|_| Failure::PathTooLong)?;
+        Ok(SocketPath { buf, len })
+    }
+
+    /// The path's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// `socket` + `connect`: a stream connection to the server.
+pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
+    let system = |call| move |errno| Failure::System { call, errno };
+    let address = SocketAddrUnix::new(path.as_bytes()).map_err(system("socket address"))?;
+    let socket = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(system("socket"))?;
+    // The client installs no signal handlers, so `connect` cannot see EINTR.
+    rustix::net::connect(&socket, &address).map_err(|errno| Failure::NoServer {
+        path: path.as_bytes(),
+        errno,
+    })?;
+    Ok(socket)
+}

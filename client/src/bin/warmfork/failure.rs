@@ -1,0 +1,160 @@
+//! The client's own failures: one line on stderr, one exit code each.
+//!
+//! The codes sit above the range a shell uses for deaths by signal
+//! (128 + N, N ≤ 64), so a script can tell "warmfork could not run the
+//! program" from anything the program itself returns. They are documented in
+//! the README.
+
+use core::fmt::{self, Write};
+
+use rustix::io::Errno;
+use warmfork::{ErrorCode, WireError};
+
+/// The server refused the run: an option a warm interpreter cannot honour,
+/// a request beyond the limits, or a user it does not serve.
+pub const EXIT_REFUSED: i32 = 201;
+/// No server could be reached at the socket path.
+pub const EXIT_NO_SERVER: i32 = 202;
+/// The server broke the protocol or went away before the program's status.
+pub const EXIT_PROTOCOL: i32 = 203;
+/// A system call the client needs failed.
+pub const EXIT_SYSTEM: i32 = 204;
+
+/// Why the client could not deliver the program's status.
+#[derive(Debug)]
+pub enum Failure<'a> {
+    /// `connect` to the socket failed.
+    NoServer { path: &'a [u8], errno: Errno },
+    /// The socket path from the environment does not fit a `sockaddr_un`.
+    PathTooLong,
+    /// The command line and environment exceed the protocol's frame limit.
+    TooLarge,
+    /// The server answered with an `ERROR` frame.
+    Refused { code: ErrorCode, message: &'a [u8] },
+    /// The server sent something that is not protocol version 1.
+    Protocol(WireError),
+    /// The connection ended before an `EXIT` or `ERROR` frame.
+    Lost,
+    /// A system call failed.
+    System { call: &'static str, errno: Errno },
+    /// A bug in the client (reached only through the panic handler).
+    Internal,
+}
+
+impl Failure<'_> {
+    /// Prints the failure as one line on stderr and exits with its code.
+    pub fn exit(&self) -> ! {
+        let mut line = Line::new();
+        let code = self.describe(&mut line);
+        line.push(b"\n");
+        // Nothing useful is left to do if stderr is gone.
+        let _ = rustix::io::write(crate::start::stdio_fd(2), line.as_bytes());
+        crate::start::exit(code)
+    }
+
+    fn describe(&self, line: &mut Line) -> i32 {
+        line.push(b"warmfork: ");
+        match *self {
+            Failure::NoServer { path, errno } => {
+                line.push(b"cannot reach server at ");
+                line.push(path);
+                line.push(b": ");
+                line.push_errno(errno);
+                line.push(b"; start one with `warmfork-server &` (or set WARMFORK_SOCKET)");
+                EXIT_NO_SERVER
+            }
+            Failure::PathTooLong => {
+                line.push(b"socket path is longer than the 107 bytes a Unix socket allows; set WARMFORK_SOCKET to a shorter path");
+                EXIT_SYSTEM
+            }
+            Failure::TooLarge => {
+                line.push(b"arguments and environment exceed the protocol's 8 MiB limit");
+                EXIT_REFUSED
+            }
+            Failure::Refused { code, message } => {
+                if code != ErrorCode::Unsupported {
+                    line.push(b"server refused the run: ");
+                }
+                line.push(message);
+                EXIT_REFUSED
+            }
+            Failure::Protocol(error) => {
+                let _ = write!(
+                    line,
+                    "bad reply from server ({error}); is it a warmfork server of this version?"
+                );
+                EXIT_PROTOCOL
+            }
+            Failure::Lost => {
+                line.push(b"the server closed the connection before the program finished (server stopped or crashed)");
+                EXIT_PROTOCOL
+            }
+            Failure::System { call, errno } => {
+                line.push(call.as_bytes());
+                line.push(b" failed: ");
+                line.push_errno(errno);
+                EXIT_SYSTEM
+            }
+            Failure::Internal => {
+                line.push(b"internal error; please report this bug");
+                EXIT_SYSTEM
+            }
+        }
+    }
+}
+
+fn errno_text(errno: Errno) -> &'static [u8] {
+    match errno {
+        Errno::NOENT => b"no such file or directory",
+        Errno::CONNREFUSED => b"connection refused (no server is listening)",
+        Errno::ACCESS => b"permission denied",
+        Errno::NOTDIR => b"a path component is not a directory",
+        Errno::NOTSOCK => b"not a socket",
+        Errno::PIPE | Errno::CONNRESET => b"connection reset by the server",
+        Errno::MFILE | Errno::NFILE => b"too many open files",
+        Errno::NOMEM | Errno::NOBUFS => b"out of memory",
+        _ => b"",
+    }
+}
+
+/// A message assembled on the stack; the client has no allocator.
+/// Anything beyond its capacity is cut off.
+struct Line {
+    buf: [u8; 4608],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Line {
+        Line {
+            buf: [0; 4608],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn push_errno(&mut self, errno: Errno) {
+        match errno_text(errno) {
+            b"" => {
+                let _ = write!(self, "system error {}", errno.raw_os_error());
+            }
+            text => self.push(text),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! `warmfork`: run a Python program in a warm interpreter, as if by `python`.
+//!
+//! The client interprets none of its arguments. It connects to the server's
+//! socket, sends one `RUN` frame (its argv, environment and umask, with its
+//! stdin, stdout, stderr and working directory as descriptors), waits for the
+//! program's status and ends the same way the program did.
+//!
+//! It is static, libc-free and allocation-free: the kernel runs it directly,
+//! there is nothing to load or initialise, and a run costs a handful of
+//! system calls (see `scripts/bench`). See `protocol.md` for the wire format.
+
+#![no_std]
+#![no_main]
+
+mod connect;
+mod failure;
+mod mem;
+mod reply;
+mod request;
+mod start;
+
+use rustix::fs::Mode;
+use warmfork::reply::MAX_REPLY_LEN;
+
+use crate::failure::Failure;
+use crate::start::Process;
+
+fn main(process: &Process) -> ! {
+    let path = match connect::SocketPath::of(process) {
+        Ok(path) => path,
+        Err(failure) => failure.exit(),
+    };
+    let mut buf = [0; MAX_REPLY_LEN];
+    match run(process, &path, &mut buf) {
+        Ok(status) => reply::finish(status),
+        Err(failure) => failure.exit(),
+    }
+}
+
+fn run<'a>(
+    process: &Process,
+    path: &'a connect::SocketPath,
+    buf: &'a mut [u8; MAX_REPLY_LEN],
+) -> Result<warmfork::ExitStatus, Failure<'a>> {
+    let socket = connect::connect(path)?;
+    // `umask` can only be read by setting it; put it straight back.
+    let umask = rustix::process::umask(Mode::empty());
+    rustix::process::umask(umask);
+    request::send(
+        &socket,
+        process,
+        umask.bits(),
+        request::Descriptors::gather(),
+    )?;
+    reply::wait(&socket, buf)
+}

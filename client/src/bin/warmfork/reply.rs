@@ -1,0 +1,94 @@
+//! Waiting for the program's status, and ending this process with it.
+
+use core::mem::MaybeUninit;
+
+use rustix::fd::OwnedFd;
+use rustix::io::{Errno, IoSliceMut};
+use rustix::net::{RecvAncillaryBuffer, RecvFlags};
+use rustix::process::Signal;
+use warmfork::reply::{MAX_REPLY_LEN, REPLY_FIXED_LEN};
+use warmfork::{ExitStatus, Reply};
+
+use crate::failure::Failure;
+use crate::start::exit;
+
+/// Reads reply frames until one says how the run ended.
+///
+/// `buf` is the caller's so an `ERROR` message can be borrowed from it.
+pub fn wait<'b>(
+    socket: &OwnedFd,
+    buf: &'b mut [u8; MAX_REPLY_LEN],
+) -> Result<ExitStatus, Failure<'b>> {
+    let mut filled = 0;
+    loop {
+        // Frames are consumed from the front; `start` is where the next begins.
+        let mut start = 0;
+        let mut refused = None;
+        while let Some((reply, len)) =
+            Reply::decode(&buf[start..filled]).map_err(Failure::Protocol)?
+        {
+            match reply {
+                Reply::Exit(status) => return Ok(status),
+                Reply::Error { code, .. } => {
+                    refused = Some((code, start + REPLY_FIXED_LEN..start + len));
+                    break;
+                }
+                Reply::Started { .. } | Reply::Unknown(_) => start += len,
+            }
+        }
+        if let Some((code, message)) = refused {
+            return Err(Failure::Refused {
+                code,
+                message: &buf[message],
+            });
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        match receive(socket, &mut buf[filled..]) {
+            Ok(0) => return Err(Failure::Lost),
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => {}
+            Err(Errno::CONNRESET) => return Err(Failure::Lost),
+            Err(errno) => {
+                return Err(Failure::System {
+                    call: "recvmsg",
+                    errno,
+                });
+            }
+        }
+    }
+}
+
+/// `recvmsg` with room for the pidfd a `STARTED` frame may carry, so that it
+/// is received (and closed) rather than left to a plain `read`.
+fn receive(socket: &OwnedFd, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        socket,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    Ok(msg.bytes)
+}
+
+/// Ends this process the way the program's process ended: with its exit
+/// code, or killed by its signal so the shell reports what it would for
+/// plain `python` (e.g. `$?` = 139 and "Segmentation fault" for SIGSEGV).
+pub fn finish(status: ExitStatus) -> ! {
+    match status {
+        ExitStatus::Exited(code) => exit(i32::from(code)),
+        ExitStatus::Signaled(number) => {
+            // The client installs no handlers, so the signal has its default
+            // action unless whoever started the client ignored or blocked it,
+            // as python's own process would have had it.
+            if let Some(signal) = Signal::from_named_raw(i32::from(number)) {
+                let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
+            }
+            // Still here: the signal is ignored, blocked or stops rather than
+            // kills. Report it as a shell reports a death by signal.
+            exit(128 + i32::from(number))
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Sending the `RUN` frame: header, strings and descriptors in as few
+//! `sendmsg` calls as the kernel allows.
+//!
+//! Nothing is copied: the argument and environment strings go out straight
+//! from where the kernel put them, each with its NUL, as one gather list.
+
+use core::mem::MaybeUninit;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{Errno, IoSlice};
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use warmfork::{FdSet, RunHeader};
+
+use crate::failure::Failure;
+use crate::start::{Process, stdio_fd};
+
+/// Gather-list entries per `sendmsg`; far below `IOV_MAX` (1024), and a
+/// typical environment fits in one call.
+const BATCH: usize = 128;
+
+/// The client's side of the descriptors a `RUN` frame carries.
+pub struct Descriptors {
+    set: FdSet,
+    cwd: Option<OwnedFd>,
+}
+
+impl Descriptors {
+    /// Stdio 0, 1, 2 and a descriptor of the working directory, if it can
+    /// be opened (`O_PATH` needs no permission on the directory itself).
+    pub fn gather() -> Descriptors {
+        let cwd = rustix::fs::open(
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok();
+        let stdio = FdSet::STDIN.with(FdSet::STDOUT).with(FdSet::STDERR);
+        let set = if cwd.is_some() {
+            stdio.with(FdSet::CWD)
+        } else {
+            stdio
+        };
+        Descriptors { set, cwd }
+    }
+
+    /// Drops the standard descriptors that are closed in this process, so the
+    /// worker has them closed too. Only called after `sendmsg` said EBADF,
+    /// which keeps the usual run free of these probes.
+    fn drop_closed_stdio(&mut self) {
+        for (fd, slot) in [(0, FdSet::STDIN), (1, FdSet::STDOUT), (2, FdSet::STDERR)] {
+            if rustix::io::fcntl_getfd(stdio_fd(fd)).is_err() {
+                self.set = self.set.without(slot);
+            }
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        let all = [stdio_fd(0), stdio_fd(1), stdio_fd(2)]
+            .into_iter()
+            .chain(self.cwd.as_ref().map(|fd| fd.as_fd()));
+        FdSet::SLOTS
+            .into_iter()
+            .zip(all)
+            .filter(|(slot, _)| self.set.contains(*slot))
+            .map(|(_, fd)| fd)
+    }
+}
+
+/// Sends the whole `RUN` frame on `socket`.
+///
+/// Returns `Ok(false)` when the server hung up before taking all of it: it
+/// has usually explained why in an `ERROR` frame, which the caller reads next.
+pub fn send(
+    socket: &OwnedFd,
+    process: &Process,
+    umask: u32,
+    mut fds: Descriptors,
+) -> Result<bool, Failure<'static>> {
+    let mut header = RunHeader {
+        fds: fds.set,
+        argc: process.argc() as u32,
+        envc: process.envc() as u32,
+        umask,
+        strings_len: pieces(&[], process).map(<[u8]>::len).sum(),
+    };
+    let mut at = Position::default();
+    loop {
+        let header_bytes = header.to_bytes().map_err(|_| Failure::TooLarge)?;
+        let pieces = pieces(&header_bytes, process);
+        let mut slices = [IoSlice::new(&[]); BATCH];
+        let mut count = 0;
+        for (slot, piece) in slices.iter_mut().zip(pieces.clone().skip(at.piece)) {
+            *slot = IoSlice::new(if count == 0 {
+                &piece[at.offset..]
+            } else {
+                piece
+            });
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(true);
+        }
+        let first = at.piece == 0 && at.offset == 0;
+        let result = if first {
+            let mut rights = [stdio_fd(0); 4];
+            let mut n = 0;
+            for (slot, fd) in rights.iter_mut().zip(fds.each()) {
+                *slot = fd;
+                n += 1;
+            }
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&rights[..n]));
+            rustix::net::sendmsg(socket, &slices[..count], &mut control, SendFlags::NOSIGNAL)
+        } else {
+            rustix::net::sendmsg(
+                socket,
+                &slices[..count],
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+        };
+        match result {
+            Ok(sent) => at.advance(sent, pieces),
+            Err(Errno::INTR) => {}
+            Err(Errno::BADF) if first => {
+                // A closed stdio descriptor: send without it, and say so in
+                // the header.
+                let before = fds.set;
+                fds.drop_closed_stdio();
+                if fds.set == before {
+                    return Err(Failure::System {
+                        call: "sendmsg",
+                        errno: Errno::BADF,
+                    });
+                }
+                header.fds = fds.set;
+            }
+            Err(Errno::PIPE | Errno::CONNRESET) => return Ok(false),
+            Err(errno) => {
+                return Err(Failure::System {
+                    call: "sendmsg",
+                    errno,
+                });
+            }
+        }
+    }
+}
+
+/// The frame as a sequence of byte strings: the header, then every argument
+/// and environment string with its NUL.
+fn pieces<'a>(
+    header: &'a [u8],
+    process: &'a Process,
+) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+    let strings = process
+        .args()
+        .chain(process.env())
+        .map(|s| -> &'a [u8] { s.to_bytes_with_nul() });
+    core::iter::once(header).chain(strings)
+}
+
+/// How far into the sequence of pieces the kernel has taken bytes.
+#[derive(Default)]
+struct Position {
+    piece: usize,
+    offset: usize,
+}
+
+impl Position {
+    fn advance<'a>(&mut self, mut sent: usize, pieces: impl Iterator<Item = &'a [u8]>) {
+        for piece in pieces.skip(self.piece) {
+            let left = piece.len() - self.offset;
+            if sent < left {
+                self.offset += sent;
+                return;
+            }
+            sent -= left;
+            self.piece += 1;
+            self.offset = 0;
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The `RUN` request: the one frame a client sends.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  prefix: version 1, kind 1 (RUN), flags = FdSet, length
+//!      8     4  argc
+//!     12     4  envc
+//!     16     4  umask
+//!     20     …  argc + envc strings, each terminated by one NUL byte
+//! ```
+//!
+//! The descriptors named by the flags travel in the `SCM_RIGHTS` ancillary
+//! data of the frame's first byte, in flag-bit order.
+
+use crate::frame::{Kind, MAX_FRAME_LEN, PREFIX_LEN, Prefix, WireError, u32_at};
+
+/// Bytes in a `RUN` frame before its strings.
+pub const RUN_HEADER_LEN: usize = PREFIX_LEN + 12;
+
+/// The descriptors a `RUN` frame carries, as its flag bits.
+///
+/// A missing stdio bit means the client had that descriptor closed; the
+/// worker then has it closed too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FdSet(pub u16);
+
+impl FdSet {
+    /// The client's standard input.
+    pub const STDIN: FdSet = FdSet(1 << 0);
+    /// The client's standard output.
+    pub const STDOUT: FdSet = FdSet(1 << 1);
+    /// The client's standard error.
+    pub const STDERR: FdSet = FdSet(1 << 2);
+    /// A descriptor of the client's working directory (opened `O_PATH`).
+    pub const CWD: FdSet = FdSet(1 << 3);
+    /// Every bit this version defines.
+    pub const ALL: FdSet = FdSet(0b1111);
+    /// The slots in the order their descriptors appear in `SCM_RIGHTS`.
+    pub const SLOTS: [FdSet; 4] = [FdSet::STDIN, FdSet::STDOUT, FdSet::STDERR, FdSet::CWD];
+
+    /// Whether every bit of `other` is set here.
+    pub fn contains(self, other: FdSet) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// This set with the bits of `other` added.
+    pub fn with(self, other: FdSet) -> FdSet {
+        FdSet(self.0 | other.0)
+    }
+
+    /// This set with the bits of `other` removed.
+    pub fn without(self, other: FdSet) -> FdSet {
+        FdSet(self.0 & !other.0)
+    }
+
+    /// How many descriptors the frame carries.
+    pub fn count(self) -> usize {
+        self.0.count_ones() as usize
+    }
+}
+
+/// The fixed part of a `RUN` frame, as the client builds it before sending
+/// the strings that follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunHeader {
+    /// Descriptors carried in the ancillary data.
+    pub fds: FdSet,
+    /// Number of argument strings.
+    pub argc: u32,
+    /// Number of environment strings.
+    pub envc: u32,
+    /// The client's file mode creation mask.
+    pub umask: u32,
+    /// Bytes of string data that follow the header, NULs included.
+    pub strings_len: usize,
+}
+
+impl RunHeader {
+    /// The header as it goes on the wire, or [`WireError::TooLarge`] when the
+    /// frame would exceed [`MAX_FRAME_LEN`].
+    pub fn to_bytes(&self) -> Result<[u8; RUN_HEADER_LEN], WireError> {
+        let len = RUN_HEADER_LEN.saturating_add(self.strings_len);
+        if len > MAX_FRAME_LEN as usize {
+            return Err(WireError::TooLarge(u32::try_from(len).unwrap_or(u32::MAX)));
+        }
+        let mut out = [0u8; RUN_HEADER_LEN];
+        out[..PREFIX_LEN]
+            .copy_from_slice(&Prefix::new(Kind::Run, self.fds.0, len as u32).to_bytes());
+        out[8..12].copy_from_slice(&self.argc.to_le_bytes());
+        out[12..16].copy_from_slice(&self.envc.to_le_bytes());
+        out[16..20].copy_from_slice(&self.umask.to_le_bytes());
+        Ok(out)
+    }
+}
+
+/// Writes a whole `RUN` frame into `out` and returns its length, or `None`
+/// when `out` is too small or a string holds a NUL byte.
+///
+/// The client sends its strings straight from where the kernel put them and
+/// never builds a frame this way; tests, fuzzers and other tools do.
+pub fn encode_run(
+    out: &mut [u8],
+    fds: FdSet,
+    umask: u32,
+    argv: &[&[u8]],
+    env: &[&[u8]],
+) -> Option<usize> {
+    let strings = argv.iter().chain(env);
+    let strings_len = strings.clone().map(|s| s.len() + 1).sum();
+    let header = RunHeader {
+        fds,
+        argc: u32::try_from(argv.len()).ok()?,
+        envc: u32::try_from(env.len()).ok()?,
+        umask,
+        strings_len,
+    };
+    let frame = out.get_mut(..RUN_HEADER_LEN + strings_len)?;
+    frame[..RUN_HEADER_LEN].copy_from_slice(&header.to_bytes().ok()?);
+    let mut at = RUN_HEADER_LEN;
+    for s in strings {
+        if s.contains(&0) {
+            return None;
+        }
+        frame[at..at + s.len()].copy_from_slice(s);
+        frame[at + s.len()] = 0;
+        at += s.len() + 1;
+    }
+    Some(at)
+}
+
+/// A decoded and validated `RUN` frame, borrowing its strings from the frame.
+#[derive(Clone, Copy, Debug)]
+pub struct RunRequest<'a> {
+    /// Descriptors the frame announced in its ancillary data.
+    pub fds: FdSet,
+    /// The client's file mode creation mask (at most `0o777`).
+    pub umask: u32,
+    argc: u32,
+    envc: u32,
+    strings: &'a [u8],
+    env_at: usize,
+}
+
+impl<'a> RunRequest<'a> {
+    /// Decodes a complete `RUN` frame, prefix included.
+    ///
+    /// Every field is checked: the version, kind and length, that no unknown
+    /// flag is set, that the umask is a permission mask, and that the string
+    /// section holds exactly `argc + envc` NUL-terminated strings.
+    pub fn decode(frame: &'a [u8]) -> Result<RunRequest<'a>, WireError> {
+        let prefix = Prefix::parse(frame).ok_or(WireError::BadLength(frame.len() as u32))?;
+        match prefix.validate()? {
+            Kind::Run => {}
+            other => return Err(WireError::UnexpectedKind(other)),
+        }
+        if prefix.len as usize != frame.len() || frame.len() < RUN_HEADER_LEN {
+            return Err(WireError::BadLength(prefix.len));
+        }
+        let fds = FdSet(prefix.flags);
+        if !FdSet::ALL.contains(fds) {
+            return Err(WireError::UnknownFlags(prefix.flags & !FdSet::ALL.0));
+        }
+        let argc = u32_at(frame, 8);
+        let envc = u32_at(frame, 12);
+        let umask = u32_at(frame, 16);
+        if umask > 0o777 {
+            return Err(WireError::BadField("umask"));
+        }
+        let strings = &frame[RUN_HEADER_LEN..];
+        // Counted in u64: two u32 counts can overflow a 32-bit usize.
+        let count = u64::from(argc) + u64::from(envc);
+        let nuls = strings.iter().filter(|&&b| b == 0).count() as u64;
+        if strings.last().is_some_and(|&b| b != 0) || nuls != count {
+            return Err(WireError::BadStrings);
+        }
+        let env_at = Strings::new(strings, argc).rest_offset();
+        Ok(RunRequest {
+            fds,
+            umask,
+            argc,
+            envc,
+            strings,
+            env_at,
+        })
+    }
+
+    /// The client's arguments, `argv[0]` first, without their NULs.
+    pub fn argv(&self) -> Strings<'a> {
+        Strings::new(self.strings, self.argc)
+    }
+
+    /// The client's environment strings (`NAME=value`, as the client had
+    /// them), without their NULs.
+    pub fn env(&self) -> Strings<'a> {
+        Strings::new(&self.strings[self.env_at..], self.envc)
+    }
+}
+
+/// The NUL-terminated strings of a `RUN` frame, one at a time.
+#[derive(Clone, Debug)]
+pub struct Strings<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    left: u32,
+}
+
+impl<'a> Strings<'a> {
+    fn new(bytes: &'a [u8], count: u32) -> Strings<'a> {
+        Strings {
+            bytes,
+            at: 0,
+            left: count,
+        }
+    }
+
+    /// Where the strings after the last one this iterator yields begin.
+    fn rest_offset(mut self) -> usize {
+        while self.next().is_some() {}
+        self.at
+    }
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let rest = &self.bytes[self.at..];
+        // Decoding checked there are enough NULs, so one is always found.
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        self.at += end + 1;
+        Some(&rest[..end])
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for Strings<'_> {}

@@ -1,0 +1,256 @@
+//! The hex examples of `protocol.md` are test vectors.
+//!
+//! Every fenced ```` ```hex ```` block in the document must be named by an
+//! `<!-- example: NAME -->` comment on the line before it, and every name must
+//! have an expected message here. Each example must decode to exactly that
+//! message, and encoding the message must give exactly the example's bytes,
+//! so the document and the implementation cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use warmfork::request::encode_run;
+use warmfork::{ErrorCode, ExitStatus, FdSet, Reply, RunRequest};
+
+/// What an example of `protocol.md` must decode to.
+#[derive(Debug)]
+enum Expected {
+    Run {
+        fds: FdSet,
+        umask: u32,
+        argv: &'static [&'static [u8]],
+        env: &'static [&'static [u8]],
+    },
+    Reply(Reply<'static>),
+}
+
+fn expected_examples() -> BTreeMap<&'static str, Expected> {
+    let all = FdSet::STDIN
+        .with(FdSet::STDOUT)
+        .with(FdSet::STDERR)
+        .with(FdSet::CWD);
+    BTreeMap::from([
+        (
+            "run-python-c",
+            Expected::Run {
+                fds: all,
+                umask: 0o022,
+                argv: &[b"warmfork", b"-c", b"print(1)"],
+                env: &[b"LANG=C.UTF-8"],
+            },
+        ),
+        (
+            "run-non-utf8-stdout-closed",
+            Expected::Run {
+                fds: all.without(FdSet::STDOUT),
+                umask: 0o077,
+                argv: &[b"warmfork", b"job.py", b"caf\xe9.csv"],
+                env: &[],
+            },
+        ),
+        (
+            "started-pid-4242",
+            Expected::Reply(Reply::Started {
+                pid: 4242,
+                pidfd: false,
+            }),
+        ),
+        (
+            "started-pid-4242-pidfd",
+            Expected::Reply(Reply::Started {
+                pid: 4242,
+                pidfd: true,
+            }),
+        ),
+        (
+            "exit-0",
+            Expected::Reply(Reply::Exit(ExitStatus::Exited(0))),
+        ),
+        (
+            "exit-44",
+            Expected::Reply(Reply::Exit(ExitStatus::Exited(44))),
+        ),
+        (
+            "exit-signal-11",
+            Expected::Reply(Reply::Exit(ExitStatus::Signaled(11))),
+        ),
+        (
+            "error-unsupported",
+            Expected::Reply(Reply::Error {
+                code: ErrorCode::Unsupported,
+                message: b"python -O is not supported",
+            }),
+        ),
+        (
+            "error-unsupported-version",
+            Expected::Reply(Reply::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message: b"server speaks protocol version 1",
+            }),
+        ),
+    ])
+}
+
+fn protocol_md() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../protocol.md");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+}
+
+/// The named hex examples of a Markdown document, in document order.
+///
+/// Panics on a hex block without a name, a name without a hex block right
+/// after it, a duplicate name or a token that is not one hex byte: each of
+/// those would let an example escape the check.
+fn hex_examples(markdown: &str) -> Vec<(String, Vec<u8>)> {
+    let mut examples: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut lines = markdown.lines().enumerate().peekable();
+    while let Some((n, line)) = lines.next() {
+        let line = line.trim();
+        if line == "```hex" {
+            panic!(
+                "protocol.md:{}: hex block without an `<!-- example: NAME -->` line before it",
+                n + 1
+            );
+        }
+        let Some(name) = line
+            .strip_prefix("<!-- example:")
+            .and_then(|rest| rest.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let name = name.trim().to_owned();
+        if lines.next().map(|(_, l)| l.trim()) != Some("```hex") {
+            panic!(
+                "protocol.md:{}: example {name:?} is not followed by a ```hex block",
+                n + 1
+            );
+        }
+        let mut bytes = Vec::new();
+        loop {
+            let (m, body) = lines
+                .next()
+                .unwrap_or_else(|| panic!("protocol.md: example {name:?} is not closed"));
+            if body.trim() == "```" {
+                break;
+            }
+            let data = body.split('#').next().unwrap_or("");
+            for token in data.split_whitespace() {
+                let byte = (token.len() == 2)
+                    .then(|| u8::from_str_radix(token, 16).ok())
+                    .flatten()
+                    .unwrap_or_else(|| {
+                        panic!("protocol.md:{}: {token:?} is not a hex byte", m + 1)
+                    });
+                bytes.push(byte);
+            }
+        }
+        assert!(
+            examples.iter().all(|(seen, _)| *seen != name),
+            "protocol.md names example {name:?} twice"
+        );
+        examples.push((name, bytes));
+    }
+    examples
+}
+
+/// Checks one example in both directions, or says what differs.
+fn check(name: &str, bytes: &[u8], expected: &Expected) {
+    let mut encoded = vec![0u8; bytes.len() + 64];
+    let len = match *expected {
+        Expected::Run {
+            fds,
+            umask,
+            argv,
+            env,
+        } => {
+            let run = RunRequest::decode(bytes)
+                .unwrap_or_else(|e| panic!("example {name}: decoding failed: {e}"));
+            assert_eq!(run.fds, fds, "example {name}: fds");
+            assert_eq!(run.umask, umask, "example {name}: umask");
+            assert_eq!(run.argv().collect::<Vec<_>>(), argv, "example {name}: argv");
+            assert_eq!(run.env().collect::<Vec<_>>(), env, "example {name}: env");
+            encode_run(&mut encoded, fds, umask, argv, env)
+        }
+        Expected::Reply(reply) => {
+            let decoded = Reply::decode(bytes)
+                .unwrap_or_else(|e| panic!("example {name}: decoding failed: {e}"));
+            assert_eq!(
+                decoded,
+                Some((reply, bytes.len())),
+                "example {name}: decoded reply"
+            );
+            reply.encode(&mut encoded)
+        }
+    };
+    let len = len.unwrap_or_else(|| panic!("example {name}: encoding failed"));
+    assert_eq!(
+        hex(&encoded[..len]),
+        hex(bytes),
+        "example {name}: encoding differs from protocol.md"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn every_example_in_protocol_md_decodes_and_encodes_to_its_bytes() {
+    let expected = expected_examples();
+    for (name, bytes) in hex_examples(&protocol_md()) {
+        let want = expected.get(name.as_str()).unwrap_or_else(|| {
+            panic!("protocol.md has example {name:?}, which this test does not know")
+        });
+        check(&name, &bytes, want);
+    }
+}
+
+#[test]
+fn every_expected_example_is_in_protocol_md() {
+    let found: Vec<String> = hex_examples(&protocol_md())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let missing: Vec<&str> = expected_examples()
+        .into_keys()
+        .filter(|name| !found.iter().any(|f| f == name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "examples missing from protocol.md: {missing:?}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "hex block without")]
+fn example_reader_rejects_an_unnamed_hex_block() {
+    hex_examples("text\n```hex\n01 02\n```\n");
+}
+
+#[test]
+#[should_panic(expected = "is not followed by a ```hex block")]
+fn example_reader_rejects_a_name_without_a_hex_block() {
+    hex_examples("<!-- example: lost -->\n\nsome text\n");
+}
+
+#[test]
+#[should_panic(expected = "names example \"twice\" twice")]
+fn example_reader_rejects_a_duplicate_name() {
+    let block = "<!-- example: twice -->\n```hex\n01\n```\n";
+    hex_examples(&block.repeat(2));
+}
+
+#[test]
+fn example_reader_skips_comments() {
+    let doc = "<!-- example: a -->\n```hex\n01 0f  # prefix 01 ff\n```\n";
+    assert_eq!(hex_examples(doc), vec![("a".to_owned(), vec![0x01, 0x0f])]);
+}
+
+#[test]
+#[should_panic(expected = "is not a hex byte")]
+fn example_reader_rejects_a_token_that_is_not_one_hex_byte() {
+    hex_examples("<!-- example: b -->\n```hex\n01 f\n```\n");
+}

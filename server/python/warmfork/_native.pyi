@@ -1,0 +1,26 @@
+"""Type stubs for the compiled ``warmfork._native`` extension."""
+
+from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
+
+def socket_path(name: bytes | None = None) -> Path:
+    """The socket path the shared rule picks from this process's environment."""
+
+class Listener:
+    """A bound, locked, listening socket."""
+
+    def __init__(self, path: str | PathLike[str]) -> None: ...
+    @property
+    def path(self) -> Path | None: ...
+    def close(self) -> None:
+        """Remove the socket (if still ours) and close it."""
+
+def serve(
+    listener: Listener,
+    handler: Callable[[], object],
+    run: Callable[[Callable[[], object], list[bytes], list[bytes], int], int | str],
+    *,
+    request_timeout: float = 10.0,
+) -> None:
+    """Serve until a signal handler raises."""

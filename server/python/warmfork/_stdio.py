@@ -1,0 +1,92 @@
+"""Fresh ``sys.std*`` streams for a worker, built the way CPython builds them.
+
+The server's own streams point at the server's terminal or log; a worker needs
+streams over the client's descriptors 0, 1 and 2, with the buffering CPython
+would choose for *those* descriptors: line-buffered on a terminal (stderr
+always), block-buffered on a pipe or file, and unbuffered under ``-u``. This
+must be decided in the worker, after the client's descriptors are in place,
+never in the server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+
+_NAMES = ("<stdin>", "<stdout>", "<stderr>")
+
+
+def _encoding() -> tuple[str, str | None]:
+    """Encoding and error handler from ``PYTHONIOENCODING``, as CPython reads it."""
+    value = os.environ.get("PYTHONIOENCODING", "")
+    encoding, _, errors = value.partition(":")
+    return encoding or sys.getfilesystemencoding(), errors or None
+
+
+def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
+    """A text stream over ``fd`` (0, 1 or 2), or None when ``fd`` is closed."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    write = fd != 0
+    encoding, errors = _encoding()
+    if errors is None:
+        errors = "backslashreplace" if fd == 2 else "strict"
+    raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
+    raw.name = _NAMES[fd]  # type: ignore[misc]  # CPython names its std streams this way
+    buffered: io.RawIOBase | io.BufferedIOBase
+    if unbuffered and write:
+        buffered = raw
+    else:
+        buffered = io.BufferedWriter(raw) if write else io.BufferedReader(raw)
+    stream = io.TextIOWrapper(
+        buffered,  # type: ignore[arg-type]
+        encoding=encoding,
+        errors=errors,
+        newline="\n",
+        line_buffering=not unbuffered and (fd == 2 or raw.isatty()),
+        write_through=unbuffered,
+    )
+    stream.mode = "w" if write else "r"  # type: ignore[misc]
+    return stream
+
+
+def install(*, unbuffered: bool = False) -> None:
+    """Replace ``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` (and their
+    ``__std*__`` twins) with fresh streams over descriptors 0, 1 and 2."""
+    streams = [open_stream(fd, unbuffered=unbuffered) for fd in (0, 1, 2)]
+    sys.stdin, sys.stdout, sys.stderr = streams
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+
+
+def flush() -> bool:
+    """Flush ``sys.stdout`` and ``sys.stderr`` as CPython does at exit.
+
+    Returns False when stdout could not be flushed (CPython then exits 120),
+    after reporting it the way CPython does.
+    """
+    ok = True
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or getattr(stream, "closed", False):
+            continue
+        try:
+            stream.flush()
+        except Exception as exc:  # noqa: BLE001 - any failure is reported, as CPython does
+            if name == "stdout":
+                ok = False
+                _report_unraisable(stream, exc)
+    return ok
+
+
+def _report_unraisable(stream: object, exc: BaseException) -> None:
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(f"Exception ignored in: {stream!r}\n{type(exc).__name__}: {exc}\n")
+        err.flush()
+    except Exception:  # noqa: BLE001 - nowhere left to report to
+        pass

@@ -1,0 +1,134 @@
+"""The Python half of a worker: from a forked copy of the warm server to an
+exit status.
+
+The Rust half (``server/src/worker.rs``) has already installed the client's
+descriptors as 0, 1 and 2, changed into the client's working directory and
+closed every descriptor that belongs to the server. This module makes the
+interpreter look like a fresh ``python`` started by the client (signals,
+umask, environment, ``sys.argv``, standard streams), runs the handler, and
+does the finalisation a user can see (non-daemon threads, ``atexit``, flushing
+the streams). What it returns is reported to the client before the process
+ends with ``_exit``, so the interpreter's slow heap teardown never happens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from . import _stdio
+from .errors import Unsupported
+
+# Signals whose disposition a fresh CPython leaves at the default; the server
+# or its warm-up may have changed them. SIGINT, SIGPIPE and SIGXFSZ are set
+# below as CPython sets them.
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+        "SIGCHLD", "SIGWINCH", "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU",
+    )
+)
+
+
+def run(handler: Callable[[], object], argv: list[bytes], env: list[bytes], umask: int) -> int | str:
+    """Prepare the interpreter for one client's run and run ``handler``.
+
+    Returns the exit code (0..255), the negated number of the signal the
+    process must die of (a ``KeyboardInterrupt`` nobody caught ends python
+    by SIGINT), or a message when the handler raised
+    :class:`~warmfork.errors.Unsupported`.
+    """
+    _reset_signals()
+    os.umask(umask)
+    _set_environ(env)
+    sys.argv = [os.fsdecode(arg) for arg in argv]
+    _stdio.install(unbuffered=bool(os.environ.get("PYTHONUNBUFFERED")))
+    try:
+        return run_handler(handler)
+    except Unsupported as refusal:
+        return str(refusal)
+
+
+def run_handler(handler: Callable[[], object]) -> int:
+    """Call ``handler`` and finish as CPython's ``Py_RunMain`` does.
+
+    An uncaught exception goes through ``sys.excepthook`` and gives 1;
+    ``SystemExit`` gives its code; then non-daemon threads are joined,
+    ``atexit`` callbacks run and the standard streams are flushed (a failed
+    flush of stdout gives 120). :class:`~warmfork.errors.Unsupported`
+    propagates untouched so the caller can refuse the run.
+    """
+    try:
+        handler()
+        code = 0
+    except Unsupported:
+        raise
+    except SystemExit as exit_:
+        code = exit_code(exit_)
+    except BaseException as exc:  # noqa: BLE001 - every uncaught exception ends the program
+        _excepthook(exc)
+        code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+    code = _finalize(code)
+    return code
+
+
+def exit_code(exit_: SystemExit) -> int:
+    """The status CPython exits with for ``exit_``; prints a non-integer code."""
+    value = exit_.code
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    err = sys.stderr
+    if err is not None:
+        try:
+            print(value, file=err)
+        except Exception:  # noqa: BLE001 - as CPython, a failed print still exits 1
+            pass
+    return 1
+
+
+def _finalize(code: int) -> int:
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx calls first
+    except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt while joining
+        _excepthook(exc)
+    atexit._run_exitfuncs()
+    if not _stdio.flush() and code == 0:
+        code = 120
+    return code
+
+
+def _excepthook(exc: BaseException) -> None:
+    try:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    except BaseException:  # noqa: BLE001 - CPython falls back the same way
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+
+
+def _reset_signals() -> None:
+    for signum in _DEFAULT_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _set_environ(entries: list[bytes]) -> None:
+    """Make ``os.environ`` and the C environment the client's.
+
+    As at CPython start-up, an entry without ``=`` is skipped and the first of
+    two entries with the same name wins.
+    """
+    os.environ.clear()
+    environb = os.environb
+    for entry in entries:
+        name, sep, value = entry.partition(b"=")
+        if sep and name and name not in environb:
+            environb[name] = value

@@ -1,0 +1,128 @@
+"""The server's Python side: warm up, then hand the loop to ``_native``."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import runpy
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from . import _native, _worker
+from .errors import ServerError
+
+# The warm-up file's globals: kept alive so what it loaded stays loaded.
+_warm_globals: dict[str, object] = {}
+
+
+class _Stopped(BaseException):
+    """Raised by the SIGTERM handler to leave the serving loop."""
+
+
+def serve(
+    handler: Callable[[], object] | None = None,
+    *,
+    socket: str | os.PathLike[str] | None = None,
+    preload: Iterable[str] = (),
+    warmup: str | os.PathLike[str] | None = None,
+    request_timeout: float = 10.0,
+) -> None:
+    """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
+    ``KeyboardInterrupt``).
+
+    ``handler`` is called in a fresh worker for each run, with ``sys.argv``,
+    ``os.environ``, the working directory, umask and standard streams set
+    from the client; ``sys.argv[0]`` is the client's ``argv[0]``. ``None``
+    selects the python-compatible handler (``warmfork script.py`` behaves
+    like ``python script.py``). ``preload`` names modules to import and
+    ``warmup`` a Python file to run before serving. ``socket`` defaults to
+    the path both sides derive from ``WARMFORK_SOCKET``,
+    ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
+    """
+    path = Path(socket) if socket is not None else _native.socket_path()
+    try:
+        listener = _native.Listener(path)
+    except OSError as exc:
+        raise ServerError(str(exc)) from None
+    try:
+        _warm_up(preload, warmup)
+        if handler is None:
+            from .pymain import main as handler
+
+            _forget_script_dir()
+        _check_single_thread()
+        # Anything still buffered in the server's streams would otherwise be
+        # flushed by a worker, into a client's output.
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        # Objects made during warm-up are never freed in workers; keeping the
+        # collector off them keeps their pages shared.
+        gc.collect()
+        gc.freeze()
+        previous = signal.signal(signal.SIGTERM, _stop)
+        _log(f"serving on {path} (pid {os.getpid()})")
+        try:
+            _native.serve(listener, handler, _worker.run, request_timeout=request_timeout)
+        except _Stopped:
+            _log("stopped by SIGTERM")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        listener.close()
+
+
+def _warm_up(preload: Iterable[str], warmup: str | os.PathLike[str] | None) -> None:
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ServerError(f"cannot preload {name}: {exc}") from exc
+    if warmup is not None:
+        if not os.path.isfile(warmup):
+            raise ServerError(f"cannot run the warm-up file {os.fspath(warmup)!r}: no such file")
+        _warm_globals.update(runpy.run_path(os.fspath(warmup), run_name="__warmup__"))
+
+
+def _forget_script_dir() -> None:
+    """Drop the entry python put first on ``sys.path`` for the server itself
+    (its script's directory, or its working directory); the handler puts the
+    client program's own there instead."""
+    if not sys.flags.safe_path and sys.path:
+        del sys.path[0]
+
+
+def _check_single_thread() -> None:
+    """A forked worker has only the thread that forked it; refuse to serve
+    if the warm-up left Python threads running, which workers would lack."""
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        raise ServerError(
+            f"the warm-up left {len(others)} thread(s) running ({', '.join(others)}); "
+            "a forked worker would not have them. Stop them before serving."
+        )
+    native = _native_thread_count()
+    if native > 1:
+        _log(
+            f"note: {native - 1} native thread(s) exist (started by C extensions such as OpenBLAS); "
+            "workers get only the main thread and rely on those libraries' fork handlers"
+        )
+
+
+def _native_thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _log(message: str) -> None:
+    print(f"warmfork-server: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,139 @@
+//! Reading one `RUN` frame from a client without ever blocking the server.
+//!
+//! Each readiness event gets one bounded `recvmsg`, so a slow or silent client
+//! costs the others nothing; the deadline for the whole frame is kept by the
+//! event loop. Descriptors are received on every read (never with a plain
+//! `read`, which would drop them) and owned from the start, so every one that
+//! is not used is closed, whatever the client sent.
+
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+
+use rustix::fd::OwnedFd;
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+use warmfork::frame::{PREFIX_LEN, Prefix};
+use warmfork::{ErrorCode, FdSet, Kind, RunRequest, WireError};
+
+/// Bytes asked of the kernel per read: enough for a typical request at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Descriptors a `RUN` may carry, plus one to notice a client sending more.
+const MAX_FDS: usize = FdSet::SLOTS.len() + 1;
+
+/// A request being received.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    frame: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    len: Option<usize>,
+}
+
+/// What one read brought.
+#[derive(Debug)]
+pub enum Progress {
+    /// More bytes are needed.
+    Pending,
+    /// The whole frame is here.
+    Complete,
+    /// The client hung up before sending a whole frame.
+    Closed,
+    /// The client broke the protocol; tell it why and close.
+    Refused(ErrorCode, String),
+}
+
+impl Incoming {
+    /// Reads what `socket` has ready, at most one frame's worth.
+    pub fn read(&mut self, socket: &OwnedFd) -> Progress {
+        let want = self.len.unwrap_or(PREFIX_LEN) - self.frame.len();
+        let start = self.frame.len();
+        let chunk = want.min(READ_CHUNK);
+        self.frame.resize(start + chunk, 0);
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let result = rustix::net::recvmsg(
+            socket,
+            &mut [IoSliceMut::new(&mut self.frame[start..])],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        );
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                self.fds.extend(fds);
+            }
+        }
+        let received = match &result {
+            Ok(msg) => {
+                if msg.flags.contains(ReturnFlags::CTRUNC) || self.fds.len() > FdSet::SLOTS.len() {
+                    return Progress::Refused(
+                        ErrorCode::BadRequest,
+                        "too many descriptors in the request".into(),
+                    );
+                }
+                msg.bytes
+            }
+            Err(Errno::AGAIN | Errno::INTR) => 0,
+            Err(_) => {
+                self.frame.truncate(start);
+                return Progress::Closed;
+            }
+        };
+        self.frame.truncate(start + received);
+        if result.is_ok() && received == 0 {
+            return Progress::Closed;
+        }
+        if self.len.is_none() && self.frame.len() == PREFIX_LEN {
+            if let Err(refusal) = self.take_prefix() {
+                return refusal;
+            }
+        }
+        match self.len {
+            Some(len) if self.frame.len() == len => Progress::Complete,
+            _ => Progress::Pending,
+        }
+    }
+
+    /// Checks the prefix before anything else is read, so that a wrong
+    /// version or an oversized frame is refused without reading the rest.
+    fn take_prefix(&mut self) -> Result<(), Progress> {
+        let prefix = Prefix::parse(&self.frame).expect("the prefix is complete");
+        match prefix.validate() {
+            Ok(Kind::Run) => {}
+            Ok(other) => return Err(refusal(WireError::UnexpectedKind(other))),
+            Err(error) => return Err(refusal(error)),
+        }
+        self.len = Some(prefix.len as usize);
+        Ok(())
+    }
+
+    /// The decoded request and its descriptors, in slot order, once the
+    /// frame is complete.
+    pub fn request(&self) -> Result<RunRequest<'_>, Progress> {
+        let request = RunRequest::decode(&self.frame).map_err(refusal)?;
+        if request.fds.count() != self.fds.len() {
+            return Err(Progress::Refused(
+                ErrorCode::BadRequest,
+                format!(
+                    "the request announces {} descriptors but carries {}",
+                    request.fds.count(),
+                    self.fds.len()
+                ),
+            ));
+        }
+        Ok(request)
+    }
+
+    /// The received descriptors, in the order of the request's flag bits.
+    pub fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+}
+
+fn refusal(error: WireError) -> Progress {
+    let code = match error {
+        WireError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        WireError::TooLarge(_) => ErrorCode::TooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    Progress::Refused(code, error.to_string())
+}

@@ -1,0 +1,104 @@
+//! `warmfork._native`: the fork server behind `warmfork.serve`.
+//!
+//! Python does the parts that are about Python (imports, warm-up, setting up
+//! a worker's interpreter, the python-compatible handler); this extension
+//! does the parts that must not depend on the interpreter's cooperation:
+//! the socket, the event loop, reading untrusted requests, and forking.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+mod incoming;
+mod listener;
+mod log;
+mod server;
+mod worker;
+
+/// The socket path the shared rule picks for server `name` from this
+/// process's environment (see `warmfork::socket_path`).
+#[pyfunction]
+#[pyo3(signature = (name = None))]
+fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use warmfork::socket_path as rule;
+    let var = |key| std::env::var_os(key).map(OsStringExt::into_vec);
+    let (explicit, runtime) = (var("WARMFORK_SOCKET"), var("XDG_RUNTIME_DIR"));
+    let inputs = rule::Inputs {
+        warmfork_socket: explicit.as_deref(),
+        xdg_runtime_dir: runtime.as_deref(),
+        uid: rustix::process::getuid().as_raw(),
+        name: name.unwrap_or(rule::DEFAULT_NAME),
+    };
+    let mut out = [0; rule::MAX_SOCKET_PATH_LEN];
+    let len = rule::socket_path(&inputs, &mut out).map_err(|_| {
+        PyValueError::new_err("the socket path is longer than the 107 bytes a Unix socket allows")
+    })?;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&out[..len])))
+}
+
+/// A listening socket, bound and locked; see `listener.rs`.
+#[pyclass(module = "warmfork._native")]
+struct Listener {
+    inner: Option<listener::Listener>,
+}
+
+#[pymethods]
+impl Listener {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        let inner = listener::Listener::bind(&path).map_err(PyOSError::new_err)?;
+        Ok(Listener { inner: Some(inner) })
+    }
+
+    /// The socket's path.
+    #[getter]
+    fn path(&self) -> Option<PathBuf> {
+        self.inner.as_ref().map(|l| l.path().to_owned())
+    }
+
+    /// Removes the socket (if it is still ours) and closes it.
+    fn close(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            inner.remove();
+        }
+    }
+}
+
+/// Serves `listener` until a signal handler raises (Ctrl-C raises
+/// `KeyboardInterrupt`). Each request is run in a forked worker by
+/// `run(handler, argv, env, umask)`.
+#[pyfunction]
+#[pyo3(signature = (listener, handler, run, *, request_timeout = 10.0))]
+fn serve(
+    py: Python<'_>,
+    listener: PyRef<'_, Listener>,
+    handler: Bound<'_, PyAny>,
+    run: Bound<'_, PyAny>,
+    request_timeout: f64,
+) -> PyResult<()> {
+    let inner = listener
+        .inner
+        .as_ref()
+        .ok_or_else(|| PyValueError::new_err("the listener is closed"))?;
+    let request_timeout = Duration::try_from_secs_f64(request_timeout).map_err(|_| {
+        PyValueError::new_err("request_timeout must be a positive number of seconds")
+    })?;
+    server::serve(
+        py,
+        inner,
+        &handler,
+        &run,
+        server::Settings { request_timeout },
+    )
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(socket_path, m)?)?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_class::<Listener>()?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The listening socket: a private directory, one server per socket, and a
+//! socket that appears only when it is ready.
+//!
+//! * The directory must belong to the server's user and be writable by no
+//!   one else; a directory the server creates is made 0700 whatever the
+//!   umask. Anyone who can write there could replace the socket.
+//! * `NAME.sock.lock` is held with `flock` for the server's life: a second
+//!   server on the same socket fails at once, naming the first, and a socket
+//!   left behind by a server that died holds no lock, so it is replaced.
+//! * The socket is bound at a temporary name, made 0600, and renamed into
+//!   place, so a client never connects to a half-made socket.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+/// How many connections may wait to be accepted.
+const BACKLOG: i32 = 1024;
+
+/// A bound, listening server socket and the lock that makes it ours.
+#[derive(Debug)]
+pub struct Listener {
+    socket: OwnedFd,
+    lock: OwnedFd,
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl Listener {
+    /// Creates the socket at `path`, replacing a stale one; see the module
+    /// documentation for what is checked.
+    pub fn bind(path: &Path) -> Result<Listener, String> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        private_dir(dir)?;
+        let lock = lock(path)?;
+        let temp = temporary_name(path);
+        let _ = std::fs::remove_file(&temp);
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| format!("cannot create a socket: {e}"))?;
+        let address = SocketAddrUnix::new(temp.as_path()).map_err(|_| {
+            format!(
+                "socket path {} is too long for a Unix socket",
+                temp.display()
+            )
+        })?;
+        // bind() creates the file with the umask applied; the directory is
+        // private anyway, and the mode is fixed right after, before the
+        // socket is visible under its real name.
+        rustix::net::bind(&socket, &address)
+            .map_err(|e| format!("cannot bind {}: {e}", temp.display()))?;
+        let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| rustix::net::listen(&socket, BACKLOG).map_err(Into::into))
+            .and_then(|()| std::fs::rename(&temp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&temp);
+            return Err(format!(
+                "cannot put the socket in place at {}: {e}",
+                path.display()
+            ));
+        }
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        Ok(Listener {
+            socket,
+            lock,
+            path: path.to_owned(),
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// The listening socket.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Every descriptor the listener holds, so a worker can close them all.
+    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.socket.as_fd(), self.lock.as_fd()]
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file if it is still the one this listener created
+    /// (another server may have replaced it after this one was stopped).
+    pub fn remove(&self) {
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Makes sure `dir` exists, belongs to this user and is writable by no one
+/// else, creating it 0700 if it is missing.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        // mkdir applies the umask, which can only remove bits; 0700 stands.
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot create the socket directory {}: {e}",
+                dir.display()
+            ));
+        }
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.uid() != uid {
+        return Err(format!(
+            "socket directory {} belongs to uid {}, not to you (uid {uid}); choose another with --socket or WARMFORK_SOCKET",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "socket directory {} is writable by other users (mode {:o}), who could replace the socket; \
+             use a private directory (chmod go-w, or choose another with --socket)",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the lock that makes this the one server on `path`.
+fn lock(path: &Path) -> Result<OwnedFd, String> {
+    let lock_path = with_suffix(path, ".lock");
+    let fd = rustix::fs::open(
+        &lock_path,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(fd),
+        Err(Errno::WOULDBLOCK) => Err(format!(
+            "another warmfork server is already serving {} (stop it with `warmfork-server stop --socket {}` or kill it)",
+            path.display(),
+            path.display()
+        )),
+        Err(e) => Err(format!("cannot lock {}: {e}", lock_path.display())),
+    }
+}
+
+fn temporary_name(path: &Path) -> PathBuf {
+    with_suffix(path, &format!(".{}.tmp", std::process::id()))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().as_bytes().to_vec();
+    name.extend_from_slice(suffix.as_bytes());
+    PathBuf::from(OsStr::from_bytes(&name))
+}
