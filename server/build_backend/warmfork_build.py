@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from maturin import *  # noqa: F403 - re-export every other hook unchanged
+from maturin import *  # re-export every other hook unchanged
 from maturin import build_editable as _maturin_build_editable
 from maturin import build_wheel as _maturin_build_wheel
 

@@ -10,6 +10,7 @@ never in the server.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -85,8 +86,6 @@ def _report_unraisable(stream: object, exc: BaseException) -> None:
     err = sys.stderr
     if err is None:
         return
-    try:
+    with contextlib.suppress(Exception):  # nowhere left to report to
         err.write(f"Exception ignored in: {stream!r}\n{type(exc).__name__}: {exc}\n")
         err.flush()
-    except Exception:  # noqa: BLE001 - nowhere left to report to
-        pass

@@ -14,6 +14,7 @@ ends with ``_exit``, so the interpreter's slow heap teardown never happens.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -84,12 +85,9 @@ def exit_code(exit_: SystemExit) -> int:
         return 0
     if isinstance(value, int):
         return value & 0xFF
-    err = sys.stderr
-    if err is not None:
-        try:
-            print(value, file=err)
-        except Exception:  # noqa: BLE001 - as CPython, a failed print still exits 1
-            pass
+    if sys.stderr is not None:
+        with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
+            print(value, file=sys.stderr)
     return 1
 
 

@@ -43,7 +43,7 @@ impl SocketPath {
     }
 }
 
-/// `socket` + `connect`: a stream connection to the server.
+/// `socket` + `connect`: a stream connection to a server of this user.
 pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     let system = |call| move |errno| Failure::System { call, errno };
     let address = SocketAddrUnix::new(path.as_bytes()).map_err(system("socket address"))?;
@@ -59,5 +59,14 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
         path: path.as_bytes(),
         errno,
     })?;
+    // The request carries the whole environment and the client's files: only
+    // a server running as this user may have them.
+    let peer = rustix::net::sockopt::socket_peercred(&socket).map_err(system("SO_PEERCRED"))?;
+    if peer.uid != rustix::process::geteuid() {
+        return Err(Failure::ForeignServer {
+            path: path.as_bytes(),
+            uid: peer.uid.as_raw(),
+        });
+    }
     Ok(socket)
 }

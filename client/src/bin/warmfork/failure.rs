@@ -25,6 +25,8 @@ pub const EXIT_SYSTEM: i32 = 204;
 pub enum Failure<'a> {
     /// `connect` to the socket failed.
     NoServer { path: &'a [u8], errno: Errno },
+    /// The server at the socket runs as another user.
+    ForeignServer { path: &'a [u8], uid: u32 },
     /// The socket path from the environment does not fit a `sockaddr_un`.
     PathTooLong,
     /// The command line and environment exceed the protocol's frame limit.
@@ -61,6 +63,15 @@ impl Failure<'_> {
                 line.push(b": ");
                 line.push_errno(errno);
                 line.push(b"; start one with `warmfork-server &` (or set WARMFORK_SOCKET)");
+                EXIT_NO_SERVER
+            }
+            Failure::ForeignServer { path, uid } => {
+                line.push(b"the server at ");
+                line.push(path);
+                let _ = write!(
+                    line,
+                    " runs as uid {uid}, not as you; refusing to send it your environment and files"
+                );
                 EXIT_NO_SERVER
             }
             Failure::PathTooLong => {
