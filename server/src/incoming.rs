@@ -18,8 +18,9 @@ use warmfork::{ErrorCode, FdSet, Kind, RunRequest, WireError};
 /// Bytes asked of the kernel per read: enough for a typical request at once.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Descriptors a `RUN` may carry, plus one to notice a client sending more.
-const MAX_FDS: usize = FdSet::SLOTS.len() + 1;
+/// Room for the descriptors of a hand-off (the connection, then those of a
+/// `RUN`), plus one to notice a peer sending more.
+const MAX_FDS: usize = 1 + FdSet::SLOTS.len() + 1;
 
 /// A request being received.
 #[derive(Debug, Default)]
@@ -27,6 +28,9 @@ pub struct Incoming {
     frame: Vec<u8>,
     fds: Vec<OwnedFd>,
     len: Option<usize>,
+    /// Descriptors that come before the request's own: none from a client,
+    /// the client's connection when the server hands a request to a worker.
+    leading_fds: usize,
 }
 
 /// What one read brought.
@@ -43,6 +47,15 @@ pub enum Progress {
 }
 
 impl Incoming {
+    /// A request as the server hands it to a worker: the client's connection
+    /// rides ahead of the request's descriptors.
+    pub fn handed_off() -> Incoming {
+        Incoming {
+            leading_fds: 1,
+            ..Incoming::default()
+        }
+    }
+
     /// Reads what `socket` has ready, at most one frame's worth.
     pub fn read(&mut self, socket: &OwnedFd) -> Progress {
         let want = self.len.unwrap_or(PREFIX_LEN) - self.frame.len();
@@ -64,7 +77,9 @@ impl Incoming {
         }
         let received = match &result {
             Ok(msg) => {
-                if msg.flags.contains(ReturnFlags::CTRUNC) || self.fds.len() > FdSet::SLOTS.len() {
+                if msg.flags.contains(ReturnFlags::CTRUNC)
+                    || self.fds.len() > self.leading_fds + FdSet::SLOTS.len()
+                {
                     return Progress::Refused(
                         ErrorCode::BadRequest,
                         "too many descriptors in the request".into(),
@@ -106,24 +121,29 @@ impl Incoming {
         Ok(())
     }
 
-    /// The decoded request and its descriptors, in slot order, once the
-    /// frame is complete.
+    /// The complete frame.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// The decoded request, once the frame is complete.
     pub fn request(&self) -> Result<RunRequest<'_>, Progress> {
         let request = RunRequest::decode(&self.frame).map_err(refusal)?;
-        if request.fds.count() != self.fds.len() {
+        if self.leading_fds + request.fds.count() != self.fds.len() {
             return Err(Progress::Refused(
                 ErrorCode::BadRequest,
                 format!(
                     "the request announces {} descriptors but carries {}",
                     request.fds.count(),
-                    self.fds.len()
+                    self.fds.len() - self.leading_fds.min(self.fds.len())
                 ),
             ));
         }
         Ok(request)
     }
 
-    /// The received descriptors, in the order of the request's flag bits.
+    /// The received descriptors: the leading ones, then the request's in
+    /// the order of its flag bits.
     pub fn fds(&self) -> &[OwnedFd] {
         &self.fds
     }

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 mod incoming;
 mod listener;
 mod log;
+mod pool;
 mod server;
 mod worker;
 
@@ -68,15 +69,18 @@ impl Listener {
 }
 
 /// Serves `listener` until a signal handler raises (Ctrl-C raises
-/// `KeyboardInterrupt`). Each request is run in a forked worker by
+/// `KeyboardInterrupt`). `pool` workers are kept forked in advance; each has
+/// called `prepare()`, and runs one request by
 /// `run(handler, argv, env, umask)`.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, run, *, request_timeout = 10.0))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0))]
 fn serve(
     py: Python<'_>,
     listener: PyRef<'_, Listener>,
     handler: Bound<'_, PyAny>,
+    prepare: Bound<'_, PyAny>,
     run: Bound<'_, PyAny>,
+    pool: usize,
     request_timeout: f64,
 ) -> PyResult<()> {
     let inner = listener
@@ -86,12 +90,19 @@ fn serve(
     let request_timeout = Duration::try_from_secs_f64(request_timeout).map_err(|_| {
         PyValueError::new_err("request_timeout must be a positive number of seconds")
     })?;
+    let hooks = worker::Hooks {
+        handler: &handler,
+        prepare: &prepare,
+        run: &run,
+    };
     server::serve(
         py,
         inner,
-        &handler,
-        &run,
-        server::Settings { request_timeout },
+        hooks,
+        server::Settings {
+            request_timeout,
+            pool,
+        },
     )
 }
 

@@ -1,5 +1,5 @@
-//! The event loop: accept clients, read their requests, fork their workers,
-//! and report how each worker ended.
+//! The event loop: accept clients, read their requests, hand each to an idle
+//! worker, keep the pool full, and report how each worker ended.
 //!
 //! One thread, one `poll`. The GIL is released while the loop waits, and a
 //! signal (Ctrl-C, SIGTERM) interrupts the wait and is handed to Python with
@@ -15,13 +15,14 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
-use rustix::process::{Signal, WaitId, WaitIdOptions};
+use rustix::process::{Signal, Uid};
 use warmfork::{ErrorCode, ExitStatus, Reply};
 
 use crate::incoming::{Incoming, Progress};
 use crate::listener::Listener;
 use crate::log;
-use crate::worker::{self, Job, Worker};
+use crate::pool::{self, Pool, Process};
+use crate::worker::{self, Hooks};
 
 /// How long a worker whose client hung up gets between SIGHUP and SIGKILL.
 const HANGUP_GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +35,8 @@ const ACCEPT_BATCH: usize = 64;
 pub struct Settings {
     /// How long a client has to send its whole request.
     pub request_timeout: Duration,
+    /// How many idle workers to keep ready.
+    pub pool: usize,
 }
 
 struct Connection {
@@ -45,305 +48,323 @@ struct Connection {
 
 enum State {
     Reading(Incoming),
-    Running { worker: Worker, client_gone: bool },
+    Running { worker: Process, client_gone: bool },
+}
+
+struct Server<'a, 'py> {
+    py: Python<'py>,
+    listener: &'a Listener,
+    hooks: Hooks<'a, 'py>,
+    settings: Settings,
+    uid: Uid,
+    connections: Vec<Connection>,
+    pool: Pool,
 }
 
 /// Serves `listener` until a Python signal handler raises.
 pub fn serve(
     py: Python<'_>,
     listener: &Listener,
-    handler: &Bound<'_, PyAny>,
-    run: &Bound<'_, PyAny>,
+    hooks: Hooks<'_, '_>,
     settings: Settings,
 ) -> PyResult<()> {
-    let mut connections: Vec<Connection> = Vec::new();
-    let uid = rustix::process::geteuid();
+    let mut server = Server {
+        py,
+        listener,
+        hooks,
+        settings,
+        uid: rustix::process::geteuid(),
+        connections: Vec::new(),
+        pool: Pool::new(settings.pool),
+    };
+    server.refill();
     loop {
+        server.turn()?;
+    }
+}
+
+/// What `poll` reported for one connection or idle worker.
+#[derive(Clone, Copy, Default)]
+struct Ready {
+    socket: bool,
+    pidfd: bool,
+}
+
+impl Server<'_, '_> {
+    /// One turn of the loop: wait, then serve everything that is ready.
+    fn turn(&mut self) -> PyResult<()> {
+        let (listener_ready, ready, dead_idle) = self.wait()?;
         let now = Instant::now();
-        let timeout = connections
+        // Backwards, so removing a connection does not move those still to
+        // be visited.
+        for index in (0..self.connections.len()).rev() {
+            if !self.step(index, ready[index], now) {
+                self.connections.swap_remove(index);
+            }
+        }
+        if !dead_idle.is_empty() {
+            self.pool.reap_dead(&dead_idle);
+        }
+        if listener_ready {
+            self.accept();
+        }
+        // Every run that became ready this turn has started; only now fork.
+        self.refill();
+        Ok(())
+    }
+
+    /// Waits, without the GIL, until something needs attention. Returns
+    /// whether the listener is ready, what is ready per connection, and the
+    /// pidfds of idle workers that have exited.
+    fn wait(&self) -> PyResult<(bool, Vec<Ready>, Vec<RawFd>)> {
+        let now = Instant::now();
+        let timeout = self
+            .connections
             .iter()
             .filter_map(|c| c.deadline)
             .min()
-            .map(|d| d.saturating_duration_since(now));
-        let ready = wait(py, listener, &connections, timeout)?;
-        let now = Instant::now();
-        // Walk backwards so removing a connection does not shift the ones
-        // still to be visited.
-        for index in (0..connections.len()).rev() {
-            let (socket_ready, pidfd_ready) = ready.connections[index];
-            let keep = step(
-                py,
-                listener,
-                &mut connections,
-                index,
-                socket_ready,
-                pidfd_ready,
-                now,
-                handler,
-                run,
-            );
-            if !keep {
-                connections.swap_remove(index);
+            .map(|d| {
+                let left = d.saturating_duration_since(now);
+                rustix::time::Timespec::try_from(left).unwrap_or(rustix::time::Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                })
+            });
+        // Where each connection's socket and pidfd sit in `fds`, if polled.
+        let mut slots = Vec::with_capacity(self.connections.len());
+        let listening = self.listener.socket();
+        let mut fds = vec![PollFd::new(&listening, PollFlags::IN)];
+        for connection in &self.connections {
+            let (watch_socket, pidfd) = match &connection.state {
+                State::Reading(_) => (true, None),
+                // Once the client is gone its socket stays readable (EOF);
+                // polling it again would spin.
+                State::Running {
+                    worker,
+                    client_gone,
+                } => (!*client_gone, Some(&worker.pidfd)),
+            };
+            let socket_at = watch_socket.then(|| {
+                fds.push(PollFd::new(
+                    &connection.socket,
+                    PollFlags::IN | PollFlags::RDHUP,
+                ));
+                fds.len() - 1
+            });
+            let pidfd_at = pidfd.map(|pidfd| {
+                fds.push(PollFd::new(pidfd, PollFlags::IN));
+                fds.len() - 1
+            });
+            slots.push((socket_at, pidfd_at));
+        }
+        let idle_from = fds.len();
+        for idle in self.pool.idle() {
+            fds.push(PollFd::new(&idle.process.pidfd, PollFlags::IN));
+        }
+        match self
+            .py
+            .detach(|| rustix::event::poll(&mut fds, timeout.as_ref()))
+        {
+            Ok(_) => {}
+            Err(Errno::INTR) => self.py.check_signals()?,
+            Err(e) => {
+                return Err(pyo3::exceptions::PyOSError::new_err(format!(
+                    "poll failed: {e}"
+                )));
             }
         }
-        if ready.listener {
-            accept(listener, &mut connections, uid, settings.request_timeout);
+        let busy = |at: Option<usize>| at.is_some_and(|at| !fds[at].revents().is_empty());
+        let ready = slots
+            .into_iter()
+            .map(|(socket, pidfd)| Ready {
+                socket: busy(socket),
+                pidfd: busy(pidfd),
+            })
+            .collect();
+        let dead_idle = fds[idle_from..]
+            .iter()
+            .filter(|fd| !fd.revents().is_empty())
+            .map(|fd| fd.as_fd().as_raw_fd())
+            .collect();
+        Ok((busy(Some(0)), ready, dead_idle))
+    }
+
+    /// Accepts waiting clients; refuses those of another user.
+    fn accept(&mut self) {
+        for _ in 0..ACCEPT_BATCH {
+            let socket = match rustix::net::accept_with(
+                self.listener.socket(),
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            ) {
+                Ok(socket) => socket,
+                Err(Errno::AGAIN | Errno::INTR) => return,
+                Err(Errno::MFILE | Errno::NFILE) => {
+                    log::event("out of file descriptors; waiting clients wait until a run ends");
+                    return;
+                }
+                Err(e) => {
+                    log::event(&format!("accept failed: {e}"));
+                    return;
+                }
+            };
+            match rustix::net::sockopt::socket_peercred(&socket) {
+                Ok(cred) if cred.uid == self.uid => {}
+                Ok(cred) => {
+                    log::event(&format!(
+                        "refused a client of uid {} (pid {})",
+                        cred.uid.as_raw(),
+                        cred.pid.as_raw_nonzero()
+                    ));
+                    let message =
+                        "this server belongs to another user; start your own with warmfork-server";
+                    refuse_quietly(&socket, ErrorCode::PermissionDenied, message);
+                    continue;
+                }
+                Err(e) => {
+                    log::event(&format!("cannot read a client's credentials: {e}"));
+                    continue;
+                }
+            }
+            self.connections.push(Connection {
+                socket,
+                state: State::Reading(Incoming::default()),
+                deadline: Some(Instant::now() + self.settings.request_timeout),
+            });
         }
     }
-}
 
-struct Ready {
-    listener: bool,
-    /// Per connection: its socket is ready, its worker's pidfd is ready.
-    connections: Vec<(bool, bool)>,
-}
-
-/// Waits, without the GIL, until something needs attention.
-fn wait(
-    py: Python<'_>,
-    listener: &Listener,
-    connections: &[Connection],
-    timeout: Option<Duration>,
-) -> PyResult<Ready> {
-    // Where each connection's socket and pidfd sit in `fds`, if polled.
-    let mut slots = Vec::with_capacity(connections.len());
-    let mut fds = Vec::with_capacity(1 + 2 * connections.len());
-    let listening = listener.socket();
-    fds.push(PollFd::new(&listening, PollFlags::IN));
-    for connection in connections {
-        let (watch_socket, pidfd) = match &connection.state {
-            State::Reading(_) => (true, None),
-            // Once the client is gone its socket stays readable (EOF);
-            // polling it again would spin.
+    /// Advances connection `index`; false when it is finished and can go.
+    fn step(&mut self, index: usize, ready: Ready, now: Instant) -> bool {
+        let connection = &mut self.connections[index];
+        let timed_out = connection.deadline.is_some_and(|d| d <= now);
+        let progress = match &mut connection.state {
             State::Running {
                 worker,
                 client_gone,
-            } => (!*client_gone, Some(&worker.pidfd)),
-        };
-        let socket_at = watch_socket.then(|| {
-            fds.push(PollFd::new(
-                &connection.socket,
-                PollFlags::IN | PollFlags::RDHUP,
-            ));
-            fds.len() - 1
-        });
-        let pidfd_at = pidfd.map(|pidfd| {
-            fds.push(PollFd::new(pidfd, PollFlags::IN));
-            fds.len() - 1
-        });
-        slots.push((socket_at, pidfd_at));
-    }
-    let timeout = timeout.map(|d| {
-        rustix::time::Timespec::try_from(d).unwrap_or(rustix::time::Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        })
-    });
-    match py.detach(|| rustix::event::poll(&mut fds, timeout.as_ref())) {
-        Ok(_) => {}
-        Err(Errno::INTR) => py.check_signals()?,
-        Err(e) => {
-            return Err(pyo3::exceptions::PyOSError::new_err(format!(
-                "poll failed: {e}"
-            )));
-        }
-    }
-    let busy = |at: Option<usize>| at.is_some_and(|at| !fds[at].revents().is_empty());
-    Ok(Ready {
-        listener: busy(Some(0)),
-        connections: slots
-            .into_iter()
-            .map(|(socket, pidfd)| (busy(socket), busy(pidfd)))
-            .collect(),
-    })
-}
-
-/// Accepts waiting clients; refuses those of another user.
-fn accept(
-    listener: &Listener,
-    connections: &mut Vec<Connection>,
-    uid: rustix::process::Uid,
-    timeout: Duration,
-) {
-    for _ in 0..ACCEPT_BATCH {
-        let socket = match rustix::net::accept_with(
-            listener.socket(),
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        ) {
-            Ok(socket) => socket,
-            Err(Errno::AGAIN | Errno::INTR) => return,
-            Err(Errno::MFILE | Errno::NFILE) => {
-                log::event("out of file descriptors; a client waits until a run ends");
-                return;
-            }
-            Err(e) => {
-                log::event(&format!("accept failed: {e}"));
-                return;
-            }
-        };
-        match rustix::net::sockopt::socket_peercred(&socket) {
-            Ok(cred) if cred.uid == uid => {}
-            Ok(cred) => {
-                log::event(&format!(
-                    "refused a client of uid {} (pid {:?})",
-                    cred.uid.as_raw(),
-                    cred.pid
-                ));
-                let message =
-                    "this server belongs to another user; start your own with warmfork-server";
-                worker::send_reply(
-                    &socket,
-                    &Reply::Error {
-                        code: ErrorCode::PermissionDenied,
-                        message: message.as_bytes(),
-                    },
-                );
-                continue;
-            }
-            Err(e) => {
-                log::event(&format!("cannot read a client's credentials: {e}"));
-                continue;
-            }
-        }
-        connections.push(Connection {
-            socket,
-            state: State::Reading(Incoming::default()),
-            deadline: Some(Instant::now() + timeout),
-        });
-    }
-}
-
-/// Advances connection `index`; false when it is finished and can go.
-#[allow(clippy::too_many_arguments)]
-fn step(
-    py: Python<'_>,
-    listener: &Listener,
-    connections: &mut [Connection],
-    index: usize,
-    socket_ready: bool,
-    pidfd_ready: bool,
-    now: Instant,
-    handler: &Bound<'_, PyAny>,
-    run: &Bound<'_, PyAny>,
-) -> bool {
-    let connection = &mut connections[index];
-    let timed_out = connection.deadline.is_some_and(|d| d <= now);
-    let progress = match &mut connection.state {
-        State::Running {
-            worker,
-            client_gone,
-        } => {
-            if pidfd_ready {
-                if let Some(status) = reap(worker) {
-                    // The worker normally reported first; this covers a
-                    // worker that died before it could (a signal, os._exit).
-                    worker::send_reply(&connection.socket, &Reply::Exit(status));
-                    return false;
+            } => {
+                if ready.pidfd {
+                    if let Some(status) = pool::reap(worker) {
+                        // The worker normally reported first; this covers a
+                        // worker that died before it could (a signal, os._exit).
+                        worker::send_reply(&connection.socket, &Reply::Exit(exit_status(status)));
+                        return false;
+                    }
                 }
+                if ready.socket && client_hung_up(&connection.socket) {
+                    // As on a terminal hang-up: SIGHUP now, SIGKILL if it lingers.
+                    *client_gone = true;
+                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+                    connection.deadline = Some(now + HANGUP_GRACE);
+                } else if timed_out {
+                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
+                    connection.deadline = None;
+                }
+                return true;
             }
-            if socket_ready && client_hung_up(&connection.socket) {
-                // As on a terminal hang-up: SIGHUP now, SIGKILL if it lingers.
-                *client_gone = true;
-                let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
-                connection.deadline = Some(now + HANGUP_GRACE);
-            } else if timed_out {
-                let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
-                connection.deadline = None;
+            State::Reading(_) if timed_out => Progress::Refused(
+                ErrorCode::Timeout,
+                "the request was not sent in time".into(),
+            ),
+            State::Reading(_) if !ready.socket => Progress::Pending,
+            State::Reading(incoming) => incoming.read(&connection.socket),
+        };
+        match progress {
+            Progress::Pending => true,
+            Progress::Closed => false,
+            Progress::Refused(code, message) => {
+                refuse(&connection.socket, code, &message);
+                false
             }
-            return true;
+            Progress::Complete => self.start(index),
         }
-        State::Reading(_) if timed_out => Progress::Refused(
-            ErrorCode::Timeout,
-            "the request was not sent in time".into(),
-        ),
-        State::Reading(_) if !socket_ready => Progress::Pending,
-        State::Reading(incoming) => incoming.read(&connection.socket),
-    };
-    match progress {
-        Progress::Pending => true,
-        Progress::Closed => false,
-        Progress::Refused(code, message) => {
-            refuse(&connection.socket, code, &message);
-            false
-        }
-        Progress::Complete => start(py, listener, connections, index, handler, run),
     }
-}
 
-/// Forks the worker for the complete request of connection `index`.
-fn start(
-    py: Python<'_>,
-    listener: &Listener,
-    connections: &mut [Connection],
-    index: usize,
-    handler: &Bound<'_, PyAny>,
-    run: &Bound<'_, PyAny>,
-) -> bool {
-    // Every descriptor of the server except this client's connection and
-    // request: the worker closes them first thing.
-    let close: Vec<RawFd> = listener
-        .fds()
-        .iter()
-        .map(AsRawFd::as_raw_fd)
-        .chain(
-            connections
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != index)
-                .flat_map(|(_, c)| c.fds()),
-        )
-        .collect();
-    let connection = &mut connections[index];
-    let State::Reading(incoming) = &mut connection.state else {
-        unreachable!("start is only called for a complete request")
-    };
-    let request = match incoming.request() {
-        Ok(request) => request,
-        Err(Progress::Refused(code, message)) => {
-            refuse(&connection.socket, code, &message);
+    /// Hands the complete request of connection `index` to a worker.
+    fn start(&mut self, index: usize) -> bool {
+        let State::Reading(incoming) = &self.connections[index].state else {
+            unreachable!("start is only called for a complete request")
+        };
+        if let Err(Progress::Refused(code, message)) = incoming.request() {
+            refuse(&self.connections[index].socket, code, &message);
             return false;
         }
-        Err(_) => return false,
-    };
-    let job = Job {
-        request,
-        fds: incoming.fds(),
-        connection: &connection.socket,
-        close: &close,
-        handler,
-        run,
-    };
-    match worker::spawn(py, &job) {
-        Ok(worker) => {
-            connection.state = State::Running {
-                worker,
-                client_gone: false,
+        let worker = loop {
+            let idle = match self.pool.take() {
+                Some(idle) => idle,
+                // The pool is empty: this run pays for a fork.
+                None => match self.fork_idle() {
+                    Ok(idle) => idle,
+                    Err(message) => {
+                        log::event(&message);
+                        refuse(
+                            &self.connections[index].socket,
+                            ErrorCode::Internal,
+                            &message,
+                        );
+                        return false;
+                    }
+                },
             };
-            connection.deadline = None;
-            true
-        }
-        Err(message) => {
-            log::event(&message);
-            refuse(&connection.socket, ErrorCode::Internal, &message);
-            false
+            let connection = &self.connections[index];
+            let State::Reading(incoming) = &connection.state else {
+                unreachable!()
+            };
+            match idle.hand_off(incoming.frame(), connection.socket.as_fd(), incoming.fds()) {
+                Ok(worker) => break worker,
+                Err(message) => log::event(&message),
+            }
+        };
+        let connection = &mut self.connections[index];
+        // Dropping the request closes the server's copies of its descriptors.
+        connection.state = State::Running {
+            worker,
+            client_gone: false,
+        };
+        connection.deadline = None;
+        true
+    }
+
+    /// Forks idle workers until the pool is full.
+    fn refill(&mut self) {
+        for _ in 0..self.pool.missing() {
+            match self.fork_idle() {
+                Ok(idle) => self.pool.put(idle),
+                Err(message) => {
+                    log::event(&message);
+                    return;
+                }
+            }
         }
     }
-}
 
-impl Connection {
-    /// The descriptors this connection holds.
+    fn fork_idle(&self) -> Result<pool::IdleWorker, String> {
+        let close = self.fds();
+        pool::fork_idle(self.py, &close, &self.hooks)
+    }
+
+    /// Every descriptor the server holds, which a new worker closes.
     fn fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.socket.as_raw_fd()];
-        match &self.state {
-            State::Reading(incoming) => fds.extend(incoming.fds().iter().map(AsRawFd::as_raw_fd)),
-            State::Running { worker, .. } => fds.push(worker.pidfd.as_raw_fd()),
+        let mut fds: Vec<RawFd> = self.listener.fds().iter().map(AsRawFd::as_raw_fd).collect();
+        for connection in &self.connections {
+            fds.push(connection.socket.as_raw_fd());
+            match &connection.state {
+                State::Reading(incoming) => {
+                    fds.extend(incoming.fds().iter().map(AsRawFd::as_raw_fd))
+                }
+                State::Running { worker, .. } => fds.push(worker.pidfd.as_raw_fd()),
+            }
         }
+        fds.extend(self.pool.fds());
         fds
     }
 }
 
 fn refuse(socket: &OwnedFd, code: ErrorCode, message: &str) {
     log::event(&format!("refused a request: {message}"));
+    refuse_quietly(socket, code, message);
+}
+
+fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
     worker::send_reply(
         socket,
         &Reply::Error {
@@ -364,16 +385,9 @@ fn client_hung_up(socket: &OwnedFd) -> bool {
     }
 }
 
-/// Collects the worker's status, if it has ended.
-fn reap(worker: &Worker) -> Option<ExitStatus> {
-    let status = rustix::process::waitid(
-        WaitId::PidFd(worker.pidfd.as_fd()),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-    )
-    .ok()
-    .flatten()?;
-    if let Some(signal) = status.terminating_signal() {
-        return Some(ExitStatus::Signaled(signal as u8));
+fn exit_status(status: rustix::process::WaitIdStatus) -> ExitStatus {
+    match status.terminating_signal() {
+        Some(signal) => ExitStatus::Signaled(signal as u8),
+        None => ExitStatus::Exited(status.exit_status().unwrap_or(0) as u8),
     }
-    Some(ExitStatus::Exited(status.exit_status().unwrap_or(0) as u8))
 }

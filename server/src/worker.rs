@@ -1,81 +1,57 @@
-//! Forking a worker from the warm interpreter, and everything the worker does
-//! before and after the Python code runs.
+//! A worker's life, from the fork to `_exit`.
 //!
 //! The fork follows what `os.fork` does: `PyOS_BeforeFork`, `fork`, then
 //! `PyOS_AfterFork_Child` or `PyOS_AfterFork_Parent`, all with the GIL held
 //! and with no other thread in the server. The after-fork hooks reinitialise
 //! the interpreter's locks and run `os.register_at_fork` callbacks (so
-//! `random` is reseeded in every worker).
+//! `random` is reseeded in every worker). A new worker then waits, idle, for
+//! the server to hand it a request (see `pool.rs`).
 
 use std::os::fd::{AsRawFd, RawFd};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
+use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::SendFlags;
 use rustix::process::Pid;
 use warmfork::{ErrorCode, ExitStatus, FdSet, Reply, RunRequest};
 
-/// A running worker, seen from the server.
-#[derive(Debug)]
-pub struct Worker {
-    /// A pidfd of the worker: readable when it exits, and a race-free handle
-    /// for signals.
-    pub pidfd: OwnedFd,
-}
+use crate::incoming::{Incoming, Progress};
 
-/// What the worker needs from the server's side.
-pub struct Job<'a, 'py> {
-    /// The decoded request.
-    pub request: RunRequest<'a>,
-    /// The descriptors that came with it, in flag-bit order.
-    pub fds: &'a [OwnedFd],
-    /// The connection to the client.
-    pub connection: &'a OwnedFd,
-    /// Descriptors of the server that the worker must not keep.
-    pub close: &'a [RawFd],
+/// The Python callables a worker runs.
+#[derive(Debug)]
+pub struct Hooks<'a, 'py> {
     /// The handler the program runs under.
     pub handler: &'a Bound<'py, PyAny>,
-    /// `warmfork._worker.run`.
+    /// `warmfork._worker.prepare()`: the set-up that needs no request.
+    pub prepare: &'a Bound<'py, PyAny>,
+    /// `warmfork._worker.run(handler, argv, env, umask)`.
     pub run: &'a Bound<'py, PyAny>,
 }
 
-impl std::fmt::Debug for Job<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("request", &self.request)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Forks a worker for `job`. Returns in the server only; the worker runs the
-/// program and exits.
-pub fn spawn(py: Python<'_>, job: &Job<'_, '_>) -> Result<Worker, String> {
+/// Forks the warm interpreter. Returns `Some(pid)` in the server and `None`
+/// in the new worker, which must end with `_exit` and never return to the
+/// server's loop.
+pub fn fork(py: Python<'_>) -> Result<Option<Pid>, String> {
+    let _ = py; // the GIL must be held for the hooks below
     // SAFETY: called with the GIL held on the only thread of the process
     // (the server checks there is no other), as `PyOS_BeforeFork` requires.
     unsafe { pyo3::ffi::PyOS_BeforeFork() };
-    // SAFETY: `fork` in a single-threaded process; the child only runs
-    // `become_worker`, which ends in `_exit` and never returns here.
+    // SAFETY: `fork` in a single-threaded process.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: in the child right after fork, GIL held, as required.
         unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
-        become_worker(py, job);
+        return Ok(None);
     }
     let fork_error = std::io::Error::last_os_error();
     // SAFETY: in the parent right after fork (or its failure), GIL held.
     unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
-    if pid < 0 {
-        return Err(format!("cannot fork a worker: {fork_error}"));
+    match Pid::from_raw(pid) {
+        Some(pid) => Ok(Some(pid)),
+        None => Err(format!("cannot fork a worker: {fork_error}")),
     }
-    let pid = Pid::from_raw(pid).expect("fork returned a positive pid");
-    // The child cannot have been reaped yet, so `pid` still names it.
-    let pidfd =
-        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(|e| {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            format!("cannot open a pidfd for worker {pid:?}: {e}")
-        })?;
-    Ok(Worker { pidfd })
 }
 
 /// Sends `reply` on `connection`, ignoring a client that has gone.
@@ -90,10 +66,10 @@ pub fn send_reply(connection: impl AsFd, reply: &Reply<'_>) {
     }
 }
 
-/// The worker's life: from the fork to `_exit`.
-fn become_worker(py: Python<'_>, job: &Job<'_, '_>) -> ! {
-    let connection = job.connection.as_raw_fd();
-    for &fd in job.close {
+/// An idle worker: sheds the server's descriptors, does every step that
+/// needs no request, then waits on `channel` for one and runs it.
+pub fn idle(py: Python<'_>, close: &[RawFd], channel: &OwnedFd, hooks: &Hooks<'_, '_>) -> ! {
+    for &fd in close {
         // SAFETY: these descriptors belong to the server, whose copy of
         // memory this process will never return to.
         unsafe { libc::close(fd) };
@@ -103,25 +79,57 @@ fn become_worker(py: Python<'_>, job: &Job<'_, '_>) -> ! {
     // the worker's controlling terminal, so reading it never stops the
     // worker with SIGTTIN.
     let _ = rustix::process::setsid();
-    if let Err(message) = install_descriptors(job.request.fds, job.fds) {
-        fail(connection, ErrorCode::BadRequest, &message);
+    if let Err(error) = hooks.prepare.call0() {
+        error.print(py);
+        exit(1);
     }
+    let mut job = Incoming::handed_off();
+    loop {
+        // Blocking wait: an idle worker has nothing else to do. The server
+        // validated the request; EOF means the server has gone.
+        let _ = rustix::event::poll(&mut [PollFd::new(channel, PollFlags::IN)], None);
+        match job.read(channel) {
+            Progress::Pending => {}
+            Progress::Complete => break,
+            Progress::Closed | Progress::Refused(..) => exit(0),
+        }
+    }
+    let Ok(request) = job.request() else { exit(1) };
+    let (connection, fds) = job
+        .fds()
+        .split_first()
+        .expect("a hand-off carries the client's connection");
+    run_request(py, request, fds, connection, hooks)
+}
+
+/// Runs one request in this worker and ends it with the program's status.
+fn run_request(
+    py: Python<'_>,
+    request: RunRequest<'_>,
+    fds: &[OwnedFd],
+    connection: &OwnedFd,
+    hooks: &Hooks<'_, '_>,
+) -> ! {
+    let connection_fd = connection.as_raw_fd();
+    if let Err(message) = install_descriptors(request.fds, fds) {
+        fail(connection_fd, ErrorCode::BadRequest, &message);
+    }
+    set_environ(&request);
     send_reply(
-        job.connection,
+        connection,
         &Reply::Started {
             pid: std::process::id(),
             pidfd: false,
         },
     );
-    let outcome = run_python(py, job);
-    let status = match outcome {
+    let status = match run_python(py, &request, hooks) {
         Ok(Outcome::Exited(code)) => ExitStatus::Exited(code),
         Ok(Outcome::Signaled(signal)) => ExitStatus::Signaled(signal),
-        Ok(Outcome::Unsupported(message)) => fail(connection, ErrorCode::Unsupported, &message),
+        Ok(Outcome::Unsupported(message)) => fail(connection_fd, ErrorCode::Unsupported, &message),
         Err(error) => {
             error.print(py);
             fail(
-                connection,
+                connection_fd,
                 ErrorCode::Internal,
                 &format!("the worker failed: {error}"),
             )
@@ -129,7 +137,7 @@ fn become_worker(py: Python<'_>, job: &Job<'_, '_>) -> ! {
     };
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
-    send_reply(job.connection, &Reply::Exit(status));
+    send_reply(connection, &Reply::Exit(status));
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(signal) => die_by(signal),
@@ -143,10 +151,14 @@ enum Outcome {
 }
 
 /// Calls `warmfork._worker.run(handler, argv, env, umask)`.
-fn run_python(py: Python<'_>, job: &Job<'_, '_>) -> PyResult<Outcome> {
-    let argv = PyList::new(py, job.request.argv().map(|a| PyBytes::new(py, a)))?;
-    let env = PyList::new(py, job.request.env().map(|e| PyBytes::new(py, e)))?;
-    let result = job.run.call1((job.handler, argv, env, job.request.umask))?;
+fn run_python(
+    py: Python<'_>,
+    request: &RunRequest<'_>,
+    hooks: &Hooks<'_, '_>,
+) -> PyResult<Outcome> {
+    let argv = PyList::new(py, request.argv().map(|a| PyBytes::new(py, a)))?;
+    let env = PyList::new(py, request.env().map(|e| PyBytes::new(py, e)))?;
+    let result = hooks.run.call1((hooks.handler, argv, env, request.umask))?;
     if let Ok(code) = result.extract::<i32>() {
         return Ok(match code {
             0.. => Outcome::Exited((code & 0xff) as u8),
@@ -211,6 +223,23 @@ fn install_descriptors(set: FdSet, fds: &[OwnedFd]) -> Result<(), String> {
         None => rustix::process::chdir("/").map_err(|e| format!("cannot enter /: {e}"))?,
     }
     Ok(())
+}
+
+/// Points the C `environ` at the request's environment strings, exactly as
+/// the client had them, without copying: each string is followed by its NUL
+/// in the request frame, which lives until the worker exits.
+fn set_environ(request: &RunRequest<'_>) {
+    unsafe extern "C" {
+        static mut environ: *const *const libc::c_char;
+    }
+    let mut pointers: Vec<*const libc::c_char> =
+        request.env().map(|entry| entry.as_ptr().cast()).collect();
+    pointers.push(std::ptr::null());
+    // SAFETY: this process has one thread and nothing reads `environ`
+    // concurrently; the array and the strings it points to are never freed
+    // (the worker ends with `_exit`). libc's setenv copies an array it did
+    // not allocate before changing it, so later `os.environ` writes are safe.
+    unsafe { environ = pointers.leak().as_ptr() };
 }
 
 /// Answers the client with an error and ends the worker.

@@ -19,8 +19,10 @@ class Listener:
 def serve(
     listener: Listener,
     handler: Callable[[], object],
-    run: Callable[[Callable[[], object], list[bytes], list[bytes], int], int | str],
     *,
+    prepare: Callable[[], None],
+    run: Callable[[Callable[[], object], list[bytes], list[bytes], int], int | str],
+    pool: int = 4,
     request_timeout: float = 10.0,
 ) -> None:
     """Serve until a signal handler raises."""

@@ -54,9 +54,16 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     return stream
 
 
+# Streams replaced in this process. They stay referenced: freeing them would
+# only write to (and so copy) their memory pages in a worker that never needs
+# the memory back.
+_replaced: list[object] = []
+
+
 def install(*, unbuffered: bool = False) -> None:
     """Replace ``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` (and their
     ``__std*__`` twins) with fresh streams over descriptors 0, 1 and 2."""
+    _replaced.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
     streams = [open_stream(fd, unbuffered=unbuffered) for fd in (0, 1, 2)]
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams

@@ -1,14 +1,15 @@
 """The Python half of a worker: from a forked copy of the warm server to an
 exit status.
 
-The Rust half (``server/src/worker.rs``) has already installed the client's
-descriptors as 0, 1 and 2, changed into the client's working directory and
-closed every descriptor that belongs to the server. This module makes the
-interpreter look like a fresh ``python`` started by the client (signals,
-umask, environment, ``sys.argv``, standard streams), runs the handler, and
-does the finalisation a user can see (non-daemon threads, ``atexit``, flushing
-the streams). What it returns is reported to the client before the process
-ends with ``_exit``, so the interpreter's slow heap teardown never happens.
+A worker is forked ahead of time and calls :func:`prepare` while it waits in
+the pool. When it is handed a request, the Rust half (``server/src/worker.rs``)
+installs the client's descriptors as 0, 1 and 2 and changes into the client's
+working directory; then :func:`run` makes the interpreter look like a fresh
+``python`` started by the client (umask, environment, ``sys.argv``, standard
+streams), runs the handler, and does the finalisation a user can see
+(non-daemon threads, ``atexit``, flushing the streams). What it returns is
+reported to the client before the process ends with ``_exit``, so the
+interpreter's slow heap teardown never happens.
 """
 
 from __future__ import annotations
@@ -36,19 +37,35 @@ _DEFAULT_SIGNALS = tuple(
 )
 
 
+def prepare() -> None:
+    """Everything a worker can do before it has a request.
+
+    Signals get the dispositions a fresh CPython has. Then the per-run set-up
+    is rehearsed once with the server's own values: the first run of that code
+    in a forked process writes to (and so copies) every memory page it
+    touches, which costs more than the code itself; done here, while the
+    worker waits in the pool, those copies are off the run's critical path.
+    """
+    for signum in _DEFAULT_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    umask = os.umask(0)
+    _set_up([os.fsencode(arg) for arg in sys.argv], [b"=".join(item) for item in os.environb.items()], umask)
+    threading._shutdown()  # type: ignore[attr-defined]  # with no thread to join: rehearsal only
+
+
 def run(handler: Callable[[], object], argv: list[bytes], env: list[bytes], umask: int) -> int | str:
-    """Prepare the interpreter for one client's run and run ``handler``.
+    """Set the interpreter up for one client's run and run ``handler``.
 
     Returns the exit code (0..255), the negated number of the signal the
     process must die of (a ``KeyboardInterrupt`` nobody caught ends python
     by SIGINT), or a message when the handler raised
     :class:`~warmfork.errors.Unsupported`.
     """
-    _reset_signals()
-    os.umask(umask)
-    _set_environ(env)
-    sys.argv = [os.fsdecode(arg) for arg in argv]
-    _stdio.install(unbuffered=bool(os.environ.get("PYTHONUNBUFFERED")))
+    _set_up(argv, env, umask)
     try:
         return run_handler(handler)
     except Unsupported as refusal:
@@ -109,24 +126,25 @@ def _excepthook(exc: BaseException) -> None:
         sys.__excepthook__(type(exc), exc, exc.__traceback__)
 
 
-def _reset_signals() -> None:
-    for signum in _DEFAULT_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_DFL:
-            signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:
+    os.umask(umask)
+    _set_environ(env)
+    sys.argv = [os.fsdecode(arg) for arg in argv]
+    _stdio.install(unbuffered=bool(os.environ.get("PYTHONUNBUFFERED")))
 
 
 def _set_environ(entries: list[bytes]) -> None:
-    """Make ``os.environ`` and the C environment the client's.
+    """Make ``os.environ`` the client's environment.
 
-    As at CPython start-up, an entry without ``=`` is skipped and the first of
-    two entries with the same name wins.
+    The C environment already is: the Rust half points ``environ`` at the
+    request's strings. So only the mapping behind ``os.environ`` (and
+    ``os.environb``, which shares it) is replaced, without a ``putenv`` per
+    variable. As at CPython start-up, an entry without ``=`` is skipped and
+    the first of two entries with the same name wins.
     """
-    os.environ.clear()
-    environb = os.environb
-    for entry in entries:
+    data = os.environ._data  # type: ignore[attr-defined]  # CPython's os._Environ store, bytes to bytes on POSIX
+    data.clear()
+    for entry in reversed(entries):
         name, sep, value = entry.partition(b"=")
-        if sep and name and name not in environb:
-            environb[name] = value
+        if sep:
+            data[name] = value

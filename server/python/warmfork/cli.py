@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .errors import WarmforkError
-from .server import serve
+from .server import DEFAULT_POOL, serve
 
 # Exit status after Ctrl-C, as for any program stopped by SIGINT.
 _EXIT_INTERRUPTED = 130
@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup", metavar="FILE", help="a Python file to run before serving")
     parser.add_argument(
+        "--pool",
+        metavar="N",
+        type=int,
+        default=DEFAULT_POOL,
+        help=f"idle workers to keep forked in advance (default: {DEFAULT_POOL}; 0 forks on demand)",
+    )
+    parser.add_argument(
         "--request-timeout",
         metavar="SECONDS",
         type=float,
@@ -47,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     preload = [name for group in args.preload for name in group.split(",") if name]
     try:
-        serve(socket=args.socket, preload=preload, warmup=args.warmup, request_timeout=args.request_timeout)
+        serve(
+            socket=args.socket,
+            preload=preload,
+            warmup=args.warmup,
+            request_timeout=args.request_timeout,
+            pool=args.pool,
+        )
     except WarmforkError as exc:
         print(f"warmfork-server: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,10 @@ from pathlib import Path
 from . import _native, _worker
 from .errors import ServerError
 
+#: Idle workers kept ready by default: enough for a couple of parallel
+#: client loops; each costs little memory (its pages are shared).
+DEFAULT_POOL = 4
+
 # The warm-up file's globals: kept alive so what it loaded stays loaded.
 _warm_globals: dict[str, object] = {}
 
@@ -30,6 +34,7 @@ def serve(
     preload: Iterable[str] = (),
     warmup: str | os.PathLike[str] | None = None,
     request_timeout: float = 10.0,
+    pool: int = DEFAULT_POOL,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -39,10 +44,13 @@ def serve(
     from the client; ``sys.argv[0]`` is the client's ``argv[0]``. ``None``
     selects the python-compatible handler (``warmfork script.py`` behaves
     like ``python script.py``). ``preload`` names modules to import and
-    ``warmup`` a Python file to run before serving. ``socket`` defaults to
+    ``warmup`` a Python file to run before serving. ``pool`` workers are
+    kept forked in advance, ready to run. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
+    if pool < 0:
+        raise ServerError(f"the pool size must be 0 or more, not {pool}")
     path = Path(socket) if socket is not None else _native.socket_path()
     try:
         listener = _native.Listener(path)
@@ -67,7 +75,9 @@ def serve(
         previous = signal.signal(signal.SIGTERM, _stop)
         _log(f"serving on {path} (pid {os.getpid()})")
         try:
-            _native.serve(listener, handler, _worker.run, request_timeout=request_timeout)
+            _native.serve(
+                listener, handler, prepare=_worker.prepare, run=_worker.run, pool=pool, request_timeout=request_timeout
+            )
         except _Stopped:
             _log("stopped by SIGTERM")
         finally:
