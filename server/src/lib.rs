@@ -11,6 +11,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+mod hugepages;
 mod incoming;
 mod listener;
 mod log;
@@ -38,6 +39,15 @@ fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
         PyValueError::new_err("the socket path is longer than the 107 bytes a Unix socket allows")
     })?;
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&out[..len])))
+}
+
+/// Moves the fully resident parts of large anonymous mappings onto huge
+/// pages so that forks stay cheap (see `hugepages.rs`). Returns the bytes
+/// moved and the milliseconds it took.
+#[pyfunction]
+fn collapse_heap(py: Python<'_>) -> (usize, u128) {
+    let done = py.detach(hugepages::collapse);
+    (done.bytes, done.millis)
 }
 
 /// A listening socket, bound and locked; see `listener.rs`.
@@ -110,6 +120,7 @@ fn serve(
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(socket_path, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(collapse_heap, m)?)?;
     m.add_class::<Listener>()?;
     Ok(())
 }

@@ -156,12 +156,20 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
     )
     .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(fd),
-        Err(Errno::WOULDBLOCK) => Err(format!(
-            "another warmfork server is already serving {} (stop it with `warmfork-server stop --socket {}` or kill it)",
-            path.display(),
-            path.display()
-        )),
+        Ok(()) => {
+            // The lock file names its holder, for the message below.
+            let _ = rustix::fs::ftruncate(&fd, 0);
+            let _ = rustix::io::pwrite(&fd, format!("{}\n", std::process::id()).as_bytes(), 0);
+            Ok(fd)
+        }
+        Err(Errno::WOULDBLOCK) => {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            let holder = holder.trim();
+            Err(format!(
+                "another warmfork server (pid {holder}) is already serving {}; stop it first (kill {holder})",
+                path.display()
+            ))
+        }
         Err(e) => Err(format!("cannot lock {}: {e}", lock_path.display())),
     }
 }

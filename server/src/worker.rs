@@ -66,6 +66,33 @@ pub fn send_reply(connection: impl AsFd, reply: &Reply<'_>) {
     }
 }
 
+/// Tells the client the program is starting, with a pidfd of this worker
+/// through which the client forwards the signals it receives.
+fn send_started(connection: &OwnedFd) {
+    let pid = rustix::process::getpid();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
+    let mut frame = [0u8; warmfork::reply::MAX_REPLY_LEN];
+    let started = Reply::Started {
+        pid: pid.as_raw_nonzero().get() as u32,
+        pidfd: pidfd.is_some(),
+    };
+    let Some(len) = started.encode(&mut frame) else {
+        return;
+    };
+    let rights: Vec<_> = pidfd.iter().map(AsFd::as_fd).collect();
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+    if !rights.is_empty() {
+        control.push(rustix::net::SendAncillaryMessage::ScmRights(&rights));
+    }
+    let _ = rustix::net::sendmsg(
+        connection,
+        &[std::io::IoSlice::new(&frame[..len])],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    );
+}
+
 /// An idle worker: sheds the server's descriptors, does every step that
 /// needs no request, then waits on `channel` for one and runs it.
 pub fn idle(py: Python<'_>, close: &[RawFd], channel: &OwnedFd, hooks: &Hooks<'_, '_>) -> ! {
@@ -115,13 +142,7 @@ fn run_request(
         fail(connection_fd, ErrorCode::BadRequest, &message);
     }
     set_environ(&request);
-    send_reply(
-        connection,
-        &Reply::Started {
-            pid: std::process::id(),
-            pidfd: false,
-        },
-    );
+    send_started(connection);
     let status = match run_python(py, &request, hooks) {
         Ok(Outcome::Exited(code)) => ExitStatus::Exited(code),
         Ok(Outcome::Signaled(signal)) => ExitStatus::Signaled(signal),

@@ -7,6 +7,9 @@ from pathlib import Path
 def socket_path(name: bytes | None = None) -> Path:
     """The socket path the shared rule picks from this process's environment."""
 
+def collapse_heap() -> tuple[int, int]:
+    """Move large resident anonymous memory onto huge pages; (bytes, ms)."""
+
 class Listener:
     """A bound, locked, listening socket."""
 

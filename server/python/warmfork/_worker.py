@@ -25,6 +25,8 @@ from collections.abc import Callable
 from . import _stdio
 from .errors import Unsupported
 
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
+
 # Signals whose disposition a fresh CPython leaves at the default; the server
 # or its warm-up may have changed them. SIGINT, SIGPIPE and SIGXFSZ are set
 # below as CPython sets them.
@@ -120,10 +122,17 @@ def _finalize(code: int) -> int:
 
 
 def _excepthook(exc: BaseException) -> None:
+    """Report an uncaught exception as python would: through
+    ``sys.excepthook``, with a traceback that starts at the program (the
+    frames of warmfork's own code, which python does not have, are cut)."""
+    traceback = exc.__traceback__
+    while traceback is not None and traceback.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        traceback = traceback.tb_next
+    exc.__traceback__ = traceback
     try:
-        sys.excepthook(type(exc), exc, exc.__traceback__)
+        sys.excepthook(type(exc), exc, traceback)
     except BaseException:  # noqa: BLE001 - CPython falls back the same way
-        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+        sys.__excepthook__(type(exc), exc, traceback)
 
 
 def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:

@@ -51,7 +51,7 @@ impl Failure<'_> {
         line.push(b"\n");
         // Nothing useful is left to do if stderr is gone.
         let _ = rustix::io::write(crate::start::stdio_fd(2), line.as_bytes());
-        crate::start::exit(code)
+        crate::syscall::exit(code)
     }
 
     fn describe(&self, line: &mut Line) -> i32 {

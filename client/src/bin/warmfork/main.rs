@@ -17,7 +17,9 @@ mod failure;
 mod mem;
 mod reply;
 mod request;
+mod signals;
 mod start;
+mod syscall;
 
 use rustix::fs::Mode;
 use warmfork::reply::MAX_REPLY_LEN;
@@ -26,12 +28,14 @@ use crate::failure::Failure;
 use crate::start::Process;
 
 fn main(process: &Process) -> ! {
+    // First thing: from here on, signals for the program are held, not lost.
+    let mut signals = signals::Forwarder::install();
     let path = match connect::SocketPath::of(process) {
         Ok(path) => path,
         Err(failure) => failure.exit(),
     };
     let mut buf = [0; MAX_REPLY_LEN];
-    match run(process, &path, &mut buf) {
+    match run(process, &path, &mut buf, &mut signals) {
         Ok(status) => reply::finish(status),
         Err(failure) => failure.exit(),
     }
@@ -41,16 +45,16 @@ fn run<'a>(
     process: &Process,
     path: &'a connect::SocketPath,
     buf: &'a mut [u8; MAX_REPLY_LEN],
+    signals: &mut signals::Forwarder,
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
     let socket = connect::connect(path)?;
     // `umask` can only be read by setting it; put it straight back.
     let umask = rustix::process::umask(Mode::empty());
     rustix::process::umask(umask);
-    request::send(
-        &socket,
-        process,
-        umask.bits(),
-        request::Descriptors::gather(),
-    )?;
-    reply::wait(&socket, buf)
+    let mut fds = request::Descriptors::gather();
+    request::send(&socket, process, umask.bits(), &mut fds)?;
+    let status = reply::wait(&socket, buf, signals);
+    // The process ends right after this; closing is left to the kernel.
+    core::mem::forget((socket, fds));
+    status
 }

@@ -2,15 +2,17 @@
 
 use core::mem::MaybeUninit;
 
+use rustix::event::{PollFd, PollFlags};
 use rustix::fd::OwnedFd;
 use rustix::io::{Errno, IoSliceMut};
-use rustix::net::{RecvAncillaryBuffer, RecvFlags};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use rustix::process::Signal;
 use warmfork::reply::{MAX_REPLY_LEN, REPLY_FIXED_LEN};
 use warmfork::{ExitStatus, Reply};
 
 use crate::failure::Failure;
-use crate::start::exit;
+use crate::signals::{self, Forwarder};
+use crate::syscall::exit;
 
 /// Reads reply frames until one says how the run ended.
 ///
@@ -18,6 +20,7 @@ use crate::start::exit;
 pub fn wait<'b>(
     socket: &OwnedFd,
     buf: &'b mut [u8; MAX_REPLY_LEN],
+    signals: &mut Forwarder,
 ) -> Result<ExitStatus, Failure<'b>> {
     let mut filled = 0;
     loop {
@@ -44,9 +47,18 @@ pub fn wait<'b>(
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
+        if !ready(socket, signals) {
+            continue;
+        }
         match receive(socket, &mut buf[filled..]) {
-            Ok(0) => return Err(Failure::Lost),
-            Ok(n) => filled += n,
+            Ok((0, _)) => return Err(Failure::Lost),
+            Ok((n, pidfd)) => {
+                filled += n;
+                // Only `STARTED` carries a descriptor: the worker's pidfd.
+                if let Some(pidfd) = pidfd {
+                    signals.started(pidfd);
+                }
+            }
             Err(Errno::INTR) => {}
             Err(Errno::CONNRESET) => return Err(Failure::Lost),
             Err(errno) => {
@@ -59,9 +71,29 @@ pub fn wait<'b>(
     }
 }
 
-/// `recvmsg` with room for the pidfd a `STARTED` frame may carry, so that it
-/// is received (and closed) rather than left to a plain `read`.
-fn receive(socket: &OwnedFd, buf: &mut [u8]) -> rustix::io::Result<usize> {
+/// Waits until the socket is readable, forwarding signals meanwhile.
+/// Returns false when only signals were handled.
+fn ready(socket: &OwnedFd, signals: &mut Forwarder) -> bool {
+    let Some(signalfd) = signals.signals() else {
+        return true;
+    };
+    let mut fds = [
+        PollFd::new(socket, PollFlags::IN),
+        PollFd::new(&signalfd, PollFlags::IN),
+    ];
+    if rustix::event::poll(&mut fds, None).is_err() {
+        return false;
+    }
+    let (socket_ready, signal_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+    if signal_ready {
+        signals.receive();
+    }
+    socket_ready
+}
+
+/// `recvmsg` with room for the pidfd a `STARTED` frame carries, which a
+/// plain `read` would drop.
+fn receive(socket: &OwnedFd, buf: &mut [u8]) -> rustix::io::Result<(usize, Option<OwnedFd>)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
@@ -70,7 +102,11 @@ fn receive(socket: &OwnedFd, buf: &mut [u8]) -> rustix::io::Result<usize> {
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
     )?;
-    Ok(msg.bytes)
+    let pidfd = control.drain().find_map(|message| match message {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    Ok((msg.bytes, pidfd))
 }
 
 /// Ends this process the way the program's process ended: with its exit
@@ -80,10 +116,11 @@ pub fn finish(status: ExitStatus) -> ! {
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(number) => {
-            // The client installs no handlers, so the signal has its default
-            // action unless whoever started the client ignored or blocked it,
-            // as python's own process would have had it.
+            // The client installs no handlers, so once unblocked the signal
+            // has its default action, unless whoever started the client
+            // ignored it, as python's own process would have had it.
             if let Some(signal) = Signal::from_named_raw(i32::from(number)) {
+                signals::release(i32::from(number));
                 let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
             }
             // Still here: the signal is ignored, blocked or stops rather than

@@ -75,7 +75,7 @@ pub fn send(
     socket: &OwnedFd,
     process: &Process,
     umask: u32,
-    mut fds: Descriptors,
+    fds: &mut Descriptors,
 ) -> Result<bool, Failure<'static>> {
     let mut header = RunHeader {
         fds: fds.set,

@@ -118,21 +118,6 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     crate::failure::Failure::Internal.exit()
 }
 
-/// `exit_group`—ends the process with status `code`.
-///
-/// rustix keeps its wrapper in an unstable module meant for runtimes such as
-/// origin; this one call is small enough to make directly.
-pub fn exit(code: i32) -> ! {
-    // SAFETY: `exit_group` takes one integer, reads no memory and never
-    // returns; the registers it clobbers no longer matter.
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        core::arch::asm!("syscall", in("rax") 231, in("rdi") code, options(noreturn, nostack));
-        #[cfg(target_arch = "aarch64")]
-        core::arch::asm!("svc 0", in("x8") 94, in("x0") code, options(noreturn, nostack));
-    }
-}
-
 /// Descriptor 0, 1 or 2, borrowed for the life of the process.
 pub fn stdio_fd(fd: u8) -> rustix::fd::BorrowedFd<'static> {
     // SAFETY: the client never closes or replaces its standard descriptors,

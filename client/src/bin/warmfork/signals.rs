@@ -1,0 +1,126 @@
+//! Forwarding the signals the client receives to the program it runs.
+//!
+//! The program runs in a worker of the server, not under the client, so the
+//! terminal's Ctrl-C and Ctrl-Z, `kill`, and window resizes reach only the
+//! client. The client blocks those signals from the start and reads them
+//! from a signalfd, so none is lost and none ends the client before the
+//! program's status is known: a signal that arrives before the worker is
+//! known is kept and delivered once it is. Signals go to the worker through
+//! the pidfd it sends with `STARTED`, which cannot name a recycled pid.
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::process::Signal;
+
+use crate::syscall::{self, SigSet, bit};
+
+/// Signals the program gets exactly as the client got them.
+const FORWARDED: SigSet = bit(libc_sig::INT)
+    | bit(libc_sig::TERM)
+    | bit(libc_sig::HUP)
+    | bit(libc_sig::QUIT)
+    | bit(libc_sig::USR1)
+    | bit(libc_sig::USR2)
+    | bit(libc_sig::WINCH)
+    | bit(libc_sig::ALRM)
+    | bit(libc_sig::CONT);
+
+/// Ctrl-Z: the program stops, then the client, so the shell shows the job
+/// as stopped and nothing is printed over its prompt.
+const STOP: SigSet = bit(libc_sig::TSTP);
+
+/// Signal numbers, which are the same on every Linux architecture the client
+/// supports.
+mod libc_sig {
+    pub const HUP: i32 = 1;
+    pub const INT: i32 = 2;
+    pub const QUIT: i32 = 3;
+    pub const USR1: i32 = 10;
+    pub const USR2: i32 = 12;
+    pub const ALRM: i32 = 14;
+    pub const TERM: i32 = 15;
+    pub const CONT: i32 = 18;
+    pub const TSTP: i32 = 20;
+    pub const WINCH: i32 = 28;
+}
+
+/// The client's signal forwarding for one run.
+pub struct Forwarder {
+    signals: Option<OwnedFd>,
+    worker: Option<OwnedFd>,
+    pending: SigSet,
+}
+
+impl Forwarder {
+    /// Blocks the forwarded signals and opens a signalfd for them. If that
+    /// fails the client runs without forwarding: the signals then act on
+    /// the client itself, as they would on any program.
+    pub fn install() -> Forwarder {
+        let set = FORWARDED | STOP;
+        let signals = match syscall::block(set).and_then(|()| syscall::signalfd(set)) {
+            Ok(fd) => Some(fd),
+            Err(_) => {
+                let _ = syscall::unblock(set);
+                None
+            }
+        };
+        Forwarder {
+            signals,
+            worker: None,
+            pending: 0,
+        }
+    }
+
+    /// The signalfd to poll, if forwarding works.
+    pub fn signals(&self) -> Option<BorrowedFd<'_>> {
+        self.signals.as_ref().map(AsFd::as_fd)
+    }
+
+    /// The worker is known: deliver what arrived before it was.
+    pub fn started(&mut self, worker: OwnedFd) {
+        self.worker = Some(worker);
+        let pending = core::mem::take(&mut self.pending);
+        for number in 1..=64 {
+            if pending & bit(number) != 0 {
+                self.deliver(number);
+            }
+        }
+    }
+
+    /// Reads the pending signals from the signalfd and forwards them.
+    pub fn receive(&mut self) {
+        // One `struct signalfd_siginfo` is 128 bytes; the number comes first.
+        let mut info = [0u8; 128];
+        while let Some(fd) = &self.signals {
+            match rustix::io::read(fd, &mut info) {
+                Ok(128) => self.deliver(i32::from_ne_bytes([info[0], info[1], info[2], info[3]])),
+                _ => return,
+            }
+        }
+    }
+
+    fn deliver(&mut self, number: i32) {
+        let Some(worker) = &self.worker else {
+            self.pending |= bit(number);
+            return;
+        };
+        if bit(number) & STOP != 0 {
+            // The worker is alone in its session, so the kernel discards a
+            // SIGTSTP sent to it (its process group is orphaned); SIGSTOP
+            // always stops. Then the client stops, as the terminal meant;
+            // `fg` or `bg` sends SIGCONT to the client, which forwards it.
+            let _ = rustix::process::pidfd_send_signal(worker, Signal::STOP);
+            let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::STOP);
+            return;
+        }
+        let Some(signal) = Signal::from_named_raw(number) else {
+            return;
+        };
+        let _ = rustix::process::pidfd_send_signal(worker, signal);
+    }
+}
+
+/// Lets `number` reach the client again, before the client raises it on
+/// itself to end the way the program ended.
+pub fn release(number: i32) {
+    let _ = syscall::unblock(bit(number));
+}

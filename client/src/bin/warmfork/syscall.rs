@@ -1,0 +1,120 @@
+//! The few system calls the client needs that rustix keeps out of its public
+//! API (they live in its unstable runtime module, meant for runtimes such as
+//! origin): ending the process, and masking signals into a signalfd.
+
+use rustix::fd::{FromRawFd, OwnedFd};
+use rustix::io::Errno;
+
+#[cfg(target_arch = "x86_64")]
+mod nr {
+    pub const RT_SIGPROCMASK: usize = 14;
+    pub const EXIT_GROUP: usize = 231;
+    pub const SIGNALFD4: usize = 289;
+}
+
+#[cfg(target_arch = "aarch64")]
+mod nr {
+    pub const SIGNALFD4: usize = 74;
+    pub const EXIT_GROUP: usize = 94;
+    pub const RT_SIGPROCMASK: usize = 135;
+}
+
+/// A kernel signal set: bit N-1 stands for signal N. The kernel's `sigset_t`
+/// is 64 bits on every architecture the client supports.
+pub type SigSet = u64;
+
+/// The bit of signal `number` in a [`SigSet`].
+pub const fn bit(number: i32) -> SigSet {
+    1 << (number - 1)
+}
+
+/// A raw system call with up to four arguments; returns the kernel's result
+/// (a negative errno on failure).
+///
+/// # Safety
+///
+/// The arguments must be what system call `nr` expects; pointers among them
+/// must be valid for what the call reads or writes.
+unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller vouches for the arguments; the asm clobbers only
+    // what the kernel's syscall ABI says it clobbers.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a0 as isize => ret,
+            in("x1") a1, in("x2") a2, in("x3") a3,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+fn result(ret: isize) -> Result<usize, Errno> {
+    if ret < 0 {
+        Err(Errno::from_raw_os_error(-ret as i32))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// `rt_sigprocmask(how, set, NULL)`.
+fn sigprocmask(how: usize, set: SigSet) -> Result<(), Errno> {
+    // SAFETY: `set` is a readable 8-byte signal set; no old set is written.
+    let ret = unsafe {
+        syscall4(
+            nr::RT_SIGPROCMASK,
+            how,
+            &set as *const SigSet as usize,
+            0,
+            8,
+        )
+    };
+    result(ret).map(drop)
+}
+
+/// Blocks the signals in `set`.
+pub fn block(set: SigSet) -> Result<(), Errno> {
+    sigprocmask(0, set) // SIG_BLOCK
+}
+
+/// Unblocks the signals in `set`.
+pub fn unblock(set: SigSet) -> Result<(), Errno> {
+    sigprocmask(1, set) // SIG_UNBLOCK
+}
+
+/// `signalfd4(-1, set, SFD_CLOEXEC | SFD_NONBLOCK)`: a descriptor that
+/// becomes readable when a (blocked) signal of `set` is pending.
+pub fn signalfd(set: SigSet) -> Result<OwnedFd, Errno> {
+    const SFD_CLOEXEC: usize = 0o2000000;
+    const SFD_NONBLOCK: usize = 0o4000;
+    // SAFETY: `set` is a readable 8-byte signal set.
+    let ret = unsafe {
+        syscall4(
+            nr::SIGNALFD4,
+            -1isize as usize,
+            &set as *const SigSet as usize,
+            8,
+            SFD_CLOEXEC | SFD_NONBLOCK,
+        )
+    };
+    // SAFETY: on success the kernel returned a new descriptor we now own.
+    result(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `exit_group`—ends the process with status `code`.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: `exit_group` takes one integer and never returns.
+    unsafe { syscall4(nr::EXIT_GROUP, code as usize, 0, 0, 0) };
+    unreachable!("exit_group returned")
+}
