@@ -6,7 +6,8 @@
 //!      8     4  argc
 //!     12     4  envc
 //!     16     4  umask
-//!     20     …  argc + envc strings, each terminated by one NUL byte
+//!     20     8  ignored signals (bit N-1 set: signal N is ignored)
+//!     28     …  argc + envc strings, each terminated by one NUL byte
 //! ```
 //!
 //! The descriptors named by the flags travel in the `SCM_RIGHTS` ancillary
@@ -15,7 +16,7 @@
 use crate::frame::{Kind, MAX_FRAME_LEN, PREFIX_LEN, Prefix, WireError, u32_at};
 
 /// Bytes in a `RUN` frame before its strings.
-pub const RUN_HEADER_LEN: usize = PREFIX_LEN + 12;
+pub const RUN_HEADER_LEN: usize = PREFIX_LEN + 20;
 
 /// The descriptors a `RUN` frame carries, as its flag bits.
 ///
@@ -71,6 +72,9 @@ pub struct RunHeader {
     pub envc: u32,
     /// The client's file mode creation mask.
     pub umask: u32,
+    /// The signals the client ignores (bit N-1 for signal N); the program
+    /// keeps them ignored, as `nohup` expects.
+    pub ignored_signals: u64,
     /// Bytes of string data that follow the header, NULs included.
     pub strings_len: usize,
 }
@@ -89,6 +93,7 @@ impl RunHeader {
         out[8..12].copy_from_slice(&self.argc.to_le_bytes());
         out[12..16].copy_from_slice(&self.envc.to_le_bytes());
         out[16..20].copy_from_slice(&self.umask.to_le_bytes());
+        out[20..28].copy_from_slice(&self.ignored_signals.to_le_bytes());
         Ok(out)
     }
 }
@@ -102,6 +107,7 @@ pub fn encode_run(
     out: &mut [u8],
     fds: FdSet,
     umask: u32,
+    ignored_signals: u64,
     argv: &[&[u8]],
     env: &[&[u8]],
 ) -> Option<usize> {
@@ -112,6 +118,7 @@ pub fn encode_run(
         argc: u32::try_from(argv.len()).ok()?,
         envc: u32::try_from(env.len()).ok()?,
         umask,
+        ignored_signals,
         strings_len,
     };
     let frame = out.get_mut(..RUN_HEADER_LEN + strings_len)?;
@@ -135,6 +142,8 @@ pub struct RunRequest<'a> {
     pub fds: FdSet,
     /// The client's file mode creation mask (at most `0o777`).
     pub umask: u32,
+    /// The signals the client ignores: bit N-1 for signal N.
+    pub ignored_signals: u64,
     argc: u32,
     envc: u32,
     strings: &'a [u8],
@@ -166,6 +175,7 @@ impl<'a> RunRequest<'a> {
         if umask > 0o777 {
             return Err(WireError::BadField("umask"));
         }
+        let ignored_signals = u64::from(u32_at(frame, 20)) | (u64::from(u32_at(frame, 24)) << 32);
         let strings = &frame[RUN_HEADER_LEN..];
         // Counted in u64: two u32 counts can overflow a 32-bit usize.
         let count = u64::from(argc) + u64::from(envc);
@@ -177,6 +187,7 @@ impl<'a> RunRequest<'a> {
         Ok(RunRequest {
             fds,
             umask,
+            ignored_signals,
             argc,
             envc,
             strings,

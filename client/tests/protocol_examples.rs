@@ -17,6 +17,7 @@ enum Expected {
     Run {
         fds: FdSet,
         umask: u32,
+        ignored_signals: u64,
         argv: &'static [&'static [u8]],
         env: &'static [&'static [u8]],
     },
@@ -34,6 +35,7 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
             Expected::Run {
                 fds: all,
                 umask: 0o022,
+                ignored_signals: 0,
                 argv: &[b"warmfork", b"-c", b"print(1)"],
                 env: &[b"LANG=C.UTF-8"],
             },
@@ -43,6 +45,8 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
             Expected::Run {
                 fds: all.without(FdSet::STDOUT),
                 umask: 0o077,
+                // SIGHUP ignored, as under nohup.
+                ignored_signals: 1 << (1 - 1),
                 argv: &[b"warmfork", b"job.py", b"caf\xe9.csv"],
                 env: &[],
             },
@@ -159,6 +163,7 @@ fn check(name: &str, bytes: &[u8], expected: &Expected) {
         Expected::Run {
             fds,
             umask,
+            ignored_signals,
             argv,
             env,
         } => {
@@ -166,9 +171,13 @@ fn check(name: &str, bytes: &[u8], expected: &Expected) {
                 .unwrap_or_else(|e| panic!("example {name}: decoding failed: {e}"));
             assert_eq!(run.fds, fds, "example {name}: fds");
             assert_eq!(run.umask, umask, "example {name}: umask");
+            assert_eq!(
+                run.ignored_signals, ignored_signals,
+                "example {name}: ignored signals"
+            );
             assert_eq!(run.argv().collect::<Vec<_>>(), argv, "example {name}: argv");
             assert_eq!(run.env().collect::<Vec<_>>(), env, "example {name}: env");
-            encode_run(&mut encoded, fds, umask, argv, env)
+            encode_run(&mut encoded, fds, umask, ignored_signals, argv, env)
         }
         Expected::Reply(reply) => {
             let decoded = Reply::decode(bytes)

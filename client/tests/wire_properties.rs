@@ -17,6 +17,7 @@ use warmfork::{
 struct Run {
     fds: FdSet,
     umask: u32,
+    ignored_signals: u64,
     argv: Vec<Vec<u8>>,
     env: Vec<Vec<u8>>,
 }
@@ -26,8 +27,15 @@ impl Run {
         let argv: Vec<&[u8]> = self.argv.iter().map(Vec::as_slice).collect();
         let env: Vec<&[u8]> = self.env.iter().map(Vec::as_slice).collect();
         let mut out = vec![0; 1 << 16];
-        let len =
-            encode_run(&mut out, self.fds, self.umask, &argv, &env).expect("a valid RUN encodes");
+        let len = encode_run(
+            &mut out,
+            self.fds,
+            self.umask,
+            self.ignored_signals,
+            &argv,
+            &env,
+        )
+        .expect("a valid RUN encodes");
         out.truncate(len);
         out
     }
@@ -73,14 +81,20 @@ fn c_strings() -> impl Strategy<Value = Vec<Vec<u8>>> {
 }
 
 fn runs() -> impl Strategy<Value = Run> {
-    (0u16..=FdSet::ALL.0, 0u32..=0o777, c_strings(), c_strings()).prop_map(
-        |(fds, umask, argv, env)| Run {
+    (
+        0u16..=FdSet::ALL.0,
+        0u32..=0o777,
+        any::<u64>(),
+        c_strings(),
+        c_strings(),
+    )
+        .prop_map(|(fds, umask, ignored_signals, argv, env)| Run {
             fds: FdSet(fds),
             umask,
+            ignored_signals,
             argv,
             env,
-        },
-    )
+        })
 }
 
 const ERROR_CODES: [ErrorCode; 7] = [
@@ -152,6 +166,7 @@ fn plausible_runs() -> impl Strategy<Value = Vec<u8>> {
                 argc: argc as u32,
                 envc: envc as u32,
                 umask,
+                ignored_signals: 0,
                 strings_len: bytes.len(),
             };
             [&header.to_bytes().unwrap()[..], &bytes].concat()
@@ -173,6 +188,7 @@ proptest! {
         let decoded = RunRequest::decode(&frame).unwrap();
         prop_assert_eq!(decoded.fds, run.fds);
         prop_assert_eq!(decoded.umask, run.umask);
+        prop_assert_eq!(decoded.ignored_signals, run.ignored_signals);
         prop_assert_eq!(decoded.argv().collect::<Vec<_>>(), run.argv.iter().map(Vec::as_slice).collect::<Vec<_>>());
         prop_assert_eq!(decoded.env().collect::<Vec<_>>(), run.env.iter().map(Vec::as_slice).collect::<Vec<_>>());
     }
@@ -183,7 +199,7 @@ proptest! {
         let argv: Vec<&[u8]> = run.argv.iter().map(Vec::as_slice).collect();
         let env: Vec<&[u8]> = run.env.iter().map(Vec::as_slice).collect();
         let mut out = vec![0; len - 1];
-        prop_assert_eq!(encode_run(&mut out, run.fds, run.umask, &argv, &env), None);
+        prop_assert_eq!(encode_run(&mut out, run.fds, run.umask, run.ignored_signals, &argv, &env), None);
     }
 
     #[test]
@@ -300,6 +316,7 @@ fn run_header_announcing(len: u32) -> Vec<u8> {
         argc: 0,
         envc: 0,
         umask: 0o022,
+        ignored_signals: 0,
         strings_len: 0,
     }
     .to_bytes()
@@ -330,6 +347,7 @@ fn a_run_header_past_max_frame_len_does_not_encode_and_names_the_frame_length() 
         argc: 1,
         envc: 0,
         umask: 0,
+        ignored_signals: 0,
         strings_len: MAX_FRAME_LEN as usize - RUN_HEADER_LEN,
     };
     assert!(fits.to_bytes().is_ok());
@@ -349,13 +367,13 @@ fn a_run_header_past_max_frame_len_does_not_encode_and_names_the_frame_length() 
 fn a_run_of_exactly_max_frame_len_round_trips() {
     let arg = vec![b'x'; MAX_FRAME_LEN as usize - RUN_HEADER_LEN - 1];
     let mut out = vec![0; MAX_FRAME_LEN as usize + 1];
-    let len = encode_run(&mut out, FdSet::ALL, 0o022, &[&arg], &[]).unwrap();
+    let len = encode_run(&mut out, FdSet::ALL, 0o022, 0, &[&arg], &[]).unwrap();
     assert_eq!(len, MAX_FRAME_LEN as usize);
     let run = RunRequest::decode(&out[..len]).unwrap();
     assert_eq!(run.argv().collect::<Vec<_>>(), [arg.as_slice()]);
     let longer = [arg.as_slice(), b"x"].concat();
     assert_eq!(
-        encode_run(&mut out, FdSet::ALL, 0o022, &[&longer], &[]),
+        encode_run(&mut out, FdSet::ALL, 0o022, 0, &[&longer], &[]),
         None
     );
 }
@@ -383,7 +401,7 @@ fn a_run_with_a_umask_above_0o777_is_rejected() {
 #[test]
 fn a_run_whose_strings_do_not_match_their_counts_is_rejected() {
     let mut out = [0; 64];
-    let len = encode_run(&mut out, FdSet::ALL, 0, &[b"a", b"b"], &[]).unwrap();
+    let len = encode_run(&mut out, FdSet::ALL, 0, 0, &[b"a", b"b"], &[]).unwrap();
     let mut frame = out[..len].to_vec();
     frame[8] = 3; // argc 3, two strings
     assert_eq!(

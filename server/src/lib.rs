@@ -81,7 +81,7 @@ impl Listener {
 /// Serves `listener` until a signal handler raises (Ctrl-C raises
 /// `KeyboardInterrupt`). `pool` workers are kept forked in advance; each has
 /// called `prepare()`, and runs one request by
-/// `run(handler, argv, env, umask)`.
+/// `run(handler, argv, env, umask, ignored_signals)`.
 #[pyfunction]
 #[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0))]
 fn serve(

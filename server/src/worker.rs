@@ -26,7 +26,7 @@ pub struct Hooks<'a, 'py> {
     pub handler: &'a Bound<'py, PyAny>,
     /// `warmfork._worker.prepare()`: the set-up that needs no request.
     pub prepare: &'a Bound<'py, PyAny>,
-    /// `warmfork._worker.run(handler, argv, env, umask)`.
+    /// `warmfork._worker.run(handler, argv, env, umask, ignored_signals)`.
     pub run: &'a Bound<'py, PyAny>,
 }
 
@@ -171,7 +171,7 @@ enum Outcome {
     Unsupported(String),
 }
 
-/// Calls `warmfork._worker.run(handler, argv, env, umask)`.
+/// Calls `warmfork._worker.run(handler, argv, env, umask, ignored_signals)`.
 fn run_python(
     py: Python<'_>,
     request: &RunRequest<'_>,
@@ -179,7 +179,13 @@ fn run_python(
 ) -> PyResult<Outcome> {
     let argv = PyList::new(py, request.argv().map(|a| PyBytes::new(py, a)))?;
     let env = PyList::new(py, request.env().map(|e| PyBytes::new(py, e)))?;
-    let result = hooks.run.call1((hooks.handler, argv, env, request.umask))?;
+    let result = hooks.run.call1((
+        hooks.handler,
+        argv,
+        env,
+        request.umask,
+        request.ignored_signals,
+    ))?;
     if let Ok(code) = result.extract::<i32>() {
         return Ok(match code {
             0.. => Outcome::Exited((code & 0xff) as u8),

@@ -59,8 +59,13 @@ def prepare() -> None:
     threading._shutdown()  # type: ignore[attr-defined]  # with no thread to join: rehearsal only
 
 
-def run(handler: Callable[[], object], argv: list[bytes], env: list[bytes], umask: int) -> int | str:
+def run(
+    handler: Callable[[], object], argv: list[bytes], env: list[bytes], umask: int, ignored_signals: int = 0
+) -> int | str:
     """Set the interpreter up for one client's run and run ``handler``.
+
+    ``ignored_signals`` has bit N-1 set for each signal N the client ignores
+    (as under ``nohup``); the program starts with those ignored too.
 
     Returns the exit code (0..255), the negated number of the signal the
     process must die of (a ``KeyboardInterrupt`` nobody caught ends python
@@ -68,6 +73,7 @@ def run(handler: Callable[[], object], argv: list[bytes], env: list[bytes], umas
     :class:`~warmfork.errors.Unsupported`.
     """
     _set_up(argv, env, umask)
+    _ignore(ignored_signals)
     try:
         return run_handler(handler)
     except Unsupported as refusal:
@@ -133,6 +139,12 @@ def _excepthook(exc: BaseException) -> None:
         sys.excepthook(type(exc), exc, traceback)
     except BaseException:  # noqa: BLE001 - CPython falls back the same way
         sys.__excepthook__(type(exc), exc, traceback)
+
+
+def _ignore(signals: int) -> None:
+    for signum in signal.valid_signals():
+        if signals >> (signum - 1) & 1 and signum not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:

@@ -29,13 +29,14 @@ use crate::start::Process;
 
 fn main(process: &Process) -> ! {
     // First thing: from here on, signals for the program are held, not lost.
-    let mut signals = signals::Forwarder::install();
+    let ignored = signals::ignored();
+    let mut signals = signals::Forwarder::install(ignored);
     let path = match connect::SocketPath::of(process) {
         Ok(path) => path,
         Err(failure) => failure.exit(),
     };
     let mut buf = [0; MAX_REPLY_LEN];
-    match run(process, &path, &mut buf, &mut signals) {
+    match run(process, &path, &mut buf, &mut signals, ignored) {
         Ok(status) => reply::finish(status),
         Err(failure) => failure.exit(),
     }
@@ -46,13 +47,14 @@ fn run<'a>(
     path: &'a connect::SocketPath,
     buf: &'a mut [u8; MAX_REPLY_LEN],
     signals: &mut signals::Forwarder,
+    ignored: u64,
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
     let socket = connect::connect(path)?;
     // `umask` can only be read by setting it; put it straight back.
     let umask = rustix::process::umask(Mode::empty());
     rustix::process::umask(umask);
     let mut fds = request::Descriptors::gather();
-    request::send(&socket, process, umask.bits(), &mut fds)?;
+    request::send(&socket, process, umask.bits(), ignored, &mut fds)?;
     let status = reply::wait(&socket, buf, signals);
     // The process ends right after this; closing is left to the kernel.
     core::mem::forget((socket, fds));

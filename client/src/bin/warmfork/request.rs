@@ -75,6 +75,7 @@ pub fn send(
     socket: &OwnedFd,
     process: &Process,
     umask: u32,
+    ignored_signals: u64,
     fds: &mut Descriptors,
 ) -> Result<bool, Failure<'static>> {
     let mut header = RunHeader {
@@ -82,6 +83,7 @@ pub fn send(
         argc: process.argc() as u32,
         envc: process.envc() as u32,
         umask,
+        ignored_signals,
         strings_len: pieces(&[], process).map(<[u8]>::len).sum(),
     };
     let mut at = Position::default();

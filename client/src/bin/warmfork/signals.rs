@@ -9,6 +9,7 @@
 //! the pidfd it sends with `STARTED`, which cannot name a recycled pid.
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
 
 use crate::syscall::{self, SigSet, bit};
@@ -51,11 +52,13 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Blocks the forwarded signals and opens a signalfd for them. If that
-    /// fails the client runs without forwarding: the signals then act on
-    /// the client itself, as they would on any program.
-    pub fn install() -> Forwarder {
-        let set = FORWARDED | STOP;
+    /// Blocks the forwarded signals and opens a signalfd for them. Signals
+    /// in `ignored` are left alone: they stay ignored for the client, and the
+    /// program ignores them too. If this fails the client runs without
+    /// forwarding: the signals then act on the client itself, as they would
+    /// on any program.
+    pub fn install(ignored: SigSet) -> Forwarder {
+        let set = (FORWARDED | STOP) & !ignored;
         let signals = match syscall::block(set).and_then(|()| syscall::signalfd(set)) {
             Ok(fd) => Some(fd),
             Err(_) => {
@@ -123,4 +126,36 @@ impl Forwarder {
 /// itself to end the way the program ended.
 pub fn release(number: i32) {
     let _ = syscall::unblock(bit(number));
+}
+
+/// The signals this process ignores (`SigIgn` in `/proc/self/status`), which
+/// it inherited from whoever started it, as `nohup` ignores SIGHUP. Without
+/// `/proc`, none.
+pub fn ignored() -> SigSet {
+    let Ok(status) = rustix::fs::open(
+        "/proc/self/status",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return 0;
+    };
+    let mut buf = [0u8; 4096];
+    let len = rustix::io::read(&status, &mut buf).unwrap_or(0);
+    // The process ends soon; closing is left to the kernel.
+    core::mem::forget(status);
+    parse_sig_ign(&buf[..len]).unwrap_or(0)
+}
+
+/// The mask of the `SigIgn:` line of a `/proc/PID/status` text.
+fn parse_sig_ign(status: &[u8]) -> Option<SigSet> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"SigIgn:"))?;
+    let digits = line.iter().skip_while(|b| b.is_ascii_whitespace());
+    let mut mask: SigSet = 0;
+    for &digit in digits {
+        let value = (digit as char).to_digit(16)?;
+        mask = mask.checked_mul(16)? | SigSet::from(value);
+    }
+    Some(mask)
 }
