@@ -46,7 +46,7 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
                 fds: all.without(FdSet::STDOUT),
                 umask: 0o077,
                 // SIGHUP ignored, as under nohup.
-                ignored_signals: 1 << (1 - 1),
+                ignored_signals: 0b1, // bit 0: SIGHUP, ignored as under nohup
                 argv: &[b"warmfork", b"job.py", b"caf\xe9.csv"],
                 env: &[],
             },
