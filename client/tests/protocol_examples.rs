@@ -45,7 +45,6 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
             Expected::Run {
                 fds: all.without(FdSet::STDOUT),
                 umask: 0o077,
-                // SIGHUP ignored, as under nohup.
                 ignored_signals: 0b1, // bit 0: SIGHUP, ignored as under nohup
                 argv: &[b"warmfork", b"job.py", b"caf\xe9.csv"],
                 env: &[],
