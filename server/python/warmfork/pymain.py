@@ -1,0 +1,513 @@
+"""The python-compatible handler: ``warmfork ARGS`` runs like ``python ARGS``.
+
+A worker calls :func:`main` with ``sys.argv``, the environment, working
+directory and standard streams already the client's. What is left is what
+CPython's ``Py_RunMain`` does between reading its command line and
+finalising (Modules/main.c): settle the options, put the program's own
+entry at the front of ``sys.path``, give it a fresh ``__main__`` module, run
+it, and drop into the interactive prompt when asked to.
+
+Everything the warm interpreter cannot honour is refused with
+:class:`~warmfork.errors.Unsupported` before the program starts, never
+skipped (see :func:`warmfork.pyoptions.startup_conflict`). The program's own
+exceptions, ``SystemExit`` included, propagate to the caller
+(:mod:`warmfork._worker`), which reports them as CPython would; only where
+CPython itself prints and carries on (``-i``, ``PYTHONINSPECT``, the prompt)
+are they printed here, the same way.
+"""
+
+from __future__ import annotations
+
+import _imp
+import _tracemalloc
+import ast
+import builtins
+import codecs
+import codeop
+import faulthandler
+import functools
+import importlib.machinery
+import importlib.util
+import marshal
+import os
+import re
+import runpy
+import subprocess
+import sys
+import types
+import warnings
+from collections.abc import Callable
+
+from . import _stdio, _worker, pyoptions
+from .errors import Unsupported
+
+_USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
+_COPYRIGHT = 'Type "help", "copyright", "credits" or "license" for more information.'
+_MAGIC = importlib.util.MAGIC_NUMBER
+_CODING_COOKIE = re.compile(rb"[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")
+_COMPOUND_STATEMENTS = (
+    ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, getattr(ast, "TryStar", ast.Try), ast.With,
+    ast.AsyncWith, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
+)  # fmt: skip
+
+
+def main() -> None:
+    """Run the program ``sys.argv`` names, as ``python`` would."""
+    argv = list(sys.argv)
+    config = _read_config(argv)
+    if config is None:
+        return
+    conflict = pyoptions.startup_conflict(config)
+    if conflict is not None:
+        raise Unsupported(conflict)
+    sys.orig_argv = argv
+    sys.argv = config.argv
+    _apply_runtime_options(config)
+    _run(config)
+
+
+def prepare() -> None:
+    """Rehearse the side-effect-free part of :func:`main` in a worker that
+    waits in the pool (from ``_worker.prepare``): the first run of code in a
+    forked process copies every page it writes to, which here costs more
+    than the code itself, about 1 ms; rehearsed, that is off the critical path."""
+    try:
+        config = pyoptions.parse_command_line(["warmfork", "-c", "pass"])
+        pyoptions.read_environment(config, os.environ)
+        pyoptions.startup_conflict(config)
+    except (pyoptions.UsageError, pyoptions.FatalError):
+        pass  # the server's own variables may be odd; the rehearsal only warms
+    compile("pass\n", "<string>", "exec", dont_inherit=True)
+
+
+def _read_config(argv: list[str]) -> pyoptions.Config | None:
+    """The configuration, or None when ``--help`` or ``--version`` was answered."""
+    program = argv[0] if argv and argv[0] else "warmfork"
+    try:
+        config = pyoptions.parse_command_line(argv)
+        if config.help is not None:
+            _print_help(program, config.help)
+            return None
+        if config.print_version:
+            print(f"Python {sys.version if config.print_version > 1 else sys.version.split()[0]}")
+            return None
+        pyoptions.read_environment(config, os.environ)
+    except pyoptions.UsageError as error:
+        _write_stderr(f"{error}\n{_USAGE.format(program)}Try `python -h' for more information.\n")
+        raise SystemExit(2) from None
+    except pyoptions.FatalError as error:
+        _write_stderr(error.report())
+        raise SystemExit(1) from None
+    config.program = program
+    return config
+
+
+def _print_help(program: str, option: str) -> None:
+    """Let this very interpreter print its help, under the client's program name.
+
+    The text belongs to the interpreter build, so asking it beats keeping a
+    copy that could drift; help is rare enough for the extra process.
+    """
+    if not sys.executable:
+        raise Unsupported(f"{option}: this server does not know its python executable to ask for the help text")
+    _flush_standard_streams()
+    subprocess.run([program, option], executable=sys.executable, check=False)
+
+
+def _apply_runtime_options(config: pyoptions.Config) -> None:
+    """Make the settings a running interpreter can still take, in CPython's
+    start-up order: streams, then fault handler and tracemalloc, then warnings."""
+    if config.unbuffered != _streams_are_unbuffered():
+        _stdio.install(unbuffered=config.unbuffered)
+    sys.dont_write_bytecode = config.dont_write_bytecode
+    sys.pycache_prefix = config.pycache_prefix
+    _imp.check_hash_based_pycs = config.check_hash_based_pycs
+    limit = config.int_max_str_digits
+    sys.set_int_max_str_digits(sys.int_info.default_max_str_digits if limit is None else limit)
+    sys._xoptions.clear()
+    sys._xoptions.update(config.xoptions)
+    if config.faulthandler and sys.stderr is not None:
+        faulthandler.enable()
+    elif faulthandler.is_enabled():
+        faulthandler.disable()
+    if _tracemalloc.is_tracing():
+        _tracemalloc.stop()
+    if config.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(config.tracemalloc)
+    sys.warnoptions[:] = config.warnoptions
+    warnings._processoptions(config.warnoptions)  # type: ignore[attr-defined]  # what importing warnings does
+
+
+def _streams_are_unbuffered() -> bool:
+    return any(getattr(stream, "write_through", False) for stream in (sys.stdout, sys.stderr))
+
+
+def _run(config: pyoptions.Config) -> None:
+    """``pymain_run_python``: set up ``sys.path`` and ``__main__``, run, inspect."""
+    namespace = _fresh_main_module()
+    filename = importer_path = None
+    if config.run_filename is not None:
+        filename = _abspath(config.run_filename)
+        if _is_import_path_entry(filename):
+            importer_path = filename
+    stdin_is_interactive = os.isatty(0) or config.interactive
+    if os.isatty(0) and not config.isolated and (config.inspect or not config.runs_code):
+        _import_readline()  # before the program's directory can shadow it
+    _set_sys_path(config, importer_path)
+    if not config.quiet and not config.runs_code and stdin_is_interactive:
+        _write_stderr(f"Python {sys.version} on {sys.platform}\n" + ("" if config.no_site else f"{_COPYRIGHT}\n"))
+
+    program: Callable[[], None]
+    if config.run_command is not None:
+        program = functools.partial(_run_command, config.run_command, namespace)
+    elif config.run_module is not None:
+        program = functools.partial(_run_module, config.run_module, set_argv0=True)
+    elif importer_path is not None:
+        program = functools.partial(_run_module, "__main__", set_argv0=False)
+    elif filename is not None:
+        program = functools.partial(_run_script, config, filename, namespace)
+    elif stdin_is_interactive:
+        _run_startup_file(config, namespace)
+        _run_interactive_hook()
+        _interact(namespace)
+        return
+    else:
+        program = functools.partial(_run_stdin, config, namespace)
+    _run_then_inspect(config, program, namespace)
+
+
+def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], namespace: dict[str, object]) -> None:
+    """Run ``program``, then ``pymain_repl``.
+
+    Under ``-i``/``PYTHONINSPECT`` CPython prints an uncaught exception, even
+    ``SystemExit``, and carries on: into the prompt when stdin is interactive,
+    else to exit status 1. A program may also set ``PYTHONINSPECT`` itself to
+    get the prompt after a failure.
+    """
+
+    def prompt_follows() -> bool:
+        late = config.use_environment and bool(os.environ.get("PYTHONINSPECT"))
+        return (config.inspect or late) and config.runs_code and (os.isatty(0) or config.interactive)
+
+    failure: BaseException | None = None
+    try:
+        program()
+    except BaseException as exc:
+        if not config.inspect and (isinstance(exc, SystemExit) or not prompt_follows()):
+            raise
+        failure = exc
+    prompt = prompt_follows()
+    if failure is not None:
+        if isinstance(failure, KeyboardInterrupt) and not prompt:
+            raise failure  # the caller makes it a death by SIGINT
+        _print_exception(failure)
+    if prompt:
+        _run_interactive_hook()
+        _interact(namespace)
+    elif failure is not None:
+        raise SystemExit(1)
+
+
+def _fresh_main_module() -> dict[str, object]:
+    """A new ``__main__`` as CPython's ``add_main_module`` makes it, in place of the server's."""
+    module = types.ModuleType("__main__")
+    module.__loader__ = importlib.machinery.BuiltinImporter  # type: ignore[assignment]
+    namespace = module.__dict__
+    namespace["__annotations__"] = {}
+    namespace["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    return namespace
+
+
+def _abspath(path: str) -> str:
+    """``_Py_abspath``: the working directory joined on, without normalising
+    (``__file__`` of ``python ./x.py`` is ``/cwd/./x.py``)."""
+    if path in ("", "."):
+        return os.getcwd()
+    return path if os.path.isabs(path) else f"{os.getcwd()}{os.sep}{path}"
+
+
+def _is_import_path_entry(path: str) -> bool:
+    """``PyImport_GetImporter``: can ``path`` (a directory, a zip file) go on sys.path?"""
+    try:
+        return sys.path_importer_cache[path] is not None
+    except KeyError:
+        pass
+    sys.path_importer_cache[path] = None
+    for hook in sys.path_hooks:
+        try:
+            sys.path_importer_cache[path] = hook(path)
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+def _import_readline() -> None:
+    try:
+        import readline  # noqa: F401 - imported for its effect on input()
+    except ImportError:
+        pass
+
+
+def _set_sys_path(config: pyoptions.Config, importer_path: str | None) -> None:
+    """``PYTHONPATH`` entries first (a fresh python has them from start-up),
+    then the program's own entry in front, as ``pymain_run_python`` puts it."""
+    extra = [os.path.abspath(entry) for entry in config.pythonpath]
+    sys.path[:] = extra + [entry for entry in sys.path if entry not in extra]
+    # Finders cached for relative entries were made for the server's directory.
+    for key in [key for key in sys.path_importer_cache if not os.path.isabs(key)]:
+        del sys.path_importer_cache[key]
+    if importer_path is not None:
+        sys.path.insert(0, importer_path)
+    elif not config.safe_path:
+        sys.path.insert(0, _program_path0(config))
+
+
+def _program_path0(config: pyoptions.Config) -> str:
+    """``_PyPathConfig_ComputeSysPath0``: the working directory for ``-m``, ''
+    for ``-c`` and stdin, else the directory of the script with symlinks resolved."""
+    if config.run_module is not None:
+        return os.getcwd()
+    if config.run_command is not None:
+        return ""
+    path = config.argv[0]
+    try:
+        if path:  # realpath(3) fails on '', where os.path.realpath gives the cwd
+            path = os.path.realpath(path, strict=True)
+    except OSError:
+        pass
+    directory, sep, _ = path.rpartition(os.sep)
+    return (directory or os.sep) if sep else ""
+
+
+def _run_command(command: str, namespace: dict[str, object]) -> None:
+    sys.audit("cpython.run_command", command)
+    try:
+        command.encode("utf-8")
+    except UnicodeEncodeError:
+        _write_stderr("Unable to decode the command from the command line:\n")
+        raise
+    exec(compile(command, "<string>", "exec", dont_inherit=True), namespace)  # noqa: S102 - running it is the point
+
+
+def _run_module(name: str, *, set_argv0: bool) -> None:
+    """``runpy._run_module_as_main``, as CPython calls it, so errors and
+    tracebacks (with their ``<frozen runpy>`` lines) come out identical."""
+    sys.audit("cpython.run_module", name)
+    runpy._run_module_as_main(name, set_argv0)  # type: ignore[attr-defined]
+
+
+def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> None:
+    sys.audit("cpython.run_file", filename)
+    try:
+        with open(filename, "rb") as file:
+            source = file.read()
+    except OSError as exc:
+        _write_stderr(f"{config.program}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}\n")
+        raise SystemExit(2) from None
+    # CPython looks for a .pyc's magic number only at the very start of the file.
+    is_pyc = filename.endswith(".pyc") or (not config.skip_first_line and source[:2] == _MAGIC[:2])
+    if config.skip_first_line and not is_pyc:
+        newline = source.find(b"\n")
+        source = source[newline:] if newline >= 0 else b""  # the newline stays: line numbers hold
+    _exec_file(filename, source, namespace, is_pyc=is_pyc, inspect=config.inspect)
+
+
+def _run_stdin(config: pyoptions.Config, namespace: dict[str, object]) -> None:
+    sys.audit("cpython.run_stdin")
+    source = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    _exec_file("<stdin>", source, namespace, is_pyc=False, inspect=config.inspect)
+
+
+def _exec_file(filename: str, source: bytes, namespace: dict[str, object], *, is_pyc: bool, inspect: bool) -> None:
+    """``_PyRun_SimpleFileObject``: ``__file__`` and the loader are set while
+    the file runs. ``__file__`` goes again afterwards, unless ``SystemExit``
+    ends the process (which ``-i`` prevents): then atexit still sees it."""
+    namespace["__file__"] = filename
+    namespace["__cached__"] = None
+    if filename != "<stdin>":
+        loader = importlib.machinery.SourcelessFileLoader if is_pyc else importlib.machinery.SourceFileLoader
+        namespace["__loader__"] = loader("__main__", filename)
+    try:
+        exec(_pyc_code(source) if is_pyc else _compile_file(source, filename), namespace)  # noqa: S102
+    except SystemExit:
+        if inspect:
+            _forget_file(namespace)
+        raise
+    except BaseException:
+        _forget_file(namespace)
+        raise
+    _forget_file(namespace)
+
+
+def _forget_file(namespace: dict[str, object]) -> None:
+    namespace.pop("__file__", None)
+    namespace.pop("__cached__", None)
+
+
+def _compile_file(source: bytes, filename: str) -> types.CodeType:
+    """Compile as CPython's file parser does, including its message for a file
+    that is not UTF-8 and declares no encoding (``compile`` words it differently)."""
+    try:
+        return compile(source, filename, "exec", dont_inherit=True)
+    except SyntaxError:
+        if _declares_encoding(source):
+            raise
+        try:
+            source.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = source.count(b"\n", 0, bad.start) + 1
+            raise SyntaxError(
+                f"Non-UTF-8 code starting with '\\x{source[bad.start]:02x}' in file {filename} on line {line}, "
+                "but no encoding declared; see https://peps.python.org/pep-0263/ for details"
+            ) from None
+        raise
+
+
+def _declares_encoding(source: bytes) -> bool:
+    """A byte-order mark or a PEP 263 coding cookie in the first two lines."""
+    if source.startswith(codecs.BOM_UTF8):
+        return True
+    return any(_CODING_COOKIE.match(line) for line in source.split(b"\n", 2)[:2])
+
+
+def _pyc_code(data: bytes) -> types.CodeType:
+    """``run_pyc_file``: a 16-byte header, then a marshalled code object."""
+    if data[:4] != _MAGIC:
+        raise RuntimeError("Bad magic number in .pyc file")
+    code = marshal.loads(data[16:])
+    if not isinstance(code, types.CodeType):
+        raise RuntimeError("Bad code object in .pyc file")  # noqa: TRY004 - CPython's exception
+    return code
+
+
+def _run_startup_file(config: pyoptions.Config, namespace: dict[str, object]) -> None:
+    """``pymain_run_startup``: ``PYTHONSTARTUP`` before the first prompt; its
+    errors are printed and the prompt comes anyway (``SystemExit`` still exits)."""
+    path = config.startup_file
+    if path is None:
+        return
+    sys.audit("cpython.run_startup", path)
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError as exc:
+        _write_stderr("Could not open PYTHONSTARTUP\n")
+        _print_exception(exc)
+        return
+    run = functools.partial(_exec_file, path, source, namespace, is_pyc=path.endswith(".pyc"), inspect=False)
+    _call_printing_errors(run)
+
+
+def _run_interactive_hook() -> None:
+    """``sys.__interactivehook__`` (site's readline completion and history)."""
+    hook = getattr(sys, "__interactivehook__", None)
+    if hook is None:
+        return
+    sys.audit("cpython.run_interactivehook", hook)
+    _call_printing_errors(hook, preface="Failed calling sys.__interactivehook__\n")
+
+
+def _call_printing_errors(function: Callable[[], object], *, preface: str = "") -> None:
+    """Call ``function``; print what it raises (bar ``SystemExit``, which
+    exits) after ``preface``, as CPython's ``PyErr_Print`` would."""
+    try:
+        function()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - printed, as CPython prints it
+        _write_stderr(preface)
+        _print_exception(exc)
+
+
+def _interact(namespace: dict[str, object]) -> None:
+    """``PyRun_InteractiveLoop``: read a statement, run it, print what it raised."""
+    for name, prompt in (("ps1", ">>> "), ("ps2", "... ")):
+        if not hasattr(sys, name):
+            setattr(sys, name, prompt)
+    compiler = codeop.CommandCompiler()
+    while True:
+        try:
+            code = _read_statement(compiler)
+        except KeyboardInterrupt:
+            _write_stderr("\nKeyboardInterrupt\n")
+            continue
+        except (SyntaxError, ValueError, OverflowError) as exc:
+            _print_exception(exc.with_traceback(None))  # the compiler's frames are no one's business
+            continue
+        if code is None:
+            return
+        _call_printing_errors(functools.partial(exec, code, namespace))
+        _flush_standard_streams()
+
+
+def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
+    """One complete statement from stdin, or None at end of input.
+
+    As in CPython, a compound statement ends only at a blank line, a line cut
+    short by end of input asks for more, end of input prints a newline, and a
+    statement pending at end of input still runs.
+    """
+    lines: list[str] = []
+    while True:
+        line = _read_line(str(sys.ps2 if lines else sys.ps1))  # type: ignore[attr-defined]
+        if not line:
+            _write_stderr("\n")
+            if not lines:
+                return None
+            return compiler.compiler("".join(lines), "<stdin>", "single", incomplete_input=False)
+        lines.append(line)
+        if not line.endswith("\n"):
+            continue
+        source = "".join(lines)
+        code = compiler(source, "<stdin>", "single")
+        if code is not None and not (line.strip() and _is_compound(source)):
+            return code
+
+
+def _is_compound(source: str) -> bool:
+    """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
+    the interactive grammar ends with a blank line; codeop does not insist."""
+    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source, mode="single").body)
+
+
+def _read_line(prompt: str) -> str:
+    """A line with its newline, '' at end of input. On a terminal ``input``
+    gives readline editing; otherwise CPython writes the prompt to stderr."""
+    stdin, stdout = sys.stdin, sys.stdout
+    if stdin is None:
+        return ""
+    if stdout is not None and stdin.isatty() and stdout.isatty():
+        try:
+            return input(prompt) + "\n"
+        except EOFError:
+            return ""
+    _write_stderr(prompt)
+    return stdin.readline()
+
+
+def _print_exception(exc: BaseException) -> None:
+    """``PyErr_Print``: report as an uncaught exception is reported (the same
+    cut of warmfork's own frames, the same fallback), and keep it in
+    ``sys.last_*`` for ``pdb.pm()``."""
+    _worker._excepthook(exc)  # the one place that knows how python reports them
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    _flush_standard_streams()
+
+
+def _write_stderr(text: str) -> None:
+    if sys.stderr is not None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass

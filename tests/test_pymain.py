@@ -1,0 +1,395 @@
+"""``warmfork ARGS`` must behave like ``python ARGS``: each case runs under
+the real interpreter and under the handler harness (a stand-in worker, see
+tests/support/handler_harness.py) and compares stdout, stderr and the exit
+status. Only the program name differs between the two (python names itself
+by its path, the harness by ``warmfork``), so it is normalised away.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parent / "support" / "handler_harness.py"
+REFUSED = 201
+
+Arg = str | bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    stdout: str
+    stderr: str
+    status: int
+
+
+def run(
+    argv: Sequence[Arg], cwd: Path, stdin: bytes | None, env: dict[str, str] | None, *, merge: bool = False
+) -> Outcome:
+    """Run ``argv`` in ``cwd`` with no PYTHON* variables but those in ``env``
+    (and stderr into stdout when ``merge``)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    environ["HOME"] = str(cwd)  # the prompt's history file lands here, not in the real home
+    environ.update(env or {})
+    done = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env=environ,
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+        timeout=60,
+        check=False,
+    )
+
+    def text(data: bytes) -> str:
+        data = data.replace(os.fsencode(sys.executable), b"<python>")
+        return data.decode("utf-8", "surrogateescape")
+
+    return Outcome(text(done.stdout), text(done.stderr or b""), done.returncode)
+
+
+def python(*args: Arg, cwd: Path, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Outcome:
+    return run([sys.executable, *args], cwd, stdin, env)
+
+
+def warmfork(
+    *args: Arg,
+    cwd: Path,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    server_options: Sequence[str] = ("-E",),
+) -> Outcome:
+    """``warmfork ARGS`` through the harness, whose interpreter by default
+    starts with -E, like a server started apart from the client's PYTHON*
+    variables: then only the handler can honour them, as it must."""
+    return run([sys.executable, *server_options, str(HARNESS), *args], cwd, stdin, env)
+
+
+def as_python(outcome: Outcome) -> Outcome:
+    """Where python prints its own name (argv[0]), warmfork prints the client's."""
+    stderr = re.sub(r"^(usage: )?warmfork\b", r"\1<python>", outcome.stderr, flags=re.MULTILINE)
+    stdout = re.sub(r"^usage: warmfork\b", "usage: <python>", outcome.stdout, flags=re.MULTILINE)
+    return dataclasses.replace(outcome, stdout=stdout, stderr=stderr)
+
+
+def same(*args: Arg, cwd: Path, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Outcome:
+    """Run ``args`` both ways, insist on the same outcome, and return it."""
+    expected = python(*args, cwd=cwd, stdin=stdin, env=env)
+    actual = as_python(warmfork(*args, cwd=cwd, stdin=stdin, env=env))
+    assert actual == expected
+    return actual
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+SHOW_MAIN = """\
+import sys
+print("name", __name__, "file", __file__, "cached", __cached__, "spec", __spec__ and __spec__.name)
+print("argv", sys.argv, "path0", repr(sys.path[0]))
+print("globals", sorted(globals()))
+print("loader", type(__loader__).__name__, __loader__.name if hasattr(__loader__, "name") else __loader__)
+"""
+
+LATIN1_SCRIPT = b"x = 1\ny = '\xe9'\n"  # not UTF-8, and no coding cookie
+
+
+# --- what runs, and how it sees itself -------------------------------------
+
+
+def test_script_sees_its_args_name_file_and_directory(tmp_path: Path) -> None:
+    write(tmp_path / "app" / "show.py", SHOW_MAIN)
+    out = same("app/show.py", "one", "two words", cwd=tmp_path)
+    assert "argv ['app/show.py', 'one', 'two words']" in out.stdout
+    assert f"path0 '{tmp_path}/app'" in out.stdout
+    assert f"file {tmp_path}/app/show.py" in out.stdout
+
+
+def test_script_given_as_dot_relative_path_keeps_the_dot_in_file(tmp_path: Path) -> None:
+    write(tmp_path / "show.py", SHOW_MAIN)
+    assert f"file {tmp_path}/./show.py" in same("./show.py", cwd=tmp_path).stdout
+
+
+def test_symlinked_script_puts_the_real_directory_first_on_sys_path(tmp_path: Path) -> None:
+    write(tmp_path / "real" / "show.py", SHOW_MAIN)
+    (tmp_path / "link.py").symlink_to(tmp_path / "real" / "show.py")
+    assert f"path0 '{tmp_path}/real'" in same("link.py", cwd=tmp_path).stdout
+
+
+def test_dash_c_gets_its_args_and_an_empty_path0(tmp_path: Path) -> None:
+    out = same("-c", "import sys; print(sys.argv, repr(sys.path[0]), sorted(globals()))", "-x", "y", cwd=tmp_path)
+    assert out.stdout.startswith("['-c', '-x', 'y'] ''")
+
+
+def test_bundled_short_options_before_c(tmp_path: Path) -> None:
+    same("-uBc", "import sys; print(sys.argv, sys.dont_write_bytecode)", "a", cwd=tmp_path)
+
+
+def test_dash_m_runs_a_stdlib_module_reading_stdin(tmp_path: Path) -> None:
+    out = same("-m", "json.tool", "--sort-keys", cwd=tmp_path, stdin=b'{"b": 1, "a": [2]}')
+    assert out.stdout.startswith('{\n    "a"')
+
+
+def test_dash_m_runs_a_local_package_main_with_cwd_as_path0(tmp_path: Path) -> None:
+    write(tmp_path / "pkg" / "__init__.py", "")
+    write(tmp_path / "pkg" / "__main__.py", SHOW_MAIN)
+    out = same("-m", "pkg", "arg", cwd=tmp_path)
+    assert f"argv ['{tmp_path}/pkg/__main__.py', 'arg'] path0 '{tmp_path}'" in out.stdout
+
+
+def test_directory_and_zip_with_main_run_like_python(tmp_path: Path) -> None:
+    write(tmp_path / "app" / "__main__.py", SHOW_MAIN)
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as archive:
+        archive.write(tmp_path / "app" / "__main__.py", "__main__.py")
+    assert f"path0 '{tmp_path}/app'" in same("app", "x", cwd=tmp_path).stdout
+    assert f"path0 '{tmp_path}/app.zip'" in same("app.zip", cwd=tmp_path).stdout
+
+
+def test_dash_reads_the_program_from_stdin(tmp_path: Path) -> None:
+    out = same("-", "a1", cwd=tmp_path, stdin=b"import sys\nprint(sys.argv, repr(sys.path[0]), __file__)\n")
+    assert out.stdout == "['-', 'a1'] '' <stdin>\n"
+
+
+def test_piped_stdin_without_args_is_the_program(tmp_path: Path) -> None:
+    out = same(cwd=tmp_path, stdin=SHOW_MAIN.encode())
+    assert "argv [''] path0 ''" in out.stdout
+
+
+def test_non_utf8_arguments_arrive_surrogate_escaped(tmp_path: Path) -> None:
+    code = "import os, sys; print(ascii(sys.argv), [os.fsencode(a) for a in sys.argv[1:]])"
+    out = same("-c", code, b"\xff\xferaw", "caf\u00e9", cwd=tmp_path)
+    assert "'\\udcff\\udcferaw'" in out.stdout
+
+
+def test_each_run_has_a_fresh_main_module(tmp_path: Path) -> None:
+    # The harness's own __main__ must not leak into the program's.
+    same("-c", "import sys; print(sorted(vars(sys.modules['__main__'])))", cwd=tmp_path)
+
+
+# --- exit status ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys; sys.exit(300)",
+        "import sys; sys.exit('bye now')",
+        "import sys; sys.exit(None)",
+        "raise SystemExit(True)",
+    ],
+)
+def test_exit_status_follows_system_exit(tmp_path: Path, code: str) -> None:
+    same("-c", code, cwd=tmp_path)
+
+
+def test_sys_exit_300_gives_44(tmp_path: Path) -> None:
+    assert warmfork("-c", "raise SystemExit(300)", cwd=tmp_path).status == 44
+
+
+def test_uncaught_keyboard_interrupt_ends_the_run_by_sigint(tmp_path: Path) -> None:
+    statuses = {run_it("-c", "raise KeyboardInterrupt", cwd=tmp_path).status for run_it in (python, warmfork)}
+    assert statuses == {-2}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("boom.py",),
+        ("-c", "def f():\n    1/0\nf()"),
+        ("-c", "x = = 1"),
+        ("-m", "boom"),
+        ("latin.py",),
+        ("-c", "raise KeyboardInterrupt"),
+    ],
+)
+def test_uncaught_exception_is_reported_like_python(tmp_path: Path, args: tuple[str, ...]) -> None:
+    write(tmp_path / "boom.py", "def inner():\n    raise ValueError('deep')\n\ninner()\n")
+    (tmp_path / "latin.py").write_bytes(LATIN1_SCRIPT)
+    out = same(*args, cwd=tmp_path)
+    assert out.status in (1, -2)
+
+
+# --- options that change how the program runs -------------------------------
+
+
+def test_dash_u_makes_stdout_unbuffered(tmp_path: Path) -> None:
+    code = "import sys; sys.stdout.write('a'); sys.stderr.write('b'); sys.stdout.write('c')"
+    cases = [
+        (("-u", "-c", code), None, "abc"),
+        (("-c", code), {"PYTHONUNBUFFERED": "1"}, "abc"),
+        (("-c", code), None, "acb"),
+    ]
+    for args, env, expected in cases:
+        for prefix in ([], ["-E", str(HARNESS)]):
+            merged = run([sys.executable, *prefix, *args], tmp_path, None, env, merge=True)
+            assert merged.stdout == expected, (prefix, args, env)
+
+
+def test_w_error_turns_warnings_into_exceptions(tmp_path: Path) -> None:
+    code = "import warnings\ntry:\n    warnings.warn('careful')\nexcept UserWarning as e:\n    print('raised', e)"
+    assert same("-W", "error", "-c", code, cwd=tmp_path).stdout == "raised careful\n"
+
+
+def test_w_bundled_and_env_warnings_build_warnoptions_like_python(tmp_path: Path) -> None:
+    code = "import sys, warnings; print(sys.warnoptions); warnings.warn('old', DeprecationWarning)"
+    out = same("-Wd", "-W", "bogus", "-W", "ignore", "-c", code, cwd=tmp_path, env={"PYTHONWARNINGS": "ignore,,always"})
+    assert "Invalid -W option ignored: invalid action: 'bogus'" in out.stderr
+
+
+def test_x_options_are_recorded_and_faulthandler_enabled(tmp_path: Path) -> None:
+    code = "import sys, faulthandler, tracemalloc; print(sys._xoptions, faulthandler.is_enabled(), tracemalloc.is_tracing())"
+    out = same("-X", "faulthandler", "-X", "tracemalloc=5", "-X", "custom=1", "-c", code, cwd=tmp_path)
+    assert out.stdout.endswith("True True\n")
+
+
+def test_faulthandler_from_the_environment(tmp_path: Path) -> None:
+    code = "import faulthandler; print(faulthandler.is_enabled())"
+    assert same("-c", code, cwd=tmp_path, env={"PYTHONFAULTHANDLER": "1"}).stdout == "True\n"
+
+
+def test_x_int_max_str_digits_limits_conversions(tmp_path: Path) -> None:
+    code = "try:\n    int('1' * 1001)\nexcept ValueError as e:\n    print(e)"
+    assert "1001 digits" in same("-X", "int_max_str_digits=1000", "-c", code, cwd=tmp_path).stdout
+
+
+def test_invalid_start_up_values_fail_like_python(tmp_path: Path) -> None:
+    assert same("-X", "int_max_str_digits=5", "-c", "pass", cwd=tmp_path).status == 1
+    assert same("-X", "utf8=maybe", "-c", "pass", cwd=tmp_path).status == 1
+    assert same("-c", "pass", cwd=tmp_path, env={"PYTHONTRACEMALLOC": "x"}).status == 1
+
+
+def test_dash_b_writes_no_bytecode(tmp_path: Path) -> None:
+    write(tmp_path / "helper.py", "VALUE = 1\n")
+    code = "import sys, helper; print(sys.dont_write_bytecode)"
+    assert same("-B", "-c", code, cwd=tmp_path).stdout == "True\n"
+    assert not (tmp_path / "__pycache__").exists()
+    same("-c", code, cwd=tmp_path, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert not (tmp_path / "__pycache__").exists()
+
+
+def test_check_hash_based_pycs_is_honoured(tmp_path: Path) -> None:
+    code = "import _imp; print(_imp.check_hash_based_pycs)"
+    assert same("--check-hash-based-pycs", "always", "-c", code, cwd=tmp_path).stdout == "always\n"
+
+
+def test_dash_x_skips_the_first_line_and_keeps_line_numbers(tmp_path: Path) -> None:
+    write(tmp_path / "odd.py", "this is no python\nimport sys\nprint(sys._getframe().f_lineno)\n")
+    assert same("-x", "odd.py", cwd=tmp_path).stdout == "3\n"
+
+
+def test_non_utf8_script_without_cookie_is_rejected_like_python(tmp_path: Path) -> None:
+    (tmp_path / "latin.py").write_bytes(LATIN1_SCRIPT)
+    # Under -i the handler reports the error itself, not the worker.
+    out = same("-i", "latin.py", cwd=tmp_path, stdin=b"")
+    assert "Non-UTF-8 code starting with '\\xe9' in file" in out.stderr
+
+
+def test_pythonpath_entries_follow_path0(tmp_path: Path) -> None:
+    write(tmp_path / "lib" / "extra.py", "WHERE = 'lib'\n")
+    code = "import sys, extra; print(sys.path[:3], extra.WHERE)"
+    out = same("-c", code, cwd=tmp_path, env={"PYTHONPATH": "lib:/nonexistent"})
+    assert out.stdout.startswith(f"['', '{tmp_path}/lib', '/nonexistent']")
+
+
+@pytest.mark.parametrize("how", [("-P",), ()])
+def test_safe_path_leaves_the_script_directory_out(tmp_path: Path, how: tuple[str, ...]) -> None:
+    write(tmp_path / "show.py", "import sys\nprint(sys.path[0])\n")
+    out = same(*how, "show.py", cwd=tmp_path, env={} if how else {"PYTHONSAFEPATH": "1"})
+    assert out.stdout != f"{tmp_path}\n"
+
+
+# --- informational options and command-line errors ----------------------------
+
+
+@pytest.mark.parametrize("args", [("-V",), ("--version",), ("-VV",), ("-h",), ("--help-env",), ("-V", "-c", "pass")])
+def test_version_and_help(tmp_path: Path, args: tuple[str, ...]) -> None:
+    out = same(*args, cwd=tmp_path)
+    assert out.status == 0 and out.stdout
+
+
+@pytest.mark.parametrize("args", [("-Z",), ("--foo",), ("-J",), ("-c",), ("--check-hash-based-pycs", "sometimes")])
+def test_bad_command_lines_are_rejected_like_python(tmp_path: Path, args: tuple[str, ...]) -> None:
+    out = same(*args, cwd=tmp_path)
+    assert out.status == 2 and "usage: <python> [option]" in out.stderr
+
+
+def test_missing_script(tmp_path: Path) -> None:
+    out = same("missing.py", cwd=tmp_path)
+    assert out.stderr == f"<python>: can't open file '{tmp_path}/missing.py': [Errno 2] No such file or directory\n"
+    assert out.status == 2
+
+
+def test_missing_module(tmp_path: Path) -> None:
+    out = same("-m", "no_such_module_here", cwd=tmp_path)
+    assert out.stderr == "<python>: No module named no_such_module_here\n" and out.status == 1
+
+
+# --- refusals -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["-O", "-OO", "-S", "-I", "-E", "-b", "-v", "-d", "-Xdev", "-Ximporttime"])
+def test_start_up_options_are_refused_before_anything_runs(tmp_path: Path, option: str) -> None:
+    out = warmfork(option, "-c", "print('ran')", cwd=tmp_path, server_options=())
+    assert out.status == REFUSED
+    assert out.stdout == ""
+    assert out.stderr.startswith(f"warmfork: {option[:2]}") and "cannot be honoured" in out.stderr
+
+
+def test_a_fixed_hash_seed_is_refused(tmp_path: Path) -> None:
+    out = warmfork("-c", "print('ran')", cwd=tmp_path, env={"PYTHONHASHSEED": "123"})
+    assert (out.status, out.stdout) == (REFUSED, "")
+    assert "PYTHONHASHSEED=123" in out.stderr
+
+
+# --- inspecting: -i and the prompt --------------------------------------------
+
+
+def test_dash_i_runs_the_command_then_reads_statements_from_stdin(tmp_path: Path) -> None:
+    out = same("-i", "-c", "print(1)", cwd=tmp_path, stdin=b" x=5\nx=5\nprint(x)\nx\n1/0\nif x:\n  print(2)\n\n")
+    assert out.stdout == "1\n5\n5\n2\n"
+    assert "ZeroDivisionError" in out.stderr and "IndentationError" in out.stderr
+    assert out.status == 0
+
+
+def test_dash_i_prints_a_failing_script_and_still_prompts(tmp_path: Path) -> None:
+    write(tmp_path / "fail.py", "import sys\nvalue = 42\nsys.exit(3)\n")
+    out = same("-i", "fail.py", cwd=tmp_path, stdin=b"print(value, __file__ if '__file__' in dir() else None)\n")
+    assert "SystemExit: 3" in out.stderr and out.stdout == "42 None\n" and out.status == 0
+
+
+def test_dash_i_after_an_exception_in_the_program(tmp_path: Path) -> None:
+    out = same("-i", "-c", "def f():\n    raise KeyError('k')\nf()", cwd=tmp_path, stdin=b"import sys\nsys.last_type\n")
+    assert "KeyError: 'k'" in out.stderr and "<class 'KeyError'>" in out.stdout
+
+
+def test_dash_i_reports_a_missing_module_with_runpy_frames(tmp_path: Path) -> None:
+    out = same("-i", "-m", "no_such_module_here", cwd=tmp_path, stdin=b"print('still here')\n")
+    assert 'File "<frozen runpy>"' in out.stderr and out.stdout == "still here\n"
+
+
+def test_dash_i_alone_prints_the_banner_and_runs_pythonstartup(tmp_path: Path) -> None:
+    write(tmp_path / "startup.py", "greeting = 'hello'\n")
+    out = same("-i", cwd=tmp_path, stdin=b"greeting\n", env={"PYTHONSTARTUP": str(tmp_path / "startup.py")})
+    assert out.stderr.startswith("Python ") and out.stdout == "'hello'\n"
+
+
+def test_prompt_statements_cut_short_by_end_of_input_still_run(tmp_path: Path) -> None:
+    same("-q", "-i", cwd=tmp_path, stdin=b"if 1:\n  print(7)")
+
+
+def test_pythoninspect_without_a_terminal_prints_and_exits_1(tmp_path: Path) -> None:
+    out = same("-c", "raise SystemExit(3)", cwd=tmp_path, env={"PYTHONINSPECT": "1"})
+    assert out.status == 1 and "SystemExit: 3" in out.stderr
