@@ -1,0 +1,266 @@
+"""What goes wrong between client and server: the client's own failures, and
+the server's answers to requests that break the protocol, sent by a raw
+client (tests/support/raw_client.py) that the real client could never be.
+
+After every refusal the server must keep serving, and nothing a client does
+(silence, half a frame, wrong descriptors) may stall other clients or leak
+the server's descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CLIENT, Server, start_server
+from support.differential import shared_server
+from support.raw_client import (
+    ALL_FDS,
+    BAD_REQUEST,
+    ERROR,
+    EXIT,
+    MAX_FRAME_LEN,
+    RUN,
+    RUN_FIXED,
+    STARTED,
+    STDERR,
+    STDIN,
+    TIMEOUT,
+    TOO_LARGE,
+    UNSUPPORTED_VERSION,
+    RawClient,
+    close_all,
+    prefix,
+    run_frame,
+    stdio_and_cwd,
+)
+from support.server_process import (
+    open_fd_count,
+    settled_fd_count,
+    stop_when_idle,
+    wait_until,
+)
+
+server = shared_server()
+
+
+def run_client(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run the real client with exactly ``env``; its status and stderr."""
+    done = subprocess.run([CLIENT, *args], env=env, capture_output=True, timeout=30, check=False)
+    assert done.stdout == b""
+    return done.returncode, done.stderr.decode()
+
+
+def assert_one_warmfork_line(stderr: str) -> None:
+    assert stderr.startswith("warmfork: "), stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, stderr
+
+
+def assert_still_serving(server: Server) -> None:
+    done = server.run("-c", "print('still serving')")
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"still serving\n", b"")
+
+
+def good_frame(*argv: bytes) -> bytes:
+    return run_frame([b"warmfork", *argv], [b"LANG=C.UTF-8"])
+
+
+# -- the client's own failures ------------------------------------------------
+
+
+def test_no_server_exits_202_naming_the_socket_and_how_to_start_one(tmp_path: Path) -> None:
+    sock = tmp_path / "nobody-here.sock"
+    code, stderr = run_client({"WARMFORK_SOCKET": os.fspath(sock)}, "-c", "pass")
+    assert code == 202
+    assert_one_warmfork_line(stderr)
+    assert os.fspath(sock) in stderr
+    assert "warmfork-server" in stderr
+
+
+def test_a_stale_socket_with_no_listener_exits_202(tmp_path: Path) -> None:
+    sock = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(os.fspath(sock))
+    code, stderr = run_client({"WARMFORK_SOCKET": os.fspath(sock)}, "-c", "pass")
+    assert code == 202
+    assert_one_warmfork_line(stderr)
+    assert os.fspath(sock) in stderr
+
+
+def test_a_socket_path_too_long_for_sockaddr_un_exits_204_with_a_message() -> None:
+    sock = "/tmp/" + "x" * 200 + ".sock"
+    code, stderr = run_client({"WARMFORK_SOCKET": sock}, "-c", "pass")
+    assert code == 204
+    assert_one_warmfork_line(stderr)
+    assert "107" in stderr and "WARMFORK_SOCKET" in stderr
+
+
+# -- the raw client speaks the protocol ----------------------------------------
+
+
+def test_a_well_formed_raw_request_gets_started_then_exit(server: Server) -> None:
+    fds = stdio_and_cwd()
+    try:
+        with RawClient(server.socket) as client:
+            client.send(good_frame(b"-c", b"raise SystemExit(44)"), fds)
+            replies = client.replies()
+    finally:
+        close_all(fds)
+    assert [r.kind for r in replies][:2] == [STARTED, EXIT]
+    assert all(r.version == 1 for r in replies)
+    assert replies[1].exit == (0, 44)
+
+
+# -- refusals ------------------------------------------------------------------
+
+
+def strings_frame(argc: int, strings: bytes, *, umask: int = 0o022, flags: int = 0) -> bytes:
+    body = RUN_FIXED.pack(argc, 0, umask) + strings
+    return prefix(RUN, flags, 8 + len(body)) + body
+
+
+REFUSALS = {
+    "version_2": (run_frame([b"warmfork"], version=2, flags=0), 0, UNSUPPORTED_VERSION),
+    "version_0": (run_frame([b"warmfork"], version=0, flags=0), 0, UNSUPPORTED_VERSION),
+    "http_garbage": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, UNSUPPORTED_VERSION),
+    "unknown_kind": (run_frame([b"warmfork"], kind=9, flags=0), 0, BAD_REQUEST),
+    "exit_frame_from_a_client": (prefix(EXIT, 0, 12) + b"\0" * 4, 0, BAD_REQUEST),
+    "length_over_8_mib": (run_frame([b"warmfork"], flags=0, length=MAX_FRAME_LEN + 1), 0, TOO_LARGE),
+    "length_4_gib": (prefix(RUN, 0, 0xFFFF_FFFF), 0, TOO_LARGE),
+    "length_below_the_prefix": (prefix(RUN, 0, 4), 0, BAD_REQUEST),
+    "length_below_the_run_header": (prefix(RUN, 0, 12) + b"\0" * 4, 0, BAD_REQUEST),
+    "more_strings_announced_than_sent": (strings_frame(3, b"warmfork\0-c\0"), 0, BAD_REQUEST),
+    "last_string_without_nul": (strings_frame(2, b"warmfork\0-c"), 0, BAD_REQUEST),
+    "umask_above_0o777": (strings_frame(1, b"warmfork\0", umask=0o1000), 0, BAD_REQUEST),
+    "unknown_flag_bit": (strings_frame(1, b"warmfork\0", flags=0x10), 0, BAD_REQUEST),
+    "four_flags_two_fds": (run_frame([b"warmfork", b"-c", b"pass"]), 2, BAD_REQUEST),
+    "no_flags_four_fds": (run_frame([b"warmfork", b"-c", b"pass"], flags=0), 4, BAD_REQUEST),
+    "two_flags_three_fds": (run_frame([b"warmfork"], flags=STDIN | STDERR), 3, BAD_REQUEST),
+    "five_fds": (run_frame([b"warmfork", b"-c", b"pass"], flags=ALL_FDS), 5, BAD_REQUEST),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_a_bad_request_gets_one_error_frame_and_the_server_keeps_serving(
+    server: Server, tmp_path: Path, name: str
+) -> None:
+    frame, fd_count, expected_code = REFUSALS[name]
+    fds = [os.open(tmp_path, os.O_PATH | os.O_DIRECTORY) for _ in range(fd_count)]
+    try:
+        with RawClient(server.socket) as client:
+            client.send(frame, fds)
+            replies = client.replies()
+    finally:
+        close_all(fds)
+    assert len(replies) == 1, replies
+    (reply,) = replies
+    assert (reply.version, reply.kind) == (1, ERROR)
+    assert reply.code == expected_code, reply.message
+    assert reply.message.strip()
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize(
+    ("frame", "flags_fds"),
+    [
+        pytest.param(run_frame([b"warmfork"], version=2), 4, id="bad_version"),
+        pytest.param(run_frame([b"warmfork", b"-c", b"pass"]), 2, id="too_few_fds"),
+        pytest.param(run_frame([b"warmfork", b"-c", b"pass"], flags=0), 4, id="unannounced_fds"),
+    ],
+)
+def test_descriptors_of_a_refused_request_are_closed_by_the_server(
+    server: Server, frame: bytes, flags_fds: int
+) -> None:
+    read_end, write_end = os.pipe()
+    fds = [write_end] * flags_fds
+    try:
+        with RawClient(server.socket) as client:
+            client.send(frame, fds)
+            os.close(write_end)
+            write_end = -1
+            assert client.replies()[0].kind == ERROR
+        # Our copy of the write end is closed: EOF means the server closed its copies.
+        ready, _, _ = select.select([read_end], [], [], 5)
+        assert ready, "the server still holds the pipe's write end"
+        assert os.read(read_end, 1) == b""
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_a_frame_cut_short_by_a_hang_up_runs_nothing(server: Server, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    frame = good_frame(b"-c", f"open({os.fspath(marker)!r}, 'w')".encode())
+    fds = stdio_and_cwd()
+    with RawClient(server.socket) as client:
+        client.send(frame[: len(frame) - 5], fds)
+        close_all(fds)
+        client.sock.shutdown(socket.SHUT_WR)
+        replies = client.replies()
+    assert all(r.kind == ERROR and r.code == BAD_REQUEST for r in replies), replies
+    time.sleep(0.2)
+    assert not marker.exists()
+    assert_still_serving(server)
+
+
+# -- silent and slow clients ---------------------------------------------------
+
+
+def test_a_silent_client_does_not_stall_another_client(server: Server) -> None:
+    with RawClient(server.socket), RawClient(server.socket) as half:
+        half.send(b"\x01\x01")  # two bytes of a prefix, then nothing
+        started = time.monotonic()
+        assert_still_serving(server)
+        assert time.monotonic() - started < 3
+
+
+def test_a_silent_client_is_answered_timeout_after_the_request_deadline(
+    tmp_path: Path,
+) -> None:
+    srv = start_server(tmp_path, "--request-timeout", "0.5")
+    try:
+        with RawClient(srv.socket) as silent, RawClient(srv.socket) as partial:
+            partial.send(good_frame(b"-c", b"pass")[:15])
+            started = time.monotonic()
+            assert [(r.kind, r.code) for r in silent.replies()] == [(ERROR, TIMEOUT)]
+            assert [(r.kind, r.code) for r in partial.replies()] == [(ERROR, TIMEOUT)]
+            assert time.monotonic() - started < 5
+        assert_still_serving(srv)
+    finally:
+        stop_when_idle(srv)
+
+
+def test_the_servers_descriptor_count_returns_to_baseline_after_silent_clients(
+    server: Server,
+) -> None:
+    pid = server.process.pid
+    assert_still_serving(server)
+    baseline = settled_fd_count(pid)
+    silent = RawClient(server.socket)
+    half = RawClient(server.socket)
+    fds = stdio_and_cwd()
+    half.send(good_frame(b"-c", b"pass")[:20], fds)
+    close_all(fds)
+    # The server has accepted both and holds the four descriptors of the half frame.
+    assert wait_until(lambda: open_fd_count(pid) >= baseline + 6), open_fd_count(pid)
+    silent.close()
+    half.close()
+    assert wait_until(lambda: open_fd_count(pid) == baseline), (open_fd_count(pid), baseline)
+    assert_still_serving(server)
+    assert settled_fd_count(pid) == baseline
+
+
+def test_error_frames_fit_the_reply_limit_and_say_what_failed(server: Server) -> None:
+    with RawClient(server.socket) as client:
+        client.send(run_frame([b"warmfork"], version=7, flags=0))
+        data = client.read_all()
+    length = struct.unpack_from("<I", data, 4)[0]
+    assert length == len(data) <= 4108
+    assert "version" in data[12:].decode()

@@ -1,0 +1,163 @@
+"""The program runs in the client's process context, not the server's
+(environment, arguments, working directory, umask, a pid and random state of
+its own), and the client ends as the program ended: same exit code, or
+killed by the same signal; many clients run at once."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import CLIENT, start_server
+from support.differential import (
+    assert_same_as_python,
+    env_for,
+    reference,
+    shared_server,
+    warmfork,
+)
+from support.server_process import stop_when_idle
+
+# Preloading makes `random` part of the warm state each worker inherits.
+server = shared_server("--preload", "random")
+
+
+def test_the_environment_is_the_clients_including_non_utf8_values(server, tmp_path: Path) -> None:
+    env = {"WF_PLAIN": "value", "WF_LATIN1": b"caf\xe9", "WF_EMPTY": "", "WF_EQUALS": "a=b=c"}
+    program = (
+        "import os\n"
+        "print(ascii(sorted(k for k in os.environ if k != 'WARMFORK_SOCKET')))\n"
+        "print(ascii(os.environ['WF_LATIN1']), os.environb[b'WF_LATIN1'])\n"
+        "print(ascii(os.environ['WF_EMPTY']), os.environ['WF_EQUALS'], flush=True)\n"
+        "import subprocess; subprocess.run(['/bin/sh', '-c', 'printf %s \"$WF_PLAIN\"'])\n"
+    )
+    out = assert_same_as_python(server, "-c", program, env=env, cwd=tmp_path)
+    assert b"'caf\\udce9' b'caf\\xe9'" in out.stdout
+    assert out.stdout.endswith(b"value")
+
+
+def test_the_servers_environment_does_not_leak_into_the_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WF_SERVER_ONLY", "server secret")
+    own = start_server(tmp_path)
+    try:
+        done = warmfork(own, "-c", "import os; print(sorted(os.environ))", env={"WF_CLIENT_ONLY": "1"}, cwd=tmp_path)
+    finally:
+        stop_when_idle(own)
+    assert b"'WF_CLIENT_ONLY'" in done.stdout
+    assert b"WF_SERVER_ONLY" not in done.stdout
+
+
+def test_pythonpath_in_the_clients_environment_is_on_sys_path(server, tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "wf_helper.py").write_text("NAME = 'found'\n")
+    program = "import wf_helper, sys\nprint(wf_helper.NAME, sys.path.index(sys.argv[1]))"
+    out = assert_same_as_python(
+        server, "-c", program, os.fspath(tmp_path / "lib"), env={"PYTHONPATH": os.fspath(tmp_path / "lib")}, cwd="/"
+    )
+    assert out.stdout == b"found 1\n"
+
+
+def test_non_utf8_arguments_arrive_surrogateescaped_like_python(server, tmp_path: Path) -> None:
+    (tmp_path / b"caf\xe9.py".decode(errors="surrogateescape")).write_text(
+        "import sys\nprint(ascii(sys.argv), ascii(__file__))\n"
+    )
+    out = assert_same_as_python(server, b"caf\xe9.py", b"\xff\xfe", "plain", "", cwd=tmp_path)
+    assert b"'\\udcff\\udcfe'" in out.stdout
+    assert_same_as_python(server, "-c", "import sys; print(ascii(sys.argv))", b"caf\xe9", cwd=tmp_path)
+
+
+def test_the_working_directory_is_the_clients(server, tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_text("relative read")
+    program = "import os\nprint(os.getcwd())\nprint(open('data.txt').read())"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.stdout == f"{tmp_path}\nrelative read\n".encode()
+
+
+def test_a_program_still_runs_in_a_deleted_working_directory(server, tmp_path: Path) -> None:
+    program = (
+        "import os\nprint('ran')\n"
+        "try:\n    os.getcwd()\nexcept FileNotFoundError:\n    print('cwd is gone')\n"
+        "print(os.listdir('.'))\n"
+    )
+
+    def run_in_deleted_dir(run: Callable[..., subprocess.CompletedProcess[bytes]], name: str) -> bytes:
+        doomed = tmp_path / name
+        doomed.mkdir()
+        # Popen enters `cwd` before it calls preexec_fn: the client starts in a deleted directory.
+        done = run(cwd=doomed, preexec_fn=lambda: os.rmdir(os.getcwd()))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    ours = run_in_deleted_dir(lambda **kw: warmfork(server, "-c", program, **kw), "for-warmfork")
+    theirs = run_in_deleted_dir(lambda **kw: reference("-c", program, **kw), "for-python")
+    assert ours == theirs == b"ran\ncwd is gone\n[]\n"
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o027, 0o077])
+def test_the_clients_umask_is_honoured(server, tmp_path: Path, mask: int) -> None:
+    program = "import os, sys\nopen(sys.argv[1], 'w').close()\nprint(oct(os.umask(0)), oct(os.stat(sys.argv[1]).st_mode & 0o777))"
+    ours = warmfork(server, "-c", program, "made-by-warmfork", cwd=tmp_path, preexec_fn=lambda: os.umask(mask))
+    assert ours.stdout == f"{oct(mask)} {oct(0o666 & ~mask)}\n".encode(), ours.stderr
+
+
+def test_random_differs_between_runs(server, tmp_path: Path) -> None:
+    program = "import random, tempfile\nprint(random.random(), random.getrandbits(64), next(tempfile._get_candidate_names()))"
+    outputs = {warmfork(server, "-c", program, cwd=tmp_path).stdout for _ in range(4)}
+    assert len(outputs) == 4
+
+
+def test_each_run_gets_its_own_process(server, tmp_path: Path) -> None:
+    pids = [int(warmfork(server, "-c", "import os; print(os.getpid())", cwd=tmp_path).stdout) for _ in range(4)]
+    assert len(set(pids)) == 4
+    assert server.process.pid not in pids
+
+
+# -- how the program ends ------------------------------------------------------
+
+
+def no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGABRT, signal.SIGTERM, signal.SIGKILL, signal.SIGUSR1])
+def test_a_program_killed_by_a_signal_kills_the_client_by_the_same_signal(server, tmp_path: Path, signum: int) -> None:
+    program = f"import os, signal\nprint('before', flush=True)\nos.kill(os.getpid(), {int(signum)})\nprint('after')\n"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, preexec_fn=no_core_dumps)
+    assert (out.status, out.stdout) == (-signum, b"before\n")
+
+
+def test_a_segfault_in_c_code_kills_the_client_by_sigsegv(server, tmp_path: Path) -> None:
+    out = assert_same_as_python(server, "-c", "import ctypes; ctypes.string_at(0)", cwd=tmp_path, preexec_fn=no_core_dumps)
+    assert out.status == -signal.SIGSEGV
+
+
+def test_os_exit_gives_its_code_and_drops_buffered_output_like_python(server, tmp_path: Path) -> None:
+    out = assert_same_as_python(server, "-c", "import os\nprint('buffered')\nos._exit(7)", cwd=tmp_path)
+    assert (out.status, out.stdout) == (7, b"")
+
+
+def test_parallel_clients_each_get_their_own_output_and_status(server, tmp_path: Path) -> None:
+    program = "import sys, time\ntime.sleep(0.5)\nprint('I am', sys.argv[1])\nsys.exit(int(sys.argv[1]))"
+    started = time.monotonic()
+    clients = [
+        subprocess.Popen(
+            [CLIENT, "-c", program, str(n)],
+            env=env_for(server),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(8)
+    ]
+    results = [(client.communicate(timeout=30), client.returncode) for client in clients]
+    elapsed = time.monotonic() - started
+    assert results == [((f"I am {n}\n".encode(), b""), n) for n in range(8)]
+    assert elapsed < 3, f"8 runs of 0.5 s took {elapsed:.1f} s: they did not run in parallel"

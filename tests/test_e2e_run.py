@@ -1,0 +1,202 @@
+"""`warmfork ARGS` runs a program the way `python ARGS` does: the same
+ways to name it, the same sys.argv, sys.path[0] and __main__, the same
+tracebacks and exit statuses, and a clear refusal for the options a warm
+interpreter cannot honour. Checked against real python wherever it makes
+sense (tests/support/differential.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.differential import assert_same_as_python, shared_server, warmfork
+
+server = shared_server()
+
+SHOW = (
+    "import sys, __main__\n"
+    "print(ascii(sys.argv), __name__, ascii(sys.path[0]))\n"
+    "print(ascii(globals().get('__file__')), __package__, __spec__ and __spec__.name)\n"
+    "print(sorted(vars(__main__)), type(__builtins__).__name__)\n"
+)
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Path:
+    """A working directory with a script, a module and a package that show
+    how they were run."""
+    (tmp_path / "prog.py").write_text(SHOW)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "prog.py").write_text(SHOW)
+    (tmp_path / "mod.py").write_text(SHOW)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "__main__.py").write_text(SHOW)
+    return tmp_path
+
+
+@pytest.mark.parametrize("script", ["prog.py", "./prog.py", "sub/prog.py", "ABS/sub/prog.py"])
+def test_a_script_sees_argv_name_and_path_as_under_python(server, programs: Path, script: str) -> None:
+    script = script.replace("ABS", os.fspath(programs))
+    out = assert_same_as_python(server, script, "a", "b c", "", "-x", cwd=programs)
+    assert out.status == 0
+    assert b"__main__" in out.stdout
+
+
+def test_dash_c_sees_argv_name_and_path_as_under_python(server, programs: Path) -> None:
+    out = assert_same_as_python(server, "-c", SHOW, "a", "-c", "--", cwd=programs)
+    assert out.stdout.startswith(b"['-c', 'a', '-c', '--'] __main__ ''\n")
+
+
+@pytest.mark.parametrize("module", ["mod", "pkg"])
+def test_dash_m_runs_from_the_working_directory_as_under_python(server, programs: Path, module: str) -> None:
+    out = assert_same_as_python(server, "-m", module, "arg", cwd=programs)
+    assert out.status == 0
+    assert ascii(os.fspath(programs)).encode() in out.stdout
+
+
+@pytest.mark.parametrize("args", [("-", "a", "b"), ()], ids=["dash", "no_arguments"])
+def test_a_program_on_stdin_runs_as_under_python(server, programs: Path, args: tuple[str, ...]) -> None:
+    out = assert_same_as_python(server, *args, input=SHOW.encode(), cwd=programs)
+    assert out.status == 0
+    assert b"__main__" in out.stdout
+
+
+def test_each_run_starts_with_a_fresh_main_and_fresh_modules(server, tmp_path: Path) -> None:
+    plant = (
+        "import __main__, sys, json\n"
+        "__main__.leftover = 1\n"
+        "sys.modules['planted'] = json\n"
+        "sys.path.append('/planted')\n"
+        "json.planted = True\n"
+    )
+    check = (
+        "import __main__, sys, json\n"
+        "print(hasattr(__main__, 'leftover'), 'planted' in sys.modules,"
+        " '/planted' in sys.path, hasattr(json, 'planted'))\n"
+    )
+    assert warmfork(server, "-c", plant, cwd=tmp_path).returncode == 0
+    done = warmfork(server, "-c", check, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, b"False False False False\n")
+
+
+# -- tracebacks ------------------------------------------------------------------
+
+FAILING = {
+    "zero_division_in_dash_c": ("-c", "x = 1\n1 / 0"),
+    "error_in_a_function_of_a_script": ("fails.py", "arg"),
+    "error_in_a_module": ("-m", "fails"),
+    "error_in_an_imported_module": ("-c", "import fails"),
+    "syntax_error_in_a_script": ("broken.py",),
+    "syntax_error_in_dash_c": ("-c", "x = (1,"),
+    "exception_with_a_cause": ("-c", "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('v') from e"),
+    "missing_script": ("no_such_script.py",),
+    "missing_module": ("-m", "no_such_module"),
+    "directory_without_main": ("pkgdir",),
+}
+
+
+@pytest.mark.parametrize("name", list(FAILING))
+def test_a_failing_program_gives_pythons_traceback_and_status(server, tmp_path: Path, name: str) -> None:
+    (tmp_path / "fails.py").write_text("def f(x):\n    return x['missing']\n\nf({})\n")
+    (tmp_path / "broken.py").write_text("def f(:\n    pass\n")
+    (tmp_path / "pkgdir").mkdir()
+    out = assert_same_as_python(server, *FAILING[name], cwd=tmp_path)
+    assert out.status != 0
+    assert out.stderr
+
+
+def test_an_uncaught_program_on_stdin_gives_pythons_traceback(server, tmp_path: Path) -> None:
+    out = assert_same_as_python(server, "-", input=b"import sys\nprint('before')\nraise RuntimeError('late')\n", cwd=tmp_path)
+    assert out.status == 1
+    assert out.stderr.endswith(b"RuntimeError: late\n")
+
+
+def test_an_uncaught_keyboard_interrupt_ends_the_program_by_sigint(server, tmp_path: Path) -> None:
+    out = assert_same_as_python(server, "-c", "raise KeyboardInterrupt", cwd=tmp_path)
+    assert out.status == -2
+
+
+# -- SystemExit and exit statuses --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "status", "stderr"),
+    [
+        ("sys.exit(300)", 44, b""),
+        ("sys.exit('msg')", 1, b"msg\n"),
+        ("sys.exit()", 0, b""),
+        ("sys.exit(None)", 0, b""),
+        ("sys.exit(True)", 1, b""),
+        ("raise SystemExit(-1)", 255, b""),
+        ("raise SystemExit(3, 'two args')", 1, b"(3, 'two args')\n"),
+        ("exit(5)", 5, b""),
+        ("quit(6)", 6, b""),
+    ],
+)
+def test_system_exit_gives_pythons_status_and_message(
+    server, tmp_path: Path, statement: str, status: int, stderr: bytes
+) -> None:
+    out = assert_same_as_python(server, "-c", f"import sys\nprint('out')\n{statement}", cwd=tmp_path)
+    assert (out.status, out.stdout, out.stderr) == (status, b"out\n", stderr)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 42, 127, 128, 200, 201, 202, 203, 204, 255])
+def test_the_programs_exit_code_is_the_clients_exit_code(server, tmp_path: Path, code: int) -> None:
+    done = warmfork(server, "-c", f"import sys; sys.exit({code})", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (code, b"")
+
+
+# -- options ---------------------------------------------------------------------
+
+ALTERNATING = "import sys\nfor i in range(3):\n    print('out', i)\n    print('err', i, file=sys.stderr)\n"
+
+
+@pytest.mark.parametrize("options", [(), ("-u",)], ids=["buffered", "unbuffered"])
+def test_dash_u_unbuffers_output_as_under_python(server, tmp_path: Path, options: tuple[str, ...]) -> None:
+    out = assert_same_as_python(
+        server, *options, "-c", ALTERNATING, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    lines = out.stdout.splitlines()
+    assert (lines[0] == b"out 0") == bool(options), lines
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("-W", "error"), ("-Werror",), ("-W", "ignore"), ("-W", "always"), ("-W", "error::DeprecationWarning")],
+)
+def test_dash_w_filters_warnings_as_under_python(server, tmp_path: Path, options: tuple[str, ...]) -> None:
+    program = "import sys, warnings\nprint(sys.warnoptions)\nfor _ in range(2):\n    warnings.warn('careful')\n"
+    assert_same_as_python(server, *options, "-c", program, cwd=tmp_path)
+
+
+def test_dash_x_options_reach_sys_xoptions_as_under_python(server, tmp_path: Path) -> None:
+    program = "import sys, faulthandler\nprint(sys._xoptions, faulthandler.is_enabled())"
+    out = assert_same_as_python(server, "-X", "faulthandler", "-c", program, cwd=tmp_path)
+    assert out.stdout == b"{'faulthandler': True} True\n"
+
+
+@pytest.mark.parametrize("option", ["-V", "--version"])
+def test_version_option_prints_pythons_version(server, tmp_path: Path, option: str) -> None:
+    assert_same_as_python(server, option, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("option", ["-O", "-OO", "-S", "-I", "-E"])
+@pytest.mark.parametrize("how", ["dash_c", "script"])
+def test_an_option_a_warm_interpreter_cannot_honour_is_refused_and_runs_nothing(
+    server, tmp_path: Path, option: str, how: str
+) -> None:
+    marker = tmp_path / "ran"
+    program = f"open({os.fspath(marker)!r}, 'w')\nprint('ran')\n"
+    (tmp_path / "prog.py").write_text(program)
+    args = ("-c", program) if how == "dash_c" else ("prog.py",)
+    done = warmfork(server, option, *args, cwd=tmp_path)
+    stderr = done.stderr.decode()
+    assert done.returncode == 201, stderr
+    assert done.stdout == b""
+    assert stderr.startswith("warmfork: ") and stderr.count("\n") == 1, stderr
+    assert option[:2] in stderr
+    assert not marker.exists()

@@ -1,0 +1,111 @@
+"""The program writes through the client's own descriptors: nothing is lost
+at exit whatever the buffering, `>>` appends, `2>&1` interleaves as under
+python, children and raw writes share the streams, and a descriptor the
+client had closed is closed for the program too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.differential import assert_same_as_python, shared_server, warmfork
+
+server = shared_server()
+
+
+def test_non_daemon_threads_and_atexit_finish_before_the_client_exits(server, tmp_path: Path) -> None:
+    program = (
+        "import atexit, threading, time\n"
+        "def late():\n    time.sleep(0.3)\n    print('thread done')\n"
+        "atexit.register(lambda: print('atexit'))\n"
+        "threading.Thread(target=late).start()\n"
+        "print('main done')\n"
+    )
+    out_file = tmp_path / "out"
+    with out_file.open("wb") as out:
+        done = warmfork(server, "-c", program, cwd=tmp_path, stdout=out, stderr=subprocess.PIPE)
+    # Read as soon as the client has exited: all of it must be there already.
+    assert (done.returncode, out_file.read_bytes()) == (0, b"main done\nthread done\natexit\n")
+    assert_same_as_python(server, "-c", program, cwd=tmp_path)
+
+
+def test_threads_and_thread_pools_behave_as_under_python(server, tmp_path: Path) -> None:
+    program = (
+        "import threading\n"
+        "print(threading.main_thread().is_alive(), threading.current_thread() is threading.main_thread())\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(2) as pool:\n    print(sorted(pool.map(abs, [-2, -1])))\n"
+    )
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.stdout == b"True True\n[1, 2]\n"
+
+
+BIG_OUTPUT = "import sys\nfor i in range(50000):\n    print(i, 'x' * 20)\n"
+
+
+@pytest.mark.parametrize("ending", ["", "sys.exit(3)", "raise ValueError('end')"], ids=["normal", "exit", "exception"])
+def test_block_buffered_output_to_a_pipe_is_not_lost_at_exit(server, tmp_path: Path, ending: str) -> None:
+    out = assert_same_as_python(server, "-c", BIG_OUTPUT + ending, cwd=tmp_path)
+    assert out.stdout.count(b"\n") == 50000
+
+
+def test_block_buffered_output_to_a_file_is_complete_when_the_client_exits(server, tmp_path: Path) -> None:
+    out_file = tmp_path / "out"
+    with out_file.open("wb") as out:
+        done = warmfork(server, "-c", BIG_OUTPUT + "sys.exit(3)", cwd=tmp_path, stdout=out)
+    assert done.returncode == 3
+    assert out_file.read_bytes().count(b"\n") == 50000
+
+
+def test_output_appends_to_a_file_opened_for_append(server, tmp_path: Path) -> None:
+    target = tmp_path / "log"
+    target.write_bytes(b"existing\n")
+    with target.open("ab") as out:
+        out.seek(0)  # an O_APPEND descriptor writes at the end wherever its offset is
+        done = warmfork(server, "-c", "import os; print('new', flush=True); os.write(1, b'raw\\n')", stdout=out)
+    assert done.returncode == 0
+    assert target.read_bytes() == b"existing\nnew\nraw\n"
+
+
+def test_runs_sharing_one_descriptor_continue_each_others_output(server, tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    with target.open("wb") as out:  # `{ warmfork ...; warmfork ...; } > out`
+        for word in ("one", "two", "three"):
+            assert warmfork(server, "-c", f"print({word!r})", stdout=out).returncode == 0
+    assert target.read_bytes() == b"one\ntwo\nthree\n"
+
+
+def test_stdout_and_stderr_on_one_pipe_interleave_as_under_python(server, tmp_path: Path) -> None:
+    program = "import sys\nfor i in range(5):\n    print('out', i, flush=True)\n    print('err', i, file=sys.stderr, flush=True)\n"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert out.stdout.splitlines()[:2] == [b"out 0", b"err 0"]
+
+
+def test_subprocesses_and_raw_writes_reach_the_clients_stdout(server, tmp_path: Path) -> None:
+    program = (
+        "import os, subprocess, sys\n"
+        "print('print', flush=True)\n"
+        "os.write(1, b'os.write\\n')\n"
+        "subprocess.run(['/bin/echo', 'child'])\n"
+        "os.system('echo system; echo to-stderr >&2')\n"
+        "subprocess.run([sys.executable, '-c', 'print(\"grandchild\")'])\n"
+        "print('end')\n"
+    )
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.stdout == b"print\nos.write\nchild\nsystem\ngrandchild\nend\n"
+    assert out.stderr == b"to-stderr\n"
+
+
+@pytest.mark.parametrize("fd", [0, 1, 2])
+def test_a_descriptor_closed_in_the_client_is_closed_in_the_program(server, tmp_path: Path, fd: int) -> None:
+    report = 2 if fd == 1 else 1
+    program = (
+        f"import os, sys\nstreams = (sys.stdin, sys.stdout, sys.stderr)\n"
+        f"try:\n    os.fstat({fd}); state = 'open'\nexcept OSError as e:\n    state = e.strerror\n"
+        f"os.write({report}, f'{{[s is None for s in streams]}} {{state}}\\n'.encode())\n"
+        "print('printed')\n"
+    )
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, preexec_fn=lambda: os.close(fd))
+    assert b"Bad file descriptor" in out.stdout + out.stderr
