@@ -79,11 +79,13 @@ impl Listener {
 }
 
 /// Serves `listener` until a signal handler raises (Ctrl-C raises
-/// `KeyboardInterrupt`). `pool` workers are kept forked in advance; each has
+/// `KeyboardInterrupt`). `wakeup_fd` is the read end of the pipe given to
+/// `signal.set_wakeup_fd`, which the loop watches so no signal waits. `pool` workers are kept forked in advance; each has
 /// called `prepare()`, and runs one request by
 /// `run(handler, argv, env, umask, ignored_signals)`.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, wakeup_fd = None))]
+#[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
     listener: PyRef<'_, Listener>,
@@ -92,6 +94,7 @@ fn serve(
     run: Bound<'_, PyAny>,
     pool: usize,
     request_timeout: f64,
+    wakeup_fd: Option<i32>,
 ) -> PyResult<()> {
     let inner = listener
         .inner
@@ -112,6 +115,7 @@ fn serve(
         server::Settings {
             request_timeout,
             pool,
+            wakeup: wakeup_fd,
         },
     )
 }

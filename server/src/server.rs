@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use rustix::event::{PollFd, PollFlags};
-use rustix::fd::{AsFd, OwnedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 use rustix::process::{Signal, Uid};
@@ -37,6 +37,10 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How many idle workers to keep ready.
     pub pool: usize,
+    /// The read end of the pipe Python's signal handler writes to
+    /// (`signal.set_wakeup_fd`), so that a signal wakes the loop even when it
+    /// arrives outside `poll`.
+    pub wakeup: Option<RawFd>,
 }
 
 struct Connection {
@@ -93,6 +97,9 @@ struct Ready {
 impl Server<'_, '_> {
     /// One turn of the loop: wait, then serve everything that is ready.
     fn turn(&mut self) -> PyResult<()> {
+        // A signal that arrived while the loop was busy (forking, say) was
+        // only noted by Python's C handler; act on it now.
+        self.py.check_signals()?;
         let (listener_ready, ready, dead_idle) = self.wait()?;
         let now = Instant::now();
         // Backwards, so removing a connection does not move those still to
@@ -157,6 +164,14 @@ impl Server<'_, '_> {
             });
             slots.push((socket_at, pidfd_at));
         }
+        // SAFETY: Python keeps the wakeup pipe open for the whole of `serve`.
+        let wakeup = self
+            .settings
+            .wakeup
+            .map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+        if let Some(wakeup) = &wakeup {
+            fds.push(PollFd::new(wakeup, PollFlags::IN));
+        }
         let idle_from = fds.len();
         for idle in self.pool.idle() {
             fds.push(PollFd::new(&idle.process.pidfd, PollFlags::IN));
@@ -166,13 +181,19 @@ impl Server<'_, '_> {
             .detach(|| rustix::event::poll(&mut fds, timeout.as_ref()))
         {
             Ok(_) => {}
-            Err(Errno::INTR) => self.py.check_signals()?,
+            Err(Errno::INTR) => {}
             Err(e) => {
                 return Err(pyo3::exceptions::PyOSError::new_err(format!(
                     "poll failed: {e}"
                 )));
             }
         }
+        if let Some(wakeup) = wakeup {
+            // Empty the pipe; the signal itself is handled by check_signals.
+            let mut bytes = [0u8; 64];
+            while matches!(rustix::io::read(wakeup, &mut bytes), Ok(n) if n > 0) {}
+        }
+        self.py.check_signals()?;
         let busy = |at: Option<usize>| at.is_some_and(|at| !fds[at].revents().is_empty());
         let ready = slots
             .into_iter()
@@ -345,6 +366,7 @@ impl Server<'_, '_> {
     /// Every descriptor the server holds, which a new worker closes.
     fn fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = self.listener.fds().iter().map(AsRawFd::as_raw_fd).collect();
+        fds.extend(self.settings.wakeup);
         for connection in &self.connections {
             fds.push(connection.socket.as_raw_fd());
             match &connection.state {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import sys
 
 _NAMES = ("<stdin>", "<stdout>", "<stderr>")
@@ -25,12 +26,19 @@ def _encoding() -> tuple[str, str | None]:
     return encoding or sys.getfilesystemencoding(), errors or None
 
 
+class StreamError(Exception):
+    """A standard descriptor no stream can be made over; CPython refuses to
+    start in that case."""
+
+
 def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     """A text stream over ``fd`` (0, 1 or 2), or None when ``fd`` is closed."""
     try:
-        os.fstat(fd)
+        status = os.fstat(fd)
     except OSError:
         return None
+    if stat.S_ISDIR(status.st_mode):
+        raise StreamError(f"{_NAMES[fd]} is a directory, cannot continue")
     write = fd != 0
     encoding, errors = _encoding()
     if errors is None:

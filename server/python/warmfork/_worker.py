@@ -39,7 +39,7 @@ _DEFAULT_SIGNALS = tuple(
 )
 
 
-def prepare() -> None:
+def prepare(rehearse: Callable[[], object] | None = None) -> None:
     """Everything a worker can do before it has a request.
 
     Signals get the dispositions a fresh CPython has. Then the per-run set-up
@@ -54,9 +54,14 @@ def prepare() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # The server's signal wake-up pipe is the server's business.
+    wakeup = signal.set_wakeup_fd(-1)
+    if wakeup != -1:
+        os.close(wakeup)
     umask = os.umask(0)
     _set_up([os.fsencode(arg) for arg in sys.argv], [b"=".join(item) for item in os.environb.items()], umask)
-    threading._shutdown()  # type: ignore[attr-defined]  # with no thread to join: rehearsal only
+    if rehearse is not None:
+        rehearse()  # the handler's own rehearsal, e.g. pymain.prepare
 
 
 def run(
@@ -72,7 +77,11 @@ def run(
     by SIGINT), or a message when the handler raised
     :class:`~warmfork.errors.Unsupported`.
     """
-    _set_up(argv, env, umask)
+    try:
+        _set_up(argv, env, umask)
+    except _stdio.StreamError as exc:
+        os.write(2, f"Fatal Python error: init_sys_streams: {exc}\n".encode())
+        return 1
     _ignore(ignored_signals)
     try:
         return run_handler(handler)
@@ -151,7 +160,17 @@ def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:
     os.umask(umask)
     _set_environ(env)
     sys.argv = [os.fsdecode(arg) for arg in argv]
-    _stdio.install(unbuffered=bool(os.environ.get("PYTHONUNBUFFERED")))
+    _stdio.install(unbuffered=_env_flag("PYTHONUNBUFFERED"))
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean ``PYTHON*`` variable read as CPython reads it: set, not
+    empty, and not a number below 1."""
+    value = os.environ.get(name, "")
+    try:
+        return int(value) > 0
+    except ValueError:
+        return value != ""
 
 
 def _set_environ(entries: list[bytes]) -> None:

@@ -56,37 +56,71 @@ def serve(
         listener = _native.Listener(path)
     except OSError as exc:
         raise ServerError(str(exc)) from None
+    # From here on SIGTERM stops the server cleanly, warm-up included.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    # Python's signal handler writes to this pipe, so a signal wakes the
+    # serving loop whenever it arrives, not only while it waits in poll.
+    wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous_wakeup = signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
     try:
-        _warm_up(preload, warmup)
-        if handler is None:
-            from .pymain import main as handler
-
-            _forget_script_dir()
-        _check_single_thread()
-        # Anything still buffered in the server's streams would otherwise be
-        # flushed by a worker, into a client's output.
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-        # Objects made during warm-up are never freed in workers; keeping the
-        # collector off them keeps their pages shared.
-        gc.collect()
-        gc.freeze()
-        moved, millis = _native.collapse_heap()
-        if moved:
-            _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
-        previous = signal.signal(signal.SIGTERM, _stop)
+        _prepare(handler, preload, warmup)
         _log(f"serving on {path} (pid {os.getpid()})")
-        try:
-            _native.serve(
-                listener, handler, prepare=_worker.prepare, run=_worker.run, pool=pool, request_timeout=request_timeout
-            )
-        except _Stopped:
-            _log("stopped by SIGTERM")
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        _native.serve(
+            listener,
+            handler or _default_handler(),
+            prepare=_worker.prepare if handler else _prepare_default_worker,
+            run=_worker.run,
+            pool=pool,
+            request_timeout=request_timeout,
+            wakeup_fd=wakeup_read,
+        )
+    except _Stopped:
+        _log("stopped by SIGTERM")
     finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        signal.signal(signal.SIGTERM, previous)
+        os.close(wakeup_read)
+        os.close(wakeup_write)
         listener.close()
+
+
+def _prepare(
+    handler: Callable[[], object] | None, preload: Iterable[str], warmup: str | os.PathLike[str] | None
+) -> None:
+    """Warm up, then make the interpreter ready to be forked."""
+    _warm_up(preload, warmup)
+    if handler is None:
+        _default_handler()
+        _forget_script_dir()
+    _check_single_thread()
+    # Anything still buffered in the server's streams would otherwise be
+    # flushed by a worker, into a client's output.
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    # Objects made during warm-up are never freed in workers; keeping the
+    # collector off them keeps their pages shared.
+    gc.collect()
+    gc.freeze()
+    moved, millis = _native.collapse_heap()
+    if moved:
+        _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
+
+
+def _prepare_default_worker() -> None:
+    """An idle worker's preparation, with the python-compatible handler's
+    own rehearsal."""
+    from . import pymain
+
+    _worker.prepare(pymain.prepare)
+
+
+def _default_handler() -> Callable[[], object]:
+    """The python-compatible handler (imported here, in the server, so that
+    workers find it loaded)."""
+    from .pymain import main
+
+    return main
 
 
 def _warm_up(preload: Iterable[str], warmup: str | os.PathLike[str] | None) -> None:

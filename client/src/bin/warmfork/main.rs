@@ -28,7 +28,9 @@ use crate::failure::Failure;
 use crate::start::Process;
 
 fn main(process: &Process) -> ! {
-    // First thing: from here on, signals for the program are held, not lost.
+    // Before any other descriptor is opened: see `Descriptors::gather`.
+    let fds = request::Descriptors::gather();
+    // From here on, signals meant for the program are held, not lost.
     let ignored = signals::ignored();
     let mut signals = signals::Forwarder::install(ignored);
     let path = match connect::SocketPath::of(process) {
@@ -36,27 +38,43 @@ fn main(process: &Process) -> ! {
         Err(failure) => failure.exit(),
     };
     let mut buf = [0; MAX_REPLY_LEN];
-    match run(process, &path, &mut buf, &mut signals, ignored) {
+    let request = Request {
+        process,
+        fds: &fds,
+        ignored,
+    };
+    match run(&request, &path, &mut buf, &mut signals) {
         Ok(status) => reply::finish(status),
         Err(failure) => failure.exit(),
     }
 }
 
+/// What the client sends, besides its umask.
+struct Request<'a> {
+    process: &'a Process,
+    fds: &'a request::Descriptors,
+    ignored: u64,
+}
+
 fn run<'a>(
-    process: &Process,
+    request: &Request<'_>,
     path: &'a connect::SocketPath,
     buf: &'a mut [u8; MAX_REPLY_LEN],
     signals: &mut signals::Forwarder,
-    ignored: u64,
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
     let socket = connect::connect(path)?;
     // `umask` can only be read by setting it; put it straight back.
     let umask = rustix::process::umask(Mode::empty());
     rustix::process::umask(umask);
-    let mut fds = request::Descriptors::gather();
-    request::send(&socket, process, umask.bits(), ignored, &mut fds)?;
+    request::send(
+        &socket,
+        request.process,
+        umask.bits(),
+        request.ignored,
+        request.fds,
+    )?;
     let status = reply::wait(&socket, buf, signals);
     // The process ends right after this; closing is left to the kernel.
-    core::mem::forget((socket, fds));
+    core::mem::forget(socket);
     status
 }

@@ -6,7 +6,7 @@
 
 use core::mem::MaybeUninit;
 
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::{Errno, IoSlice};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
@@ -26,8 +26,14 @@ pub struct Descriptors {
 }
 
 impl Descriptors {
-    /// Stdio 0, 1, 2 and a descriptor of the working directory, if it can
-    /// be opened (`O_PATH` needs no permission on the directory itself).
+    /// Stdio 0, 1 and 2, as far as they are open, and a descriptor of the
+    /// working directory (`O_PATH` needs no permission on the directory).
+    ///
+    /// This must run before the client opens anything else. The kernel hands
+    /// out the lowest free number, so a directory descriptor numbered 3 or
+    /// more proves 0, 1 and 2 are open, and only otherwise are they probed.
+    /// Later the socket could take a closed stdio number, and sending it as
+    /// that stdio would pour the program's output into the protocol.
     pub fn gather() -> Descriptors {
         let cwd = rustix::fs::open(
             ".",
@@ -35,24 +41,22 @@ impl Descriptors {
             Mode::empty(),
         )
         .ok();
-        let stdio = FdSet::STDIN.with(FdSet::STDOUT).with(FdSet::STDERR);
-        let set = if cwd.is_some() {
-            stdio.with(FdSet::CWD)
-        } else {
-            stdio
-        };
-        Descriptors { set, cwd }
-    }
-
-    /// Drops the standard descriptors that are closed in this process, so the
-    /// worker has them closed too. Only called after `sendmsg` said EBADF,
-    /// which keeps the usual run free of these probes.
-    fn drop_closed_stdio(&mut self) {
-        for (fd, slot) in [(0, FdSet::STDIN), (1, FdSet::STDOUT), (2, FdSet::STDERR)] {
-            if rustix::io::fcntl_getfd(stdio_fd(fd)).is_err() {
-                self.set = self.set.without(slot);
+        let mut set = FdSet::STDIN.with(FdSet::STDOUT).with(FdSet::STDERR);
+        let cwd_number = cwd.as_ref().map(AsRawFd::as_raw_fd);
+        if cwd_number.is_none_or(|n| n < 3) {
+            for (fd, slot) in [(0, FdSet::STDIN), (1, FdSet::STDOUT), (2, FdSet::STDERR)] {
+                // The directory itself may have taken a closed stdio number.
+                if cwd_number == Some(i32::from(fd))
+                    || rustix::io::fcntl_getfd(stdio_fd(fd)).is_err()
+                {
+                    set = set.without(slot);
+                }
             }
         }
+        if cwd.is_some() {
+            set = set.with(FdSet::CWD);
+        }
+        Descriptors { set, cwd }
     }
 
     fn each(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
@@ -76,9 +80,9 @@ pub fn send(
     process: &Process,
     umask: u32,
     ignored_signals: u64,
-    fds: &mut Descriptors,
+    fds: &Descriptors,
 ) -> Result<bool, Failure<'static>> {
-    let mut header = RunHeader {
+    let header = RunHeader {
         fds: fds.set,
         argc: process.argc() as u32,
         envc: process.envc() as u32,
@@ -86,9 +90,9 @@ pub fn send(
         ignored_signals,
         strings_len: pieces(&[], process).map(<[u8]>::len).sum(),
     };
+    let header_bytes = header.to_bytes().map_err(|_| Failure::TooLarge)?;
     let mut at = Position::default();
     loop {
-        let header_bytes = header.to_bytes().map_err(|_| Failure::TooLarge)?;
         let pieces = pieces(&header_bytes, process);
         let mut slices = [IoSlice::new(&[]); BATCH];
         let mut count = 0;
@@ -126,19 +130,6 @@ pub fn send(
         match result {
             Ok(sent) => at.advance(sent, pieces),
             Err(Errno::INTR) => {}
-            Err(Errno::BADF) if first => {
-                // A closed stdio descriptor: send without it, and say so in
-                // the header.
-                let before = fds.set;
-                fds.drop_closed_stdio();
-                if fds.set == before {
-                    return Err(Failure::System {
-                        call: "sendmsg",
-                        errno: Errno::BADF,
-                    });
-                }
-                header.fds = fds.set;
-            }
             Err(Errno::PIPE | Errno::CONNRESET) => return Ok(false),
             Err(errno) => {
                 return Err(Failure::System {
