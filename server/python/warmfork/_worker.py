@@ -151,9 +151,14 @@ def _excepthook(exc: BaseException) -> None:
 
 
 def _ignore(signals: int) -> None:
-    for signum in signal.valid_signals():
-        if signals >> (signum - 1) & 1 and signum not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(signum, signal.SIG_IGN)
+    """Ignore each signal whose bit (N-1 for signal N) is set."""
+    signum = 0
+    while signals:
+        signum += 1
+        if signals & 1 and signum not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(ValueError, OSError):  # not a signal this system has
+                signal.signal(signum, signal.SIG_IGN)
+        signals >>= 1
 
 
 def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:

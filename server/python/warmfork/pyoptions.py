@@ -250,8 +250,12 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
     if config.isolated:
         config.safe_path = config.no_user_site = True
 
+    # One pass over the environment instead of a lookup (and an encoding of
+    # the name) per variable: this runs on every run's critical path.
+    python_vars = {k: v for k, v in environ.items() if k.startswith("PYTHON")} if config.use_environment else {}
+
     def env(name: str) -> str | None:
-        return (environ.get(name) or None) if config.use_environment else None
+        return python_vars.get(name) or None
 
     config.parser_debug = max(config.parser_debug, _env_flag(env("PYTHONDEBUG")))
     config.verbose = max(config.verbose, _env_flag(env("PYTHONVERBOSE")))
