@@ -121,7 +121,7 @@ def test_a_well_formed_raw_request_gets_started_then_exit(server: Server) -> Non
 
 
 def strings_frame(argc: int, strings: bytes, *, umask: int = 0o022, flags: int = 0) -> bytes:
-    body = RUN_FIXED.pack(argc, 0, umask) + strings
+    body = RUN_FIXED.pack(argc, 0, umask, 0) + strings
     return prefix(RUN, flags, 8 + len(body)) + body
 
 

@@ -40,7 +40,7 @@ INTERNAL = 7
 
 MAX_FRAME_LEN = 8 << 20
 PREFIX = struct.Struct("<BBHI")
-RUN_FIXED = struct.Struct("<III")
+RUN_FIXED = struct.Struct("<IIIQ")  # argc, envc, umask, ignored signals
 
 
 def prefix(kind: int, flags: int, length: int, version: int = VERSION) -> bytes:
@@ -53,6 +53,7 @@ def run_frame(
     env: Sequence[bytes] = (),
     *,
     umask: int = 0o022,
+    ignored_signals: int = 0,
     flags: int = ALL_FDS,
     version: int = VERSION,
     kind: int = RUN,
@@ -60,7 +61,7 @@ def run_frame(
 ) -> bytes:
     """A RUN frame; every field can be set wrong on purpose."""
     strings = b"".join(s + b"\0" for s in (*argv, *env))
-    body = RUN_FIXED.pack(len(argv), len(env), umask) + strings
+    body = RUN_FIXED.pack(len(argv), len(env), umask, ignored_signals) + strings
     total = PREFIX.size + len(body) if length is None else length
     return prefix(kind, flags, total, version) + body
 
