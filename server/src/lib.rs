@@ -84,7 +84,7 @@ impl Listener {
 /// called `prepare()`, and runs one request by
 /// `run(handler, argv, env, umask, ignored_signals)`.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, wakeup_fd = None))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -94,15 +94,14 @@ fn serve(
     run: Bound<'_, PyAny>,
     pool: usize,
     request_timeout: f64,
+    grace: f64,
     wakeup_fd: Option<i32>,
 ) -> PyResult<()> {
     let inner = listener
         .inner
         .as_ref()
         .ok_or_else(|| PyValueError::new_err("the listener is closed"))?;
-    let request_timeout = Duration::try_from_secs_f64(request_timeout).map_err(|_| {
-        PyValueError::new_err("request_timeout must be a positive number of seconds")
-    })?;
+    let request_timeout = seconds(request_timeout, "request_timeout")?;
     let hooks = worker::Hooks {
         handler: &handler,
         prepare: &prepare,
@@ -116,8 +115,36 @@ fn serve(
             request_timeout,
             pool,
             wakeup: wakeup_fd,
+            grace: seconds(grace, "grace")?,
         },
     )
+}
+
+fn seconds(value: f64, name: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!("{name} must be a number of seconds, 0 or more"))
+    })
+}
+
+/// Sets the server log's level: `error`, `warning`, `info` or `debug`.
+#[pyfunction]
+fn set_log_level(level: &str) -> PyResult<()> {
+    let level = log::Level::parse(level).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unknown log level {level:?}; use error, warning, info or debug"
+        ))
+    })?;
+    log::set_level(level);
+    Ok(())
+}
+
+/// Writes one line to the server log, if `level` is enabled.
+#[pyfunction(name = "log")]
+fn log_line(level: &str, message: &str) -> PyResult<()> {
+    let level = log::Level::parse(level)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+    log::log(level, message);
+    Ok(())
 }
 
 #[pymodule]
@@ -125,6 +152,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(socket_path, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(collapse_heap, m)?)?;
+    m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_class::<Listener>()?;
     Ok(())
 }

@@ -78,6 +78,14 @@ impl Pool {
         self.idle.push_back(worker);
     }
 
+    /// Ends every idle worker (they have no client yet) and reaps it.
+    pub fn clear(&mut self) {
+        for idle in self.idle.drain(..) {
+            let _ = rustix::process::pidfd_send_signal(&idle.process.pidfd, Signal::KILL);
+            let _ = reap_blocking(&idle.process);
+        }
+    }
+
     /// How many workers are missing.
     pub fn missing(&self) -> usize {
         self.size.saturating_sub(self.idle.len())
@@ -208,7 +216,8 @@ pub fn reap(process: &Process) -> Option<rustix::process::WaitIdStatus> {
     .flatten()
 }
 
-fn reap_blocking(process: &Process) -> Option<rustix::process::WaitIdStatus> {
+/// Collects the status of a worker, waiting for it to end.
+pub fn reap_blocking(process: &Process) -> Option<rustix::process::WaitIdStatus> {
     use rustix::process::{WaitId, WaitIdOptions};
     rustix::process::waitid(WaitId::PidFd(process.pidfd.as_fd()), WaitIdOptions::EXITED)
         .ok()

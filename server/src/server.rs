@@ -41,6 +41,8 @@ pub struct Settings {
     /// (`signal.set_wakeup_fd`), so that a signal wakes the loop even when it
     /// arrives outside `poll`.
     pub wakeup: Option<RawFd>,
+    /// How long runs in progress may go on once the server is told to stop.
+    pub grace: Duration,
 }
 
 struct Connection {
@@ -52,7 +54,14 @@ struct Connection {
 
 enum State {
     Reading(Incoming),
-    Running { worker: Process, client_gone: bool },
+    Running {
+        worker: Process,
+        client_gone: bool,
+        /// When the request was handed to the worker.
+        started: Instant,
+        /// The first arguments, for the log.
+        summary: String,
+    },
 }
 
 struct Server<'a, 'py> {
@@ -83,7 +92,89 @@ pub fn serve(
     };
     server.refill();
     loop {
-        server.turn()?;
+        if let Err(stop) = server.turn() {
+            server.shutdown();
+            return Err(stop);
+        }
+    }
+}
+
+impl Server<'_, '_> {
+    /// Stops serving. The socket goes first, so new clients find no server
+    /// (and can fall back or start another); idle workers end; runs in
+    /// progress get the grace period to finish and are then killed. Every
+    /// client of a run still gets its status. A second signal during the
+    /// grace period ends it at once.
+    fn shutdown(&mut self) {
+        self.listener.remove();
+        self.pool.clear();
+        for connection in &self.connections {
+            if let State::Reading(_) = connection.state {
+                refuse_quietly(
+                    &connection.socket,
+                    ErrorCode::Internal,
+                    "the server is stopping",
+                );
+            }
+        }
+        self.connections
+            .retain(|c| matches!(c.state, State::Running { .. }));
+        if !self.connections.is_empty() {
+            log::info(&format!(
+                "stopping: waiting up to {:.0?} for {} run(s) to finish",
+                self.settings.grace,
+                self.connections.len()
+            ));
+        }
+        let mut deadline = Instant::now() + self.settings.grace;
+        while !self.connections.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let overdue = left.is_zero();
+            if !overdue {
+                let mut fds: Vec<PollFd<'_>> = self
+                    .connections
+                    .iter()
+                    .filter_map(|c| match &c.state {
+                        State::Running { worker, .. } => {
+                            Some(PollFd::new(&worker.pidfd, PollFlags::IN))
+                        }
+                        State::Reading(_) => None,
+                    })
+                    .collect();
+                let timeout = rustix::time::Timespec::try_from(left).ok();
+                let _ = self
+                    .py
+                    .detach(|| rustix::event::poll(&mut fds, timeout.as_ref()));
+                if self.py.check_signals().is_err() {
+                    deadline = Instant::now();
+                }
+            }
+            let uid = self.uid;
+            self.connections.retain(|connection| {
+                let State::Running {
+                    worker,
+                    started,
+                    summary,
+                    ..
+                } = &connection.state
+                else {
+                    return false;
+                };
+                let status = if overdue {
+                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
+                    pool::reap_blocking(worker)
+                } else {
+                    pool::reap(worker)
+                };
+                let Some(status) = status else {
+                    return !overdue;
+                };
+                let status = exit_status(status);
+                worker::send_reply(&connection.socket, &Reply::Exit(status));
+                log_run(worker, uid, summary, started.elapsed(), status);
+                false
+            });
+        }
     }
 }
 
@@ -149,6 +240,7 @@ impl Server<'_, '_> {
                 State::Running {
                     worker,
                     client_gone,
+                    ..
                 } => (!*client_gone, Some(&worker.pidfd)),
             };
             let socket_at = watch_socket.then(|| {
@@ -220,18 +312,18 @@ impl Server<'_, '_> {
                 Ok(socket) => socket,
                 Err(Errno::AGAIN | Errno::INTR) => return,
                 Err(Errno::MFILE | Errno::NFILE) => {
-                    log::event("out of file descriptors; waiting clients wait until a run ends");
+                    log::warning("out of file descriptors; waiting clients wait until a run ends");
                     return;
                 }
                 Err(e) => {
-                    log::event(&format!("accept failed: {e}"));
+                    log::warning(&format!("accept failed: {e}"));
                     return;
                 }
             };
             match rustix::net::sockopt::socket_peercred(&socket) {
                 Ok(cred) if cred.uid == self.uid => {}
                 Ok(cred) => {
-                    log::event(&format!(
+                    log::warning(&format!(
                         "refused a client of uid {} (pid {})",
                         cred.uid.as_raw(),
                         cred.pid.as_raw_nonzero()
@@ -242,7 +334,7 @@ impl Server<'_, '_> {
                     continue;
                 }
                 Err(e) => {
-                    log::event(&format!("cannot read a client's credentials: {e}"));
+                    log::warning(&format!("cannot read a client's credentials: {e}"));
                     continue;
                 }
             }
@@ -262,12 +354,16 @@ impl Server<'_, '_> {
             State::Running {
                 worker,
                 client_gone,
+                started,
+                summary,
             } => {
                 if ready.pidfd {
                     if let Some(status) = pool::reap(worker) {
                         // The worker normally reported first; this covers a
                         // worker that died before it could (a signal, os._exit).
-                        worker::send_reply(&connection.socket, &Reply::Exit(exit_status(status)));
+                        let status = exit_status(status);
+                        worker::send_reply(&connection.socket, &Reply::Exit(status));
+                        log_run(worker, self.uid, summary, started.elapsed(), status);
                         return false;
                     }
                 }
@@ -305,10 +401,14 @@ impl Server<'_, '_> {
         let State::Reading(incoming) = &self.connections[index].state else {
             unreachable!("start is only called for a complete request")
         };
-        if let Err(Progress::Refused(code, message)) = incoming.request() {
-            refuse(&self.connections[index].socket, code, &message);
-            return false;
-        }
+        let summary = match incoming.request() {
+            Ok(request) => summarize(request.argv()),
+            Err(Progress::Refused(code, message)) => {
+                refuse(&self.connections[index].socket, code, &message);
+                return false;
+            }
+            Err(_) => return false,
+        };
         let worker = loop {
             let idle = match self.pool.take() {
                 Some(idle) => idle,
@@ -316,7 +416,7 @@ impl Server<'_, '_> {
                 None => match self.fork_idle() {
                     Ok(idle) => idle,
                     Err(message) => {
-                        log::event(&message);
+                        log::warning(&message);
                         refuse(
                             &self.connections[index].socket,
                             ErrorCode::Internal,
@@ -332,7 +432,7 @@ impl Server<'_, '_> {
             };
             match idle.hand_off(incoming.frame(), connection.socket.as_fd(), incoming.fds()) {
                 Ok(worker) => break worker,
-                Err(message) => log::event(&message),
+                Err(message) => log::warning(&message),
             }
         };
         let connection = &mut self.connections[index];
@@ -340,6 +440,8 @@ impl Server<'_, '_> {
         connection.state = State::Running {
             worker,
             client_gone: false,
+            started: Instant::now(),
+            summary,
         };
         connection.deadline = None;
         true
@@ -351,7 +453,7 @@ impl Server<'_, '_> {
             match self.fork_idle() {
                 Ok(idle) => self.pool.put(idle),
                 Err(message) => {
-                    log::event(&message);
+                    log::warning(&message);
                     return;
                 }
             }
@@ -382,7 +484,7 @@ impl Server<'_, '_> {
 }
 
 fn refuse(socket: &OwnedFd, code: ErrorCode, message: &str) {
-    log::event(&format!("refused a request: {message}"));
+    log::warning(&format!("refused a request: {message}"));
     refuse_quietly(socket, code, message);
 }
 
@@ -412,4 +514,41 @@ fn exit_status(status: rustix::process::WaitIdStatus) -> ExitStatus {
         Some(signal) => ExitStatus::Signaled(signal as u8),
         None => ExitStatus::Exited(status.exit_status().unwrap_or(0) as u8),
     }
+}
+
+/// The first arguments of a run, for its log line: lossily decoded, each
+/// cut short, at most a few.
+fn summarize<'a>(argv: impl Iterator<Item = &'a [u8]>) -> String {
+    const ARGS: usize = 4;
+    const ARG_CHARS: usize = 40;
+    let mut summary = String::new();
+    for (i, arg) in argv.take(ARGS + 1).enumerate() {
+        if i == ARGS {
+            summary.push_str(" ...");
+            break;
+        }
+        if i > 0 {
+            summary.push(' ');
+        }
+        let arg = String::from_utf8_lossy(arg);
+        summary.extend(arg.chars().take(ARG_CHARS).flat_map(char::escape_debug));
+        if arg.chars().count() > ARG_CHARS {
+            summary.push_str("...");
+        }
+    }
+    summary
+}
+
+/// One line per run: worker, user, program, duration and status.
+fn log_run(worker: &Process, uid: Uid, summary: &str, took: Duration, status: ExitStatus) {
+    let status = match status {
+        ExitStatus::Exited(code) => format!("exit {code}"),
+        ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
+    };
+    log::info(&format!(
+        "run pid={} uid={} argv=[{summary}] {:.1}ms {status}",
+        worker.pid.as_raw_nonzero(),
+        uid.as_raw(),
+        took.as_secs_f64() * 1000.0
+    ));
 }

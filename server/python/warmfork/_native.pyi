@@ -10,6 +10,12 @@ def socket_path(name: bytes | None = None) -> Path:
 def collapse_heap() -> tuple[int, int]:
     """Move large resident anonymous memory onto huge pages; (bytes, ms)."""
 
+def set_log_level(level: str) -> None:
+    """Set the server log's level: error, warning, info or debug."""
+
+def log(level: str, message: str) -> None:
+    """Write one line to the server log if ``level`` is enabled."""
+
 class Listener:
     """A bound, locked, listening socket."""
 
@@ -27,5 +33,7 @@ def serve(
     run: Callable[[Callable[[], object], list[bytes], list[bytes], int, int], int | str],
     pool: int = 4,
     request_timeout: float = 10.0,
+    grace: float = 10.0,
+    wakeup_fd: int | None = None,
 ) -> None:
     """Serve until a signal handler raises."""

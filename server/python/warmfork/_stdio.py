@@ -49,7 +49,11 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     if unbuffered and write:
         buffered = raw
     else:
-        buffered = io.BufferedWriter(raw) if write else io.BufferedReader(raw)
+        # The buffer is as large as the file says it likes, as io.open makes
+        # it; this decides when a write reaches the file, and so what is
+        # left unwritten when a pipe closes.
+        size = status.st_blksize if status.st_blksize > 1 else io.DEFAULT_BUFFER_SIZE
+        buffered = io.BufferedWriter(raw, size) if write else io.BufferedReader(raw, size)
     stream = io.TextIOWrapper(
         buffered,  # type: ignore[arg-type]
         encoding=encoding,

@@ -131,7 +131,9 @@ def _finalize(code: int) -> int:
     except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt while joining
         _excepthook(exc)
     atexit._run_exitfuncs()
-    if not _stdio.flush() and code == 0:
+    # As Py_RunMain: a failed final flush overrides the exit status, but not
+    # a death by SIGINT.
+    if not _stdio.flush() and code >= 0:
         code = 120
     return code
 

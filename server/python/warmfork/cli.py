@@ -1,29 +1,49 @@
-"""``warmfork-server``: the server's command line."""
+"""``warmfork-server``: the server's command line.
+
+    warmfork-server [OPTIONS]                      serve in the foreground
+    warmfork-server status [--socket P | --name N] is a server running?
+    warmfork-server stop [--socket P | --name N]   stop it
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from . import _native, control
 from .errors import WarmforkError
-from .server import DEFAULT_POOL, serve
+from .server import DEFAULT_GRACE, DEFAULT_POOL, serve
 
 # Exit status after Ctrl-C, as for any program stopped by SIGINT.
 _EXIT_INTERRUPTED = 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _add_socket_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the socket (default: $WARMFORK_SOCKET, else $XDG_RUNTIME_DIR/warmfork/NAME.sock, "
+        "else /tmp/warmfork-$UID/NAME.sock)",
+    )
+    where.add_argument(
+        "--name",
+        metavar="NAME",
+        help="serve the socket NAME.sock, used by a client invoked as NAME (a symlink to warmfork); "
+        "default: default",
+    )
+
+
+def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warmfork-server",
         description="Serve warmfork clients from a warm Python interpreter. "
-        "Runs in the foreground until SIGINT or SIGTERM, then removes its socket.",
+        "Runs in the foreground until SIGINT or SIGTERM, then removes its socket. "
+        "Also: `warmfork-server status` and `warmfork-server stop`.",
     )
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        help="socket to listen on (default: $WARMFORK_SOCKET, else "
-        "$XDG_RUNTIME_DIR/warmfork/default.sock, else /tmp/warmfork-$UID/default.sock)",
-    )
+    _add_socket_options(parser)
     parser.add_argument(
         "--preload",
         metavar="MOD[,MOD...]",
@@ -46,24 +66,73 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="how long a client has to send its request (default: 10)",
     )
+    parser.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_GRACE,
+        help=f"on SIGTERM or Ctrl-C, how long runs in progress may finish before they are killed "
+        f"(default: {DEFAULT_GRACE:g}; a second signal ends them at once)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("error", "warning", "info", "debug"),
+        default="info",
+        help="how much to log on stderr: info logs one line per run (default: info)",
+    )
     return parser
 
 
+def _control_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"warmfork-server {command}")
+    _add_socket_options(parser)
+    if command == "stop":
+        parser.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=float,
+            default=60.0,
+            help="how long to wait for the server to finish before killing it (default: 60)",
+        )
+    return parser
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    return _native.socket_path(os.fsencode(args.name) if args.name else None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the server; returns the process exit status."""
-    args = _parser().parse_args(argv)
+    """Run the command; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "status":
+            return control.status(_socket(_control_parser("status").parse_args(argv[1:])))
+        if argv and argv[0] == "stop":
+            args = _control_parser("stop").parse_args(argv[1:])
+            return control.stop(_socket(args), args.timeout)
+        return _serve(_serve_parser().parse_args(argv))
+    except WarmforkError as exc:
+        print(f"warmfork-server: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. a socket path too long for a Unix socket
+        print(f"warmfork-server: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
     preload = [name for group in args.preload for name in group.split(",") if name]
     try:
         serve(
-            socket=args.socket,
+            socket=_socket(args),
             preload=preload,
             warmup=args.warmup,
             request_timeout=args.request_timeout,
             pool=args.pool,
+            grace=args.grace,
+            log_level=args.log_level,
         )
-    except WarmforkError as exc:
-        print(f"warmfork-server: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return _EXIT_INTERRUPTED
     return 0

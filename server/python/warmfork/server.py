@@ -15,6 +15,9 @@ from pathlib import Path
 from . import _native, _worker
 from .errors import ServerError
 
+#: Seconds runs in progress may go on after the server is told to stop.
+DEFAULT_GRACE = 10.0
+
 #: Idle workers kept ready by default: enough for a couple of parallel
 #: client loops; each costs little memory (its pages are shared).
 DEFAULT_POOL = 4
@@ -35,6 +38,8 @@ def serve(
     warmup: str | os.PathLike[str] | None = None,
     request_timeout: float = 10.0,
     pool: int = DEFAULT_POOL,
+    grace: float = DEFAULT_GRACE,
+    log_level: str = "info",
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -45,12 +50,18 @@ def serve(
     selects the python-compatible handler (``warmfork script.py`` behaves
     like ``python script.py``). ``preload`` names modules to import and
     ``warmup`` a Python file to run before serving. ``pool`` workers are
-    kept forked in advance, ready to run. ``socket`` defaults to
+    kept forked in advance, ready to run. When told to stop, runs in
+    progress get ``grace`` seconds to finish. ``log_level`` is ``error``,
+    ``warning``, ``info`` (one line per run) or ``debug``. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
     if pool < 0:
         raise ServerError(f"the pool size must be 0 or more, not {pool}")
+    try:
+        _native.set_log_level(log_level)
+    except ValueError as exc:
+        raise ServerError(str(exc)) from None
     path = Path(socket) if socket is not None else _native.socket_path()
     try:
         listener = _native.Listener(path)
@@ -72,6 +83,7 @@ def serve(
             run=_worker.run,
             pool=pool,
             request_timeout=request_timeout,
+            grace=grace,
             wakeup_fd=wakeup_read,
         )
     except _Stopped:
@@ -172,4 +184,4 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def _log(message: str) -> None:
-    print(f"warmfork-server: {message}", file=sys.stderr, flush=True)
+    _native.log("info", message)

@@ -11,6 +11,18 @@ use crate::start::Process;
 pub struct SocketPath {
     buf: [u8; MAX_SOCKET_PATH_LEN],
     len: usize,
+    /// The server's name: `default`, or the name this client was invoked by.
+    pub name: &'static [u8],
+}
+
+/// The name the client is invoked by selects the server: through a symlink
+/// `sage -> warmfork`, it talks to the server named `sage`.
+fn server_name(process: &Process) -> &'static [u8] {
+    let argv0 = process.args().next().map_or(&b""[..], |arg| arg.to_bytes());
+    match argv0.rsplit(|&b| b == b'/').next() {
+        Some(b"warmfork") | Some(b"") | None => DEFAULT_NAME,
+        Some(name) => name,
+    }
 }
 
 impl SocketPath {
@@ -30,11 +42,15 @@ impl SocketPath {
             } else {
                 0
             },
-            name: DEFAULT_NAME,
+            name: server_name(process),
         };
         let mut buf = [0; MAX_SOCKET_PATH_LEN];
         let len = socket_path(&inputs, &mut buf).map_err(|_| Failure::PathTooLong)?;
-        Ok(SocketPath { buf, len })
+        Ok(SocketPath {
+            buf,
+            len,
+            name: inputs.name,
+        })
     }
 
     /// The path's bytes.
@@ -57,6 +73,7 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     // The client installs no signal handlers, so `connect` cannot see EINTR.
     rustix::net::connect(&socket, &address).map_err(|errno| Failure::NoServer {
         path: path.as_bytes(),
+        name: path.name,
         errno,
     })?;
     // The request carries the whole environment and the client's files: only

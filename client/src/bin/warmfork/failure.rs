@@ -24,7 +24,11 @@ pub const EXIT_SYSTEM: i32 = 204;
 #[derive(Debug)]
 pub enum Failure<'a> {
     /// `connect` to the socket failed.
-    NoServer { path: &'a [u8], errno: Errno },
+    NoServer {
+        path: &'a [u8],
+        name: &'a [u8],
+        errno: Errno,
+    },
     /// The server at the socket runs as another user.
     ForeignServer { path: &'a [u8], uid: u32 },
     /// The socket path from the environment does not fit a `sockaddr_un`.
@@ -39,11 +43,25 @@ pub enum Failure<'a> {
     Lost,
     /// A system call failed.
     System { call: &'static str, errno: Errno },
+    /// The fallback interpreter could not be run.
+    Fallback { name: &'a [u8], errno: Errno },
     /// A bug in the client (reached only through the panic handler).
     Internal,
 }
 
 impl Failure<'_> {
+    /// Whether plain python could do what warmfork could not: there is no
+    /// server, or the server cannot honour this request.
+    pub fn allows_fallback(&self) -> bool {
+        match *self {
+            Failure::NoServer { errno, .. } => matches!(errno, Errno::NOENT | Errno::CONNREFUSED),
+            Failure::Refused { code, .. } => {
+                matches!(code, ErrorCode::Unsupported | ErrorCode::UnsupportedVersion)
+            }
+            _ => false,
+        }
+    }
+
     /// Prints the failure as one line on stderr and exits with its code.
     pub fn exit(&self) -> ! {
         let mut line = Line::new();
@@ -57,12 +75,18 @@ impl Failure<'_> {
     fn describe(&self, line: &mut Line) -> i32 {
         line.push(b"warmfork: ");
         match *self {
-            Failure::NoServer { path, errno } => {
+            Failure::NoServer { path, name, errno } => {
                 line.push(b"cannot reach server at ");
                 line.push(path);
                 line.push(b": ");
                 line.push_errno(errno);
-                line.push(b"; start one with `warmfork-server &` (or set WARMFORK_SOCKET)");
+                if name == warmfork::socket_path::DEFAULT_NAME {
+                    line.push(b"; start one with `warmfork-server &` (or set WARMFORK_SOCKET)");
+                } else {
+                    line.push(b"; start it with `warmfork-server --name ");
+                    line.push(name);
+                    line.push(b" &`");
+                }
                 EXIT_NO_SERVER
             }
             Failure::ForeignServer { path, uid } => {
@@ -103,6 +127,13 @@ impl Failure<'_> {
             Failure::System { call, errno } => {
                 line.push(call.as_bytes());
                 line.push(b" failed: ");
+                line.push_errno(errno);
+                EXIT_SYSTEM
+            }
+            Failure::Fallback { name, errno } => {
+                line.push(b"cannot run the fallback interpreter ");
+                line.push(name);
+                line.push(b" (WARMFORK_FALLBACK): ");
                 line.push_errno(errno);
                 EXIT_SYSTEM
             }

@@ -14,6 +14,7 @@
 
 mod connect;
 mod failure;
+mod fallback;
 mod mem;
 mod reply;
 mod request;
@@ -27,7 +28,7 @@ use warmfork::reply::MAX_REPLY_LEN;
 use crate::failure::Failure;
 use crate::start::Process;
 
-fn main(process: &Process) -> ! {
+fn main(process: &mut Process) -> ! {
     // Before any other descriptor is opened: see `Descriptors::gather`.
     let fds = request::Descriptors::gather();
     // From here on, signals meant for the program are held, not lost.
@@ -43,10 +44,16 @@ fn main(process: &Process) -> ! {
         fds: &fds,
         ignored,
     };
-    match run(&request, &path, &mut buf, &mut signals) {
+    let failure = match run(&request, &path, &mut buf, &mut signals) {
         Ok(status) => reply::finish(status),
-        Err(failure) => failure.exit(),
+        Err(failure) => failure,
+    };
+    if failure.allows_fallback() {
+        if let Some(fallback_failure) = fallback::exec(process) {
+            fallback_failure.exit();
+        }
     }
+    failure.exit()
 }
 
 /// What the client sends, besides its umask.

@@ -122,6 +122,12 @@ impl Forwarder {
     }
 }
 
+/// Unblocks every signal the client may have blocked, before it becomes
+/// another program.
+pub fn release_all() {
+    let _ = syscall::unblock(FORWARDED | STOP);
+}
+
 /// Lets `number` reach the client again, before the client raises it on
 /// itself to end the way the program ended.
 pub fn release(number: i32) {

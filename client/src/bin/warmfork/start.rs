@@ -45,31 +45,62 @@ compile_error!(
 );
 
 /// The command line and environment the kernel gave this process.
-#[derive(Clone, Copy, Debug)]
+///
+/// Raw pointers rather than slices: [`Process::exec`] writes to the argument
+/// array, which no reference may then be looking at.
+#[derive(Debug)]
 pub struct Process {
-    argv: &'static [*const c_char],
-    envp: &'static [*const c_char],
+    argv: *mut *const c_char,
+    argc: usize,
+    envp: *const *const c_char,
+    envc: usize,
 }
 
 impl Process {
     /// The arguments, `argv[0]` first.
-    pub fn args(&self) -> impl Iterator<Item = &'static CStr> + Clone {
-        self.argv.iter().map(|&p| string(p))
+    pub fn args(&self) -> impl Iterator<Item = &'static CStr> + Clone + '_ {
+        // SAFETY: `argv` holds `argc` string pointers (see `entry`); the
+        // slice lives only as long as the iterator, while nothing writes.
+        unsafe { core::slice::from_raw_parts(self.argv, self.argc) }
+            .iter()
+            .map(|&p| string(p))
     }
 
     /// The environment strings, `NAME=value` as given.
-    pub fn env(&self) -> impl Iterator<Item = &'static CStr> + Clone {
-        self.envp.iter().map(|&p| string(p))
+    pub fn env(&self) -> impl Iterator<Item = &'static CStr> + Clone + '_ {
+        // SAFETY: `envp` holds `envc` string pointers (see `entry`).
+        unsafe { core::slice::from_raw_parts(self.envp, self.envc) }
+            .iter()
+            .map(|&p| string(p))
     }
 
     /// The number of arguments.
     pub fn argc(&self) -> usize {
-        self.argv.len()
+        self.argc
     }
 
     /// The number of environment strings.
     pub fn envc(&self) -> usize {
-        self.envp.len()
+        self.envc
+    }
+
+    /// Replaces this process with the program at `path`, given this
+    /// process's arguments (with `argv[0]` replaced by `path`) and
+    /// environment. Returns only on failure.
+    pub fn exec(&mut self, path: &CStr) -> rustix::io::Errno {
+        if self.argc == 0 {
+            return rustix::io::Errno::INVAL;
+        }
+        // SAFETY: `argv[0]` is a slot of the kernel's argument array, which
+        // this process owns; `&mut self` guarantees no slice of it is alive.
+        // The old pointer is put back if the exec fails.
+        unsafe {
+            let argv0 = *self.argv;
+            *self.argv = path.as_ptr();
+            let errno = crate::syscall::execve(path, self.argv, self.envp);
+            *self.argv = argv0;
+            errno
+        }
     }
 
     /// The value of the environment variable `name`, if set.
@@ -93,11 +124,11 @@ fn string(p: *const c_char) -> &'static CStr {
 /// # Safety
 ///
 /// `stack` must be the stack pointer the kernel handed to `_start`.
-unsafe extern "C" fn entry(stack: *const usize) -> ! {
+unsafe extern "C" fn entry(stack: *mut usize) -> ! {
     // SAFETY: the kernel's initial stack is `argc`, then `argc` argument
     // pointers and a null, then the environment pointers and a null; all of
-    // it stays mapped and untouched for the life of the process.
-    let process = unsafe {
+    // it stays mapped for the life of the process and belongs to it.
+    let mut process = unsafe {
         let argc = *stack;
         let argv = stack.add(1).cast::<*const c_char>();
         let envp = argv.add(argc + 1);
@@ -106,11 +137,13 @@ unsafe extern "C" fn entry(stack: *const usize) -> ! {
             envc += 1;
         }
         Process {
-            argv: core::slice::from_raw_parts(argv, argc),
-            envp: core::slice::from_raw_parts(envp, envc),
+            argv,
+            argc,
+            envp,
+            envc,
         }
     };
-    crate::main(&process)
+    crate::main(&mut process)
 }
 
 #[panic_handler]

@@ -2,12 +2,15 @@
 //! API (they live in its unstable runtime module, meant for runtimes such as
 //! origin): ending the process, and masking signals into a signalfd.
 
+use core::ffi::{CStr, c_char};
+
 use rustix::fd::{FromRawFd, OwnedFd};
 use rustix::io::Errno;
 
 #[cfg(target_arch = "x86_64")]
 mod nr {
     pub const RT_SIGPROCMASK: usize = 14;
+    pub const EXECVE: usize = 59;
     pub const EXIT_GROUP: usize = 231;
     pub const SIGNALFD4: usize = 289;
 }
@@ -15,6 +18,7 @@ mod nr {
 #[cfg(target_arch = "aarch64")]
 mod nr {
     pub const SIGNALFD4: usize = 74;
+    pub const EXECVE: usize = 221;
     pub const EXIT_GROUP: usize = 94;
     pub const RT_SIGPROCMASK: usize = 135;
 }
@@ -110,6 +114,27 @@ pub fn signalfd(set: SigSet) -> Result<OwnedFd, Errno> {
     };
     // SAFETY: on success the kernel returned a new descriptor we now own.
     result(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `execve`—replaces this process with the program at `path`. Returns only
+/// on failure.
+///
+/// # Safety
+///
+/// `argv` and `envp` must be null-terminated arrays of pointers to
+/// NUL-terminated strings.
+pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *const c_char) -> Errno {
+    // SAFETY: the caller vouches for the arrays; `path` is NUL-terminated.
+    let ret = unsafe {
+        syscall4(
+            nr::EXECVE,
+            path.as_ptr() as usize,
+            argv as usize,
+            envp as usize,
+            0,
+        )
+    };
+    Errno::from_raw_os_error(-ret as i32)
 }
 
 /// `exit_group`—ends the process with status `code`.

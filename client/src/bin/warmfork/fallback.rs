@@ -1,0 +1,70 @@
+//! Plain python when warmfork cannot run the program: `WARMFORK_FALLBACK`.
+//!
+//! When no server answers, or the server cannot honour the request (a python
+//! option such as `-O`, a protocol version it does not speak), and
+//! `WARMFORK_FALLBACK` names an interpreter, the client becomes that
+//! interpreter with the same arguments and environment, so a run is never
+//! worse than plain python. A name without `/` is looked up in `PATH`.
+
+use core::ffi::CStr;
+
+use rustix::io::Errno;
+
+use crate::failure::Failure;
+use crate::signals;
+use crate::start::Process;
+
+/// The longest interpreter path the client builds.
+const MAX_PATH: usize = 4096;
+
+/// Replaces this process with the fallback interpreter. Returns `None` when
+/// no fallback is configured, or the failure to report when it cannot run.
+pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
+    let name = process
+        .var(b"WARMFORK_FALLBACK")
+        .filter(|name| !name.is_empty())?;
+    // The interpreter must start with the signal mask the client was given.
+    signals::release_all();
+    let mut buf = [0u8; MAX_PATH];
+    let mut last = Errno::NOENT;
+    if name.contains(&b'/') {
+        if let Some(path) = join(&mut buf, &[], name) {
+            last = process.exec(path);
+        }
+    } else {
+        let search = process
+            .var(b"PATH")
+            .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+        for dir in search.split(|&b| b == b':') {
+            // An empty entry means the working directory, as for a shell.
+            let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+            let Some(path) = join(&mut buf, dir, name) else {
+                continue;
+            };
+            match process.exec(path) {
+                Errno::NOENT | Errno::NOTDIR | Errno::ACCESS => {}
+                errno => {
+                    last = errno;
+                    break;
+                }
+            }
+        }
+    }
+    Some(Failure::Fallback { name, errno: last })
+}
+
+/// `dir/name`, NUL-terminated, in `buf`; `name` alone when `dir` is empty.
+fn join<'b>(buf: &'b mut [u8; MAX_PATH], dir: &[u8], name: &[u8]) -> Option<&'b CStr> {
+    let separator: &[u8] = if dir.is_empty() { b"" } else { b"/" };
+    let len = dir.len() + separator.len() + name.len();
+    if len >= MAX_PATH {
+        return None;
+    }
+    let mut at = 0;
+    for part in [dir, separator, name] {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    buf[len] = 0;
+    CStr::from_bytes_with_nul(&buf[..=len]).ok()
+}

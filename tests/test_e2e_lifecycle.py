@@ -1,0 +1,201 @@
+"""A server you do not have to babysit: status and stop, the grace period
+for runs in progress, one log line per run, named servers through symlinks,
+and falling back to plain python when warmfork cannot run the program."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import CLIENT, Server, start_server
+
+SERVER = [sys.executable, "-m", "warmfork"]
+
+
+def control(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_status_reports_a_running_server_and_its_pid(server: Server) -> None:
+    done = control("status", "--socket", os.fspath(server.socket))
+    assert done.returncode == 0
+    assert f"pid {server.process.pid}" in done.stdout
+
+
+def test_status_without_a_server_exits_3(tmp_path: Path) -> None:
+    done = control("status", "--socket", os.fspath(tmp_path / "none.sock"))
+    assert done.returncode == 3
+    assert "no server" in done.stdout
+
+
+def test_stop_ends_the_server_and_removes_its_socket(server: Server) -> None:
+    done = control("stop", "--socket", os.fspath(server.socket))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert server.process.wait(timeout=10) == 0
+    assert not server.socket.exists()
+    assert control("stop", "--socket", os.fspath(server.socket)).returncode == 3
+
+
+def test_a_run_in_progress_finishes_within_the_grace_period(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--grace", "10")
+    try:
+        run = subprocess.Popen(
+            [CLIENT, "-c", "import time; time.sleep(1); print('finished')"],
+            env=srv.env,
+            stdout=subprocess.PIPE,
+        )
+        time.sleep(0.3)
+        assert control("stop", "--socket", os.fspath(srv.socket)).returncode == 0
+        out, _ = run.communicate(timeout=15)
+        assert (run.returncode, out) == (0, b"finished\n")
+    finally:
+        srv.stop()
+
+
+def test_a_run_outlasting_the_grace_period_is_killed_and_its_client_told(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--grace", "0.5")
+    try:
+        run = subprocess.Popen([CLIENT, "-c", "import time; time.sleep(30)"], env=srv.env)
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert control("stop", "--socket", os.fspath(srv.socket)).returncode == 0
+        assert run.wait(timeout=15) == -9
+        assert time.monotonic() - started < 10
+    finally:
+        srv.stop()
+
+
+def test_the_server_logs_one_line_per_run(server: Server) -> None:
+    done = server.run("-c", "raise SystemExit(3)", "first-arg")
+    assert done.returncode == 3
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for line in server.log.read_text().splitlines() if " run pid=" in line]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 1
+    assert "uid=" in lines[0]
+    assert "first-arg" in lines[0]
+    assert lines[0].endswith("exit 3")
+
+
+def test_a_client_invoked_through_a_symlink_uses_the_server_of_that_name(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {key: value for key, value in os.environ.items() if key != "WARMFORK_SOCKET"}
+    env["XDG_RUNTIME_DIR"] = os.fspath(runtime)
+    (runtime / "warmfork").mkdir(mode=0o700)
+    sage = tmp_path / "sage"
+    sage.symlink_to(CLIENT)
+    process = subprocess.Popen([*SERVER, "--name", "sage"], env=env, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        sock = runtime / "warmfork" / "sage.sock"
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        named = subprocess.run([sage, "-c", "print('by name')"], env=env, capture_output=True, timeout=30, check=False)
+        assert (named.returncode, named.stdout) == (0, b"by name\n")
+        default = subprocess.run([CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=30, check=False)
+        assert default.returncode == 202
+        assert b"default.sock" in default.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_without_a_server_the_fallback_interpreter_runs_the_program(tmp_path: Path) -> None:
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(tmp_path / "none.sock"), "WARMFORK_FALLBACK": sys.executable}
+    done = subprocess.run(
+        [CLIENT, "-c", "import sys; print(sys.argv); raise SystemExit(5)", "arg"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (5, b"['-c', 'arg']\n", b"")
+
+
+def test_an_option_the_server_refuses_runs_under_the_fallback(server: Server) -> None:
+    done = server.run(
+        "-O", "-c", "import sys; print(sys.flags.optimize)", env={"WARMFORK_FALLBACK": "python3"}
+    )
+    assert (done.returncode, done.stdout) == (0, b"1\n")
+
+
+def test_a_fallback_that_cannot_run_says_so_and_exits_204(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "WARMFORK_SOCKET": os.fspath(tmp_path / "none.sock"),
+        "WARMFORK_FALLBACK": "no-such-python-here",
+    }
+    done = subprocess.run([CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 204
+    assert done.stderr.startswith(b"warmfork: cannot run the fallback interpreter no-such-python-here")
+
+
+@pytest.fixture
+def reachable_server(tmp_path: Path) -> Iterator[Server]:
+    """A server whose socket `nobody` can reach: a 0711 directory under /tmp
+    (pytest's own temporary directories are private to their owner), the
+    socket itself made 0666 after start. Only the server's uid check is left
+    to keep another user out."""
+    private = Path(tempfile.mkdtemp(prefix="warmfork-uid-", dir="/tmp"))
+    try:
+        os.chmod(private, 0o711)
+        sock = private / "s.sock"
+        log = tmp_path / "server.log"
+        env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+        with log.open("wb") as out:
+            process = subprocess.Popen([*SERVER, "--socket", os.fspath(sock)], env=env, stdout=out, stderr=out)
+        srv = Server(socket=sock, process=process, log=log, env=env)
+        deadline = time.monotonic() + 30
+        while "serving on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.chmod(sock, 0o666)
+        yield srv
+        srv.stop()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def as_nobody(*command: str | os.PathLike[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_another_user_is_refused_by_the_server_and_told_why(reachable_server: Server) -> None:
+    probe = (
+        "import socket, struct, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "data = b''\n"
+        "while chunk := s.recv(4096): data += chunk\n"
+        "version, kind, flags, length, code = struct.unpack_from('<BBHIH', data)\n"
+        "print(kind, code, data[12:length].decode())\n"
+    )
+    done = as_nobody(sys.executable, "-c", probe, reachable_server.socket)
+    assert done.returncode == 0, done.stderr
+    kind, code, message = done.stdout.split(" ", 2)
+    assert (kind, code) == ("4", "4")  # ERROR, PERMISSION_DENIED
+    assert "another user" in message
+    assert "refused a client of uid 65534" in reachable_server.log.read_text()
+    assert reachable_server.run("-c", "print('still serving')").stdout == b"still serving\n"
+
+
+def test_the_client_will_not_send_its_environment_to_another_users_server(reachable_server: Server) -> None:
+    done = as_nobody(CLIENT, "-c", "pass", env={"WARMFORK_SOCKET": os.fspath(reachable_server.socket)})
+    assert done.returncode == 202
+    assert "runs as uid 0, not as you" in done.stderr
