@@ -143,7 +143,13 @@ fn run_request(
     }
     set_environ(&request);
     send_started(connection);
-    let status = match run_python(py, &request, hooks) {
+    // The client's pid lets the worker act on the client's job (see
+    // `_stdio.py`); 0 when it cannot be known (a client in another pid
+    // namespace reads as 0 too).
+    let client_pid = rustix::net::sockopt::socket_peercred(connection)
+        .map(|cred| cred.pid.as_raw_nonzero().get())
+        .unwrap_or(0);
+    let status = match run_python(py, &request, hooks, client_pid) {
         Ok(Outcome::Exited(code)) => ExitStatus::Exited(code),
         Ok(Outcome::Signaled(signal)) => ExitStatus::Signaled(signal),
         Ok(Outcome::Unsupported(message)) => fail(connection_fd, ErrorCode::Unsupported, &message),
@@ -171,11 +177,13 @@ enum Outcome {
     Unsupported(String),
 }
 
-/// Calls `warmfork._worker.run(handler, argv, env, umask, ignored_signals)`.
+/// Calls `warmfork._worker.run(handler, argv, env, umask, ignored_signals,
+/// client_pid)`.
 fn run_python(
     py: Python<'_>,
     request: &RunRequest<'_>,
     hooks: &Hooks<'_, '_>,
+    client_pid: i32,
 ) -> PyResult<Outcome> {
     let argv = PyList::new(py, request.argv().map(|a| PyBytes::new(py, a)))?;
     let env = PyList::new(py, request.env().map(|e| PyBytes::new(py, e)))?;
@@ -185,6 +193,7 @@ fn run_python(
         env,
         request.umask,
         request.ignored_signals,
+        client_pid,
     ))?;
     if let Ok(code) = result.extract::<i32>() {
         return Ok(match code {

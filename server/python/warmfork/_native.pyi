@@ -30,7 +30,7 @@ def serve(
     handler: Callable[[], object],
     *,
     prepare: Callable[[], None],
-    run: Callable[[Callable[[], object], list[bytes], list[bytes], int, int], int | str],
+    run: Callable[[Callable[[], object], list[bytes], list[bytes], int, int, int], int | str],
     pool: int = 4,
     request_timeout: float = 10.0,
     grace: float = 10.0,

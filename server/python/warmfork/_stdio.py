@@ -10,11 +10,15 @@ never in the server.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
+import signal
 import stat
 import sys
+from pathlib import Path
+from typing import Any
 
 _NAMES = ("<stdin>", "<stdout>", "<stderr>")
 
@@ -43,7 +47,10 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     encoding, errors = _encoding()
     if errors is None:
         errors = "backslashreplace" if fd == 2 else "strict"
-    raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
+    if not write and client_pid > 0 and os.isatty(fd):
+        raw: io.FileIO = TerminalReader(fd, client_pid)
+    else:
+        raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
     raw.name = _NAMES[fd]  # type: ignore[misc]  # CPython names its std streams this way
     buffered: io.RawIOBase | io.BufferedIOBase
     if unbuffered and write:
@@ -66,6 +73,53 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     return stream
 
 
+#: The pid of the client this worker runs for (0 if unknown); see
+#: :class:`TerminalReader`.
+client_pid = 0
+
+
+class TerminalReader(io.FileIO):
+    """Standard input on a terminal, read as a job-controlled process reads it.
+
+    A worker has no controlling terminal, so the kernel never stops it for
+    reading the client's terminal from the background; it would steal the
+    shell's input. Before each read this checks, in ``/proc``, whether the
+    client's process group is in the terminal's foreground; if not, it does
+    what the kernel does to a background reader: SIGTTIN to the client's
+    process group (the shell sees the job stop for terminal input), and the
+    worker stops too. ``fg`` continues the client, which forwards SIGCONT
+    here, and the read goes ahead. (Reads that bypass ``sys.stdin``, such
+    as ``os.read(0, ...)``, are not covered.)
+    """
+
+    def __init__(self, fd: int, client: int) -> None:
+        super().__init__(fd, "rb", closefd=False)
+        self._client = client
+
+    def readinto(self, buffer: Any) -> int | None:  # any writable buffer, as FileIO takes
+        self.wait_for_foreground()
+        return super().readinto(buffer)
+
+    def wait_for_foreground(self) -> None:
+        """Stop this worker and the client's job while the job is in the
+        background of the terminal."""
+        while (group := self._background_group()) is not None:
+            os.killpg(group, signal.SIGTTIN)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _background_group(self) -> int | None:
+        """The client's process group if it is in the background of its
+        terminal, else None."""
+        try:
+            stat_line = Path(f"/proc/{self._client}/stat").read_bytes()
+        except OSError:
+            return None
+        # After the command name: state ppid pgrp session tty_nr tpgid ...
+        fields = stat_line.rsplit(b")", 1)[1].split()
+        group, foreground = int(fields[2]), int(fields[5])
+        return group if foreground not in (-1, group) else None
+
+
 # Streams replaced in this process. They stay referenced: freeing them would
 # only write to (and so copy) their memory pages in a worker that never needs
 # the memory back.
@@ -79,6 +133,24 @@ def install(*, unbuffered: bool = False) -> None:
     streams = [open_stream(fd, unbuffered=unbuffered) for fd in (0, 1, 2)]
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+    stdin_raw = getattr(streams[0], "buffer", None)
+    if isinstance(getattr(stdin_raw, "raw", None), TerminalReader):
+        _guard_input(stdin_raw.raw)  # type: ignore[union-attr]
+
+
+def _guard_input(reader: TerminalReader) -> None:
+    """``input()`` on a terminal reads descriptor 0 from C, past
+    ``sys.stdin``; give it the same job control as :class:`TerminalReader`."""
+    original = _original_input
+
+    def input(prompt: object = "") -> str:  # the builtin, wrapped
+        reader.wait_for_foreground()
+        return original(prompt)
+
+    builtins.input = input
+
+
+_original_input = builtins.input
 
 
 def flush() -> bool:

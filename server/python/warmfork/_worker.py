@@ -65,7 +65,12 @@ def prepare(rehearse: Callable[[], object] | None = None) -> None:
 
 
 def run(
-    handler: Callable[[], object], argv: list[bytes], env: list[bytes], umask: int, ignored_signals: int = 0
+    handler: Callable[[], object],
+    argv: list[bytes],
+    env: list[bytes],
+    umask: int,
+    ignored_signals: int = 0,
+    client_pid: int = 0,
 ) -> int | str:
     """Set the interpreter up for one client's run and run ``handler``.
 
@@ -78,6 +83,7 @@ def run(
     :class:`~warmfork.errors.Unsupported`.
     """
     try:
+        _stdio.client_pid = client_pid
         _set_up(argv, env, umask)
     except _stdio.StreamError as exc:
         os.write(2, f"Fatal Python error: init_sys_streams: {exc}\n".encode())

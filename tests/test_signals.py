@@ -1,0 +1,259 @@
+"""Signals sent to the client reach the program as they would reach python:
+forwarded while it runs, delivered even when they arrive before the worker
+is known, kept ignored when the client had them ignored (nohup), and a
+client that dies, even by SIGKILL, takes its worker with it."""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import CLIENT, Server, start_server
+from support.differential import Outcome, env_for, shared_server
+from support.server_process import stop_when_idle, wait_until
+
+server = shared_server()
+
+# One line: the traceback names the same line whether the signal comes
+# during the print or during the sleep.
+WAITS_FOR_NOTHING = "import time\nprint('ready', flush=True); time.sleep(30)\nprint('not interrupted')\n"
+
+
+def waits_for(name: str) -> str:
+    """A program that handles signal ``name``, says it is ready, and ends
+    normally once the signal has come (or after 20 s without it)."""
+    return (
+        "import signal, time\n"
+        "got = []\n"
+        f"signal.signal(signal.{name}, lambda number, frame: got.append(number))\n"
+        "print('ready', flush=True)\n"
+        "deadline = time.monotonic() + 20\n"
+        "while not got and time.monotonic() < deadline:\n    time.sleep(0.01)\n"
+        "print('got', *[signal.Signals(n).name for n in got])\n"
+    )
+
+
+def no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def ignore_sighup() -> None:
+    """What `nohup` does before it execs its command."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def start(
+    server: Server | None, *args: str, cwd: Path, preexec_fn: Callable[[], None] = no_core_dumps, **kwargs: object
+) -> subprocess.Popen[bytes]:
+    """Start the client (or python, for ``server=None``) with ``args``."""
+    program = sys.executable if server is None else CLIENT
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [program, *args],
+        env=env_for(server),
+        cwd=cwd,
+        stdin=kwargs.pop("stdin", subprocess.DEVNULL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,  # noqa: PLW1509 - dispositions and limits must be set before exec
+        **kwargs,
+    )
+
+
+def read_first_line(process: subprocess.Popen[bytes], timeout: float = 20.0) -> bytes:
+    """The first line ``process`` writes to stdout, read without blocking
+    past ``timeout`` (the rest stays for ``communicate``)."""
+    assert process.stdout is not None
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no complete line within {timeout}s, only {line!r}"
+        chunk = os.read(process.stdout.fileno(), 1)
+        if not chunk:
+            _, err = process.communicate(timeout=10)
+            raise AssertionError(f"exited with {process.returncode} before its first line: {err!r}")
+        line += chunk
+    return line
+
+
+def finish(process: subprocess.Popen[bytes], first_line: bytes = b"") -> Outcome:
+    out, err = process.communicate(timeout=30)
+    return Outcome.of(subprocess.CompletedProcess(process.args, process.returncode, first_line + out, err))
+
+
+def signalled_when_ready(server: Server | None, program: str, signum: int, cwd: Path, **kwargs: object) -> Outcome:
+    """Run ``program``, send ``signum`` to the client (or python) once the
+    program has printed its first line, and return how the run ended."""
+    process = start(server, "-c", program, cwd=cwd, **kwargs)
+    try:
+        first = read_first_line(process)
+        process.send_signal(signum)
+        return finish(process, first)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def both_signalled_when_ready(server: Server, program: str, signum: int, cwd: Path, **kwargs: object) -> Outcome:
+    ours = signalled_when_ready(server, program, signum, cwd, **kwargs)
+    theirs = signalled_when_ready(None, program, signum, cwd, **kwargs)
+    assert ours == theirs
+    return ours
+
+
+def test_ctrl_c_gives_keyboard_interrupt_and_death_by_sigint_like_python(server, tmp_path: Path) -> None:
+    out = both_signalled_when_ready(server, WAITS_FOR_NOTHING, signal.SIGINT, tmp_path)
+    assert (out.status, out.stdout) == (-signal.SIGINT, b"ready\n")
+    assert out.stderr.startswith(b"Traceback (most recent call last):\n")
+    assert out.stderr.endswith(b"\nKeyboardInterrupt\n")
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM],
+    ids=lambda s: signal.Signals(s).name,
+)
+def test_a_forwarded_signal_the_program_leaves_alone_ends_it_like_python(server, tmp_path: Path, signum: int) -> None:
+    out = both_signalled_when_ready(server, WAITS_FOR_NOTHING, signum, tmp_path)
+    assert (out.status, out.stdout, out.stderr) == (-signum, b"ready\n", b"")
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+     signal.SIGWINCH, signal.SIGALRM, signal.SIGCONT],
+    ids=lambda s: signal.Signals(s).name,
+)  # fmt: skip
+def test_a_signal_the_program_handles_reaches_its_handler_and_it_keeps_running(
+    server, tmp_path: Path, signum: int
+) -> None:
+    name = signal.Signals(signum).name
+    out = both_signalled_when_ready(server, waits_for(name), signum, tmp_path)
+    assert (out.status, out.stdout, out.stderr) == (0, f"ready\ngot {name}\n".encode(), b"")
+
+
+def test_a_program_that_catches_keyboard_interrupt_carries_on(server, tmp_path: Path) -> None:
+    program = (
+        "import time\n"
+        "try:\n    print('ready', flush=True)\n    time.sleep(20)\nexcept KeyboardInterrupt:\n    print('caught')\n"
+        "print('finished')\n"
+    )
+    out = both_signalled_when_ready(server, program, signal.SIGINT, tmp_path)
+    assert (out.status, out.stdout, out.stderr) == (0, b"ready\ncaught\nfinished\n", b"")
+
+
+def test_a_signal_sent_right_after_the_client_starts_is_not_lost(server, tmp_path: Path) -> None:
+    program = "import time\ntime.sleep(5)\nprint('not killed')\n"
+    outcomes = []
+    for side in (server, None):
+        process = start(side, "-c", program, cwd=tmp_path)
+        process.send_signal(signal.SIGUSR1)
+        outcomes.append(finish(process))
+    assert outcomes[0] == outcomes[1] == Outcome(-signal.SIGUSR1, b"", b"")
+
+
+def blocked_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("SigBlk:"))
+    return int(line.split()[1], 16)
+
+
+def test_a_signal_that_arrives_before_the_worker_is_known_is_delivered_once_it_is(tmp_path: Path) -> None:
+    # A stopped server accepts no connection: the client is sure to get the
+    # signal while it still waits for STARTED.
+    own = start_server(tmp_path, name="stopped")
+    try:
+        own.process.send_signal(signal.SIGSTOP)
+        try:
+            process = start(own, "-c", "import time\ntime.sleep(5)\nprint('not killed')\n", cwd=tmp_path)
+            usr1 = 1 << (signal.SIGUSR1 - 1)
+            assert wait_until(lambda: blocked_signals(process.pid) & usr1, timeout=10), (
+                "the client never blocked SIGUSR1"
+            )
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(0.2)  # the client must wait for the worker, not die or give up
+            assert process.poll() is None, finish(process)
+        finally:
+            own.process.send_signal(signal.SIGCONT)
+        assert finish(process) == Outcome(-signal.SIGUSR1, b"", b"")
+    finally:
+        stop_when_idle(own)
+
+
+def test_sighup_ignored_by_the_client_stays_ignored_in_the_program(server, tmp_path: Path) -> None:
+    program = (
+        "import os, signal, sys\n"
+        "open('pid', 'w').write(str(os.getpid()))\n"
+        "print('ignored' if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else 'default', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "print('survived')\n"
+    )
+    outcomes = []
+    for side in (server, None):
+        process = start(side, "-c", program, cwd=tmp_path, preexec_fn=ignore_sighup, stdin=subprocess.PIPE)
+        first = read_first_line(process)
+        process.send_signal(signal.SIGHUP)  # `kill -HUP` of the client
+        os.kill(int((tmp_path / "pid").read_text()), signal.SIGHUP)  # and of the program itself
+        assert process.stdin is not None
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        outcomes.append(finish(process, first))
+    assert outcomes[0] == outcomes[1] == Outcome(0, b"ignored\nsurvived\n", b"")
+
+
+def process_is_gone(pid: int) -> bool:
+    """True once ``pid`` has exited and been reaped (a zombie still lingers)."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize(
+    ("handles_sighup", "within"), [(False, 3.0), (True, 9.0)], ids=["dies-of-sighup", "survives-sighup"]
+)
+def test_sigkill_of_the_client_leaves_no_worker_behind(
+    server, tmp_path: Path, handles_sighup: bool, within: float
+) -> None:
+    # The server sends SIGHUP at once and SIGKILL 5 s later to a worker that survived it.
+    on_sighup = "signal.signal(signal.SIGHUP, lambda n, f: open('hangup', 'w').write('got SIGHUP'))\n"
+    program = (
+        "import os, signal, time\n"
+        f"{on_sighup if handles_sighup else ''}"
+        "open('pid', 'w').write(str(os.getpid()))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = start(server, "-c", program, cwd=tmp_path)
+    read_first_line(process)
+    worker = int((tmp_path / "pid").read_text())
+    process.kill()
+    process.wait()
+    started = time.monotonic()
+    gone = wait_until(lambda: process_is_gone(worker), timeout=within + 2)
+    elapsed = time.monotonic() - started
+    if not gone:
+        state = Path(f"/proc/{worker}/stat").read_text().split()[2]
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError(f"worker {worker} still there (state {state}) {within + 2}s after the client was killed")
+    assert elapsed < within, f"the worker took {elapsed:.1f}s to go"
+    if handles_sighup:
+        assert (tmp_path / "hangup").read_text() == "got SIGHUP"
+
+
+def test_a_pipeline_into_head_ends_as_with_python(server, tmp_path: Path) -> None:
+    (tmp_path / "gen.py").write_text("for i in range(200000):\n    print(i)\n")
+    outcomes = []
+    for program, side in ((CLIENT, server), (sys.executable, None)):
+        script = f'set -o pipefail; "{program}" gen.py | head -1; echo "${{PIPESTATUS[*]}} $?"'
+        done = subprocess.run(
+            ["bash", "-c", script], env=env_for(side), cwd=tmp_path, capture_output=True, timeout=30, check=False
+        )
+        outcomes.append(Outcome.of(done))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0].stdout.startswith(b"0\n")

@@ -1,0 +1,199 @@
+"""At a real terminal (a tmux window running bash) warmfork must not be told
+apart from python by pressing keys: Ctrl-C, Ctrl-Z and `fg`, the interactive
+prompt, the window's size and its changes, and reading a password."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import CLIENT
+from support.differential import env_for, shared_server
+from support.terminal import PROMPT_MARK, Terminal, count_lines_starting
+
+server = shared_server()
+
+REPL_PROMPT = ">>>"
+
+
+@pytest.fixture
+def terminal(server, tmp_path: Path) -> Iterator[Terminal]:
+    """A 100x30 tmux window with bash in ``tmp_path``, where `warmfork` is
+    the client and reaches this module's server."""
+    env = {**env_for(server), "PATH": f"{CLIENT.parent}{os.pathsep}{os.environ['PATH']}"}
+    term = Terminal(tmp_path, {str(k): str(v) for k, v in env.items()}, width=100, height=30)
+    yield term
+    term.close()
+
+
+def at_shell_prompt(screen: str) -> bool:
+    return screen.endswith(PROMPT_MARK)
+
+
+def at_repl_prompt(screen: str) -> bool:
+    return screen.endswith(REPL_PROMPT)
+
+
+def has_line(screen: str, line: str) -> bool:
+    return line in screen.splitlines()
+
+
+def ticks(screen: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^tick (\d+)$", screen, re.MULTILINE)]
+
+
+COUNTER = "import time\nfor i in range(100000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
+
+
+def test_ctrl_c_during_a_run_prints_keyboard_interrupt_and_the_shell_sees_130(terminal: Terminal) -> None:
+    # "run" + "ning": the word appears on the screen only once the program prints it.
+    terminal.type("""warmfork -c 'import time; print("run" + "ning", flush=True); time.sleep(30)'""")
+    terminal.wait_for(lambda screen: has_line(screen, "running"), what="the program to start")
+    terminal.keys("C-c")
+    screen = terminal.wait_for(
+        lambda screen: at_shell_prompt(screen) and has_line(screen, "KeyboardInterrupt"), what="the traceback"
+    )
+    assert "Traceback (most recent call last):" in screen
+    assert terminal.last_status() == 130
+
+
+def test_ctrl_c_stops_a_shell_loop_at_once(terminal: Terminal) -> None:
+    terminal.type(
+        """for i in 1 2 3; do warmfork -c 'import time; print("go" + "ing", flush=True); time.sleep(5)' || break; done"""
+    )
+    terminal.wait_for(lambda screen: has_line(screen, "going"), what="the first run")
+    prompts = terminal.prompts()
+    pressed = time.monotonic()
+    terminal.keys("C-c")
+    screen = terminal.wait_for(
+        lambda screen: count_lines_starting(screen, PROMPT_MARK) > prompts and at_shell_prompt(screen),
+        what="the prompt after the loop",
+    )
+    elapsed = time.monotonic() - pressed
+    assert elapsed < 3, f"the loop took {elapsed:.1f}s to stop after Ctrl-C"
+    assert screen.splitlines().count("going") == 1, "the loop went on to the next run"
+    assert terminal.last_status() == 130
+
+
+def test_ctrl_z_stops_the_program_and_fg_continues_it(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(COUNTER)
+    terminal.type("warmfork counter.py")
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 3, what="the counter to count")
+    terminal.keys("C-z")
+    stopped = terminal.wait_for(
+        lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="the shell to report the job stopped"
+    )
+    time.sleep(1.0)  # five ticks' worth: a worker still running would print
+    assert terminal.screen() == stopped, "output went on after Ctrl-Z"
+    last = max(ticks(stopped))
+    terminal.type("fg")
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 3, what="the counter to go on after fg")
+    terminal.keys("C-c")
+    terminal.wait_for(
+        lambda screen: at_shell_prompt(screen) and has_line(screen, "KeyboardInterrupt"), what="the end of the run"
+    )
+    assert terminal.last_status() == 130
+
+
+def test_bg_lets_a_stopped_run_go_on_in_the_background(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(COUNTER)
+    terminal.type("warmfork counter.py")
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
+    terminal.keys("C-z")
+    stopped = terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")
+    last = max(ticks(stopped))
+    terminal.type("bg")
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 3, what="the counter to go on after bg")
+    # One line: the job's ticks would land after a prompt in between.
+    terminal.type('kill -INT %1; wait %1; echo "status=$?"')
+    screen = terminal.wait_for(lambda screen: re.search(r"^status=\d+$", screen, re.MULTILINE), what="the job's end")
+    assert has_line(screen, "status=130"), screen
+
+
+def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Terminal) -> None:
+    # python in the background gets SIGTTIN on its read and the job stops,
+    # instead of taking the input meant for the shell.
+    terminal.run("""warmfork -c 'print("got", repr(input()))' &""")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            jobs = terminal.run("jobs", timeout=5)
+        except AssertionError as lost:
+            raise AssertionError(
+                "the shell lost the `jobs` typed to it: the background run read the terminal"
+            ) from lost
+        if "Stopped" in jobs.rsplit(f"{PROMPT_MARK} jobs", 1)[-1]:
+            break
+        assert time.monotonic() < deadline, f"the background run never stopped for its terminal read:\n{jobs}"
+        time.sleep(0.2)
+    terminal.type("echo typed-for-the-shell")
+    screen = terminal.wait_for(lambda screen: has_line(screen, "typed-for-the-shell"), what="the shell's echo")
+    assert "got 'echo" not in screen
+
+
+def test_the_prompt_evaluates_survives_ctrl_c_and_exits_0_on_ctrl_d(terminal: Terminal) -> None:
+    terminal.type("warmfork")
+    screen = terminal.wait_for(at_repl_prompt, what="the interactive prompt")
+    assert re.search(r"^Python 3\.\d+\.\d+ ", screen, re.MULTILINE), screen
+    assert 'Type "help", "copyright", "credits" or "license" for more information.' in screen
+    terminal.type("6*7")
+    terminal.wait_for(lambda screen: has_line(screen, "42") and at_repl_prompt(screen), what="6*7")
+    terminal.type("x = 5")
+    terminal.type("1 +", enter=False)
+    terminal.keys("C-c")  # discards the half-typed line, keeps the session
+    terminal.wait_for(
+        lambda screen: has_line(screen, "KeyboardInterrupt") and at_repl_prompt(screen), what="KeyboardInterrupt"
+    )
+    terminal.type("x * 2")
+    terminal.wait_for(lambda screen: has_line(screen, "10") and at_repl_prompt(screen), what="x * 2 after Ctrl-C")
+    terminal.keys("C-d")
+    terminal.wait_for(at_shell_prompt, what="the shell after Ctrl-D")
+    assert terminal.last_status() == 0
+
+
+def test_dash_i_drops_into_the_prompt_after_the_script(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text("answer = 41\nprint('script' + ' done')\n")
+    terminal.type("warmfork -i script.py")
+    terminal.wait_for(lambda screen: has_line(screen, "script done") and at_repl_prompt(screen), what="the prompt")
+    terminal.type("answer + 1")
+    terminal.wait_for(lambda screen: has_line(screen, "42") and at_repl_prompt(screen), what="answer + 1")
+    terminal.keys("C-d")
+    terminal.wait_for(at_shell_prompt, what="the shell after Ctrl-D")
+    assert terminal.last_status() == 0
+
+
+def test_terminal_size_is_right_at_start_and_after_a_resize(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "winch.py").write_text(
+        "import os, signal, time\n"
+        "got = []\n"
+        "signal.signal(signal.SIGWINCH, lambda number, frame: got.append(number))\n"
+        "print('before', *os.get_terminal_size(), flush=True)\n"
+        "deadline = time.monotonic() + 20\n"
+        "while not got and time.monotonic() < deadline:\n    time.sleep(0.01)\n"
+        "print('after', *os.get_terminal_size())\n"
+    )
+    assert terminal.size() == (100, 30)
+    terminal.type("warmfork winch.py")
+    terminal.wait_for(lambda screen: re.search(r"^before \d+ \d+$", screen, re.MULTILINE), what="the first size")
+    terminal.resize(90, 25)
+    screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
+    assert has_line(screen, "before 100 30"), screen
+    assert has_line(screen, "after 90 25"), screen
+
+
+def test_getpass_reads_the_terminal_without_echo(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "secret.py").write_text(
+        "import getpass\nsecret = getpass.getpass('Sec' + 'ret: ')\nprint('length', len(secret))\n"
+    )
+    terminal.type("warmfork secret.py")
+    terminal.wait_for(lambda screen: "Secret:" in screen, what="the password prompt")
+    terminal.type("hunter2")
+    screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
+    assert has_line(screen, "length 7"), screen
+    assert "hunter2" not in screen, "the password was echoed"
+    assert "GetPassWarning" not in screen
+    assert terminal.last_status() == 0
