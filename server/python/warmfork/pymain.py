@@ -66,20 +66,6 @@ def main() -> None:
     _run(config)
 
 
-def prepare() -> None:
-    """Rehearse the side-effect-free part of :func:`main` in a worker that
-    waits in the pool (from ``_worker.prepare``): the first run of code in a
-    forked process copies every page it writes to, which here costs more
-    than the code itself, about 1 ms; rehearsed, that is off the critical path."""
-    try:
-        config = pyoptions.parse_command_line(["warmfork", "-c", "pass"])
-        pyoptions.read_environment(config, os.environ)
-        pyoptions.startup_conflict(config)
-    except (pyoptions.UsageError, pyoptions.FatalError):
-        pass  # the server's own variables may be odd; the rehearsal only warms
-    compile("pass\n", "<string>", "exec", dont_inherit=True)
-
-
 def _read_config(argv: list[str]) -> pyoptions.Config | None:
     """The configuration, or None when ``--help`` or ``--version`` was answered."""
     program = argv[0] if argv and argv[0] else "warmfork"

@@ -79,7 +79,7 @@ def serve(
         _native.serve(
             listener,
             handler or _default_handler(),
-            prepare=_worker.prepare if handler else _prepare_default_worker,
+            prepare=_worker.prepare,
             run=_worker.run,
             pool=pool,
             request_timeout=request_timeout,
@@ -117,14 +117,6 @@ def _prepare(
     moved, millis = _native.collapse_heap()
     if moved:
         _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
-
-
-def _prepare_default_worker() -> None:
-    """An idle worker's preparation, with the python-compatible handler's
-    own rehearsal."""
-    from . import pymain
-
-    _worker.prepare(pymain.prepare)
 
 
 def _default_handler() -> Callable[[], object]:
