@@ -199,3 +199,55 @@ def test_the_client_will_not_send_its_environment_to_another_users_server(reacha
     done = as_nobody(CLIENT, "-c", "pass", env={"WARMFORK_SOCKET": os.fspath(reachable_server.socket)})
     assert done.returncode == 202
     assert "runs as uid 0, not as you" in done.stderr
+
+
+def test_ten_clients_on_a_cold_socket_start_exactly_one_server(tmp_path: Path) -> None:
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(SERVER)}
+    clients = [
+        subprocess.Popen([CLIENT, "-c", f"print({i})"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(10)
+    ]
+    try:
+        outputs = [client.communicate(timeout=60) for client in clients]
+        assert [client.returncode for client in clients] == [0] * 10, outputs
+        assert sorted(int(out) for out, _ in outputs) == list(range(10))
+        log = Path(f"{sock}.log").read_text()
+        assert log.count("serving on") == 1, log
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
+def test_a_server_command_that_fails_is_reported_with_its_log(tmp_path: Path) -> None:
+    sock = tmp_path / "s" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": "echo no numpy here >&2; exit 3"}
+    done = subprocess.run([CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 202
+    assert b"exited with status 3" in done.stderr
+    assert Path(f"{sock}.log").read_text() == "no numpy here\n"
+
+
+def test_daemon_returns_once_ready_and_logs_to_the_socket_directory(tmp_path: Path) -> None:
+    sock = tmp_path / "d" / "default.sock"
+    started = control("--daemon", "--socket", os.fspath(sock))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "serving on" in started.stdout
+        done = subprocess.run(
+            [CLIENT, "-c", "print('from the daemon')"],
+            env={**os.environ, "WARMFORK_SOCKET": os.fspath(sock)},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, b"from the daemon\n")
+        second = control("--daemon", "--socket", os.fspath(sock))
+        assert second.returncode == 1
+        assert "already serving" in second.stderr
+    finally:
+        assert control("stop", "--socket", os.fspath(sock)).returncode == 0
+    log = Path(f"{sock}.log").read_text()
+    assert "serving on" in log
+    assert "from the daemon" in log and "exit 0" in log

@@ -162,6 +162,11 @@ fn run_request(
             )
         }
     };
+    // The client exits as soon as it reads the status, and the server answers
+    // a client's hang-up with SIGHUP; from here on that must not change how
+    // this worker ends.
+    // SAFETY: setting a disposition to SIG_IGN runs no code.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     send_reply(connection, &Reply::Exit(status));

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from . import _native, control
+from . import _native, control, daemon
 from .errors import WarmforkError
 from .server import DEFAULT_GRACE, DEFAULT_POOL, serve
 
@@ -75,6 +76,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_GRACE:g}; a second signal ends them at once)",
     )
     parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="run in the background: return once the server is ready (or say why it is not), "
+        "logging to SOCKET.log",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("error", "warning", "info", "debug"),
         default="info",
@@ -122,17 +129,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    preload = [name for group in args.preload for name in group.split(",") if name]
+    if args.daemon:
+        return daemon.start(_socket(args), lambda on_ready: _run_server(args, on_ready))
     try:
-        serve(
-            socket=_socket(args),
-            preload=preload,
-            warmup=args.warmup,
-            request_timeout=args.request_timeout,
-            pool=args.pool,
-            grace=args.grace,
-            log_level=args.log_level,
-        )
+        _run_server(args, None)
     except KeyboardInterrupt:
         return _EXIT_INTERRUPTED
     return 0
+
+
+def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None) -> None:
+    serve(
+        socket=_socket(args),
+        preload=[name for group in args.preload for name in group.split(",") if name],
+        warmup=args.warmup,
+        request_timeout=args.request_timeout,
+        pool=args.pool,
+        grace=args.grace,
+        log_level=args.log_level,
+        on_ready=on_ready,
+    )

@@ -40,6 +40,7 @@ def serve(
     pool: int = DEFAULT_POOL,
     grace: float = DEFAULT_GRACE,
     log_level: str = "info",
+    on_ready: Callable[[], object] | None = None,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -52,7 +53,8 @@ def serve(
     ``warmup`` a Python file to run before serving. ``pool`` workers are
     kept forked in advance, ready to run. When told to stop, runs in
     progress get ``grace`` seconds to finish. ``log_level`` is ``error``,
-    ``warning``, ``info`` (one line per run) or ``debug``. ``socket`` defaults to
+    ``warning``, ``info`` (one line per run) or ``debug``. ``on_ready`` is called
+    once the server is warm, just before it starts serving. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -76,6 +78,8 @@ def serve(
     try:
         _prepare(handler, preload, warmup)
         _log(f"serving on {path} (pid {os.getpid()})")
+        if on_ready is not None:
+            on_ready()
         _native.serve(
             listener,
             handler or _default_handler(),

@@ -43,6 +43,13 @@ pub enum Failure<'a> {
     Lost,
     /// A system call failed.
     System { call: &'static str, errno: Errno },
+    /// The server started from `WARMFORK_SERVER` exited, or did not listen
+    /// in time (`code` -1).
+    ServerDidNotStart {
+        path: &'a [u8],
+        command: &'a [u8],
+        code: i32,
+    },
     /// The fallback interpreter could not be run.
     Fallback { name: &'a [u8], errno: Errno },
     /// A bug in the client (reached only through the panic handler).
@@ -129,6 +136,24 @@ impl Failure<'_> {
                 line.push(b" failed: ");
                 line.push_errno(errno);
                 EXIT_SYSTEM
+            }
+            Failure::ServerDidNotStart {
+                path,
+                command,
+                code,
+            } => {
+                line.push(b"the server started with `");
+                line.push(command);
+                line.push(b"` (WARMFORK_SERVER) ");
+                if code >= 0 {
+                    let _ = write!(line, "exited with status {code}");
+                } else {
+                    line.push(b"did not listen in time");
+                }
+                line.push(b"; see ");
+                line.push(path);
+                line.push(b".log");
+                EXIT_NO_SERVER
             }
             Failure::Fallback { name, errno } => {
                 line.push(b"cannot run the fallback interpreter ");

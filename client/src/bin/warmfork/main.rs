@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod autostart;
 mod connect;
 mod failure;
 mod fallback;
@@ -69,7 +70,13 @@ fn run<'a>(
     buf: &'a mut [u8; MAX_REPLY_LEN],
     signals: &mut signals::Forwarder,
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
-    let socket = connect::connect(path)?;
+    let socket = match connect::connect(path) {
+        Err(failure @ Failure::NoServer { .. }) => match autostart::start(request.process, path) {
+            Some(started) => started?,
+            None => return Err(failure),
+        },
+        connected => connected?,
+    };
     // `umask` can only be read by setting it; put it straight back.
     let umask = rustix::process::umask(Mode::empty());
     rustix::process::umask(umask);

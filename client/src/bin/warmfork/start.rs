@@ -74,6 +74,11 @@ impl Process {
             .map(|&p| string(p))
     }
 
+    /// The environment array, null-terminated, for `execve`.
+    pub fn envp(&self) -> *const *const c_char {
+        self.envp
+    }
+
     /// The number of arguments.
     pub fn argc(&self) -> usize {
         self.argc

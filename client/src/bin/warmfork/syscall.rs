@@ -10,6 +10,7 @@ use rustix::io::Errno;
 #[cfg(target_arch = "x86_64")]
 mod nr {
     pub const RT_SIGPROCMASK: usize = 14;
+    pub const CLONE: usize = 56;
     pub const EXECVE: usize = 59;
     pub const EXIT_GROUP: usize = 231;
     pub const SIGNALFD4: usize = 289;
@@ -18,6 +19,7 @@ mod nr {
 #[cfg(target_arch = "aarch64")]
 mod nr {
     pub const SIGNALFD4: usize = 74;
+    pub const CLONE: usize = 220;
     pub const EXECVE: usize = 221;
     pub const EXIT_GROUP: usize = 94;
     pub const RT_SIGPROCMASK: usize = 135;
@@ -135,6 +137,23 @@ pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *cons
         )
     };
     Errno::from_raw_os_error(-ret as i32)
+}
+
+/// `fork`, as `clone(SIGCHLD)` (aarch64 has no `fork` system call).
+/// Returns the child's pid in the parent and `None` in the child.
+///
+/// # Safety
+///
+/// The process must have a single thread; the child must only make system
+/// calls until it execs or exits (it shares nothing, but inherits a copy of
+/// a process that libc-less code may not expect to be duplicated).
+pub unsafe fn fork() -> Result<Option<rustix::process::Pid>, Errno> {
+    const SIGCHLD: usize = 17;
+    // SAFETY: with no new stack and no thread-related flags, clone returns
+    // twice like fork, each process on its own copy of this stack.
+    let ret = unsafe { syscall4(nr::CLONE, SIGCHLD, 0, 0, 0) };
+    let pid = result(ret)?;
+    Ok(rustix::process::Pid::from_raw(pid as i32))
 }
 
 /// `exit_group`—ends the process with status `code`.

@@ -1,0 +1,62 @@
+"""``warmfork-server --daemon``: serve in the background, and return only
+once the server is ready to serve, or with the reason it is not."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import WarmforkError
+
+
+def start(socket: Path, serve: Callable[[Callable[[], object]], object]) -> int:
+    """Fork; the child detaches and runs ``serve(on_ready)`` with its output
+    in ``SOCKET.log``. Returns the parent's exit status: 0 once the child
+    said it is ready, 1 (after printing why) if it failed first."""
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_write)
+        with os.fdopen(ready_read, "rb") as ready:
+            word = ready.read().decode(errors="replace")
+        if word == "ready":
+            print(f"warmfork-server: serving on {socket} (pid {pid}); log in {socket}.log")
+            return 0
+        reason = word or f"it exited; see {socket}.log"
+        print(f"warmfork-server: the server did not start: {reason}", file=sys.stderr)
+        return 1
+    os.close(ready_read)
+    code = _detached(socket, serve, ready_write)
+    os._exit(code)
+
+
+def _detached(socket: Path, serve: Callable[[Callable[[], object]], object], ready_write: int) -> int:
+    os.setsid()
+    socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = os.open(f"{socket}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+
+    def on_ready() -> None:
+        os.write(ready_write, b"ready")
+        os.close(ready_write)
+
+    try:
+        serve(on_ready)
+    except WarmforkError as exc:
+        print(f"warmfork-server: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):  # already closed if it failed after starting
+            os.write(ready_write, str(exc).encode())
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
