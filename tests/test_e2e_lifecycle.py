@@ -251,3 +251,39 @@ def test_daemon_returns_once_ready_and_logs_to_the_socket_directory(tmp_path: Pa
     log = Path(f"{sock}.log").read_text()
     assert "serving on" in log
     assert "from the daemon" in log and "exit 0" in log
+
+
+def test_a_socket_passed_by_systemd_is_served_and_left_in_place(tmp_path: Path) -> None:
+    sock_dir = tmp_path / "activation"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "warmfork.sock"
+    # What systemd does: bind and listen, pass the socket as descriptor 3,
+    # name this very process in LISTEN_PID, then exec the service.
+    launcher = (
+        "import os, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+        "os.dup2(s.fileno(), 3); os.set_inheritable(3, True)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'warmfork'])\n"
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", launcher, sock], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 30
+        while "serving on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"serving on {sock}" in log.read_text()
+        env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+        done = subprocess.run(
+            [CLIENT, "-c", "import os; print(os.environ.get('LISTEN_FDS'))"],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, b"None\n")
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+    assert sock.exists()  # the socket file belongs to systemd

@@ -64,6 +64,14 @@ impl Listener {
         Ok(Listener { inner: Some(inner) })
     }
 
+    /// Takes over the listening socket systemd passed as descriptor `fd`
+    /// (socket activation).
+    #[staticmethod]
+    fn inherit(fd: i32) -> PyResult<Self> {
+        let inner = listener::Listener::inherit(fd).map_err(PyOSError::new_err)?;
+        Ok(Listener { inner: Some(inner) })
+    }
+
     /// The socket's path.
     #[getter]
     fn path(&self) -> Option<PathBuf> {

@@ -15,6 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{FromRawFd, RawFd};
+
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -29,7 +31,9 @@ pub struct Listener {
     socket: OwnedFd,
     lock: OwnedFd,
     path: PathBuf,
-    inode: (u64, u64),
+    /// The socket file this listener created, to remove at the end; `None`
+    /// for a socket handed over by systemd, which owns its file.
+    inode: Option<(u64, u64)>,
 }
 
 impl Listener {
@@ -78,7 +82,40 @@ impl Listener {
             socket,
             lock,
             path: path.to_owned(),
-            inode: (meta.dev(), meta.ino()),
+            inode: Some((meta.dev(), meta.ino())),
+        })
+    }
+
+    /// Takes over a listening Unix socket passed as descriptor `fd` by
+    /// systemd socket activation. The lock is taken as for a bound socket,
+    /// so a second server on the same path still fails; the socket file is
+    /// systemd's and is left in place at the end.
+    pub fn inherit(fd: RawFd) -> Result<Listener, String> {
+        // SAFETY: systemd passes the listening socket as this descriptor and
+        // nothing else in the process uses it; from here on it is ours.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let listening = rustix::net::sockopt::socket_acceptconn(&socket).unwrap_or(false);
+        let address = rustix::net::getsockname(&socket).ok();
+        let path = address
+            .and_then(|a| SocketAddrUnix::try_from(a).ok())
+            .and_then(|a| {
+                a.path()
+                    .map(|p| PathBuf::from(OsStr::from_bytes(p.to_bytes())))
+            });
+        let (true, Some(path)) = (listening, path) else {
+            return Err(format!(
+                "descriptor {fd} from LISTEN_FDS is not a listening Unix socket with a path"
+            ));
+        };
+        rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)
+            .and_then(|()| rustix::fs::fcntl_setfl(&socket, OFlags::NONBLOCK))
+            .map_err(|e| format!("cannot set up the socket from LISTEN_FDS: {e}"))?;
+        let lock = lock(&path)?;
+        Ok(Listener {
+            socket,
+            lock,
+            path,
+            inode: None,
         })
     }
 
@@ -100,8 +137,9 @@ impl Listener {
     /// Removes the socket file if it is still the one this listener created
     /// (another server may have replaced it after this one was stopped).
     pub fn remove(&self) {
-        let ours =
-            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
+        let ours = self.inode.is_some_and(|inode| {
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == inode)
+        });
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -20,6 +20,9 @@ class Listener:
     """A bound, locked, listening socket."""
 
     def __init__(self, path: str | PathLike[str]) -> None: ...
+    @staticmethod
+    def inherit(fd: int) -> Listener:
+        """Take over a listening socket passed by systemd socket activation."""
     @property
     def path(self) -> Path | None: ...
     def close(self) -> None:

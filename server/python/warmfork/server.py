@@ -64,9 +64,14 @@ def serve(
         _native.set_log_level(log_level)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
-    path = Path(socket) if socket is not None else _native.socket_path()
+    activated = _activation_fd()
     try:
-        listener = _native.Listener(path)
+        if activated is not None:
+            listener = _native.Listener.inherit(activated)
+            path = listener.path or Path("?")
+        else:
+            path = Path(socket) if socket is not None else _native.socket_path()
+            listener = _native.Listener(path)
     except OSError as exc:
         raise ServerError(str(exc)) from None
     # From here on SIGTERM stops the server cleanly, warm-up included.
@@ -129,6 +134,19 @@ def _default_handler() -> Callable[[], object]:
     from .pymain import main
 
     return main
+
+
+def _activation_fd() -> int | None:
+    """The listening socket systemd passed (socket activation), if any:
+    descriptor 3 when ``LISTEN_PID`` is this process and ``LISTEN_FDS`` is at
+    least 1. The variables are removed so that nothing started later takes
+    them for its own."""
+    pid = os.environ.pop("LISTEN_PID", None)
+    count = os.environ.pop("LISTEN_FDS", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or not count or not count.isdigit() or int(count) < 1:
+        return None
+    return 3
 
 
 def _warm_up(preload: Iterable[str], warmup: str | os.PathLike[str] | None) -> None:
