@@ -287,3 +287,45 @@ def test_a_socket_passed_by_systemd_is_served_and_left_in_place(tmp_path: Path) 
         process.terminate()
         assert process.wait(timeout=15) == 0
     assert sock.exists()  # the socket file belongs to systemd
+
+
+def test_an_edit_of_a_preloaded_module_is_seen_by_the_next_run(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "settings_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "PYTHONPATH": os.fspath(code)}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*SERVER, "--preload", "settings_mod"], env=env, stdout=out, stderr=out)
+    program = ["-c", "import settings_mod; print(settings_mod.VALUE)"]
+    try:
+        deadline = time.monotonic() + 30
+        while "watching" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = subprocess.run([CLIENT, *program], env=env, capture_output=True, timeout=30, check=False)
+        assert first.stdout == b"old\n"
+        # A run in progress when the file changes finishes on the code it started with.
+        slow = subprocess.Popen(
+            [CLIENT, "-c", "import settings_mod, time; time.sleep(1); print(settings_mod.VALUE)"],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        time.sleep(0.3)
+        module.write_text("VALUE = 'new'\n")
+        second = subprocess.run([CLIENT, *program], env=env, capture_output=True, timeout=30, check=False)
+        assert (second.returncode, second.stdout) == (0, b"new\n"), second.stderr
+        assert slow.communicate(timeout=30)[0] == b"old\n"
+        assert process.wait(timeout=15) == 0  # the old server retires once its run is done
+        assert "changed: handing the socket to a fresh server" in log.read_text()
+        status = control("status", "--socket", os.fspath(sock))
+        assert status.returncode == 0
+        assert f"pid {process.pid}" not in status.stdout
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+        if process.poll() is None:
+            process.kill()
+    assert not sock.exists()

@@ -5,6 +5,8 @@
 //! does the parts that must not depend on the interpreter's cooperation:
 //! the socket, the event loop, reading untrusted requests, and forking.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +18,9 @@ mod incoming;
 mod listener;
 mod log;
 mod pool;
+mod reload;
 mod server;
+mod watch;
 mod worker;
 
 /// The socket path the shared rule picks for server `name` from this
@@ -67,8 +71,10 @@ impl Listener {
     /// Takes over the listening socket systemd passed as descriptor `fd`
     /// (socket activation).
     #[staticmethod]
-    fn inherit(fd: i32) -> PyResult<Self> {
-        let inner = listener::Listener::inherit(fd).map_err(PyOSError::new_err)?;
+    #[pyo3(signature = (fd, lock_fd = None, path = None))]
+    fn inherit(fd: i32, lock_fd: Option<i32>, path: Option<PathBuf>) -> PyResult<Self> {
+        let inner = listener::Listener::inherit(fd, lock_fd, path.as_deref())
+            .map_err(PyOSError::new_err)?;
         Ok(Listener { inner: Some(inner) })
     }
 
@@ -92,7 +98,7 @@ impl Listener {
 /// called `prepare()`, and runs one request by
 /// `run(handler, argv, env, umask, ignored_signals)`.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -104,6 +110,8 @@ fn serve(
     request_timeout: f64,
     grace: f64,
     wakeup_fd: Option<i32>,
+    watch: Vec<PathBuf>,
+    restart: Vec<PathBuf>,
 ) -> PyResult<()> {
     let inner = listener
         .inner
@@ -115,6 +123,23 @@ fn serve(
         prepare: &prepare,
         run: &run,
     };
+    let freshness = if watch.is_empty() || restart.is_empty() {
+        server::Freshness::default()
+    } else {
+        let (watcher, count) = watch::Watcher::new(&watch).map_err(PyOSError::new_err)?;
+        log::info(&format!(
+            "watching {count} files of the loaded code for changes"
+        ));
+        let restart = restart
+            .iter()
+            .map(|arg| CString::new(arg.as_os_str().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| PyValueError::new_err("the restart command line holds a NUL byte"))?;
+        server::Freshness {
+            watcher: Some(watcher),
+            restart,
+        }
+    };
     server::serve(
         py,
         inner,
@@ -125,6 +150,7 @@ fn serve(
             wakeup: wakeup_fd,
             grace: seconds(grace, "grace")?,
         },
+        freshness,
     )
 }
 

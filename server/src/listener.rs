@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::os::fd::{FromRawFd, RawFd};
 
@@ -34,6 +35,9 @@ pub struct Listener {
     /// The socket file this listener created, to remove at the end; `None`
     /// for a socket handed over by systemd, which owns its file.
     inode: Option<(u64, u64)>,
+    /// Set once the socket is handed to a replacement server, which then
+    /// owns the file.
+    handed_over: AtomicBool,
 }
 
 impl Listener {
@@ -83,6 +87,7 @@ impl Listener {
             lock,
             path: path.to_owned(),
             inode: Some((meta.dev(), meta.ino())),
+            handed_over: AtomicBool::new(false),
         })
     }
 
@@ -90,33 +95,71 @@ impl Listener {
     /// systemd socket activation. The lock is taken as for a bound socket,
     /// so a second server on the same path still fails; the socket file is
     /// systemd's and is left in place at the end.
-    pub fn inherit(fd: RawFd) -> Result<Listener, String> {
+    ///
+    /// A server replacing another (see `reload.rs`) also gets the lock, as
+    /// `lock_fd`, still held.
+    ///
+    /// `path` names the socket when the address it was bound at is not its
+    /// name (a server binds at a temporary name and renames it into place).
+    pub fn inherit(
+        fd: RawFd,
+        lock_fd: Option<RawFd>,
+        path: Option<&Path>,
+    ) -> Result<Listener, String> {
         // SAFETY: systemd passes the listening socket as this descriptor and
         // nothing else in the process uses it; from here on it is ours.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
         let listening = rustix::net::sockopt::socket_acceptconn(&socket).unwrap_or(false);
         let address = rustix::net::getsockname(&socket).ok();
-        let path = address
+        let bound = address
             .and_then(|a| SocketAddrUnix::try_from(a).ok())
             .and_then(|a| {
                 a.path()
                     .map(|p| PathBuf::from(OsStr::from_bytes(p.to_bytes())))
             });
-        let (true, Some(path)) = (listening, path) else {
+        let (true, Some(bound)) = (listening, bound) else {
             return Err(format!(
                 "descriptor {fd} from LISTEN_FDS is not a listening Unix socket with a path"
             ));
         };
+        let path = path.map_or(bound, Path::to_owned);
         rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)
             .and_then(|()| rustix::fs::fcntl_setfl(&socket, OFlags::NONBLOCK))
             .map_err(|e| format!("cannot set up the socket from LISTEN_FDS: {e}"))?;
-        let lock = lock(&path)?;
+        let handed_over_lock = lock_fd.is_some();
+        let lock = match lock_fd {
+            Some(lock_fd) => {
+                // SAFETY: as for `fd`: the descriptor was handed to this
+                // process for this purpose, already holding the lock.
+                let lock = unsafe { OwnedFd::from_raw_fd(lock_fd) };
+                name_holder(&lock);
+                lock
+            }
+            None => lock(&path)?,
+        };
+        rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::CLOEXEC)
+            .map_err(|e| format!("cannot set up the inherited lock: {e}"))?;
+        // A socket handed over by a server is this server's to remove at the
+        // end; one from systemd belongs to systemd.
+        let inode = if handed_over_lock {
+            std::fs::symlink_metadata(&path)
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        } else {
+            None
+        };
         Ok(Listener {
             socket,
             lock,
             path,
-            inode: None,
+            inode,
+            handed_over: AtomicBool::new(false),
         })
+    }
+
+    /// Records that a replacement server now owns the socket file.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
     }
 
     /// The listening socket.
@@ -137,9 +180,10 @@ impl Listener {
     /// Removes the socket file if it is still the one this listener created
     /// (another server may have replaced it after this one was stopped).
     pub fn remove(&self) {
-        let ours = self.inode.is_some_and(|inode| {
-            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == inode)
-        });
+        let ours = !self.handed_over.load(Ordering::Relaxed)
+            && self.inode.is_some_and(|inode| {
+                std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == inode)
+            });
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -195,9 +239,7 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
     .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {
-            // The lock file names its holder, for the message below.
-            let _ = rustix::fs::ftruncate(&fd, 0);
-            let _ = rustix::io::pwrite(&fd, format!("{}\n", std::process::id()).as_bytes(), 0);
+            name_holder(&fd);
             Ok(fd)
         }
         Err(Errno::WOULDBLOCK) => {
@@ -210,6 +252,13 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
         }
         Err(e) => Err(format!("cannot lock {}: {e}", lock_path.display())),
     }
+}
+
+/// Writes this process's pid into the lock file, for `status`, `stop` and
+/// the message a second server gets.
+fn name_holder(lock: &OwnedFd) {
+    let _ = rustix::fs::ftruncate(lock, 0);
+    let _ = rustix::io::pwrite(lock, format!("{}\n", std::process::id()).as_bytes(), 0);
 }
 
 fn temporary_name(path: &Path) -> PathBuf {

@@ -7,6 +7,7 @@
 //! block the loop: sockets are non-blocking, each event gets one bounded read,
 //! and a request has a deadline.
 
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ use crate::incoming::{Incoming, Progress};
 use crate::listener::Listener;
 use crate::log;
 use crate::pool::{self, Pool, Process};
+use crate::reload;
+use crate::watch::Watcher;
 use crate::worker::{self, Hooks};
 
 /// How long a worker whose client hung up gets between SIGHUP and SIGKILL.
@@ -72,6 +75,23 @@ struct Server<'a, 'py> {
     uid: Uid,
     connections: Vec<Connection>,
     pool: Pool,
+    /// Watches the files of the loaded code, when asked to.
+    watcher: Option<Watcher>,
+    /// The server's own command line, to start a fresh server with.
+    restart: Vec<CString>,
+    /// The socket has been handed to a fresh server; this one only lets its
+    /// runs in progress finish.
+    retiring: bool,
+}
+
+/// Keeping the served code fresh: the files to watch and the command line
+/// that starts a replacement server (see `reload.rs`).
+#[derive(Debug, Default)]
+pub struct Freshness {
+    /// The watcher over the loaded code's files.
+    pub watcher: Option<Watcher>,
+    /// The server's own command line.
+    pub restart: Vec<CString>,
 }
 
 /// Serves `listener` until a Python signal handler raises.
@@ -80,6 +100,7 @@ pub fn serve(
     listener: &Listener,
     hooks: Hooks<'_, '_>,
     settings: Settings,
+    freshness: Freshness,
 ) -> PyResult<()> {
     let mut server = Server {
         py,
@@ -89,12 +110,20 @@ pub fn serve(
         uid: rustix::process::geteuid(),
         connections: Vec::new(),
         pool: Pool::new(settings.pool),
+        watcher: freshness.watcher,
+        restart: freshness.restart,
+        retiring: false,
     };
     server.refill();
     loop {
-        if let Err(stop) = server.turn() {
-            server.shutdown();
-            return Err(stop);
+        match server.turn() {
+            Ok(true) => {}
+            // Retired: a fresh server has the socket and every run has ended.
+            Ok(false) => return Ok(()),
+            Err(stop) => {
+                server.shutdown();
+                return Err(stop);
+            }
         }
     }
 }
@@ -187,11 +216,15 @@ struct Ready {
 
 impl Server<'_, '_> {
     /// One turn of the loop: wait, then serve everything that is ready.
-    fn turn(&mut self) -> PyResult<()> {
+    fn turn(&mut self) -> PyResult<bool> {
         // A signal that arrived while the loop was busy (forking, say) was
         // only noted by Python's C handler; act on it now.
         self.py.check_signals()?;
-        let (listener_ready, ready, dead_idle) = self.wait()?;
+        let (listener_ready, ready, dead_idle, watch_ready) = self.wait()?;
+        // Before any request is handed to a worker: is the code still fresh?
+        if watch_ready {
+            self.check_freshness();
+        }
         let now = Instant::now();
         // Backwards, so removing a connection does not move those still to
         // be visited.
@@ -203,18 +236,49 @@ impl Server<'_, '_> {
         if !dead_idle.is_empty() {
             self.pool.reap_dead(&dead_idle);
         }
+        if self.retiring {
+            return Ok(!self.connections.is_empty());
+        }
         if listener_ready {
             self.accept();
         }
         // Every run that became ready this turn has started; only now fork.
         self.refill();
-        Ok(())
+        Ok(true)
+    }
+
+    /// Hands the socket to a fresh server if a watched file changed.
+    fn check_freshness(&mut self) {
+        let Some(file) = self.watcher.as_mut().and_then(Watcher::changed) else {
+            return;
+        };
+        match reload::spawn_replacement(&self.restart, self.listener) {
+            Ok(pid) => {
+                log::info(&format!(
+                    "{} changed: handing the socket to a fresh server (pid {}); {} run(s) finish here",
+                    file.display(),
+                    pid.as_raw_nonzero(),
+                    self.connections
+                        .iter()
+                        .filter(|c| matches!(c.state, State::Running { .. }))
+                        .count()
+                ));
+                self.listener.hand_over();
+                self.retiring = true;
+                self.watcher = None;
+                self.pool.clear();
+            }
+            Err(message) => log::warning(&format!(
+                "{} changed but {message}; serving on",
+                file.display()
+            )),
+        }
     }
 
     /// Waits, without the GIL, until something needs attention. Returns
     /// whether the listener is ready, what is ready per connection, and the
     /// pidfds of idle workers that have exited.
-    fn wait(&self) -> PyResult<(bool, Vec<Ready>, Vec<RawFd>)> {
+    fn wait(&self) -> PyResult<(bool, Vec<Ready>, Vec<RawFd>, bool)> {
         let now = Instant::now();
         let timeout = self
             .connections
@@ -231,7 +295,12 @@ impl Server<'_, '_> {
         // Where each connection's socket and pidfd sit in `fds`, if polled.
         let mut slots = Vec::with_capacity(self.connections.len());
         let listening = self.listener.socket();
-        let mut fds = vec![PollFd::new(&listening, PollFlags::IN)];
+        let accepting = if self.retiring {
+            PollFlags::empty()
+        } else {
+            PollFlags::IN
+        };
+        let mut fds = vec![PollFd::new(&listening, accepting)];
         for connection in &self.connections {
             let (watch_socket, pidfd) = match &connection.state {
                 State::Reading(_) => (true, None),
@@ -264,6 +333,11 @@ impl Server<'_, '_> {
         if let Some(wakeup) = &wakeup {
             fds.push(PollFd::new(wakeup, PollFlags::IN));
         }
+        let watching = self.watcher.as_ref().map(Watcher::fd);
+        let watch_at = watching.as_ref().map(|fd| {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+            fds.len() - 1
+        });
         let idle_from = fds.len();
         for idle in self.pool.idle() {
             fds.push(PollFd::new(&idle.process.pidfd, PollFlags::IN));
@@ -299,7 +373,7 @@ impl Server<'_, '_> {
             .filter(|fd| !fd.revents().is_empty())
             .map(|fd| fd.as_fd().as_raw_fd())
             .collect();
-        Ok((busy(Some(0)), ready, dead_idle))
+        Ok((busy(Some(0)), ready, dead_idle, busy(watch_at)))
     }
 
     /// Accepts waiting clients; refuses those of another user.
@@ -390,6 +464,15 @@ impl Server<'_, '_> {
             Progress::Closed => false,
             Progress::Refused(code, message) => {
                 refuse(&connection.socket, code, &message);
+                false
+            }
+            Progress::Complete if self.retiring => {
+                let message = "the server is being replaced after an edit of its code; run again";
+                refuse(
+                    &self.connections[index].socket,
+                    ErrorCode::Internal,
+                    message,
+                );
                 false
             }
             Progress::Complete => self.start(index),

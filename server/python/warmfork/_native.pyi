@@ -21,7 +21,7 @@ class Listener:
 
     def __init__(self, path: str | PathLike[str]) -> None: ...
     @staticmethod
-    def inherit(fd: int) -> Listener:
+    def inherit(fd: int, lock_fd: int | None = None, path: str | PathLike[str] | None = None) -> Listener:
         """Take over a listening socket passed by systemd socket activation."""
     @property
     def path(self) -> Path | None: ...
@@ -38,5 +38,7 @@ def serve(
     request_timeout: float = 10.0,
     grace: float = 10.0,
     wakeup_fd: int | None = None,
+    watch: list[str] = ...,
+    restart: list[str] = ...,
 ) -> None:
     """Serve until a signal handler raises."""

@@ -76,6 +76,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_GRACE:g}; a second signal ends them at once)",
     )
     parser.add_argument(
+        "--no-reload",
+        dest="reload",
+        action="store_false",
+        help="do not replace the server when a loaded module or the warm-up file changes",
+    )
+    parser.add_argument(
         "--daemon",
         action="store_true",
         help="run in the background: return once the server is ready (or say why it is not), "
@@ -148,4 +154,5 @@ def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None)
         grace=args.grace,
         log_level=args.log_level,
         on_ready=on_ready,
+        reload=args.reload,
     )

@@ -63,7 +63,8 @@ def stop(socket: Path, timeout: float) -> int:
     if pid <= 0:
         print(f"warmfork-server: a server holds {socket}.lock but its pid is unknown; stop it by hand")
         return 1
-    os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # it may have just gone
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running_pid(socket) is None:

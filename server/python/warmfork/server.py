@@ -15,6 +15,10 @@ from pathlib import Path
 from . import _native, _worker
 from .errors import ServerError
 
+# LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
+# matches FD_NAMES in server/src/reload.rs.
+_HANDOVER_NAMES = "warmfork:warmfork-lock"
+
 #: Seconds runs in progress may go on after the server is told to stop.
 DEFAULT_GRACE = 10.0
 
@@ -41,6 +45,7 @@ def serve(
     grace: float = DEFAULT_GRACE,
     log_level: str = "info",
     on_ready: Callable[[], object] | None = None,
+    reload: bool = True,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -54,7 +59,10 @@ def serve(
     kept forked in advance, ready to run. When told to stop, runs in
     progress get ``grace`` seconds to finish. ``log_level`` is ``error``,
     ``warning``, ``info`` (one line per run) or ``debug``. ``on_ready`` is called
-    once the server is warm, just before it starts serving. ``socket`` defaults to
+    once the server is warm, just before it starts serving. With ``reload``,
+    an edit of any loaded module or of the warm-up file makes the server
+    hand its socket to a fresh copy of itself (same command line) before the
+    next run, and return once its own runs have finished. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -64,14 +72,18 @@ def serve(
         _native.set_log_level(log_level)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
-    activated = _activation_fd()
+    activated = _activation_fds()
     try:
-        if activated is not None:
-            listener = _native.Listener.inherit(activated)
-            path = listener.path or Path("?")
-        else:
+        if activated is None:
             path = Path(socket) if socket is not None else _native.socket_path()
             listener = _native.Listener(path)
+        elif activated[1] is not None:
+            # A server replacing itself: the same command line names the path.
+            path = Path(socket) if socket is not None else _native.socket_path()
+            listener = _native.Listener.inherit(*activated, path)
+        else:
+            listener = _native.Listener.inherit(activated[0])
+            path = listener.path or Path("?")
     except OSError as exc:
         raise ServerError(str(exc)) from None
     # From here on SIGTERM stops the server cleanly, warm-up included.
@@ -94,6 +106,8 @@ def serve(
             request_timeout=request_timeout,
             grace=grace,
             wakeup_fd=wakeup_read,
+            watch=_watched_files(warmup) if reload else [],
+            restart=_restart_command(),
         )
     except _Stopped:
         _log("stopped by SIGTERM")
@@ -136,17 +150,36 @@ def _default_handler() -> Callable[[], object]:
     return main
 
 
-def _activation_fd() -> int | None:
-    """The listening socket systemd passed (socket activation), if any:
-    descriptor 3 when ``LISTEN_PID`` is this process and ``LISTEN_FDS`` is at
-    least 1. The variables are removed so that nothing started later takes
-    them for its own."""
+def _activation_fds() -> tuple[int, int | None] | None:
+    """The listening socket passed to this process, if any, and the lock
+    that goes with it: descriptor 3 when ``LISTEN_PID`` is this process and
+    ``LISTEN_FDS`` is at least 1 (systemd socket activation), and descriptor
+    4 too when a server replacing itself hands over its lock as well
+    (``LISTEN_FDNAMES=warmfork:warmfork-lock``). The variables are removed so
+    that nothing started later takes them for its own."""
     pid = os.environ.pop("LISTEN_PID", None)
     count = os.environ.pop("LISTEN_FDS", None)
-    os.environ.pop("LISTEN_FDNAMES", None)
+    names = os.environ.pop("LISTEN_FDNAMES", None)
     if pid != str(os.getpid()) or not count or not count.isdigit() or int(count) < 1:
         return None
-    return 3
+    return (3, 4) if count == "2" and names == _HANDOVER_NAMES else (3, None)
+
+
+def _watched_files(warmup: str | os.PathLike[str] | None) -> list[str]:
+    """The files of every module loaded so far, and the warm-up file: when
+    one changes, the server replaces itself so no run sees stale code."""
+    files = {os.path.realpath(warmup)} if warmup is not None else set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and os.path.isfile(file):
+            files.add(os.path.realpath(file))
+    return sorted(files)
+
+
+def _restart_command() -> list[str]:
+    """This server's own command line, to start a replacement with (without
+    ``--daemon``: the replacement is already detached)."""
+    return [sys.executable, *(arg for arg in sys.orig_argv[1:] if arg != "--daemon")]
 
 
 def _warm_up(preload: Iterable[str], warmup: str | os.PathLike[str] | None) -> None:
