@@ -96,7 +96,9 @@ def start_server(tmp_path: Path, *server_args: str, name: str = "s") -> Server:
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), *server_args],
+            # --no-reload: a reinstall of the package during a test run must
+            # not make test servers replace themselves.
+            [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), "--no-reload", *server_args],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -77,12 +77,20 @@ impl Incoming {
         }
         let received = match &result {
             Ok(msg) => {
-                if msg.flags.contains(ReturnFlags::CTRUNC)
-                    || self.fds.len() > self.leading_fds + FdSet::SLOTS.len()
-                {
+                if self.fds.len() > self.leading_fds + FdSet::SLOTS.len() {
                     return Progress::Refused(
                         ErrorCode::BadRequest,
                         "too many descriptors in the request".into(),
+                    );
+                }
+                if msg.flags.contains(ReturnFlags::CTRUNC) {
+                    // Room was left for one descriptor more than a request
+                    // may carry, so a cut-short list means this process could
+                    // not take them all: it is out of descriptors.
+                    return Progress::Refused(
+                        ErrorCode::Internal,
+                        "the server is out of file descriptors (its `ulimit -n` is too low for this load); try again"
+                            .into(),
                     );
                 }
                 msg.bytes
