@@ -1,5 +1,7 @@
 //! Finding the server: the socket path rule and `connect`.
 
+use core::ffi::CStr;
+
 use rustix::fd::OwnedFd;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use warmfork::socket_path::{DEFAULT_NAME, Inputs, MAX_SOCKET_PATH_LEN, socket_path};
@@ -57,6 +59,16 @@ impl SocketPath {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+
+    /// The directory that holds the socket (`.` for a bare name).
+    pub fn dir(&self) -> &[u8] {
+        let path = self.as_bytes();
+        match path.iter().rposition(|&b| b == b'/') {
+            Some(0) => b"/",
+            Some(end) => &path[..end],
+            None => b".",
+        }
+    }
 }
 
 /// `socket` + `connect`: a stream connection to a server of this user.
@@ -79,11 +91,43 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     // The request carries the whole environment and the client's files: only
     // a server running as this user may have them.
     let peer = rustix::net::sockopt::socket_peercred(&socket).map_err(system("SO_PEERCRED"))?;
-    if peer.uid != rustix::process::geteuid() {
+    let me = rustix::process::geteuid();
+    if peer.uid != me {
         return Err(Failure::ForeignServer {
             path: path.as_bytes(),
             uid: peer.uid.as_raw(),
         });
     }
+    // And only through a directory no one else can write to: otherwise the
+    // socket could be swapped for another between two runs.
+    let dir = path.dir();
+    let stat = rustix::fs::stat(NulTerminated::new(dir).as_c_str())
+        .map_err(system("stat the socket directory"))?;
+    if stat.st_uid != me.as_raw() || stat.st_mode & 0o022 != 0 {
+        return Err(Failure::UnsafeDir {
+            dir,
+            owner: stat.st_uid,
+            mode: stat.st_mode & 0o7777,
+        });
+    }
     Ok(socket)
+}
+
+/// A part of the socket path, NUL-terminated in a stack buffer.
+struct NulTerminated {
+    buf: [u8; MAX_SOCKET_PATH_LEN + 1],
+    len: usize,
+}
+
+impl NulTerminated {
+    fn new(bytes: &[u8]) -> NulTerminated {
+        let mut buf = [0; MAX_SOCKET_PATH_LEN + 1];
+        let len = bytes.len().min(MAX_SOCKET_PATH_LEN);
+        buf[..len].copy_from_slice(&bytes[..len]);
+        NulTerminated { buf, len }
+    }
+
+    fn as_c_str(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.buf[..=self.len]).unwrap_or(c".")
+    }
 }

@@ -31,6 +31,12 @@ pub enum Failure<'a> {
     },
     /// The server at the socket runs as another user.
     ForeignServer { path: &'a [u8], uid: u32 },
+    /// The socket's directory could let someone else swap the socket.
+    UnsafeDir {
+        dir: &'a [u8],
+        owner: u32,
+        mode: u32,
+    },
     /// The socket path from the environment does not fit a `sockaddr_un`.
     PathTooLong,
     /// The command line and environment exceed the protocol's frame limit.
@@ -102,6 +108,16 @@ impl Failure<'_> {
                 let _ = write!(
                     line,
                     " runs as uid {uid}, not as you; refusing to send it your environment and files"
+                );
+                EXIT_NO_SERVER
+            }
+            Failure::UnsafeDir { dir, owner, mode } => {
+                line.push(b"refusing the socket in ");
+                line.push(dir);
+                let _ = write!(
+                    line,
+                    " (owner uid {owner}, mode {mode:o}): another user could replace it; \
+                     use a directory of your own that only you can write to (WARMFORK_SOCKET)"
                 );
                 EXIT_NO_SERVER
             }
