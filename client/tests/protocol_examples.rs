@@ -6,6 +6,10 @@
 //! message, and encoding the message must give exactly the example's bytes,
 //! so the document and the implementation cannot drift apart.
 
+mod common {
+    pub mod hex_examples;
+}
+
 use std::collections::BTreeMap;
 
 use warmfork::request::encode_run;
@@ -98,61 +102,14 @@ fn protocol_md() -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
-/// The named hex examples of a Markdown document, in document order.
-///
-/// Panics on a hex block without a name, a name without a hex block right
-/// after it, a duplicate name or a token that is not one hex byte: each of
-/// those would let an example escape the check.
+/// The named hex examples of a Markdown document, in document order; a
+/// mistake in the document fails the test.
 fn hex_examples(markdown: &str) -> Vec<(String, Vec<u8>)> {
-    let mut examples: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut lines = markdown.lines().enumerate().peekable();
-    while let Some((n, line)) = lines.next() {
-        let line = line.trim();
-        if line == "```hex" {
-            panic!(
-                "protocol.md:{}: hex block without an `<!-- example: NAME -->` line before it",
-                n + 1
-            );
-        }
-        let Some(name) = line
-            .strip_prefix("<!-- example:")
-            .and_then(|rest| rest.strip_suffix("-->"))
-        else {
-            continue;
-        };
-        let name = name.trim().to_owned();
-        if lines.next().map(|(_, l)| l.trim()) != Some("```hex") {
-            panic!(
-                "protocol.md:{}: example {name:?} is not followed by a ```hex block",
-                n + 1
-            );
-        }
-        let mut bytes = Vec::new();
-        loop {
-            let (m, body) = lines
-                .next()
-                .unwrap_or_else(|| panic!("protocol.md: example {name:?} is not closed"));
-            if body.trim() == "```" {
-                break;
-            }
-            let data = body.split('#').next().unwrap_or("");
-            for token in data.split_whitespace() {
-                let byte = (token.len() == 2)
-                    .then(|| u8::from_str_radix(token, 16).ok())
-                    .flatten()
-                    .unwrap_or_else(|| {
-                        panic!("protocol.md:{}: {token:?} is not a hex byte", m + 1)
-                    });
-                bytes.push(byte);
-            }
-        }
-        assert!(
-            examples.iter().all(|(seen, _)| *seen != name),
-            "protocol.md names example {name:?} twice"
-        );
-        examples.push((name, bytes));
-    }
-    examples
+    common::hex_examples::examples(markdown)
+        .unwrap_or_else(|e| panic!("protocol.md: {e}"))
+        .into_iter()
+        .map(|example| (example.name, example.bytes))
+        .collect()
 }
 
 /// Checks one example in both directions, or says what differs.
@@ -239,13 +196,13 @@ fn example_reader_rejects_an_unnamed_hex_block() {
 }
 
 #[test]
-#[should_panic(expected = "is not followed by a ```hex block")]
+#[should_panic(expected = "has no hex block")]
 fn example_reader_rejects_a_name_without_a_hex_block() {
     hex_examples("<!-- example: lost -->\n\nsome text\n");
 }
 
 #[test]
-#[should_panic(expected = "names example \"twice\" twice")]
+#[should_panic(expected = "example twice is named twice")]
 fn example_reader_rejects_a_duplicate_name() {
     let block = "<!-- example: twice -->\n```hex\n01\n```\n";
     hex_examples(&block.repeat(2));
