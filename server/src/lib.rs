@@ -93,10 +93,16 @@ impl Listener {
 }
 
 /// Serves `listener` until a signal handler raises (Ctrl-C raises
-/// `KeyboardInterrupt`). `wakeup_fd` is the read end of the pipe given to
-/// `signal.set_wakeup_fd`, which the loop watches so no signal waits. `pool` workers are kept forked in advance; each has
-/// called `prepare()`, and runs one request by
-/// `run(handler, argv, env, umask, ignored_signals)`.
+/// `KeyboardInterrupt`), or, after handing the socket to a fresh server,
+/// until its own runs have ended (then it returns).
+///
+/// `pool` workers are kept forked in advance; each has called `prepare()`
+/// and runs one request by `run(handler, argv, env, umask,
+/// ignored_signals, client_pid)`. `wakeup_fd` is the read end of the pipe
+/// given to `signal.set_wakeup_fd`, which the loop watches so no signal
+/// waits. When `watch` (files) and `restart` (this server's command line)
+/// are given, a change to one of the files hands the socket to a fresh
+/// server started with that command line (see `reload.rs`).
 #[pyfunction]
 #[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new()))]
 #[allow(clippy::too_many_arguments)]
