@@ -198,9 +198,7 @@ impl Server<'_, '_> {
                 let Some(status) = status else {
                     return !overdue;
                 };
-                let status = exit_status(status);
-                worker::send_reply(&connection.socket, &Reply::Exit(status));
-                log_run(worker, uid, summary, started.elapsed(), status);
+                report_end(&connection.socket, worker, uid, summary, *started, status);
                 false
             });
         }
@@ -433,11 +431,14 @@ impl Server<'_, '_> {
             } => {
                 if ready.pidfd {
                     if let Some(status) = pool::reap(worker) {
-                        // The worker normally reported first; this covers a
-                        // worker that died before it could (a signal, os._exit).
-                        let status = exit_status(status);
-                        worker::send_reply(&connection.socket, &Reply::Exit(status));
-                        log_run(worker, self.uid, summary, started.elapsed(), status);
+                        report_end(
+                            &connection.socket,
+                            worker,
+                            self.uid,
+                            summary,
+                            *started,
+                            status,
+                        );
                         return false;
                     }
                 }
@@ -622,8 +623,21 @@ fn summarize<'a>(argv: impl Iterator<Item = &'a [u8]>) -> String {
     summary
 }
 
-/// One line per run: worker, user, program, duration and status.
-fn log_run(worker: &Process, uid: Uid, summary: &str, took: Duration, status: ExitStatus) {
+/// A worker has ended: send its client the status (the worker normally
+/// reported it first; this covers one that died before it could, by a
+/// signal or `os._exit`) and log one line for the run: worker, user,
+/// program, duration and status.
+fn report_end(
+    socket: &OwnedFd,
+    worker: &Process,
+    uid: Uid,
+    summary: &str,
+    started: Instant,
+    status: rustix::process::WaitIdStatus,
+) {
+    let status = exit_status(status);
+    worker::send_reply(socket, &Reply::Exit(status));
+    let took = started.elapsed();
     let status = match status {
         ExitStatus::Exited(code) => format!("exit {code}"),
         ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),

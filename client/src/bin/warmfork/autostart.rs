@@ -10,14 +10,13 @@
 //! the first starts the server, the others find it already listening, so
 //! exactly one server starts.
 
-use core::ffi::CStr;
-
 use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use crate::connect::{self, SocketPath};
+use crate::cstr::CBuf;
 use crate::failure::Failure;
 use crate::start::Process;
 use crate::{signals, syscall};
@@ -40,11 +39,17 @@ fn start_with<'p>(
     path: &'p SocketPath,
     command: &'static [u8],
 ) -> Result<OwnedFd, Failure<'p>> {
-    let mut names = Names::new(path.as_bytes());
+    // The socket path is at most 107 bytes; these names fit.
+    let beside =
+        |suffix: &[u8]| CBuf::<128>::join(&[path.as_bytes(), suffix]).ok_or(Errno::NAMETOOLONG);
+    let system = |call| move |errno| Failure::System { call, errno };
     // The server would create the directory too; the lock file needs it now.
-    let _ = rustix::fs::mkdir(names.dir(), Mode::from_raw_mode(0o700));
+    if let Some(dir) = CBuf::<128>::join(&[path.dir()]) {
+        let _ = rustix::fs::mkdir(dir.as_c_str(), Mode::from_raw_mode(0o700));
+    }
+    let lock_name = beside(b".start").map_err(system("name the server start lock"))?;
     let lock = rustix::fs::open(
-        names.with_suffix(b".start"),
+        lock_name.as_c_str(),
         OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
@@ -61,7 +66,9 @@ fn start_with<'p>(
         return Ok(socket);
     }
     let log = rustix::fs::open(
-        names.with_suffix(b".log"),
+        beside(b".log")
+            .map_err(system("name the server log"))?
+            .as_c_str(),
         OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
@@ -110,8 +117,8 @@ fn start_with<'p>(
 /// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
 /// environment, `/dev/null` as stdin and the log as stdout and stderr.
 fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid, Errno> {
-    let mut script = [0u8; 4096];
-    let script = nul_terminated(&mut script, command).ok_or(Errno::TOOBIG)?;
+    let script = CBuf::<4096>::join(&[command]).ok_or(Errno::TOOBIG)?;
+    let script = script.as_c_str();
     let null = rustix::fs::open(
         c"/dev/null",
         OFlags::RDONLY | OFlags::CLOEXEC,
@@ -138,56 +145,5 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             let _ = unsafe { syscall::execve(c"/bin/sh", argv.as_ptr(), process.envp()) };
             syscall::exit(127)
         }
-    }
-}
-
-fn nul_terminated<'b>(buf: &'b mut [u8; 4096], bytes: &[u8]) -> Option<&'b CStr> {
-    let len = bytes.len();
-    if len >= buf.len() || bytes.contains(&0) {
-        return None;
-    }
-    buf[..len].copy_from_slice(bytes);
-    buf[len] = 0;
-    CStr::from_bytes_with_nul(&buf[..=len]).ok()
-}
-
-/// Paths next to the socket, built in a stack buffer.
-struct Names<'a> {
-    socket: &'a [u8],
-    buf: [u8; 256],
-}
-
-impl<'a> Names<'a> {
-    fn new(socket: &'a [u8]) -> Names<'a> {
-        Names {
-            socket,
-            buf: [0; 256],
-        }
-    }
-
-    /// The socket's directory (`.` when the path has none).
-    fn dir(&mut self) -> &CStr {
-        let end = self.socket.iter().rposition(|&b| b == b'/').unwrap_or(0);
-        let dir: &[u8] = if end == 0 && !self.socket.starts_with(b"/") {
-            b"."
-        } else {
-            &self.socket[..end.max(1)]
-        };
-        self.fill(dir, b"")
-    }
-
-    /// The socket path with `suffix` appended.
-    fn with_suffix(&mut self, suffix: &[u8]) -> &CStr {
-        let socket = self.socket;
-        self.fill(socket, suffix)
-    }
-
-    fn fill(&mut self, base: &[u8], suffix: &[u8]) -> &CStr {
-        // The socket path is at most 107 bytes and suffixes are short.
-        let len = base.len() + suffix.len();
-        self.buf[..base.len()].copy_from_slice(base);
-        self.buf[base.len()..len].copy_from_slice(suffix);
-        self.buf[len] = 0;
-        CStr::from_bytes_with_nul(&self.buf[..=len]).unwrap_or(c".")
     }
 }

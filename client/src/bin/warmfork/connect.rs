@@ -1,11 +1,10 @@
 //! Finding the server: the socket path rule and `connect`.
 
-use core::ffi::CStr;
-
 use rustix::fd::OwnedFd;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use warmfork::socket_path::{DEFAULT_NAME, Inputs, MAX_SOCKET_PATH_LEN, socket_path};
 
+use crate::cstr::CBuf;
 use crate::failure::Failure;
 use crate::start::Process;
 
@@ -101,8 +100,9 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     // And only through a directory no one else can write to: otherwise the
     // socket could be swapped for another between two runs.
     let dir = path.dir();
-    let stat = rustix::fs::stat(NulTerminated::new(dir).as_c_str())
-        .map_err(system("stat the socket directory"))?;
+    let dir_name = CBuf::<{ MAX_SOCKET_PATH_LEN + 1 }>::join(&[dir]).ok_or(Failure::PathTooLong)?;
+    let stat =
+        rustix::fs::stat(dir_name.as_c_str()).map_err(system("stat the socket directory"))?;
     if stat.st_uid != me.as_raw() || stat.st_mode & 0o022 != 0 {
         return Err(Failure::UnsafeDir {
             dir,
@@ -111,23 +111,4 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
         });
     }
     Ok(socket)
-}
-
-/// A part of the socket path, NUL-terminated in a stack buffer.
-struct NulTerminated {
-    buf: [u8; MAX_SOCKET_PATH_LEN + 1],
-    len: usize,
-}
-
-impl NulTerminated {
-    fn new(bytes: &[u8]) -> NulTerminated {
-        let mut buf = [0; MAX_SOCKET_PATH_LEN + 1];
-        let len = bytes.len().min(MAX_SOCKET_PATH_LEN);
-        buf[..len].copy_from_slice(&bytes[..len]);
-        NulTerminated { buf, len }
-    }
-
-    fn as_c_str(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.buf[..=self.len]).unwrap_or(c".")
-    }
 }

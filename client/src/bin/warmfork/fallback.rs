@@ -6,10 +6,9 @@
 //! interpreter with the same arguments and environment, so a run is never
 //! worse than plain python. A name without `/` is looked up in `PATH`.
 
-use core::ffi::CStr;
-
 use rustix::io::Errno;
 
+use crate::cstr::CBuf;
 use crate::failure::Failure;
 use crate::signals;
 use crate::start::Process;
@@ -25,11 +24,10 @@ pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
         .filter(|name| !name.is_empty())?;
     // The interpreter must start with the signal mask the client was given.
     signals::release_all();
-    let mut buf = [0u8; MAX_PATH];
     let mut last = Errno::NOENT;
     if name.contains(&b'/') {
-        if let Some(path) = join(&mut buf, &[], name) {
-            last = process.exec(path);
+        if let Some(path) = CBuf::<MAX_PATH>::join(&[name]) {
+            last = process.exec(path.as_c_str());
         }
     } else {
         let search = process
@@ -38,10 +36,10 @@ pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
         for dir in search.split(|&b| b == b':') {
             // An empty entry means the working directory, as for a shell.
             let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
-            let Some(path) = join(&mut buf, dir, name) else {
+            let Some(path) = CBuf::<MAX_PATH>::join(&[dir, b"/", name]) else {
                 continue;
             };
-            match process.exec(path) {
+            match process.exec(path.as_c_str()) {
                 Errno::NOENT | Errno::NOTDIR | Errno::ACCESS => {}
                 errno => {
                     last = errno;
@@ -51,20 +49,4 @@ pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
         }
     }
     Some(Failure::Fallback { name, errno: last })
-}
-
-/// `dir/name`, NUL-terminated, in `buf`; `name` alone when `dir` is empty.
-fn join<'b>(buf: &'b mut [u8; MAX_PATH], dir: &[u8], name: &[u8]) -> Option<&'b CStr> {
-    let separator: &[u8] = if dir.is_empty() { b"" } else { b"/" };
-    let len = dir.len() + separator.len() + name.len();
-    if len >= MAX_PATH {
-        return None;
-    }
-    let mut at = 0;
-    for part in [dir, separator, name] {
-        buf[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    buf[len] = 0;
-    CStr::from_bytes_with_nul(&buf[..=len]).ok()
 }

@@ -14,6 +14,7 @@
 
 mod autostart;
 mod connect;
+mod cstr;
 mod failure;
 mod fallback;
 mod mem;
