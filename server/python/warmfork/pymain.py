@@ -32,7 +32,6 @@ import marshal
 import os
 import re
 import runpy
-import subprocess
 import sys
 import types
 import warnings
@@ -96,6 +95,8 @@ def _print_help(program: str, option: str) -> None:
     """
     if not sys.executable:
         raise Unsupported(f"{option}: this server does not know its python executable to ask for the help text")
+    import subprocess  # only here: it imports `threading` (see `_worker._finalize`)
+
     _flush_standard_streams()
     subprocess.run([program, option], executable=sys.executable, check=False)
 

@@ -8,7 +8,6 @@ import os
 import runpy
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -205,7 +204,10 @@ def _forget_script_dir() -> None:
 def _check_single_thread() -> None:
     """A forked worker has only the thread that forked it; refuse to serve
     if the warm-up left Python threads running, which workers would lack."""
-    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    # Threads are only ever started through `threading` once it is imported;
+    # importing it here would give every worker its after-fork hook to run.
+    threading = sys.modules.get("threading")
+    others = [] if threading is None else [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if others:
         raise ServerError(
             f"the warm-up left {len(others)} thread(s) running ({', '.join(others)}); "
