@@ -138,7 +138,7 @@ REFUSALS = {
     "more_strings_announced_than_sent": (strings_frame(3, b"warmfork\0-c\0"), 0, BAD_REQUEST),
     "last_string_without_nul": (strings_frame(2, b"warmfork\0-c"), 0, BAD_REQUEST),
     "umask_above_0o777": (strings_frame(1, b"warmfork\0", umask=0o1000), 0, BAD_REQUEST),
-    "unknown_flag_bit": (strings_frame(1, b"warmfork\0", flags=0x10), 0, BAD_REQUEST),
+    "unknown_flag_bit": (strings_frame(1, b"warmfork\0", flags=0x20), 0, BAD_REQUEST),
     "four_flags_two_fds": (run_frame([b"warmfork", b"-c", b"pass"]), 2, BAD_REQUEST),
     "no_flags_four_fds": (run_frame([b"warmfork", b"-c", b"pass"], flags=0), 4, BAD_REQUEST),
     "two_flags_three_fds": (run_frame([b"warmfork"], flags=STDIN | STDERR), 3, BAD_REQUEST),

@@ -4,7 +4,6 @@ prompt, the window's size and its changes, and reading a password."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -13,45 +12,46 @@ from pathlib import Path
 import pytest
 from conftest import CLIENT
 from support.differential import env_for, shared_server
-from support.terminal import PROMPT_MARK, Terminal, count_lines_starting
+from support.terminal import (
+    PROMPT_MARK,
+    Terminal,
+    at_shell_prompt,
+    client_terminal,
+    count_lines_starting,
+    has_line,
+    ticks,
+)
 
 server = shared_server()
 
 REPL_PROMPT = ">>>"
 
 
+# Both ways: on the user's terminal itself, and on a pseudo-terminal of the
+# program's own that the client relays (test_pty.py).
+MODES = pytest.mark.parametrize("mode", ["", "WARMFORK_PTY=1 "], ids=["plain", "pty"])
+
+
 @pytest.fixture
 def terminal(server, tmp_path: Path) -> Iterator[Terminal]:
-    """A 100x30 tmux window with bash in ``tmp_path``, where `warmfork` is
-    the client and reaches this module's server."""
-    env = {**env_for(server), "PATH": f"{CLIENT.parent}{os.pathsep}{os.environ['PATH']}"}
-    term = Terminal(tmp_path, {str(k): str(v) for k, v in env.items()}, width=100, height=30)
+    """A tmux window with bash in ``tmp_path``, where `warmfork` is the
+    client and reaches this module's server."""
+    term = client_terminal(env_for(server), CLIENT.parent, tmp_path)
     yield term
     term.close()
-
-
-def at_shell_prompt(screen: str) -> bool:
-    return screen.endswith(PROMPT_MARK)
 
 
 def at_repl_prompt(screen: str) -> bool:
     return screen.endswith(REPL_PROMPT)
 
 
-def has_line(screen: str, line: str) -> bool:
-    return line in screen.splitlines()
-
-
-def ticks(screen: str) -> list[int]:
-    return [int(n) for n in re.findall(r"^tick (\d+)$", screen, re.MULTILINE)]
-
-
 COUNTER = "import time\nfor i in range(100000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
 
 
-def test_ctrl_c_during_a_run_prints_keyboard_interrupt_and_the_shell_sees_130(terminal: Terminal) -> None:
+@MODES
+def test_ctrl_c_during_a_run_prints_keyboard_interrupt_and_the_shell_sees_130(terminal: Terminal, mode: str) -> None:
     # "run" + "ning": the word appears on the screen only once the program prints it.
-    terminal.type("""warmfork -c 'import time; print("run" + "ning", flush=True); time.sleep(30)'""")
+    terminal.type(mode + """warmfork -c 'import time; print("run" + "ning", flush=True); time.sleep(30)'""")
     terminal.wait_for(lambda screen: has_line(screen, "running"), what="the program to start")
     terminal.keys("C-c")
     screen = terminal.wait_for(
@@ -166,7 +166,8 @@ def test_dash_i_drops_into_the_prompt_after_the_script(terminal: Terminal, tmp_p
     assert terminal.last_status() == 0
 
 
-def test_terminal_size_is_right_at_start_and_after_a_resize(terminal: Terminal, tmp_path: Path) -> None:
+@MODES
+def test_terminal_size_is_right_at_start_and_after_a_resize(terminal: Terminal, tmp_path: Path, mode: str) -> None:
     (tmp_path / "winch.py").write_text(
         "import os, signal, time\n"
         "got = []\n"
@@ -177,7 +178,7 @@ def test_terminal_size_is_right_at_start_and_after_a_resize(terminal: Terminal, 
         "print('after', *os.get_terminal_size())\n"
     )
     assert terminal.size() == (100, 30)
-    terminal.type("warmfork winch.py")
+    terminal.type(mode + "warmfork winch.py")
     terminal.wait_for(lambda screen: re.search(r"^before \d+ \d+$", screen, re.MULTILINE), what="the first size")
     terminal.resize(90, 25)
     screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
@@ -185,11 +186,12 @@ def test_terminal_size_is_right_at_start_and_after_a_resize(terminal: Terminal, 
     assert has_line(screen, "after 90 25"), screen
 
 
-def test_getpass_reads_the_terminal_without_echo(terminal: Terminal, tmp_path: Path) -> None:
+@MODES
+def test_getpass_reads_the_terminal_without_echo(terminal: Terminal, tmp_path: Path, mode: str) -> None:
     (tmp_path / "secret.py").write_text(
         "import getpass\nsecret = getpass.getpass('Sec' + 'ret: ')\nprint('length', len(secret))\n"
     )
-    terminal.type("warmfork secret.py")
+    terminal.type(mode + "warmfork secret.py")
     terminal.wait_for(lambda screen: "Secret:" in screen, what="the password prompt")
     terminal.type("hunter2")
     screen = terminal.wait_for(at_shell_prompt, what="the end of the run")

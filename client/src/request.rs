@@ -11,14 +11,17 @@
 //! ```
 //!
 //! The descriptors named by the flags travel in the `SCM_RIGHTS` ancillary
-//! data of the frame's first byte, in flag-bit order.
+//! data of the frame's first byte, in flag-bit order. One flag names no
+//! descriptor: [`FdSet::CONTROLLING_TTY`] asks the worker to make its stdin
+//! its controlling terminal.
 
 use crate::frame::{Kind, MAX_FRAME_LEN, PREFIX_LEN, Prefix, WireError, u32_at};
 
 /// Bytes in a `RUN` frame before its strings.
 pub const RUN_HEADER_LEN: usize = PREFIX_LEN + 20;
 
-/// The descriptors a `RUN` frame carries, as its flag bits.
+/// The flags of a `RUN` frame: the descriptors it carries (bits 0–3), and
+/// whether the worker takes its stdin as its controlling terminal (bit 4).
 ///
 /// A missing stdio bit means the client had that descriptor closed; the
 /// worker then has it closed too.
@@ -34,8 +37,14 @@ impl FdSet {
     pub const STDERR: FdSet = FdSet(1 << 2);
     /// A descriptor of the client's working directory (opened `O_PATH`).
     pub const CWD: FdSet = FdSet(1 << 3);
+    /// Not a descriptor: the worker makes its stdin (a terminal, normally
+    /// the slave of a pseudo-terminal the client relays) its controlling
+    /// terminal, so that `/dev/tty`, job control and curses work.
+    pub const CONTROLLING_TTY: FdSet = FdSet(1 << 4);
     /// Every bit this version defines.
-    pub const ALL: FdSet = FdSet(0b1111);
+    pub const ALL: FdSet = FdSet(0b1_1111);
+    /// The bits that announce a descriptor.
+    const DESCRIPTORS: FdSet = FdSet(0b1111);
     /// The slots in the order their descriptors appear in `SCM_RIGHTS`.
     pub const SLOTS: [FdSet; 4] = [FdSet::STDIN, FdSet::STDOUT, FdSet::STDERR, FdSet::CWD];
 
@@ -56,7 +65,7 @@ impl FdSet {
 
     /// How many descriptors the frame carries.
     pub fn count(self) -> usize {
-        self.0.count_ones() as usize
+        (self.0 & FdSet::DESCRIPTORS.0).count_ones() as usize
     }
 }
 

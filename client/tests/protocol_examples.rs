@@ -55,6 +55,16 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
             },
         ),
         (
+            "run-controlling-tty",
+            Expected::Run {
+                fds: all.with(FdSet::CONTROLLING_TTY),
+                umask: 0o022,
+                ignored_signals: 0,
+                argv: &[b"warmfork", b"top.py"],
+                env: &[b"WARMFORK_PTY=1"],
+            },
+        ),
+        (
             "started-pid-4242",
             Expected::Reply(Reply::Started {
                 pid: 4242,

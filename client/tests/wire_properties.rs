@@ -248,8 +248,8 @@ proptest! {
     }
 
     #[test]
-    fn a_run_with_unknown_flag_bits_is_rejected(run in runs(), extra in 1u16..=(u16::MAX >> 4)) {
-        let unknown = extra << 4;
+    fn a_run_with_unknown_flag_bits_is_rejected(run in runs(), extra in 1u16..=(u16::MAX >> 5)) {
+        let unknown = extra << 5;
         let frame = with_prefix(run.encode(), |p| p.flags |= unknown);
         prop_assert_eq!(RunRequest::decode(&frame).unwrap_err(), WireError::UnknownFlags(unknown));
     }
@@ -307,6 +307,13 @@ fn exercise_decoders(bytes: &[u8]) {
     if let Ok(Some((_, used))) = Reply::decode(bytes) {
         assert!((PREFIX_LEN..=bytes.len()).contains(&used));
     }
+}
+
+#[test]
+fn the_controlling_tty_flag_announces_no_descriptor() {
+    assert_eq!(FdSet::ALL.count(), 4);
+    assert_eq!(FdSet::STDIN.with(FdSet::CONTROLLING_TTY).count(), 1);
+    assert_eq!(FdSet::CONTROLLING_TTY.count(), 0);
 }
 
 /// A `RUN` header announcing `len` bytes, without the strings it announces.

@@ -141,6 +141,11 @@ fn run_request(
     if let Err(message) = install_descriptors(request.fds, fds) {
         fail(connection_fd, ErrorCode::BadRequest, &message);
     }
+    if request.fds.contains(FdSet::CONTROLLING_TTY) {
+        if let Err(message) = take_controlling_terminal(request.fds) {
+            fail(connection_fd, ErrorCode::BadRequest, &message);
+        }
+    }
     set_environ(&request);
     send_started(connection);
     // The client's pid lets the worker act on the client's job (see
@@ -262,6 +267,34 @@ fn install_descriptors(set: FdSet, fds: &[OwnedFd]) -> Result<(), String> {
         Some(dir) => rustix::process::fchdir(dir)
             .map_err(|e| format!("cannot enter the client's working directory: {e}"))?,
         None => rustix::process::chdir("/").map_err(|e| format!("cannot enter /: {e}"))?,
+    }
+    Ok(())
+}
+
+/// Makes descriptor 0 this worker's controlling terminal, as the request's
+/// `CONTROLLING_TTY` flag asks: normally the slave of a pseudo-terminal the
+/// client relays. `/dev/tty` then opens it, and its line discipline signals
+/// this worker's process group, which becomes the terminal's foreground
+/// group (Ctrl-C is a byte the client relays, not a signal it forwards).
+///
+/// The idle worker is already a session leader with no controlling terminal
+/// (see `idle`), as `TIOCSCTTY` requires; its argument 0 never takes a
+/// terminal away from a session that has it.
+fn take_controlling_terminal(set: FdSet) -> Result<(), String> {
+    if !set.contains(FdSet::STDIN) {
+        return Err(
+            "the request asks for a controlling terminal (CONTROLLING_TTY) without a standard input"
+                .into(),
+        );
+    }
+    // SAFETY: an ioctl on descriptor 0 whose argument is a plain integer;
+    // nothing is read or written through a pointer.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(format!(
+            "cannot make standard input the controlling terminal (CONTROLLING_TTY): {}; \
+             the client must pass a terminal that belongs to no session, such as a fresh pseudo-terminal",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

@@ -28,6 +28,9 @@ RUN, STARTED, EXIT, ERROR = 1, 2, 3, 4
 # Descriptor bits of a RUN frame, in SCM_RIGHTS order.
 STDIN, STDOUT, STDERR, CWD = 0x1, 0x2, 0x4, 0x8
 ALL_FDS = STDIN | STDOUT | STDERR | CWD
+# The RUN flag that announces no descriptor: stdin becomes the worker's
+# controlling terminal.
+CONTROLLING_TTY = 0x10
 
 # ERROR codes (protocol.md §6).
 BAD_REQUEST = 1

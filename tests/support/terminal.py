@@ -81,6 +81,14 @@ class Terminal:
         columns, lines = self._tmux("display-message", "-p", "-t", SESSION, "#{pane_width} #{pane_height}").split()
         return int(columns), int(lines)
 
+    def shell_pid(self) -> int:
+        """The pid of the shell in the window (``exec`` keeps it)."""
+        return int(self._tmux("display-message", "-p", "-t", SESSION, "#{pane_pid}"))
+
+    def pane_tty(self) -> str:
+        """The path of the window's terminal device, to look at its modes."""
+        return self._tmux("display-message", "-p", "-t", SESSION, "#{pane_tty}").strip()
+
     def resize(self, width: int, height: int) -> None:
         self._tmux("resize-window", "-t", SESSION, "-x", str(width), "-y", str(height))
 
@@ -120,3 +128,23 @@ class Terminal:
 
 def count_lines_starting(screen: str, prefix: str) -> int:
     return sum(line.startswith(prefix) for line in screen.splitlines())
+
+
+def client_terminal(server_env: Mapping[str, str], client_dir: Path, cwd: Path) -> Terminal:
+    """A 100x30 window with bash in ``cwd``, where `warmfork` is the client
+    in ``client_dir`` and reaches the server ``server_env`` names."""
+    env = {**server_env, "PATH": f"{client_dir}{os.pathsep}{os.environ['PATH']}"}
+    return Terminal(cwd, {str(k): str(v) for k, v in env.items()}, width=100, height=30)
+
+
+def at_shell_prompt(screen: str) -> bool:
+    return screen.endswith(PROMPT_MARK)
+
+
+def has_line(screen: str, line: str) -> bool:
+    return line in screen.splitlines()
+
+
+def ticks(screen: str) -> list[int]:
+    """The numbers of the ``tick N`` lines a counting program printed."""
+    return [int(n) for n in re.findall(r"^tick (\d+)$", screen, re.MULTILINE)]

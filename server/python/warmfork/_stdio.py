@@ -47,7 +47,7 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     encoding, errors = _encoding()
     if errors is None:
         errors = "backslashreplace" if fd == 2 else "strict"
-    if not write and client_pid > 0 and os.isatty(fd):
+    if not write and client_pid > 0 and os.isatty(fd) and not _is_controlling_terminal(fd):
         raw: io.FileIO = TerminalReader(fd, client_pid)
     else:
         raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
@@ -71,6 +71,17 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     )
     stream.mode = "w" if write else "r"  # type: ignore[misc]
     return stream
+
+
+def _is_controlling_terminal(fd: int) -> bool:
+    """Whether ``fd`` is this worker's controlling terminal (the client's
+    pseudo-terminal under ``WARMFORK_PTY=1``), where the kernel does the job
+    control that :class:`TerminalReader` otherwise emulates."""
+    try:
+        os.tcgetpgrp(fd)
+    except OSError:  # ENOTTY: a terminal, but not this session's
+        return False
+    return True
 
 
 #: The pid of the client this worker runs for (0 if unknown); see

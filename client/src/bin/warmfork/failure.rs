@@ -75,8 +75,10 @@ impl Failure<'_> {
         }
     }
 
-    /// Prints the failure as one line on stderr and exits with its code.
+    /// Prints the failure as one line on stderr and exits with its code,
+    /// with the user's terminal as it was found (`WARMFORK_PTY=1`).
     pub fn exit(&self) -> ! {
+        crate::terminal::restore();
         let mut line = Line::new();
         let code = self.describe(&mut line);
         line.push(b"\n");

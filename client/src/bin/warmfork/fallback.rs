@@ -12,6 +12,7 @@ use crate::cstr::CBuf;
 use crate::failure::Failure;
 use crate::signals;
 use crate::start::Process;
+use crate::terminal;
 
 /// The longest interpreter path the client builds.
 const MAX_PATH: usize = 4096;
@@ -22,8 +23,10 @@ pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
     let name = process
         .var(b"WARMFORK_FALLBACK")
         .filter(|name| !name.is_empty())?;
-    // The interpreter must start with the signal mask the client was given.
+    // The interpreter must start with the signal mask the client was given,
+    // and the terminal as the user had it (`WARMFORK_PTY=1`).
     signals::release_all();
+    terminal::release();
     let mut last = Errno::NOENT;
     if name.contains(&b'/') {
         if let Some(path) = CBuf::<MAX_PATH>::join(&[name]) {

@@ -8,6 +8,9 @@
 //! It is static, libc-free and allocation-free: the kernel runs it directly,
 //! there is nothing to load or initialise, and a run costs a handful of
 //! system calls (see `scripts/bench`). See `protocol.md` for the wire format.
+//!
+//! With `WARMFORK_PTY=1` at a terminal, the program gets a pseudo-terminal
+//! of its own instead, which the client relays (`pty.rs`).
 
 #![no_std]
 #![no_main]
@@ -18,11 +21,16 @@ mod cstr;
 mod failure;
 mod fallback;
 mod mem;
+mod pty;
+mod relay;
 mod reply;
 mod request;
 mod signals;
 mod start;
+mod suspend;
 mod syscall;
+mod terminal;
+mod watchdog;
 
 use rustix::fs::Mode;
 use warmfork::reply::MAX_REPLY_LEN;
@@ -32,7 +40,7 @@ use crate::start::Process;
 
 fn main(process: &mut Process) -> ! {
     // Before any other descriptor is opened: see `Descriptors::gather`.
-    let fds = request::Descriptors::gather();
+    let mut fds = request::Descriptors::gather();
     // From here on, signals meant for the program are held, not lost.
     let ignored = signals::ignored();
     let mut signals = signals::Forwarder::install(ignored);
@@ -40,13 +48,23 @@ fn main(process: &mut Process) -> ! {
         Ok(path) => path,
         Err(failure) => failure.exit(),
     };
-    let mut buf = [0; MAX_REPLY_LEN];
-    let request = Request {
-        process,
-        fds: &fds,
-        ignored,
+    let relay = match pty::start(process, &mut fds) {
+        Ok(relay) => relay,
+        Err(failure) => failure.exit(),
     };
-    let failure = match run(&request, &path, &mut buf, &mut signals) {
+    if relay.is_some() {
+        // Before connecting: a run started in the background stops here
+        // (SIGTTOU) until `fg`, not with a request half-sent to the server.
+        terminal::enter_raw();
+    }
+    let mut buf = [0; MAX_REPLY_LEN];
+    let mut request = Request {
+        process,
+        fds: &mut fds,
+        ignored,
+        relay,
+    };
+    let failure = match run(&mut request, &path, &mut buf, &mut signals) {
         Ok(status) => reply::finish(status),
         Err(failure) => failure,
     };
@@ -58,15 +76,17 @@ fn main(process: &mut Process) -> ! {
     failure.exit()
 }
 
-/// What the client sends, besides its umask.
+/// What the client sends, besides its umask, and the pseudo-terminal it
+/// relays, if any.
 struct Request<'a> {
     process: &'a Process,
-    fds: &'a request::Descriptors,
+    fds: &'a mut request::Descriptors,
     ignored: u64,
+    relay: Option<relay::Relay>,
 }
 
 fn run<'a>(
-    request: &Request<'_>,
+    request: &mut Request<'_>,
     path: &'a connect::SocketPath,
     buf: &'a mut [u8; MAX_REPLY_LEN],
     signals: &mut signals::Forwarder,
@@ -88,7 +108,11 @@ fn run<'a>(
         request.ignored,
         request.fds,
     )?;
-    let status = reply::wait(&socket, buf, signals);
+    request.fds.close_terminal();
+    let status = reply::wait(&socket, buf, signals, request.relay.as_mut());
+    if let (Ok(_), Some(relay)) = (&status, &mut request.relay) {
+        relay.finish(&socket, signals);
+    }
     // The process ends right after this; closing is left to the kernel.
     core::mem::forget(socket);
     status

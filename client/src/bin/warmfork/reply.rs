@@ -3,7 +3,7 @@
 use core::mem::MaybeUninit;
 
 use rustix::event::{PollFd, PollFlags};
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::{Errno, IoSliceMut};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use rustix::process::Signal;
@@ -11,16 +11,20 @@ use warmfork::reply::{MAX_REPLY_LEN, REPLY_FIXED_LEN};
 use warmfork::{ExitStatus, Reply};
 
 use crate::failure::Failure;
+use crate::relay::Relay;
 use crate::signals::{self, Forwarder};
 use crate::syscall::exit;
+use crate::terminal;
 
-/// Reads reply frames until one says how the run ended.
+/// Reads reply frames until one says how the run ended, relaying the
+/// program's pseudo-terminal meanwhile if it has one (`WARMFORK_PTY=1`).
 ///
 /// `buf` is the caller's so an `ERROR` message can be borrowed from it.
 pub fn wait<'b>(
     socket: &OwnedFd,
     buf: &'b mut [u8; MAX_REPLY_LEN],
     signals: &mut Forwarder,
+    mut relay: Option<&mut Relay>,
 ) -> Result<ExitStatus, Failure<'b>> {
     let mut filled = 0;
     loop {
@@ -47,7 +51,11 @@ pub fn wait<'b>(
         }
         buf.copy_within(start..filled, 0);
         filled -= start;
-        if !ready(socket, signals) {
+        let readable = match relay.as_deref_mut() {
+            Some(relay) => relay.wait(socket.as_fd(), signals),
+            None => ready(socket, signals),
+        };
+        if !readable {
             continue;
         }
         match receive(socket, &mut buf[filled..]) {
@@ -86,7 +94,7 @@ fn ready(socket: &OwnedFd, signals: &mut Forwarder) -> bool {
     }
     let (socket_ready, signal_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
     if signal_ready {
-        signals.receive();
+        signals.receive(|_| false);
     }
     socket_ready
 }
@@ -113,6 +121,8 @@ fn receive(socket: &OwnedFd, buf: &mut [u8]) -> rustix::io::Result<(usize, Optio
 /// code, or killed by its signal so the shell reports what it would for
 /// plain `python` (e.g. `$?` = 139 and "Segmentation fault" for SIGSEGV).
 pub fn finish(status: ExitStatus) -> ! {
+    // The terminal as the user had it, before the shell sees this end.
+    terminal::restore();
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(number) => {

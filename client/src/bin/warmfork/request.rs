@@ -23,6 +23,10 @@ const BATCH: usize = 128;
 pub struct Descriptors {
     set: FdSet,
     cwd: Option<OwnedFd>,
+    /// Under `WARMFORK_PTY=1`, the pseudo-terminal's slave, sent in place of
+    /// the standard descriptors in `on_terminal`.
+    terminal: Option<OwnedFd>,
+    on_terminal: FdSet,
 }
 
 impl Descriptors {
@@ -56,13 +60,46 @@ impl Descriptors {
         if cwd.is_some() {
             set = set.with(FdSet::CWD);
         }
-        Descriptors { set, cwd }
+        Descriptors {
+            set,
+            cwd,
+            terminal: None,
+            on_terminal: FdSet::default(),
+        }
+    }
+
+    /// Whether the frame carries the descriptor of `slot`.
+    pub fn carries(&self, slot: FdSet) -> bool {
+        self.set.contains(slot)
+    }
+
+    /// Sends `slave` in place of the standard descriptors in `slots`
+    /// (standard input among them) and asks the worker to make it its
+    /// controlling terminal.
+    pub fn give_terminal(&mut self, slave: OwnedFd, slots: FdSet) {
+        self.terminal = Some(slave);
+        self.on_terminal = slots;
+        self.set = self.set.with(FdSet::CONTROLLING_TTY);
+    }
+
+    /// Closes the client's copy of the slave once it has been sent: the
+    /// master reads end-of-file (EIO) only when no copy is left open.
+    pub fn close_terminal(&mut self) {
+        self.terminal = None;
     }
 
     fn each(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
-        let all = [stdio_fd(0), stdio_fd(1), stdio_fd(2)]
-            .into_iter()
-            .chain(self.cwd.as_ref().map(|fd| fd.as_fd()));
+        let stdio = |fd: u8, slot: FdSet| match &self.terminal {
+            Some(slave) if self.on_terminal.contains(slot) => slave.as_fd(),
+            _ => stdio_fd(fd),
+        };
+        let all = [
+            stdio(0, FdSet::STDIN),
+            stdio(1, FdSet::STDOUT),
+            stdio(2, FdSet::STDERR),
+        ]
+        .into_iter()
+        .chain(self.cwd.as_ref().map(|fd| fd.as_fd()));
         FdSet::SLOTS
             .into_iter()
             .zip(all)

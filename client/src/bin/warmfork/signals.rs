@@ -89,16 +89,29 @@ impl Forwarder {
         }
     }
 
-    /// Reads the pending signals from the signalfd and forwards them.
-    pub fn receive(&mut self) {
+    /// Reads the pending signals from the signalfd and forwards them, each
+    /// after `local` has seen it and unless it returns true: it handled the
+    /// signal for the client itself (pseudo-terminal mode takes SIGWINCH).
+    pub fn receive(&mut self, mut local: impl FnMut(i32) -> bool) {
         // One `struct signalfd_siginfo` is 128 bytes; the number comes first.
         let mut info = [0u8; 128];
         while let Some(fd) = &self.signals {
             match rustix::io::read(fd, &mut info) {
-                Ok(128) => self.deliver(i32::from_ne_bytes([info[0], info[1], info[2], info[3]])),
+                Ok(128) => {
+                    let number = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                    if !local(number) {
+                        self.deliver(number);
+                    }
+                }
                 _ => return,
             }
         }
+    }
+
+    /// Ctrl-Z typed into the program's pseudo-terminal: stops the program
+    /// and the client as a SIGTSTP from the user's terminal does.
+    pub fn suspend(&mut self) {
+        self.deliver(libc_sig::TSTP);
     }
 
     fn deliver(&mut self, number: i32) {
@@ -111,8 +124,12 @@ impl Forwarder {
             // SIGTSTP sent to it (its process group is orphaned); SIGSTOP
             // always stops. Then the client stops, as the terminal meant;
             // `fg` or `bg` sends SIGCONT to the client, which forwards it.
+            // A terminal the client made raw is itself while the job is
+            // stopped, and raw again after.
             let _ = rustix::process::pidfd_send_signal(worker, Signal::STOP);
-            let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::STOP);
+            crate::terminal::while_stopped(|| {
+                let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::STOP);
+            });
             return;
         }
         let Some(signal) = Signal::from_named_raw(number) else {
