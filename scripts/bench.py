@@ -271,6 +271,13 @@ def parse_strace_summary(text: str) -> dict[str, int]:
     return calls
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` and of the children it has reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime..cstime are fields 14-17.
+    return sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def child_pids(pid: int) -> list[int]:
     children: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -369,6 +376,19 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
     row("latency", "warmfork -c pass, numpy + 1 GiB server", gib)
     row("latency", "warmfork import_numpy.py, numpy server", numpy)
     row("throughput", f"throughput, {THROUGHPUT_LOOPS} parallel client loops", throughput)
+    if "cpu per run" in m:
+        cpu = m["cpu per run"]
+        cores = os.cpu_count() or 1
+        rows.append(
+            [
+                "CPU per run, server + worker (during the throughput loops)",
+                ms(cpu),
+                "—",
+                f"{cores} cores ÷ CPU per run = {cores / cpu:.0f} runs/s at most",
+                "—",
+                "—",
+            ]
+        )
     row("syscalls", "client syscalls, one run (strace -f -c)", syscalls)
     row("memory", "idle pool worker Private_Dirty, numpy server", memory)
     return rows
@@ -467,7 +487,12 @@ def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, 
         runs = THROUGHPUT_LOOPS * THROUGHPUT_RUNS_PER_LOOP
         label = f"{THROUGHPUT_LOOPS} loops × {THROUGHPUT_RUNS_PER_LOOP} × warmfork -c pass (numpy)"
         command = [str(loop), str(THROUGHPUT_LOOPS), str(THROUGHPUT_RUNS_PER_LOOP), wf, "-c", "pass"]
+        before = cpu_seconds(numpy_srv.pid)
         result = bench.hyperfine("throughput", [(label, command)], THROUGHPUT_REPEATS, numpy_srv.env())[label]
+        # The server's own CPU time plus that of the workers it reaped: what
+        # a run costs the machine besides the client (and what bounds a
+        # loop's latency once every core is busy).
+        m["cpu per run"] = (cpu_seconds(numpy_srv.pid) - before) / (runs * sum(THROUGHPUT_REPEATS))
         return [runs / t for t in result["times"]]
 
     step("latency", latency)
