@@ -155,6 +155,33 @@ def test_the_prompt_evaluates_survives_ctrl_c_and_exits_0_on_ctrl_d(terminal: Te
     assert terminal.last_status() == 0
 
 
+ipython_server = shared_server("--preload", "IPython")  # scripts/setup installs IPython for the tests
+
+
+@MODES
+def test_ipython_preloaded_in_the_server_runs_at_the_terminal(
+    ipython_server, tmp_path: Path, mode: str
+) -> None:
+    """The original use of a tool like this: a heavy interactive shell,
+    started at once. Prompts, results, Ctrl-C during a cell, exit status."""
+    terminal = client_terminal(env_for(ipython_server), CLIENT.parent, tmp_path)
+    try:
+        terminal.type(mode + "warmfork -m IPython --no-banner --no-confirm-exit")
+        terminal.wait_for(lambda screen: screen.endswith("In [1]:"), what="IPython's first prompt")
+        terminal.type("6*7")
+        terminal.wait_for(lambda screen: has_line(screen, "Out[1]: 42"), what="the result of 6*7")
+        terminal.type("import time; print('sle' + 'eping'); time.sleep(30)")
+        terminal.wait_for(lambda screen: has_line(screen, "sleeping"), what="the cell to run")
+        terminal.keys("C-c")
+        screen = terminal.wait_for(lambda screen: screen.endswith("In [3]:"), what="the prompt after Ctrl-C")
+        assert "KeyboardInterrupt" in screen
+        terminal.type("exit")
+        terminal.wait_for(at_shell_prompt, what="the shell after exit")
+        assert terminal.last_status() == 0
+    finally:
+        terminal.close()
+
+
 def test_dash_i_drops_into_the_prompt_after_the_script(terminal: Terminal, tmp_path: Path) -> None:
     (tmp_path / "script.py").write_text("answer = 41\nprint('script' + ' done')\n")
     terminal.type("warmfork -i script.py")
