@@ -142,14 +142,16 @@ def is_raw(terminal: Terminal) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("command", "stdout_is_a_tty"), [("warmfork tty.py", True), ("warmfork tty.py | cat", False)], ids=["tty", "piped"]
+    ("command", "stdout_is_a_tty"),
+    [(PTY + "warmfork tty.py", True), (PTY + "warmfork tty.py | cat", False), ("WARMFORK_PTY=yes warmfork tty.py", True)],
+    ids=["tty", "piped", "any_value"],
 )
 def test_a_program_that_uses_dev_tty_works_in_pty_mode(
     terminal: Terminal, tmp_path: Path, command: str, stdout_is_a_tty: bool
 ) -> None:
     # Output piped away stays a pipe, as under python, while /dev/tty works.
     (tmp_path / "tty.py").write_text(TTY_PROGRAM)
-    terminal.type(PTY + command)
+    terminal.type(command)
     terminal.wait_for(lambda screen: has_line(screen, "name?"), what="the question on /dev/tty")
     terminal.type("world")
     screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
@@ -158,10 +160,11 @@ def test_a_program_that_uses_dev_tty_works_in_pty_mode(
     assert terminal.last_status() == 0
 
 
-def test_without_pty_mode_dev_tty_fails_as_python_says(terminal: Terminal, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["", "WARMFORK_PTY=0 ", "WARMFORK_PTY= "], ids=["unset", "zero", "empty"])
+def test_without_pty_mode_dev_tty_fails_as_python_says(terminal: Terminal, tmp_path: Path, setting: str) -> None:
     # What pty mode is for: the worker has no controlling terminal.
     (tmp_path / "tty.py").write_text(TTY_PROGRAM)
-    terminal.type("warmfork tty.py")
+    terminal.type(setting + "warmfork tty.py")
     screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
     assert "OSError: [Errno 6] No such device or address: '/dev/tty'" in screen, screen
     assert terminal.last_status() == 1

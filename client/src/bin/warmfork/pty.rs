@@ -32,7 +32,8 @@ use crate::terminal;
 /// pseudo-terminal and puts its slave in `fds`. Returns the relay, or
 /// `None` when the mode is off.
 pub fn start(process: &Process, fds: &mut Descriptors) -> Result<Option<Relay>, Failure<'static>> {
-    if process.var(b"WARMFORK_PTY") != Some(b"1") {
+    // Set, not empty and not 0, as python reads its own boolean variables.
+    if matches!(process.var(b"WARMFORK_PTY"), None | Some(b"" | b"0")) {
         return Ok(None);
     }
     let user = stdio_fd(0);
