@@ -12,6 +12,7 @@ under dash, which, unlike bash, leaves the terminal as a killed job left it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import termios
 import time
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT, Server
+from conftest import CLIENT, Server, start_server
 from support.differential import env_for, shared_server
 from support.raw_client import (
     ALL_FDS,
@@ -287,6 +288,30 @@ def test_modes_are_as_before_after_kill_9_of_the_client(terminal: Terminal, tmp_
     assert not is_raw(terminal)
     terminal.wait_for(lambda screen: screen.rstrip().endswith(PROMPT_MARK), what="the shell's prompt")
     assert modes(terminal, tmp_path, "after") == before
+
+
+def test_modes_are_as_before_when_the_server_is_lost_mid_run(tmp_path: Path) -> None:
+    """The failure path: server and worker die, the client reports the lost
+    server (exit 203) and restores the terminal itself."""
+    lost = start_server(tmp_path, name="lost")
+    terminal = client_terminal(env_for(lost), CLIENT.parent, tmp_path)
+    try:
+        use_dash(terminal)
+        (tmp_path / "pid.py").write_text("import os, time\nprint('worker', os.getpid(), flush=True)\ntime.sleep(60)\n")
+        before = modes(terminal, tmp_path, "before")
+        terminal.type(PTY + "warmfork pid.py")
+        screen = terminal.wait_for(lambda screen: re.search(r"^worker \d+$", screen, re.MULTILINE), what="the worker")
+        worker = int(re.findall(r"^worker (\d+)$", screen, re.MULTILINE)[-1])
+        without_watchdog(terminal)
+        lost.process.kill()
+        lost.process.wait()
+        os.kill(worker, signal.SIGKILL)
+        screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
+        assert terminal.last_status() == 203, screen
+        assert modes(terminal, tmp_path, "after") == before
+    finally:
+        terminal.close()
+        lost.stop()
 
 
 def test_the_watchdog_ends_with_the_client_after_a_normal_run(terminal: Terminal, tmp_path: Path) -> None:
