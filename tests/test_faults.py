@@ -26,7 +26,7 @@ import pytest
 from conftest import CLIENT, Server, start_server
 from support.differential import Outcome, env_for, reference, warmfork
 from support.raw_client import ERROR, EXIT, INTERNAL, RawClient, close_all, run_frame, stdio_and_cwd
-from support.server_process import launch, settled_fd_count, stop, wait_listening, wait_until
+from support.server_process import children_of, launch, settled_fd_count, stop, wait_listening, wait_until
 
 #: The client's own exit codes (README, "Exit codes of the client").
 CLIENT_CODES = {201: "refused", 202: "no server", 203: "protocol error or connection lost", 204: "system error"}
@@ -60,22 +60,6 @@ def process_state(pid: int) -> str | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return stat[stat.rindex(")") + 2 :].split()[0]
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """The children of ``pid`` and their states, read from /proc."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        state, parent = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(parent) == pid:
-            children[int(entry)] = state
-    return children
 
 
 def zombie_children(pid: int) -> list[int]:

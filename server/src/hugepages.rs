@@ -13,6 +13,8 @@
 
 use std::time::Instant;
 
+use crate::maps::Mapping;
+
 const HUGE_PAGE: usize = 2 << 20;
 const SMALL_PAGE: usize = 4096;
 
@@ -59,20 +61,9 @@ const MADV_COLLAPSE: libc::c_int = 25;
 /// The address range of a private, writable, anonymous mapping of at least
 /// [`MIN_MAPPING`] bytes, from one line of `/proc/self/maps`.
 fn anonymous_writable(line: &str) -> Option<(usize, usize)> {
-    let mut fields = line.split_ascii_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    let inode = fields.nth(2)?;
-    let name = fields.next().unwrap_or("");
-    if perms != "rw-p" || inode != "0" || !(name.is_empty() || name == "[heap]") {
-        return None;
-    }
-    let (from, to) = range.split_once('-')?;
-    let (from, to) = (
-        usize::from_str_radix(from, 16).ok()?,
-        usize::from_str_radix(to, 16).ok()?,
-    );
-    (to - from >= MIN_MAPPING).then_some((from, to))
+    let m = Mapping::parse(line)?;
+    let anonymous = m.inode == "0" && (m.name.is_empty() || m.name == "[heap]");
+    (m.perms == "rw-p" && anonymous && m.to - m.from >= MIN_MAPPING).then_some((m.from, m.to))
 }
 
 fn fully_resident(at: usize) -> bool {

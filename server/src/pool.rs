@@ -22,6 +22,7 @@ use rustix::net::{
 };
 use rustix::process::{Pid, PidfdFlags, Signal};
 
+use crate::prefault::Role;
 use crate::worker::{self, Hooks};
 
 /// How long the server waits for an idle worker to take a request before it
@@ -112,11 +113,13 @@ impl Pool {
 }
 
 /// Forks an idle worker. `close` lists every descriptor of the server, which
-/// the worker closes at once. Returns in the server only.
+/// the worker closes at once; `role` says what it does about prefaulting.
+/// Returns in the server only.
 pub fn fork_idle(
     py: Python<'_>,
     close: &[RawFd],
     hooks: &Hooks<'_, '_>,
+    role: Role,
 ) -> Result<IdleWorker, String> {
     let (server_end, worker_end) = rustix::net::socketpair(
         AddressFamily::UNIX,
@@ -135,7 +138,7 @@ pub fn fork_idle(
     let Some(pid) = worker::fork(py)? else {
         // SAFETY: the server's end of the channel belongs to the server.
         unsafe { libc::close(server_end.as_raw_fd()) };
-        worker::idle(py, close, &worker_end, hooks)
+        worker::idle(py, close, &worker_end, hooks, role)
     };
     drop(worker_end);
     // The child cannot have been reaped yet, so `pid` still names it.

@@ -23,6 +23,7 @@ use crate::incoming::{Incoming, Progress};
 use crate::listener::Listener;
 use crate::log;
 use crate::pool::{self, Pool, Process};
+use crate::prefault::Schedule;
 use crate::reload;
 use crate::watch::Watcher;
 use crate::worker::{self, Hooks};
@@ -75,6 +76,8 @@ struct Server<'a, 'py> {
     uid: Uid,
     connections: Vec<Connection>,
     pool: Pool,
+    /// Which new worker learns the pages a run writes (see `prefault.rs`).
+    prefault: Schedule,
     /// Watches the files of the loaded code, when asked to.
     watcher: Option<Watcher>,
     /// The server's own command line, to start a fresh server with.
@@ -110,6 +113,7 @@ pub fn serve(
         uid: rustix::process::geteuid(),
         connections: Vec::new(),
         pool: Pool::new(settings.pool),
+        prefault: Schedule::new(),
         watcher: freshness.watcher,
         restart: freshness.restart,
         retiring: false,
@@ -544,9 +548,12 @@ impl Server<'_, '_> {
         }
     }
 
-    fn fork_idle(&self) -> Result<pool::IdleWorker, String> {
+    fn fork_idle(&mut self) -> Result<pool::IdleWorker, String> {
         let close = self.fds();
-        pool::fork_idle(self.py, &close, &self.hooks)
+        let role = self.prefault.next();
+        let idle = pool::fork_idle(self.py, &close, &self.hooks, role)?;
+        self.prefault.forked(role, idle.process.pid);
+        Ok(idle)
     }
 
     /// Every descriptor the server holds, which a new worker closes.

@@ -18,6 +18,7 @@ use rustix::process::Pid;
 use warmfork::{ErrorCode, ExitStatus, FdSet, Reply, RunRequest};
 
 use crate::incoming::{Incoming, Progress};
+use crate::prefault::{Learner, Role};
 
 /// The Python callables a worker runs.
 #[derive(Debug)]
@@ -94,8 +95,15 @@ fn send_started(connection: &OwnedFd) {
 }
 
 /// An idle worker: sheds the server's descriptors, does every step that
-/// needs no request, then waits on `channel` for one and runs it.
-pub fn idle(py: Python<'_>, close: &[RawFd], channel: &OwnedFd, hooks: &Hooks<'_, '_>) -> ! {
+/// needs no request (prefaulting last, see `prefault.rs`), then waits on
+/// `channel` for one and runs it.
+pub fn idle(
+    py: Python<'_>,
+    close: &[RawFd],
+    channel: &OwnedFd,
+    hooks: &Hooks<'_, '_>,
+    role: Role,
+) -> ! {
     for &fd in close {
         // SAFETY: these descriptors belong to the server, whose copy of
         // memory this process will never return to.
@@ -110,6 +118,7 @@ pub fn idle(py: Python<'_>, close: &[RawFd], channel: &OwnedFd, hooks: &Hooks<'_
         error.print(py);
         exit(1);
     }
+    let learner = role.begin();
     let mut job = Incoming::handed_off();
     loop {
         // Blocking wait: an idle worker has nothing else to do. The server
@@ -126,7 +135,7 @@ pub fn idle(py: Python<'_>, close: &[RawFd], channel: &OwnedFd, hooks: &Hooks<'_
         .fds()
         .split_first()
         .expect("a hand-off carries the client's connection");
-    run_request(py, request, fds, connection, hooks)
+    run_request(py, request, fds, connection, hooks, learner)
 }
 
 /// Runs one request in this worker and ends it with the program's status.
@@ -136,6 +145,7 @@ fn run_request(
     fds: &[OwnedFd],
     connection: &OwnedFd,
     hooks: &Hooks<'_, '_>,
+    learner: Option<Learner>,
 ) -> ! {
     let connection_fd = connection.as_raw_fd();
     if let Err(message) = install_descriptors(request.fds, fds) {
@@ -175,6 +185,9 @@ fn run_request(
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     send_reply(connection, &Reply::Exit(status));
+    if let Some(learner) = learner {
+        learner.finish();
+    }
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(signal) => die_by(signal),

@@ -57,6 +57,22 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+def children_of(pid: int) -> dict[int, str]:
+    """The children of ``pid`` and their states, read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, parent = stat[stat.rindex(")") + 2 :].split()[:2]
+        if int(parent) == pid:
+            children[int(entry)] = state
+    return children
+
+
 def open_fd_count(pid: int) -> int:
     """How many descriptors process ``pid`` has open."""
     return len(os.listdir(f"/proc/{pid}/fd"))

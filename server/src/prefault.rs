@@ -1,0 +1,545 @@
+//! Taking a run's copy-on-write faults before the run: prefaulting idle
+//! workers.
+//!
+//! CPython 3.11 writes a reference count into every object it touches, so a
+//! run copies a few hundred of the server's pages, one page fault each, all
+//! between the request and its exit status. Which pages it copies hardly
+//! changes from one run to the next: the same set-up code touches the same
+//! objects (522 pages, the same ones four runs in a row, for `-c pass` on a
+//! numpy server). So now and then one worker, the *learner*, notes which of
+//! its pages it owns alone, once when idle and again after its run; the pages
+//! of the second list missing from the first are those its run wrote. It
+//! publishes them in a [`Table`] shared by the server and every worker. Each
+//! other idle worker takes its copies of those pages with
+//! `MADV_POPULATE_WRITE` (Linux 5.14) before it waits for a request: the
+//! faults move off the critical path, and one system call takes many of them
+//! at a time.
+//!
+//! Populating writes no byte, and only pages of the idle worker's own private
+//! writable mappings are touched, so a stale table costs memory, never
+//! correctness. The table holds at most [`CAPACITY`] pages, which bounds what
+//! prefaulting adds to an idle worker's private memory. Without
+//! `/proc/self/pagemap` or `MADV_POPULATE_WRITE` nothing is learned or
+//! populated, and runs take their faults as before.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use rustix::process::{Pid, WaitId, WaitIdOptions};
+
+use crate::maps::Mapping;
+
+/// Most pages an idle worker populates: 1.5 MiB of 4 KiB pages.
+pub const CAPACITY: usize = 384;
+
+/// A new learner is chosen once this many workers have been forked since the
+/// last one, so the table follows what the server is asked to run.
+const RELEARN_AFTER: u32 = 64;
+
+/// Pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+const PRESENT: u64 = 1 << 63;
+const FILE_OR_SHARED: u64 = 1 << 61;
+const EXCLUSIVE: u64 = 1 << 56;
+
+/// Pagemap entries read at a time.
+const CHUNK: usize = 4096;
+
+/// The pages to populate, as page numbers (address / page size) in
+/// ascending order, behind a sequence lock: the learner, the only writer,
+/// makes `sequence` odd while it writes, and a reader that saw it change
+/// discards what it read.
+#[derive(Debug)]
+#[repr(C)]
+pub struct Table {
+    sequence: AtomicU64,
+    len: AtomicU64,
+    pages: [AtomicU64; CAPACITY],
+}
+
+impl Table {
+    /// An empty table in this process's memory.
+    pub const fn new() -> Table {
+        Table {
+            sequence: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            pages: [const { AtomicU64::new(0) }; CAPACITY],
+        }
+    }
+
+    /// An empty table in memory that processes forked from this one share,
+    /// for the life of the process; `None` if it cannot be mapped.
+    pub fn shared() -> Option<&'static Table> {
+        // SAFETY: a fresh anonymous mapping, touching no existing memory.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size_of::<Table>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: the mapping is page-aligned, large enough, zero-filled (a
+        // valid empty `Table`: every field is an atomic integer) and never
+        // unmapped; other processes only use it through the same atomics.
+        Some(unsafe { &*at.cast::<Table>() })
+    }
+
+    /// Replaces the pages. Only one process may write at a time: the server
+    /// has at most one learner alive.
+    pub fn publish(&self, pages: &[u64]) {
+        let pages = &pages[..pages.len().min(CAPACITY)];
+        let sequence = self.sequence.load(Ordering::Relaxed) | 1;
+        self.sequence.store(sequence, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, &page) in self.pages.iter().zip(pages) {
+            slot.store(page, Ordering::Relaxed);
+        }
+        self.len.store(pages.len() as u64, Ordering::Relaxed);
+        self.sequence.store(sequence + 1, Ordering::Release);
+    }
+
+    /// The pages, or nothing if they are being written.
+    pub fn read(&self) -> Vec<u64> {
+        let before = self.sequence.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return Vec::new();
+        }
+        let len = (self.len.load(Ordering::Relaxed) as usize).min(CAPACITY);
+        let pages = self.pages[..len]
+            .iter()
+            .map(|page| page.load(Ordering::Relaxed))
+            .collect();
+        fence(Ordering::Acquire);
+        if self.sequence.load(Ordering::Relaxed) != before {
+            return Vec::new();
+        }
+        pages
+    }
+
+    /// Whether no pages have been published.
+    pub fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
+    /// Empties a table whose writer died while writing it. Called by the
+    /// server once no learner is alive.
+    fn settle(&self) {
+        let sequence = self.sequence.load(Ordering::Relaxed);
+        if sequence % 2 == 1 {
+            self.len.store(0, Ordering::Relaxed);
+            self.sequence.store(sequence + 1, Ordering::Release);
+        }
+    }
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table::new()
+    }
+}
+
+/// What a new worker does about prefaulting before it waits for a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Learns which pages its run writes, and publishes them.
+    Learn(&'static Table),
+    /// Populates the published pages.
+    Prefault(&'static Table),
+    /// Nothing: the server has no table.
+    Neither,
+}
+
+impl Role {
+    /// The worker's side, once idle and set up: populates the published
+    /// pages, or starts learning. Returns the learner, to be finished after
+    /// the run.
+    pub fn begin(self) -> Option<Learner> {
+        match self {
+            Role::Learn(table) => Learner::start(table),
+            Role::Prefault(table) => {
+                populate(&table.read());
+                None
+            }
+            Role::Neither => None,
+        }
+    }
+}
+
+/// The server's side: who learns, and when.
+#[derive(Debug)]
+pub struct Schedule {
+    table: Option<&'static Table>,
+    /// The learner, while it may be alive.
+    learner: Option<Pid>,
+    /// Workers forked since the last learner.
+    since_learner: u32,
+}
+
+impl Schedule {
+    /// A schedule with a fresh shared table.
+    pub fn new() -> Schedule {
+        Schedule {
+            table: Table::shared(),
+            learner: None,
+            since_learner: 0,
+        }
+    }
+
+    /// The role of the next worker: a learner when none is alive and the
+    /// table is empty or old, else a prefaulter.
+    pub fn next(&mut self) -> Role {
+        let Some(table) = self.table else {
+            return Role::Neither;
+        };
+        if self.learner.is_some_and(exited) {
+            self.learner = None;
+            table.settle();
+        }
+        let due = table.is_empty() || self.since_learner >= RELEARN_AFTER;
+        if self.learner.is_none() && due {
+            Role::Learn(table)
+        } else {
+            Role::Prefault(table)
+        }
+    }
+
+    /// Records that worker `pid` was forked with `role`.
+    pub fn forked(&mut self, role: Role, pid: Pid) {
+        if let Role::Learn(_) = role {
+            self.learner = Some(pid);
+            self.since_learner = 0;
+        } else {
+            self.since_learner = self.since_learner.saturating_add(1);
+        }
+    }
+}
+
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule::new()
+    }
+}
+
+/// Whether the learner `pid` has exited. Once the server has reaped it, `pid`
+/// is no child of the server's (ECHILD), and cannot have become one again:
+/// this is asked before every fork, so no child was forked since the reap.
+/// Before the reap, `WNOWAIT` looks without reaping.
+fn exited(pid: Pid) -> bool {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    match rustix::process::waitid(WaitId::Pid(pid), options) {
+        Ok(status) => status.is_some(),
+        Err(error) => error == rustix::io::Errno::CHILD,
+    }
+}
+
+/// A worker learning which pages its run writes.
+#[derive(Debug)]
+pub struct Learner {
+    table: &'static Table,
+    pagemap: File,
+    /// The pages it owned alone when idle, ascending.
+    idle: Vec<u64>,
+    /// Buffers for both scans, so that the second one writes only pages the
+    /// first already made this worker's own.
+    maps: Vec<u8>,
+    entries: Vec<u8>,
+    written: Vec<u64>,
+}
+
+impl Learner {
+    /// Notes the pages this idle worker owns alone.
+    fn start(table: &'static Table) -> Option<Learner> {
+        let mut learner = Learner {
+            table,
+            pagemap: File::open("/proc/self/pagemap").ok()?,
+            idle: Vec::new(),
+            maps: Vec::with_capacity(64 << 10),
+            entries: vec![0; CHUNK * 8],
+            written: Vec::with_capacity(CAPACITY),
+        };
+        let mut idle = Vec::new();
+        learner.scan(|page| {
+            idle.push(page);
+            true
+        });
+        learner.idle = idle;
+        Some(learner)
+    }
+
+    /// After the run: publishes the pages the run wrote.
+    pub fn finish(mut self) {
+        let mut written = std::mem::take(&mut self.written);
+        let idle = std::mem::take(&mut self.idle);
+        self.scan(|page| {
+            if idle.binary_search(&page).is_err() {
+                written.push(page);
+            }
+            written.len() < CAPACITY
+        });
+        if !written.is_empty() {
+            self.table.publish(&written);
+        }
+    }
+
+    /// Calls `owned` with each page, in ascending order, that this process
+    /// owns alone in its private writable mappings, until it returns false.
+    fn scan(&mut self, mut owned: impl FnMut(u64) -> bool) {
+        self.maps.clear();
+        let read = File::open("/proc/self/maps").and_then(|mut f| f.read_to_end(&mut self.maps));
+        if read.is_err() {
+            return;
+        }
+        let page_size = rustix::param::page_size();
+        let maps = String::from_utf8_lossy(&self.maps);
+        for mapping in maps.lines().filter_map(Mapping::parse) {
+            if !mapping.private_writable() {
+                continue;
+            }
+            let (first, end) = (mapping.from / page_size, mapping.to / page_size);
+            let mut page = first;
+            while page < end {
+                let count = (end - page).min(CHUNK);
+                let bytes = &mut self.entries[..count * 8];
+                if self.pagemap.read_exact_at(bytes, page as u64 * 8).is_err() {
+                    break;
+                }
+                for (n, entry) in bytes.chunks_exact(8).enumerate() {
+                    let entry = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+                    if owned_alone(entry) && !owned((page + n) as u64) {
+                        return;
+                    }
+                }
+                page += count;
+            }
+        }
+    }
+}
+
+/// A pagemap entry of a page in memory, mapped by this process only, and
+/// anonymous (a copy this process made or a page it allocated).
+fn owned_alone(entry: u64) -> bool {
+    entry & (PRESENT | EXCLUSIVE | FILE_OR_SHARED) == PRESENT | EXCLUSIVE
+}
+
+/// Populates, writable, each of `pages` (ascending page numbers) that lies in
+/// one of this process's private writable mappings.
+fn populate(pages: &[u64]) {
+    if pages.is_empty() {
+        return;
+    }
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let page_size = rustix::param::page_size();
+    let mappings = maps
+        .lines()
+        .filter_map(Mapping::parse)
+        .filter(Mapping::private_writable)
+        .map(|m| (m.from / page_size) as u64..(m.to / page_size) as u64);
+    for run in runs(pages, mappings) {
+        let (at, len) = (
+            run.start as usize * page_size,
+            (run.end - run.start) as usize * page_size,
+        );
+        // SAFETY: the range lies in one private writable mapping of this
+        // process; populating it copies pages without changing any byte.
+        let result =
+            unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
+        if result != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            return; // a kernel older than 5.14: no MADV_POPULATE_WRITE
+        }
+    }
+}
+
+/// The runs of consecutive `pages` (ascending) that lie inside `mappings`
+/// (ascending, not overlapping), each inside one mapping.
+fn runs(
+    pages: &[u64],
+    mappings: impl Iterator<Item = std::ops::Range<u64>>,
+) -> Vec<std::ops::Range<u64>> {
+    let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
+    let mut pages = pages.iter().copied().peekable();
+    for mapping in mappings {
+        while pages.next_if(|&page| page < mapping.start).is_some() {}
+        let mut last: Option<u64> = None;
+        while let Some(page) = pages.next_if(|page| mapping.contains(page)) {
+            match runs.last_mut() {
+                Some(run) if last == Some(page - 1) => run.end = page + 1,
+                _ => runs.push(page..page + 1),
+            }
+            last = Some(page);
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_table_reads_back_and_is_capped() {
+        let table = Table::new();
+        assert!(table.is_empty());
+        assert_eq!(table.read(), Vec::<u64>::new());
+        table.publish(&[3, 4, 9]);
+        assert_eq!(table.read(), [3, 4, 9]);
+        let many: Vec<u64> = (0..CAPACITY as u64 + 10).collect();
+        table.publish(&many);
+        assert_eq!(table.read(), many[..CAPACITY]);
+        table.publish(&[7]);
+        assert_eq!(table.read(), [7]);
+    }
+
+    #[test]
+    fn a_table_left_half_written_reads_empty_until_settled() {
+        let table = Table::new();
+        table.publish(&[1, 2]);
+        // A learner killed while writing leaves the sequence odd.
+        table.sequence.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(table.read(), Vec::<u64>::new());
+        table.settle();
+        assert!(table.is_empty());
+        assert_eq!(table.sequence.load(Ordering::Relaxed) % 2, 0);
+        table.publish(&[5]);
+        assert_eq!(table.read(), [5]);
+    }
+
+    #[test]
+    fn runs_join_neighbours_within_a_mapping_and_drop_pages_outside() {
+        let pages = [1, 2, 3, 5, 10, 11, 12, 20, 30, 31];
+        let mappings = [2..12, 12..13, 25..31];
+        let runs = runs(&pages, mappings.into_iter());
+        assert_eq!(runs, [2..4, 5..6, 10..12, 12..13, 30..31]);
+    }
+
+    #[test]
+    fn no_mappings_no_runs() {
+        assert_eq!(
+            runs(&[1, 2], std::iter::empty()),
+            Vec::<std::ops::Range<u64>>::new()
+        );
+    }
+
+    #[test]
+    fn only_present_exclusive_anonymous_pages_are_owned_alone() {
+        assert!(owned_alone(PRESENT | EXCLUSIVE | 0x1234));
+        assert!(!owned_alone(PRESENT), "shared with the server");
+        assert!(!owned_alone(EXCLUSIVE), "not in memory");
+        assert!(
+            !owned_alone(PRESENT | EXCLUSIVE | FILE_OR_SHARED),
+            "a file's page"
+        );
+    }
+
+    /// This process's pagemap entry for `page`.
+    fn entry(page: usize) -> u64 {
+        let pagemap = File::open("/proc/self/pagemap").expect("pagemap");
+        let mut bytes = [0; 8];
+        pagemap
+            .read_exact_at(&mut bytes, page as u64 * 8)
+            .expect("entry");
+        u64::from_ne_bytes(bytes)
+    }
+
+    /// The page numbers of a fresh anonymous region of `pages` pages, none
+    /// of them in memory yet; unmapped when dropped.
+    struct Region(&'static mut [u8]);
+
+    impl Region {
+        fn new(pages: usize) -> Region {
+            let len = pages * rustix::param::page_size();
+            // SAFETY: a fresh private anonymous mapping.
+            let at = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(at, libc::MAP_FAILED);
+            // SAFETY: the mapping is ours, `len` bytes long, until drop.
+            Region(unsafe { std::slice::from_raw_parts_mut(at.cast(), len) })
+        }
+
+        fn page(&self, n: usize) -> usize {
+            self.0.as_ptr() as usize / rustix::param::page_size() + n
+        }
+
+        fn write(&mut self, n: usize) {
+            let at = n * rustix::param::page_size();
+            // SAFETY: inside the region; volatile so the write happens.
+            unsafe { std::ptr::write_volatile(&mut self.0[at], 1) };
+        }
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly the region's own mapping.
+            unsafe { libc::munmap(self.0.as_mut_ptr().cast(), self.0.len()) };
+        }
+    }
+
+    #[test]
+    fn a_learner_finds_the_pages_written_since_it_started() {
+        let table: &'static Table = Box::leak(Box::new(Table::new()));
+        let mut region = Region::new(64);
+        let mut learner = Learner::start(table).expect("/proc/self/pagemap is readable");
+        for n in [3, 4, 40] {
+            region.write(n);
+        }
+        let mut owned = Vec::new();
+        learner.scan(|page| {
+            owned.push(page);
+            true
+        });
+        let written: Vec<u64> = owned
+            .into_iter()
+            .filter(|p| learner.idle.binary_search(p).is_err())
+            .collect();
+        for n in [3, 4, 40] {
+            assert!(
+                written.contains(&(region.page(n) as u64)),
+                "page {n} not learned"
+            );
+        }
+        assert!(
+            !written.contains(&(region.page(20) as u64)),
+            "an untouched page learned"
+        );
+        learner.finish();
+        let published = table.read();
+        assert!(!published.is_empty() && published.len() <= CAPACITY);
+        assert!(published.is_sorted());
+    }
+
+    #[test]
+    fn populating_makes_pages_present_and_owned_and_skips_unmapped_ones() {
+        let region = Region::new(16);
+        let (a, b) = (region.page(2), region.page(3));
+        assert!(!owned_alone(entry(a)) && !owned_alone(entry(b)));
+        // A page past the region, unmapped: skipped, not an error.
+        let beyond = Region::new(1);
+        let unmapped = beyond.page(0) as u64;
+        drop(beyond);
+        let mut pages = vec![a as u64, b as u64, unmapped];
+        pages.sort_unstable();
+        populate(&pages);
+        assert!(owned_alone(entry(a)) && owned_alone(entry(b)));
+        assert!(!owned_alone(entry(region.page(4))), "a page not asked for");
+        assert!(
+            region.0.iter().all(|&byte| byte == 0),
+            "populating changed a byte"
+        );
+    }
+}

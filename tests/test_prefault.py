@@ -1,0 +1,84 @@
+"""Prefaulting (server/src/prefault.rs): a worker learns which pages a run
+writes, and idle workers take their own copies of those pages before a
+request comes, within the 2 MiB an idle worker may hold (issue 4)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from conftest import Server, start_server
+from support.server_process import children_of, settled_fd_count, wait_until
+
+#: Most private memory an idle pool worker may hold (issue 4's target).
+IDLE_BUDGET_KIB = 2048
+
+#: What an idle worker must have gained from prefaulting for it to count:
+#: a run of `-c pass` writes some 400 pages (1.6 MiB) of a plain server.
+GAINED_KIB = 512
+
+
+def private_dirty_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Private_Dirty for {pid}")
+
+
+def idle_workers(server: Server) -> list[int]:
+    """The server's idle workers, once it has settled after the last run."""
+    settled_fd_count(server.process.pid)
+    return sorted(children_of(server.process.pid))
+
+
+def idle_memory(server: Server) -> dict[int, int]:
+    return {pid: private_dirty_kib(pid) for pid in idle_workers(server)}
+
+
+def run_until_prefaulted(server: Server, fresh: int) -> dict[int, int]:
+    """Runs `-c pass` until every idle worker holds ``GAINED_KIB`` more than
+    ``fresh``, the most a worker held before any run; at most 10 runs."""
+    memory: dict[int, int] = {}
+
+    def prefaulted() -> bool:
+        nonlocal memory
+        done = server.run("-c", "pass")
+        assert (done.returncode, done.stderr) == (0, b""), done.stderr
+        memory = idle_memory(server)
+        return bool(memory) and min(memory.values()) >= fresh + GAINED_KIB
+
+    wait_until(prefaulted, timeout=60, interval=0)
+    return memory
+
+
+def test_idle_workers_hold_the_pages_a_run_writes_and_stay_within_2_mib(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--pool", "2")
+    try:
+        fresh = max(idle_memory(srv).values())
+        memory = run_until_prefaulted(srv, fresh)
+        assert memory and min(memory.values()) >= fresh + GAINED_KIB, (
+            f"idle workers hold {memory} KiB, a fresh one {fresh} KiB: nothing prefaulted"
+        )
+        assert max(memory.values()) <= IDLE_BUDGET_KIB, f"idle workers hold {memory} KiB"
+    finally:
+        srv.stop()
+
+
+def test_killing_the_first_learner_does_not_stop_learning(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--pool", "2")
+    try:
+        first = idle_workers(srv)
+        fresh = max(private_dirty_kib(pid) for pid in first)
+        # The first workers include the learner; it dies before any run.
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not set(first) & set(idle_workers(srv)), timeout=10)
+        memory = run_until_prefaulted(srv, fresh)
+        assert memory and min(memory.values()) >= fresh + GAINED_KIB, (
+            f"idle workers hold {memory} KiB, a fresh one {fresh} KiB: nothing learned after the learner died"
+        )
+        done = srv.run("-c", "print('served')")
+        assert (done.returncode, done.stdout) == (0, b"served\n")
+    finally:
+        srv.stop()
