@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
@@ -35,8 +36,14 @@ use crate::maps::Mapping;
 pub const CAPACITY: usize = 384;
 
 /// A new learner is chosen once this many workers have been forked since the
-/// last one, so the table follows what the server is asked to run.
+/// last one, so the table follows what the server is asked to run; more if
+/// learning took long (see [`relearn_after`]).
 const RELEARN_AFTER: u32 = 64;
+
+/// Learning may cost on average this much per worker forked. It reads 8 bytes
+/// per page of the server's private writable memory, twice: about 5 ms for a
+/// server holding 1 GiB on huge pages, 100 ms without them.
+const LEARNING_MICROS_PER_FORK: u64 = 10;
 
 /// Pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
 const PRESENT: u64 = 1 << 63;
@@ -55,6 +62,8 @@ const CHUNK: usize = 4096;
 pub struct Table {
     sequence: AtomicU64,
     len: AtomicU64,
+    /// How long the last learner took over its two scans.
+    learning_micros: AtomicU64,
     pages: [AtomicU64; CAPACITY],
 }
 
@@ -64,6 +73,7 @@ impl Table {
         Table {
             sequence: AtomicU64::new(0),
             len: AtomicU64::new(0),
+            learning_micros: AtomicU64::new(0),
             pages: [const { AtomicU64::new(0) }; CAPACITY],
         }
     }
@@ -91,9 +101,9 @@ impl Table {
         Some(unsafe { &*at.cast::<Table>() })
     }
 
-    /// Replaces the pages. Only one process may write at a time: the server
-    /// has at most one learner alive.
-    pub fn publish(&self, pages: &[u64]) {
+    /// Replaces the pages, learned in `micros`. Only one process may write
+    /// at a time: the server has at most one learner alive.
+    pub fn publish(&self, pages: &[u64], micros: u64) {
         let pages = &pages[..pages.len().min(CAPACITY)];
         let sequence = self.sequence.load(Ordering::Relaxed) | 1;
         self.sequence.store(sequence, Ordering::Relaxed);
@@ -102,6 +112,7 @@ impl Table {
             slot.store(page, Ordering::Relaxed);
         }
         self.len.store(pages.len() as u64, Ordering::Relaxed);
+        self.learning_micros.store(micros, Ordering::Relaxed);
         self.sequence.store(sequence + 1, Ordering::Release);
     }
 
@@ -202,7 +213,8 @@ impl Schedule {
             self.learner = None;
             table.settle();
         }
-        let due = table.is_empty() || self.since_learner >= RELEARN_AFTER;
+        let after = relearn_after(table.learning_micros.load(Ordering::Relaxed));
+        let due = table.is_empty() || self.since_learner >= after;
         if self.learner.is_none() && due {
             Role::Learn(table)
         } else {
@@ -227,6 +239,14 @@ impl Default for Schedule {
     }
 }
 
+/// How many workers to fork before the next learner, when the last one took
+/// `micros` to learn: at least [`RELEARN_AFTER`], and enough to keep learning
+/// within [`LEARNING_MICROS_PER_FORK`], however large the server's heap.
+fn relearn_after(micros: u64) -> u32 {
+    let forks = micros / LEARNING_MICROS_PER_FORK;
+    u32::try_from(forks).unwrap_or(u32::MAX).max(RELEARN_AFTER)
+}
+
 /// Whether the learner `pid` has exited. Once the server has reaped it, `pid`
 /// is no child of the server's (ECHILD), and cannot have become one again:
 /// this is asked before every fork, so no child was forked since the reap.
@@ -246,6 +266,8 @@ pub struct Learner {
     pagemap: File,
     /// The pages it owned alone when idle, ascending.
     idle: Vec<u64>,
+    /// Time spent scanning.
+    spent: Duration,
     /// Buffers for both scans, so that the second one writes only pages the
     /// first already made this worker's own.
     maps: Vec<u8>,
@@ -260,21 +282,25 @@ impl Learner {
             table,
             pagemap: File::open("/proc/self/pagemap").ok()?,
             idle: Vec::new(),
+            spent: Duration::ZERO,
             maps: Vec::with_capacity(64 << 10),
             entries: vec![0; CHUNK * 8],
             written: Vec::with_capacity(CAPACITY),
         };
+        let started = Instant::now();
         let mut idle = Vec::new();
         learner.scan(|page| {
             idle.push(page);
             true
         });
         learner.idle = idle;
+        learner.spent = started.elapsed();
         Some(learner)
     }
 
     /// After the run: publishes the pages the run wrote.
     pub fn finish(mut self) {
+        let started = Instant::now();
         let mut written = std::mem::take(&mut self.written);
         let idle = std::mem::take(&mut self.idle);
         self.scan(|page| {
@@ -284,7 +310,9 @@ impl Learner {
             written.len() < CAPACITY
         });
         if !written.is_empty() {
-            self.table.publish(&written);
+            let spent = self.spent + started.elapsed();
+            let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+            self.table.publish(&written, micros);
         }
     }
 
@@ -389,27 +417,40 @@ mod tests {
         let table = Table::new();
         assert!(table.is_empty());
         assert_eq!(table.read(), Vec::<u64>::new());
-        table.publish(&[3, 4, 9]);
+        table.publish(&[3, 4, 9], 1);
         assert_eq!(table.read(), [3, 4, 9]);
         let many: Vec<u64> = (0..CAPACITY as u64 + 10).collect();
-        table.publish(&many);
+        table.publish(&many, 1);
         assert_eq!(table.read(), many[..CAPACITY]);
-        table.publish(&[7]);
+        table.publish(&[7], 1);
         assert_eq!(table.read(), [7]);
     }
 
     #[test]
     fn a_table_left_half_written_reads_empty_until_settled() {
         let table = Table::new();
-        table.publish(&[1, 2]);
+        table.publish(&[1, 2], 1);
         // A learner killed while writing leaves the sequence odd.
         table.sequence.fetch_add(1, Ordering::Relaxed);
         assert_eq!(table.read(), Vec::<u64>::new());
         table.settle();
         assert!(table.is_empty());
         assert_eq!(table.sequence.load(Ordering::Relaxed) % 2, 0);
-        table.publish(&[5]);
+        table.publish(&[5], 1);
         assert_eq!(table.read(), [5]);
+    }
+
+    #[test]
+    fn slow_learning_is_repeated_less_often() {
+        assert_eq!(relearn_after(0), RELEARN_AFTER);
+        assert_eq!(
+            relearn_after(300),
+            RELEARN_AFTER,
+            "a small server learns in 0.3 ms"
+        );
+        assert_eq!(relearn_after(5_000), 500);
+        assert_eq!(relearn_after(100_000), 10_000);
+        assert_eq!(relearn_after(u64::MAX), u32::MAX);
     }
 
     #[test]

@@ -50,10 +50,9 @@ def prepare() -> None:
 
     A worker's cost is dominated by the memory pages it writes, each one
     copied from the server on first write (about 3 µs each on the
-    benchmark machine), so this touches as few objects as it can.
-    (Rehearsing the per-run set-up here, so that the pages it writes are
-    copied before a request arrives, was measured and dropped: it made no
-    run faster and doubled an idle worker's private memory.)
+    benchmark machine), so this touches as few objects as it can. The pages
+    a run writes are copied after this, while the worker is still idle,
+    from a list learned from an earlier run (``server/src/prefault.rs``).
     """
     for signum in _DEFAULT_SIGNALS:
         if _signal.getsignal(signum) != _signal.SIG_DFL:
