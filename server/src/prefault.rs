@@ -359,30 +359,41 @@ fn owned_alone(entry: u64) -> bool {
 /// Populates, writable, each of `pages` (ascending page numbers) that lies in
 /// one of this process's private writable mappings.
 fn populate(pages: &[u64]) {
-    if pages.is_empty() {
+    let page_size = rustix::param::page_size();
+    let Some(&first) = pages.first() else {
+        return;
+    };
+    // Kernels before 5.14 refuse the advice itself (EINVAL), which they
+    // check before the length: an empty range asks without populating.
+    if advise_populate(first as usize * page_size, 0).is_err() {
         return;
     }
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return;
     };
-    let page_size = rustix::param::page_size();
     let mappings = maps
         .lines()
         .filter_map(Mapping::parse)
         .filter(Mapping::private_writable)
         .map(|m| (m.from / page_size) as u64..(m.to / page_size) as u64);
     for run in runs(pages, mappings) {
-        let (at, len) = (
-            run.start as usize * page_size,
-            (run.end - run.start) as usize * page_size,
-        );
-        // SAFETY: the range lies in one private writable mapping of this
-        // process; populating it copies pages without changing any byte.
-        let result =
-            unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
-        if result != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            return; // a kernel older than 5.14: no MADV_POPULATE_WRITE
-        }
+        let len = (run.end - run.start) as usize * page_size;
+        // A range that cannot be populated (device memory, memory short) is
+        // left to fault as usual.
+        let _ = advise_populate(run.start as usize * page_size, len);
+    }
+}
+
+/// `MADV_POPULATE_WRITE` on `len` bytes at `at` (page-aligned).
+fn advise_populate(at: usize, len: usize) -> std::io::Result<()> {
+    // SAFETY: callers pass a range inside one private writable mapping of
+    // this process, or an empty one; populating copies pages into this
+    // process without changing any byte of them.
+    let result = unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
