@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
-use crate::maps::Mapping;
+use crate::maps::{self, Mapping};
 
 /// Most pages an idle worker populates: 1.5 MiB of 4 KiB pages.
 pub const CAPACITY: usize = 384;
@@ -368,15 +368,8 @@ fn populate(pages: &[u64]) {
     if advise_populate(first as usize * page_size, 0).is_err() {
         return;
     }
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    let mappings = maps
-        .lines()
-        .filter_map(Mapping::parse)
-        .filter(Mapping::private_writable)
-        .map(|m| (m.from / page_size) as u64..(m.to / page_size) as u64);
-    for run in runs(pages, mappings) {
+    let mappings = maps::private_writable_holding(pages);
+    for run in runs(pages, mappings.into_iter()) {
         let len = (run.end - run.start) as usize * page_size;
         // A range that cannot be populated (device memory, memory short) is
         // left to fault as usual.
