@@ -159,6 +159,30 @@ def test_os_exit_gives_its_code_and_drops_buffered_output_like_python(server, tm
     assert (out.status, out.stdout) == (7, b"")
 
 
+@pytest.mark.parametrize("child_ends", ["raise SystemExit(7)", "pass", "raise ValueError('in the child')", "os.kill(os.getpid(), 15)"])
+def test_a_child_the_program_forks_ends_on_its_own_and_the_status_is_the_parents(
+    server, tmp_path: Path, child_ends: str
+) -> None:
+    """The child returns through warmfork's own code at the end of the
+    program; it must end there as python's child would (its atexit, its
+    flush, its status), and leave the client to the parent."""
+    program = (
+        "import atexit, os, sys, time\n"
+        "atexit.register(lambda: print('atexit in', 'parent' if os.getpid() == parent else 'child', flush=True))\n"
+        "parent = os.getpid()\n"
+        "if os.fork() == 0:\n"
+        "    print('child', end='')\n"
+        f"    {child_ends}\n"
+        "else:\n"
+        "    _, status = os.wait()\n"
+        "    time.sleep(0.1)\n"
+        "    print('parent saw', os.waitstatus_to_exitcode(status))\n"
+        "    sys.exit(3)\n"
+    )
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.status == 3 and b"parent saw" in out.stdout
+
+
 def test_parallel_clients_each_get_their_own_output_and_status(server, tmp_path: Path) -> None:
     program = "import sys, time\ntime.sleep(0.5)\nprint('I am', sys.argv[1])\nsys.exit(int(sys.argv[1]))"
     started = time.monotonic()

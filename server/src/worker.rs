@@ -164,7 +164,12 @@ fn run_request(
     let client_pid = rustix::net::sockopt::socket_peercred(connection)
         .map(|cred| cred.pid.as_raw_nonzero().get())
         .unwrap_or(0);
-    let status = match run_python(py, &request, hooks, client_pid) {
+    let worker = rustix::process::getpid();
+    let outcome = run_python(py, &request, hooks, client_pid);
+    if rustix::process::getpid() != worker {
+        end_forked_child(py, outcome);
+    }
+    let status = match outcome {
         Ok(Outcome::Exited(code)) => ExitStatus::Exited(code),
         Ok(Outcome::Signaled(signal)) => ExitStatus::Signaled(signal),
         Ok(Outcome::Unsupported(message)) => fail(connection_fd, ErrorCode::Unsupported, &message),
@@ -198,6 +203,25 @@ enum Outcome {
     Exited(u8),
     Signaled(u8),
     Unsupported(String),
+}
+
+/// Ends a process the program forked, which has come back here at the end
+/// of the program, as python's child would end: with its own status, after
+/// the finalisation `run` has done. The client's status is the worker's, so
+/// nothing goes to the client, and only the worker learns (see `prefault.rs`).
+fn end_forked_child(py: Python<'_>, outcome: PyResult<Outcome>) -> ! {
+    match outcome {
+        Ok(Outcome::Exited(code)) => exit(i32::from(code)),
+        Ok(Outcome::Signaled(signal)) => die_by(signal),
+        Ok(Outcome::Unsupported(message)) => {
+            eprintln!("warmfork: {message}");
+            exit(1)
+        }
+        Err(error) => {
+            error.print(py);
+            exit(1)
+        }
+    }
 }
 
 /// Calls `warmfork._worker.run(handler, argv, env, umask, ignored_signals,
