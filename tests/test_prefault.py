@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
-from conftest import Server, start_server
+from conftest import CLIENT, Server, start_server
 from support.server_process import children_of, settled_fd_count, wait_until
 
 #: Most private memory an idle pool worker may hold (issue 4's target).
@@ -26,26 +27,27 @@ def private_dirty_kib(pid: int) -> int:
     raise AssertionError(f"no Private_Dirty for {pid}")
 
 
-def idle_workers(server: Server) -> list[int]:
-    """The server's idle workers, once it has settled after the last run."""
+def idle_workers(server: Server, busy: frozenset[int] = frozenset()) -> list[int]:
+    """The server's idle workers, once it has settled after the last run;
+    ``busy`` are workers still running a program."""
     settled_fd_count(server.process.pid)
-    return sorted(children_of(server.process.pid))
+    return sorted(set(children_of(server.process.pid)) - busy)
 
 
-def idle_memory(server: Server) -> dict[int, int]:
-    return {pid: private_dirty_kib(pid) for pid in idle_workers(server)}
+def idle_memory(server: Server, busy: frozenset[int] = frozenset()) -> dict[int, int]:
+    return {pid: private_dirty_kib(pid) for pid in idle_workers(server, busy)}
 
 
-def run_until_prefaulted(server: Server, fresh: int) -> dict[int, int]:
+def run_until_prefaulted(server: Server, fresh: int, busy: frozenset[int] = frozenset()) -> dict[int, int]:
     """Runs `-c pass` until every idle worker holds ``GAINED_KIB`` more than
-    ``fresh``, the most a worker held before any run; at most 10 runs."""
+    ``fresh``, the most a worker held before any run; gives up after 60 s."""
     memory: dict[int, int] = {}
 
     def prefaulted() -> bool:
         nonlocal memory
         done = server.run("-c", "pass")
         assert (done.returncode, done.stderr) == (0, b""), done.stderr
-        memory = idle_memory(server)
+        memory = idle_memory(server, busy)
         return bool(memory) and min(memory.values()) >= fresh + GAINED_KIB
 
     wait_until(prefaulted, timeout=60, interval=0)
@@ -80,5 +82,29 @@ def test_killing_the_first_learner_does_not_stop_learning(tmp_path: Path) -> Non
         )
         done = srv.run("-c", "print('served')")
         assert (done.returncode, done.stdout) == (0, b"served\n")
+    finally:
+        srv.stop()
+
+
+def test_a_first_run_that_does_not_end_does_not_stop_learning(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--pool", "2")
+    try:
+        fresh = max(idle_memory(srv).values())
+        # The first run goes to the oldest idle worker, the first learner.
+        endless = subprocess.Popen(
+            [CLIENT, "-c", "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(120)"],
+            env=srv.env,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert endless.stdout is not None
+            busy = frozenset({int(endless.stdout.readline())})
+            memory = run_until_prefaulted(srv, fresh, busy)
+            assert memory and min(memory.values()) >= fresh + GAINED_KIB, (
+                f"idle workers hold {memory} KiB, a fresh one {fresh} KiB: a run in progress blocked learning"
+            )
+        finally:
+            endless.kill()
+            endless.wait()
     finally:
         srv.stop()

@@ -9,7 +9,9 @@
 //! numpy server). So now and then one worker, the *learner*, notes which of
 //! its pages it owns alone, once when idle and again after its run; the pages
 //! of the second list missing from the first are those its run wrote. It
-//! publishes them in a [`Table`] shared by the server and every worker. Each
+//! publishes them in a [`Table`] shared by the server and every worker, if
+//! the server has not designated a newer learner meanwhile (a run may last
+//! for ever; see [`forks_between_learners`]). Each
 //! other idle worker takes its copies of those pages with
 //! `MADV_POPULATE_WRITE` (Linux 5.14) before it waits for a request: the
 //! faults move off the critical path, and one system call takes many of them
@@ -37,8 +39,13 @@ pub const CAPACITY: usize = 384;
 
 /// A new learner is chosen once this many workers have been forked since the
 /// last one, so the table follows what the server is asked to run; more if
-/// learning took long (see [`relearn_after`]).
+/// learning took long (see [`forks_between_learners`]).
 const RELEARN_AFTER: u32 = 64;
+
+/// While nothing is learned, a new learner is chosen this many forks after
+/// the last one has had its turn in the pool (its run may never end, or end
+/// in a way that learns nothing).
+const RETRY_AFTER: u32 = 8;
 
 /// Learning may cost on average this much per worker forked. It reads 8 bytes
 /// per page of the server's private writable memory, twice: about 5 ms for a
@@ -50,16 +57,24 @@ const PRESENT: u64 = 1 << 63;
 const FILE_OR_SHARED: u64 = 1 << 61;
 const EXCLUSIVE: u64 = 1 << 56;
 
+/// Set in [`Table::designated`] while the learner writes.
+const WRITING: u64 = 1 << 63;
+
 /// Pagemap entries read at a time.
 const CHUNK: usize = 4096;
 
 /// The pages to populate, as page numbers (address / page size) in
-/// ascending order, behind a sequence lock: the learner, the only writer,
-/// makes `sequence` odd while it writes, and a reader that saw it change
-/// discards what it read.
+/// ascending order, behind a sequence lock: the writer makes `sequence` odd
+/// while it writes, and a reader that saw it change discards what it read.
+///
+/// Only the learner the server designated last may write: `designated`
+/// holds its pid, with [`WRITING`] set while it writes. A learner claims the
+/// table by setting that bit, so the server never designates another while
+/// one is writing, and one that lost its designation cannot write.
 #[derive(Debug)]
 #[repr(C)]
 pub struct Table {
+    designated: AtomicU64,
     sequence: AtomicU64,
     len: AtomicU64,
     /// How long the last learner took over its two scans.
@@ -71,6 +86,7 @@ impl Table {
     /// An empty table in this process's memory.
     pub const fn new() -> Table {
         Table {
+            designated: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
             len: AtomicU64::new(0),
             learning_micros: AtomicU64::new(0),
@@ -101,9 +117,18 @@ impl Table {
         Some(unsafe { &*at.cast::<Table>() })
     }
 
-    /// Replaces the pages, learned in `micros`. Only one process may write
-    /// at a time: the server has at most one learner alive.
-    pub fn publish(&self, pages: &[u64], micros: u64) {
+    /// Replaces the pages, learned in `micros` by learner `pid`, if it is
+    /// still the designated one; then designates none.
+    pub fn publish(&self, pid: u64, pages: &[u64], micros: u64) -> bool {
+        let claim = self.designated.compare_exchange(
+            pid,
+            pid | WRITING,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        );
+        if claim.is_err() {
+            return false;
+        }
         let pages = &pages[..pages.len().min(CAPACITY)];
         let sequence = self.sequence.load(Ordering::Relaxed) | 1;
         self.sequence.store(sequence, Ordering::Relaxed);
@@ -114,6 +139,8 @@ impl Table {
         self.len.store(pages.len() as u64, Ordering::Relaxed);
         self.learning_micros.store(micros, Ordering::Relaxed);
         self.sequence.store(sequence + 1, Ordering::Release);
+        self.designated.store(0, Ordering::Release);
+        true
     }
 
     /// The pages, or nothing if they are being written.
@@ -139,13 +166,34 @@ impl Table {
         self.len.load(Ordering::Relaxed) == 0
     }
 
-    /// Empties a table whose writer died while writing it. Called by the
-    /// server once no learner is alive.
-    fn settle(&self) {
+    /// The server's side: whether a learner may be designated now. If the
+    /// learner writing the table has died, empties the table it left half
+    /// written and says yes.
+    fn may_designate(&self, exited: impl Fn(u64) -> bool) -> bool {
+        let designated = self.designated.load(Ordering::Acquire);
+        if designated & WRITING == 0 {
+            return true;
+        }
+        if !exited(designated & !WRITING) {
+            return false;
+        }
         let sequence = self.sequence.load(Ordering::Relaxed);
         if sequence % 2 == 1 {
             self.len.store(0, Ordering::Relaxed);
             self.sequence.store(sequence + 1, Ordering::Release);
+        }
+        self.designated.store(0, Ordering::Release);
+        true
+    }
+
+    /// Designates learner `pid`, unless a learner has started writing since
+    /// [`Table::may_designate`]; the new one then learns in vain.
+    fn designate(&self, pid: u64) {
+        let current = self.designated.load(Ordering::Acquire);
+        if current & WRITING == 0 {
+            let _ =
+                self.designated
+                    .compare_exchange(current, pid, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 }
@@ -187,35 +235,34 @@ impl Role {
 #[derive(Debug)]
 pub struct Schedule {
     table: Option<&'static Table>,
-    /// The learner, while it may be alive.
-    learner: Option<Pid>,
+    /// The server's pool size: a learner waits for its turn behind as many
+    /// idle workers.
+    pool: u32,
     /// Workers forked since the last learner.
     since_learner: u32,
 }
 
 impl Schedule {
-    /// A schedule with a fresh shared table.
-    pub fn new() -> Schedule {
+    /// A schedule with a fresh shared table, for a pool of `pool` workers.
+    pub fn new(pool: usize) -> Schedule {
         Schedule {
             table: Table::shared(),
-            learner: None,
-            since_learner: 0,
+            pool: u32::try_from(pool).unwrap_or(u32::MAX),
+            since_learner: u32::MAX,
         }
     }
 
-    /// The role of the next worker: a learner when none is alive and the
-    /// table is empty or old, else a prefaulter.
+    /// The role of the next worker: a learner when it is time for one (see
+    /// [`forks_between_learners`]) and none is writing, else a prefaulter.
     pub fn next(&mut self) -> Role {
         let Some(table) = self.table else {
             return Role::Neither;
         };
-        if self.learner.is_some_and(exited) {
-            self.learner = None;
-            table.settle();
-        }
-        let after = relearn_after(table.learning_micros.load(Ordering::Relaxed));
-        let due = table.is_empty() || self.since_learner >= after;
-        if self.learner.is_none() && due {
+        // Asked before every fork, for what `exited` relies on.
+        let free = table.may_designate(exited);
+        let micros = table.learning_micros.load(Ordering::Relaxed);
+        let due = self.since_learner >= forks_between_learners(self.pool, table.is_empty(), micros);
+        if due && free {
             Role::Learn(table)
         } else {
             Role::Prefault(table)
@@ -224,8 +271,8 @@ impl Schedule {
 
     /// Records that worker `pid` was forked with `role`.
     pub fn forked(&mut self, role: Role, pid: Pid) {
-        if let Role::Learn(_) = role {
-            self.learner = Some(pid);
+        if let Role::Learn(table) = role {
+            table.designate(pid.as_raw_nonzero().get() as u64);
             self.since_learner = 0;
         } else {
             self.since_learner = self.since_learner.saturating_add(1);
@@ -233,25 +280,29 @@ impl Schedule {
     }
 }
 
-impl Default for Schedule {
-    fn default() -> Schedule {
-        Schedule::new()
+/// How many workers to fork after a learner before the next: while nothing
+/// is learned, enough for the last learner to have had its turn in a pool of
+/// `pool` ([`RETRY_AFTER`] more); once something is, at least
+/// [`RELEARN_AFTER`], and enough to keep learning, which took `micros` last
+/// time, within [`LEARNING_MICROS_PER_FORK`] however large the heap.
+fn forks_between_learners(pool: u32, empty: bool, micros: u64) -> u32 {
+    let turn = pool.saturating_add(RETRY_AFTER);
+    if empty {
+        return turn;
     }
+    let affordable = u32::try_from(micros / LEARNING_MICROS_PER_FORK).unwrap_or(u32::MAX);
+    affordable.max(RELEARN_AFTER).max(turn)
 }
 
-/// How many workers to fork before the next learner, when the last one took
-/// `micros` to learn: at least [`RELEARN_AFTER`], and enough to keep learning
-/// within [`LEARNING_MICROS_PER_FORK`], however large the server's heap.
-fn relearn_after(micros: u64) -> u32 {
-    let forks = micros / LEARNING_MICROS_PER_FORK;
-    u32::try_from(forks).unwrap_or(u32::MAX).max(RELEARN_AFTER)
-}
-
-/// Whether the learner `pid` has exited. Once the server has reaped it, `pid`
-/// is no child of the server's (ECHILD), and cannot have become one again:
-/// this is asked before every fork, so no child was forked since the reap.
-/// Before the reap, `WNOWAIT` looks without reaping.
-fn exited(pid: Pid) -> bool {
+/// Whether worker `pid`, the learner writing the table, has exited. Once
+/// the server has reaped it, `pid` is no child of the server's (ECHILD), and
+/// cannot have become one again: while a learner writes, this is asked before
+/// every fork, so no child was forked since the reap. Before the reap,
+/// `WNOWAIT` looks without reaping.
+fn exited(pid: u64) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return true;
+    };
     let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
     match rustix::process::waitid(WaitId::Pid(pid), options) {
         Ok(status) => status.is_some(),
@@ -312,7 +363,8 @@ impl Learner {
         if !written.is_empty() {
             let spent = self.spent + started.elapsed();
             let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
-            self.table.publish(&written, micros);
+            let pid = rustix::process::getpid().as_raw_nonzero().get() as u64;
+            self.table.publish(pid, &written, micros);
         }
     }
 
@@ -416,45 +468,74 @@ fn runs(
 mod tests {
     use super::*;
 
+    /// Designates learner `pid` and has it publish `pages`.
+    fn learn(table: &Table, pid: u64, pages: &[u64]) {
+        assert!(table.may_designate(|_| false));
+        table.designate(pid);
+        assert!(
+            table.publish(pid, pages, 1),
+            "a designated learner must publish"
+        );
+    }
+
     #[test]
     fn a_published_table_reads_back_and_is_capped() {
         let table = Table::new();
         assert!(table.is_empty());
         assert_eq!(table.read(), Vec::<u64>::new());
-        table.publish(&[3, 4, 9], 1);
+        learn(&table, 10, &[3, 4, 9]);
         assert_eq!(table.read(), [3, 4, 9]);
         let many: Vec<u64> = (0..CAPACITY as u64 + 10).collect();
-        table.publish(&many, 1);
+        learn(&table, 11, &many);
         assert_eq!(table.read(), many[..CAPACITY]);
-        table.publish(&[7], 1);
+        learn(&table, 12, &[7]);
         assert_eq!(table.read(), [7]);
     }
 
     #[test]
-    fn a_table_left_half_written_reads_empty_until_settled() {
+    fn only_the_last_designated_learner_publishes_and_only_once() {
         let table = Table::new();
-        table.publish(&[1, 2], 1);
-        // A learner killed while writing leaves the sequence odd.
+        table.designate(10);
+        table.designate(11);
+        assert!(
+            !table.publish(10, &[1], 1),
+            "a learner no longer designated"
+        );
+        assert!(table.publish(11, &[2], 1));
+        assert!(!table.publish(11, &[3], 1), "a learner that has published");
+        assert_eq!(table.read(), [2]);
+    }
+
+    #[test]
+    fn no_learner_is_designated_while_one_writes_unless_it_died() {
+        let table = Table::new();
+        learn(&table, 10, &[1, 2]);
+        // Learner 11, designated, is killed while it writes the table.
+        table.designate(11);
+        table.designated.fetch_or(WRITING, Ordering::Relaxed);
         table.sequence.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(table.read(), Vec::<u64>::new());
-        table.settle();
+        assert_eq!(table.read(), Vec::<u64>::new(), "a table being written");
+        table.designate(12);
+        assert_eq!(table.designated.load(Ordering::Relaxed), 11 | WRITING);
+        assert!(!table.may_designate(|_| false), "the writer is alive");
+        assert!(table.may_designate(|pid| pid == 11), "the writer died");
         assert!(table.is_empty());
         assert_eq!(table.sequence.load(Ordering::Relaxed) % 2, 0);
-        table.publish(&[5], 1);
+        learn(&table, 12, &[5]);
         assert_eq!(table.read(), [5]);
     }
 
     #[test]
-    fn slow_learning_is_repeated_less_often() {
-        assert_eq!(relearn_after(0), RELEARN_AFTER);
-        assert_eq!(
-            relearn_after(300),
-            RELEARN_AFTER,
-            "a small server learns in 0.3 ms"
-        );
-        assert_eq!(relearn_after(5_000), 500);
-        assert_eq!(relearn_after(100_000), 10_000);
-        assert_eq!(relearn_after(u64::MAX), u32::MAX);
+    fn learners_come_after_a_pool_s_turn_and_slow_learning_less_often() {
+        // Nothing learned yet: once the last learner has had its turn.
+        assert_eq!(forks_between_learners(4, true, 0), 4 + RETRY_AFTER);
+        assert_eq!(forks_between_learners(0, true, 0), RETRY_AFTER);
+        // Learned: every RELEARN_AFTER forks, or less often if it was slow.
+        assert_eq!(forks_between_learners(4, false, 300), RELEARN_AFTER);
+        assert_eq!(forks_between_learners(4, false, 5_000), 500);
+        assert_eq!(forks_between_learners(4, false, 100_000), 10_000);
+        assert_eq!(forks_between_learners(4, false, u64::MAX), u32::MAX);
+        assert_eq!(forks_between_learners(100, false, 0), 100 + RETRY_AFTER);
     }
 
     #[test]
@@ -562,6 +643,7 @@ mod tests {
             !written.contains(&(region.page(20) as u64)),
             "an untouched page learned"
         );
+        table.designate(rustix::process::getpid().as_raw_nonzero().get() as u64);
         learner.finish();
         let published = table.read();
         assert!(!published.is_empty() && published.len() <= CAPACITY);

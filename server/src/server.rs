@@ -113,7 +113,7 @@ pub fn serve(
         uid: rustix::process::geteuid(),
         connections: Vec::new(),
         pool: Pool::new(settings.pool),
-        prefault: Schedule::new(),
+        prefault: Schedule::new(settings.pool),
         watcher: freshness.watcher,
         restart: freshness.restart,
         retiring: false,
