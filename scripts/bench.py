@@ -4,9 +4,9 @@ Run through ``scripts/bench``, which builds and installs warmfork, makes the
 numpy environment (with matplotlib, for the chart) and calls this file with
 that environment's python. Every figure is measured side by side on this
 machine: a static no-op binary's exec as the baseline, plain python, warmfork
-against a numpy server and against a numpy server holding 1 GiB more, two
-parallel client loops, the client's system calls and an idle pool worker's
-memory. It prints a markdown table and writes it, the raw hyperfine JSON and
+against a numpy server (back to back, and with runs apart) and against a
+numpy server holding 1 GiB more, two parallel client loops, the client's
+system calls and an idle pool worker's memory. It prints a markdown table and writes it, the raw hyperfine JSON and
 a latency chart into ``results/``.
 
 It reports; it does not assert: a missed target is a FAIL row and exit 0. A
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,9 @@ IMPORT_NUMPY = "import numpy\n"
 BASELINE_RUNS = (2000, 50)
 FAST_RUNS = (500, 20)
 SLOW_RUNS = (20, 2)
+APART_RUNS = (200, 5)
+APART_SECONDS = 0.02
+APART = f"warmfork -c pass (numpy), runs {APART_SECONDS * 1000:.0f} ms apart"
 THROUGHPUT_LOOPS, THROUGHPUT_RUNS_PER_LOOP = 2, 500
 THROUGHPUT_REPEATS = (5, 1)
 STRACE_REPEATS = 5
@@ -199,11 +202,16 @@ class Bench:
         self.commands: list[str] = []
 
     def hyperfine(
-        self, name: str, commands: list[tuple[str, list[str]]], runs: tuple[int, int], env: dict[str, str] | None = None
+        self,
+        name: str,
+        commands: list[tuple[str, list[str]]],
+        runs: tuple[int, int],
+        env: dict[str, str] | None = None,
+        options: Sequence[str] = (),
     ) -> dict[str, dict]:
-        """Times ``commands`` with ``hyperfine -N``; returns hyperfine's result per label."""
+        """Times ``commands`` with ``hyperfine -N`` and ``options``; returns hyperfine's result per label."""
         out = self.results / f"{name}.json"
-        argv = ["hyperfine", "-N", "--style", "none", "--runs", str(runs[0]), "--warmup", str(runs[1])]
+        argv = ["hyperfine", "-N", "--style", "none", "--runs", str(runs[0]), "--warmup", str(runs[1]), *options]
         argv += ["--export-json", str(out)]
         for label, command in commands:
             argv += ["-n", label, shlex.join(command)]
@@ -375,6 +383,12 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
     row("latency", "warmfork -c pass, numpy server", trivial)
     row("latency", "warmfork -c pass, numpy + 1 GiB server", gib)
     row("latency", "warmfork import_numpy.py, numpy server", numpy)
+
+    def apart() -> list[str]:
+        ratio = lat[APART]["median"] / lat["static no-op exec (baseline)"]["median"]
+        return [*latency_cells(lat[APART]), f"{ratio:.2f} × baseline", "—", "—"]
+
+    row("latency", f"warmfork -c pass, numpy server, runs {APART_SECONDS * 1000:.0f} ms apart", apart)
     row("throughput", f"throughput, {THROUGHPUT_LOOPS} parallel client loops", throughput)
     if "cpu per run" in m:
         cpu = m["cpu per run"]
@@ -479,6 +493,16 @@ def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, 
         )
         lat |= bench.hyperfine(
             "warmfork-1gib", [("warmfork -c pass (numpy + 1 GiB)", [wf, "-c", "pass"])], FAST_RUNS, gib_srv.env()
+        )
+        # Runs apart: what one run waits for when the server and its workers
+        # have finished the previous run's work (the loops above are bound by
+        # that work, which needs the same two cores).
+        lat |= bench.hyperfine(
+            "warmfork-apart",
+            [(APART, [wf, "-c", "pass"])],
+            APART_RUNS,
+            numpy_srv.env(),
+            ["--prepare", f"sleep {APART_SECONDS}"],
         )
         return lat
 
