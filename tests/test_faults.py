@@ -26,7 +26,16 @@ import pytest
 from conftest import CLIENT, Server, start_server
 from support.differential import Outcome, env_for, reference, warmfork
 from support.raw_client import ERROR, EXIT, INTERNAL, RawClient, close_all, run_frame, stdio_and_cwd
-from support.server_process import children_of, launch, settled_fd_count, stop, wait_listening, wait_until
+from support.server_process import (
+    children_of,
+    has_ended,
+    launch,
+    process_state,
+    settled_fd_count,
+    stop,
+    wait_listening,
+    wait_until,
+)
 
 #: The client's own exit codes (README, "Exit codes of the client").
 CLIENT_CODES = {201: "refused", 202: "no server", 203: "protocol error or connection lost", 204: "system error"}
@@ -53,23 +62,8 @@ def note(record_property: Callable[[str, object], None]) -> Note:
 # -- processes seen through /proc ----------------------------------------------
 
 
-def process_state(pid: int) -> str | None:
-    """The state letter of ``pid`` (R, S, Z, ...), or None once it is reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat[stat.rindex(")") + 2 :].split()[0]
-
-
 def zombie_children(pid: int) -> list[int]:
     return sorted(child for child, state in children_of(pid).items() if state == "Z")
-
-
-def has_ended(pid: int) -> bool:
-    """True once ``pid`` has exited. A zombie has exited too: after its parent
-    died, whoever adopted it reaps it, and that is not the server's doing."""
-    return process_state(pid) in (None, "Z")
 
 
 def settled(server: Server) -> int:

@@ -4,9 +4,9 @@
 //!
 //! Handing a request to an idle worker is one `sendmsg` (the request's bytes
 //! with the client's descriptors and connection); the fork that replaces the
-//! worker happens after the hand-off, so it is never on a run's critical
-//! path. An empty pool is refilled on demand: a request then pays for one
-//! fork, and is never refused.
+//! worker happens after the runs in progress (see `Server::refill_due`), so
+//! it is never on a run's critical path. An empty pool is refilled on demand:
+//! a request then pays for one fork, and is never refused.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;

@@ -34,6 +34,10 @@ const HANGUP_GRACE: Duration = Duration::from_secs(5);
 /// Connections accepted per wake-up, so a flood cannot starve the others.
 const ACCEPT_BATCH: usize = 64;
 
+/// Longest wait for runs in progress to end before the pool is refilled
+/// (see [`Server::refill_due`]).
+const REFILL_DELAY: Duration = Duration::from_millis(20);
+
 /// Settings of a serving loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -78,6 +82,8 @@ struct Server<'a, 'py> {
     pool: Pool,
     /// Which new worker learns the pages a run writes (see `prefault.rs`).
     prefault: Schedule,
+    /// When the pool is refilled at the latest, while runs are in progress.
+    refill_by: Option<Instant>,
     /// Watches the files of the loaded code, when asked to.
     watcher: Option<Watcher>,
     /// The server's own command line, to start a fresh server with.
@@ -114,6 +120,7 @@ pub fn serve(
         connections: Vec::new(),
         pool: Pool::new(settings.pool),
         prefault: Schedule::new(settings.pool),
+        refill_by: None,
         watcher: freshness.watcher,
         restart: freshness.restart,
         retiring: false,
@@ -245,7 +252,9 @@ impl Server<'_, '_> {
             self.accept();
         }
         // Every run that became ready this turn has started; only now fork.
-        self.refill();
+        if self.refill_due(now) {
+            self.refill();
+        }
         Ok(true)
     }
 
@@ -286,6 +295,7 @@ impl Server<'_, '_> {
             .connections
             .iter()
             .filter_map(|c| c.deadline)
+            .chain(self.refill_by)
             .min()
             .map(|d| {
                 let left = d.saturating_duration_since(now);
@@ -535,8 +545,30 @@ impl Server<'_, '_> {
         true
     }
 
+    /// Whether to fork the pool's missing workers now. A fork copies the
+    /// server's page tables (about 1 ms with numpy loaded) and the new worker
+    /// then gets ready (as long again): work that competes for a CPU with the
+    /// runs just handed off, on their way to an exit status, when cores are
+    /// few. So while runs are in progress and an idle worker is left, the
+    /// refill waits for them to end, [`REFILL_DELAY`] at most.
+    fn refill_due(&mut self, now: Instant) -> bool {
+        if self.pool.missing() == 0 {
+            self.refill_by = None;
+            return false;
+        }
+        let running = self
+            .connections
+            .iter()
+            .any(|c| matches!(c.state, State::Running { .. }));
+        if !running || self.pool.idle().next().is_none() {
+            return true;
+        }
+        now >= *self.refill_by.get_or_insert(now + REFILL_DELAY)
+    }
+
     /// Forks idle workers until the pool is full.
     fn refill(&mut self) {
+        self.refill_by = None;
         for _ in 0..self.pool.missing() {
             match self.fork_idle() {
                 Ok(idle) => self.pool.put(idle),

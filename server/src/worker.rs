@@ -190,6 +190,9 @@ fn run_request(
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     send_reply(connection, &Reply::Exit(status));
+    if !request.fds.contains(FdSet::CONTROLLING_TTY) {
+        give_way(connection);
+    }
     if let Some(learner) = learner {
         learner.finish();
     }
@@ -204,6 +207,21 @@ enum Outcome {
     Signaled(u8),
     Unsupported(String),
 }
+
+/// Lets the client have the CPU before this worker's teardown: waits until
+/// the client, which exits on reading the status, has hung up, for
+/// [`GIVE_WAY`] at most. Unmapping a warm worker takes about a millisecond,
+/// and a client woken on the same CPU would otherwise wait behind it. (A
+/// client relaying a pseudo-terminal waits for the connection to close, so
+/// it is not waited for.)
+fn give_way(connection: &OwnedFd) {
+    let timeout = rustix::time::Timespec::try_from(GIVE_WAY).expect("a small duration");
+    let mut fds = [PollFd::new(connection, PollFlags::RDHUP)];
+    let _ = rustix::event::poll(&mut fds, Some(&timeout));
+}
+
+/// Longest wait in [`give_way`].
+const GIVE_WAY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Ends a process the program forked, which has come back here at the end
 /// of the program, as python's child would end: with its own status, after

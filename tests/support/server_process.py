@@ -57,6 +57,21 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` (R, S, Z, ...), or None once it is reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[0]
+
+
+def has_ended(pid: int) -> bool:
+    """True once ``pid`` has exited. A zombie has exited too: after its parent
+    died, whoever adopted it reaps it, and that is not the server's doing."""
+    return process_state(pid) in (None, "Z")
+
+
 def children_of(pid: int) -> dict[int, str]:
     """The children of ``pid`` and their states, read from /proc."""
     children = {}
