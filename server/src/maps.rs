@@ -35,6 +35,14 @@ impl Mapping<'_> {
         })
     }
 
+    /// A private mapping of a file that cannot be written: code or
+    /// constants.
+    pub fn read_only_file(&self) -> bool {
+        self.perms.as_bytes().get(1) == Some(&b'-')
+            && self.perms.ends_with('p')
+            && self.inode != "0"
+    }
+
     /// Private and writable: a write copies the page rather than changing a
     /// file or memory shared with another process.
     pub fn private_writable(&self) -> bool {
@@ -157,6 +165,23 @@ mod tests {
                 Mapping::parse(&line).unwrap().private_writable(),
                 expected,
                 "{perms}"
+            );
+        }
+    }
+
+    #[test]
+    fn read_only_files_are_private_unwritable_file_mappings() {
+        for (line, expected) in [
+            ("1000-2000 r-xp 00000000 fd:01 42 /usr/lib/libc.so.6", true),
+            ("1000-2000 r--p 00000000 fd:01 42 /usr/lib/libc.so.6", true),
+            ("1000-2000 rw-p 00000000 fd:01 42 /usr/lib/libc.so.6", false),
+            ("1000-2000 r--s 00000000 fd:01 42 /dev/shm/x", false),
+            ("1000-2000 r--p 00000000 00:00 0   [vvar]", false),
+        ] {
+            assert_eq!(
+                Mapping::parse(line).unwrap().read_only_file(),
+                expected,
+                "{line}"
             );
         }
     }

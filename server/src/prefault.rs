@@ -15,7 +15,10 @@
 //! other idle worker takes its copies of those pages with
 //! `MADV_POPULATE_WRITE` (Linux 5.14) before it waits for a request: the
 //! faults move off the critical path, and one system call takes many of them
-//! at a time.
+//! at a time. The learner notes the pages of the libraries' code and
+//! constants that its run mapped in too (a fork does not copy those page
+//! tables, so each worker faults them in again), and idle workers map them
+//! ahead with `MADV_POPULATE_READ`, which costs no memory of their own.
 //!
 //! Populating writes no byte, and only pages of the idle worker's own private
 //! writable mappings are touched, so a stale table costs memory, never
@@ -41,9 +44,13 @@ use crate::maps::{self, Mapping};
 /// worker that populates holds a few pages more, for the list it reads).
 pub const IDLE_BUDGET: usize = 496;
 
-/// Pages the learner can note when idle without growing its list (which
+/// Pages the learner can note when idle without growing its lists (which
 /// would write pages of its own while it counts them).
 const IDLE_SCAN: usize = 8192;
+
+/// Most file pages published for idle workers to map ahead: 8 MiB of code
+/// and constants, shared with every other process that maps them.
+const MAPPED_CAPACITY: usize = 2048;
 
 /// A new learner is chosen once this many workers have been forked since the
 /// last one, so the table follows what the server is asked to run; more if
@@ -84,10 +91,21 @@ const CHUNK: usize = 4096;
 pub struct Table {
     designated: AtomicU64,
     sequence: AtomicU64,
-    len: AtomicU64,
     /// How long the last learner took over its two scans.
     learning_micros: AtomicU64,
-    pages: [AtomicU64; IDLE_BUDGET],
+    written_len: AtomicU64,
+    written: [AtomicU64; IDLE_BUDGET],
+    mapped_len: AtomicU64,
+    mapped: [AtomicU64; MAPPED_CAPACITY],
+}
+
+/// What a learner found its run did, as page numbers in ascending order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Learned {
+    /// Pages it wrote: copied from the server, or new.
+    pub written: Vec<u64>,
+    /// Pages of files it mapped in for reading: code and constants.
+    pub mapped: Vec<u64>,
 }
 
 impl Table {
@@ -96,9 +114,11 @@ impl Table {
         Table {
             designated: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
-            len: AtomicU64::new(0),
             learning_micros: AtomicU64::new(0),
-            pages: [const { AtomicU64::new(0) }; IDLE_BUDGET],
+            written_len: AtomicU64::new(0),
+            written: [const { AtomicU64::new(0) }; IDLE_BUDGET],
+            mapped_len: AtomicU64::new(0),
+            mapped: [const { AtomicU64::new(0) }; MAPPED_CAPACITY],
         }
     }
 
@@ -127,7 +147,7 @@ impl Table {
 
     /// Replaces the pages, learned in `micros` by learner `pid`, if it is
     /// still the designated one; then designates none.
-    pub fn publish(&self, pid: u64, pages: &[u64], micros: u64) -> bool {
+    pub fn publish(&self, pid: u64, learned: &Learned, micros: u64) -> bool {
         let claim = self.designated.compare_exchange(
             pid,
             pid | WRITING,
@@ -137,41 +157,37 @@ impl Table {
         if claim.is_err() {
             return false;
         }
-        let pages = &pages[..pages.len().min(IDLE_BUDGET)];
         let sequence = self.sequence.load(Ordering::Relaxed) | 1;
         self.sequence.store(sequence, Ordering::Relaxed);
         fence(Ordering::Release);
-        for (slot, &page) in self.pages.iter().zip(pages) {
-            slot.store(page, Ordering::Relaxed);
-        }
-        self.len.store(pages.len() as u64, Ordering::Relaxed);
+        store(&self.written, &self.written_len, &learned.written);
+        store(&self.mapped, &self.mapped_len, &learned.mapped);
         self.learning_micros.store(micros, Ordering::Relaxed);
         self.sequence.store(sequence + 1, Ordering::Release);
         self.designated.store(0, Ordering::Release);
         true
     }
 
-    /// The pages, or nothing if they are being written.
-    pub fn read(&self) -> Vec<u64> {
+    /// The pages, or none if they are being written.
+    pub fn read(&self) -> Learned {
         let before = self.sequence.load(Ordering::Acquire);
         if before % 2 == 1 {
-            return Vec::new();
+            return Learned::default();
         }
-        let len = (self.len.load(Ordering::Relaxed) as usize).min(IDLE_BUDGET);
-        let pages = self.pages[..len]
-            .iter()
-            .map(|page| page.load(Ordering::Relaxed))
-            .collect();
+        let learned = Learned {
+            written: load(&self.written, &self.written_len),
+            mapped: load(&self.mapped, &self.mapped_len),
+        };
         fence(Ordering::Acquire);
         if self.sequence.load(Ordering::Relaxed) != before {
-            return Vec::new();
+            return Learned::default();
         }
-        pages
+        learned
     }
 
-    /// Whether no pages have been published.
+    /// Whether no written pages have been published.
     pub fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Relaxed) == 0
+        self.written_len.load(Ordering::Relaxed) == 0
     }
 
     /// The server's side: whether a learner may be designated now. If the
@@ -187,7 +203,8 @@ impl Table {
         }
         let sequence = self.sequence.load(Ordering::Relaxed);
         if sequence % 2 == 1 {
-            self.len.store(0, Ordering::Relaxed);
+            self.written_len.store(0, Ordering::Relaxed);
+            self.mapped_len.store(0, Ordering::Relaxed);
             self.sequence.store(sequence + 1, Ordering::Release);
         }
         self.designated.store(0, Ordering::Release);
@@ -204,6 +221,24 @@ impl Table {
                     .compare_exchange(current, pid, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
+}
+
+/// Stores as many of `pages` as `slots` hold, and their number in `len`.
+fn store(slots: &[AtomicU64], len: &AtomicU64, pages: &[u64]) {
+    let pages = &pages[..pages.len().min(slots.len())];
+    for (slot, &page) in slots.iter().zip(pages) {
+        slot.store(page, Ordering::Relaxed);
+    }
+    len.store(pages.len() as u64, Ordering::Relaxed);
+}
+
+/// The pages [`store`] stored.
+fn load(slots: &[AtomicU64], len: &AtomicU64) -> Vec<u64> {
+    let len = (len.load(Ordering::Relaxed) as usize).min(slots.len());
+    slots[..len]
+        .iter()
+        .map(|page| page.load(Ordering::Relaxed))
+        .collect()
 }
 
 impl Default for Table {
@@ -231,7 +266,9 @@ impl Role {
         match self {
             Role::Learn(table) => Learner::start(table),
             Role::Prefault(table) => {
-                populate(&table.read());
+                let learned = table.read();
+                populate(&learned.written);
+                map_ahead(&learned.mapped);
                 None
             }
             Role::Neither => None,
@@ -323,8 +360,9 @@ fn exited(pid: u64) -> bool {
 pub struct Learner {
     table: &'static Table,
     pagemap: File,
-    /// The pages it owned alone when idle, ascending.
-    idle: Vec<u64>,
+    /// The pages it owned alone, and the file pages it had mapped, when
+    /// idle, ascending.
+    idle: Learned,
     /// Time spent scanning.
     spent: Duration,
     /// How many pages it may publish: [`IDLE_BUDGET`] less what it held
@@ -334,7 +372,16 @@ pub struct Learner {
     /// first already made this worker's own.
     maps: Vec<u8>,
     entries: Vec<u8>,
-    written: Vec<u64>,
+    found: Learned,
+}
+
+/// What [`Learner::scan`] reports a page as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Owned alone, in a private writable mapping.
+    Owned,
+    /// A file's page, mapped for reading.
+    Mapped,
 }
 
 impl Learner {
@@ -343,31 +390,38 @@ impl Learner {
         let mut learner = Learner {
             table,
             pagemap: File::open("/proc/self/pagemap").ok()?,
-            idle: Vec::with_capacity(IDLE_SCAN),
+            idle: Learned {
+                written: Vec::with_capacity(IDLE_SCAN),
+                mapped: Vec::with_capacity(IDLE_SCAN),
+            },
             spent: Duration::ZERO,
             room: 0,
             maps: Vec::with_capacity(64 << 10),
             entries: vec![0; CHUNK * 8],
-            written: Vec::with_capacity(IDLE_BUDGET),
+            found: Learned {
+                written: Vec::with_capacity(IDLE_BUDGET),
+                mapped: Vec::with_capacity(MAPPED_CAPACITY),
+            },
         };
         let started = Instant::now();
         let mut idle = std::mem::take(&mut learner.idle);
-        learner.scan(|page| {
-            idle.push(page);
-            true
+        learner.scan(|page, seen| match seen {
+            Seen::Owned => idle.written.push(page),
+            Seen::Mapped => idle.mapped.push(page),
         });
         let page_size = rustix::param::page_size();
+        let list =
+            |pages: &Vec<u64>| pages_of(pages.as_ptr().cast(), pages.capacity() * 8, page_size);
         let buffers = [
             pages_of(learner.maps.as_ptr(), learner.maps.capacity(), page_size),
             pages_of(learner.entries.as_ptr(), learner.entries.len(), page_size),
-            pages_of(idle.as_ptr().cast(), idle.capacity() * 8, page_size),
-            pages_of(
-                learner.written.as_ptr().cast(),
-                learner.written.capacity() * 8,
-                page_size,
-            ),
+            list(&idle.written),
+            list(&idle.mapped),
+            list(&learner.found.written),
+            list(&learner.found.mapped),
         ];
         let held = idle
+            .written
             .iter()
             .filter(|page| !buffers.iter().any(|buffer| buffer.contains(page)))
             .count();
@@ -377,30 +431,33 @@ impl Learner {
         Some(learner)
     }
 
-    /// After the run: publishes the pages the run wrote.
+    /// After the run: publishes the pages the run wrote and mapped.
     pub fn finish(mut self) {
         let started = Instant::now();
-        let mut written = std::mem::take(&mut self.written);
+        let mut found = std::mem::take(&mut self.found);
         let idle = std::mem::take(&mut self.idle);
         let room = self.room;
-        self.scan(|page| {
-            if idle.binary_search(&page).is_err() {
-                written.push(page);
+        self.scan(|page, seen| {
+            let (list, before, most) = match seen {
+                Seen::Owned => (&mut found.written, &idle.written, room),
+                Seen::Mapped => (&mut found.mapped, &idle.mapped, MAPPED_CAPACITY),
+            };
+            if list.len() < most && before.binary_search(&page).is_err() {
+                list.push(page);
             }
-            written.len() < room
         });
-        written.truncate(room);
-        if !written.is_empty() {
+        if !found.written.is_empty() {
             let spent = self.spent + started.elapsed();
             let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
             let pid = rustix::process::getpid().as_raw_nonzero().get() as u64;
-            self.table.publish(pid, &written, micros);
+            self.table.publish(pid, &found, micros);
         }
     }
 
-    /// Calls `owned` with each page, in ascending order, that this process
-    /// owns alone in its private writable mappings, until it returns false.
-    fn scan(&mut self, mut owned: impl FnMut(u64) -> bool) {
+    /// Calls `seen` with each page, in ascending order, that this process
+    /// owns alone in its private writable mappings or has mapped in from a
+    /// file it maps for reading only.
+    fn scan(&mut self, mut seen: impl FnMut(u64, Seen)) {
         self.maps.clear();
         let read = File::open("/proc/self/maps").and_then(|mut f| f.read_to_end(&mut self.maps));
         if read.is_err() {
@@ -409,9 +466,13 @@ impl Learner {
         let page_size = rustix::param::page_size();
         let maps = String::from_utf8_lossy(&self.maps);
         for mapping in maps.lines().filter_map(Mapping::parse) {
-            if !mapping.private_writable() {
+            let kind = if mapping.private_writable() {
+                Seen::Owned
+            } else if mapping.read_only_file() {
+                Seen::Mapped
+            } else {
                 continue;
-            }
+            };
             let (first, end) = (mapping.from / page_size, mapping.to / page_size);
             let mut page = first;
             while page < end {
@@ -422,8 +483,12 @@ impl Learner {
                 }
                 for (n, entry) in bytes.chunks_exact(8).enumerate() {
                     let entry = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
-                    if owned_alone(entry) && !owned((page + n) as u64) {
-                        return;
+                    let counts = match kind {
+                        Seen::Owned => owned_alone(entry),
+                        Seen::Mapped => entry & PRESENT != 0,
+                    };
+                    if counts {
+                        seen((page + n) as u64, kind);
                     }
                 }
                 page += count;
@@ -462,6 +527,23 @@ fn populate(pages: &[u64]) {
         // A range that cannot be populated (device memory, memory short) is
         // left to fault as usual.
         let _ = advise_populate(run.start as usize * page_size, len);
+    }
+}
+
+/// Maps in, for reading, each run of consecutive `pages` (ascending page
+/// numbers). Populating for reading changes nothing and costs no memory of
+/// this process's own; a range that is no longer a file's is populated all
+/// the same or refused, either of which is harmless.
+fn map_ahead(pages: &[u64]) {
+    let page_size = rustix::param::page_size();
+    for run in runs(pages, std::iter::once(0..u64::MAX)) {
+        let (at, len) = (
+            run.start as usize * page_size,
+            (run.end - run.start) as usize * page_size,
+        );
+        // SAFETY: advice about this process's own address space that
+        // changes no memory; an unmapped range is refused with ENOMEM.
+        let _ = unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
     }
 }
 
@@ -504,12 +586,20 @@ fn runs(
 mod tests {
     use super::*;
 
-    /// Designates learner `pid` and has it publish `pages`.
-    fn learn(table: &Table, pid: u64, pages: &[u64]) {
+    /// Pages a run wrote, and none it mapped.
+    fn wrote(pages: &[u64]) -> Learned {
+        Learned {
+            written: pages.to_vec(),
+            mapped: Vec::new(),
+        }
+    }
+
+    /// Designates learner `pid` and has it publish `learned`.
+    fn learn(table: &Table, pid: u64, learned: &Learned) {
         assert!(table.may_designate(|_| false));
         table.designate(pid);
         assert!(
-            table.publish(pid, pages, 1),
+            table.publish(pid, learned, 1),
             "a designated learner must publish"
         );
     }
@@ -518,14 +608,27 @@ mod tests {
     fn a_published_table_reads_back_and_is_capped() {
         let table = Table::new();
         assert!(table.is_empty());
-        assert_eq!(table.read(), Vec::<u64>::new());
-        learn(&table, 10, &[3, 4, 9]);
-        assert_eq!(table.read(), [3, 4, 9]);
-        let many: Vec<u64> = (0..IDLE_BUDGET as u64 + 10).collect();
-        learn(&table, 11, &many);
-        assert_eq!(table.read(), many[..IDLE_BUDGET]);
-        learn(&table, 12, &[7]);
-        assert_eq!(table.read(), [7]);
+        assert_eq!(table.read(), Learned::default());
+        let both = Learned {
+            written: vec![3, 4, 9],
+            mapped: vec![100, 101],
+        };
+        learn(&table, 10, &both);
+        assert_eq!(table.read(), both);
+        let many: Vec<u64> = (0..MAPPED_CAPACITY as u64 + 10).collect();
+        learn(
+            &table,
+            11,
+            &Learned {
+                written: many.clone(),
+                mapped: many.clone(),
+            },
+        );
+        let read = table.read();
+        assert_eq!(read.written, many[..IDLE_BUDGET]);
+        assert_eq!(read.mapped, many[..MAPPED_CAPACITY]);
+        learn(&table, 12, &wrote(&[7]));
+        assert_eq!(table.read(), wrote(&[7]));
     }
 
     #[test]
@@ -534,31 +637,34 @@ mod tests {
         table.designate(10);
         table.designate(11);
         assert!(
-            !table.publish(10, &[1], 1),
+            !table.publish(10, &wrote(&[1]), 1),
             "a learner no longer designated"
         );
-        assert!(table.publish(11, &[2], 1));
-        assert!(!table.publish(11, &[3], 1), "a learner that has published");
-        assert_eq!(table.read(), [2]);
+        assert!(table.publish(11, &wrote(&[2]), 1));
+        assert!(
+            !table.publish(11, &wrote(&[3]), 1),
+            "a learner that has published"
+        );
+        assert_eq!(table.read(), wrote(&[2]));
     }
 
     #[test]
     fn no_learner_is_designated_while_one_writes_unless_it_died() {
         let table = Table::new();
-        learn(&table, 10, &[1, 2]);
+        learn(&table, 10, &wrote(&[1, 2]));
         // Learner 11, designated, is killed while it writes the table.
         table.designate(11);
         table.designated.fetch_or(WRITING, Ordering::Relaxed);
         table.sequence.fetch_add(1, Ordering::Relaxed);
-        assert_eq!(table.read(), Vec::<u64>::new(), "a table being written");
+        assert_eq!(table.read(), Learned::default(), "a table being written");
         table.designate(12);
         assert_eq!(table.designated.load(Ordering::Relaxed), 11 | WRITING);
         assert!(!table.may_designate(|_| false), "the writer is alive");
         assert!(table.may_designate(|pid| pid == 11), "the writer died");
         assert!(table.is_empty());
         assert_eq!(table.sequence.load(Ordering::Relaxed) % 2, 0);
-        learn(&table, 12, &[5]);
-        assert_eq!(table.read(), [5]);
+        learn(&table, 12, &wrote(&[5]));
+        assert_eq!(table.read(), wrote(&[5]));
     }
 
     #[test]
@@ -652,10 +758,35 @@ mod tests {
         }
     }
 
+    /// A private read-only mapping of a fresh file of `pages` pages, as the
+    /// page number of its first page; never unmapped (the tests are short).
+    fn file_mapping(name: &str, pages: usize) -> usize {
+        let page_size = rustix::param::page_size();
+        let path =
+            std::env::temp_dir().join(format!("warmfork-prefault-{}-{name}", std::process::id()));
+        std::fs::write(&path, vec![7u8; pages * page_size]).expect("a temporary file");
+        let file = File::open(&path).expect("the temporary file");
+        std::fs::remove_file(&path).expect("removing the temporary file");
+        // SAFETY: a fresh private read-only mapping of a file this test owns.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * page_size,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        at as usize / page_size
+    }
+
     #[test]
-    fn a_learner_finds_the_pages_written_since_it_started() {
+    fn a_learner_finds_the_pages_written_and_mapped_since_it_started() {
         let table: &'static Table = Box::leak(Box::new(Table::new()));
         let mut region = Region::new(64);
+        let file = file_mapping("learner", 64);
         let mut learner = Learner::start(table).expect("/proc/self/pagemap is readable");
         // This process holds pages of its own (a stack, a heap), so the room
         // left for a run's pages is less than the whole budget.
@@ -664,15 +795,24 @@ mod tests {
         for n in [3, 4, 40] {
             region.write(n);
         }
-        let mut owned = Vec::new();
-        learner.scan(|page| {
-            owned.push(page);
-            true
+        let page_size = rustix::param::page_size();
+        // SAFETY: a read inside the file's mapping.
+        let byte = unsafe { std::ptr::read_volatile(((file + 33) * page_size) as *const u8) };
+        assert_eq!(byte, 7);
+        let mut now = Learned::default();
+        learner.scan(|page, seen| match seen {
+            Seen::Owned => now.written.push(page),
+            Seen::Mapped => now.mapped.push(page),
         });
-        let written: Vec<u64> = owned
-            .into_iter()
-            .filter(|p| learner.idle.binary_search(p).is_err())
-            .collect();
+        let new = |pages: &[u64], before: &[u64]| -> Vec<u64> {
+            pages
+                .iter()
+                .copied()
+                .filter(|p| before.binary_search(p).is_err())
+                .collect()
+        };
+        let written = new(&now.written, &learner.idle.written);
+        let mapped = new(&now.mapped, &learner.idle.mapped);
         for n in [3, 4, 40] {
             assert!(
                 written.contains(&(region.page(n) as u64)),
@@ -683,11 +823,29 @@ mod tests {
             !written.contains(&(region.page(20) as u64)),
             "an untouched page learned"
         );
+        assert!(
+            mapped.contains(&(file as u64 + 33)),
+            "the file page read not learned"
+        );
         table.designate(rustix::process::getpid().as_raw_nonzero().get() as u64);
         learner.finish();
         let published = table.read();
-        assert!(!published.is_empty() && published.len() <= IDLE_BUDGET);
-        assert!(published.is_sorted());
+        assert!(!published.written.is_empty() && published.written.len() <= IDLE_BUDGET);
+        assert!(published.written.is_sorted() && published.mapped.is_sorted());
+        assert!(published.mapped.contains(&(file as u64 + 33)));
+    }
+
+    #[test]
+    fn mapping_ahead_maps_file_pages_in_without_owning_them() {
+        let file = file_mapping("ahead", 64);
+        let page = file + 50;
+        assert_eq!(entry(page) & PRESENT, 0, "mapped before it was asked for");
+        map_ahead(&[page as u64, page as u64 + 1]);
+        assert_ne!(entry(page) & PRESENT, 0, "not mapped in");
+        assert!(
+            !owned_alone(entry(page)),
+            "a file's page became this process's own"
+        );
     }
 
     #[test]
