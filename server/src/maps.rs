@@ -107,10 +107,15 @@ fn query(maps: &File, pages: &[u64], page_size: u64) -> Option<Vec<Range<u64>>> 
     let mut found = Vec::new();
     let mut rest = pages;
     while let Some(&page) = rest.first() {
+        // Page numbers come from memory every worker can write: one past any
+        // address ends the list.
+        let Some(address) = page.checked_mul(page_size) else {
+            break;
+        };
         let mut query = ProcmapQuery {
             size: size_of::<ProcmapQuery>() as u64,
             query_flags: QUERY_COVERING_OR_NEXT_VMA | QUERY_VMA_WRITABLE,
-            query_addr: page * page_size,
+            query_addr: address,
             ..ProcmapQuery::default()
         };
         // SAFETY: the argument is a `procmap_query` of the size it declares,
@@ -121,7 +126,8 @@ fn query(maps: &File, pages: &[u64], page_size: u64) -> Option<Vec<Range<u64>>> 
             return (error.raw_os_error() == Some(libc::ENOENT)).then_some(found);
         }
         let mapping = query.vma_start / page_size..query.vma_end / page_size;
-        rest = &rest[rest.partition_point(|&p| p < mapping.end)..];
+        // At least one page a turn, whatever the kernel answered.
+        rest = &rest[rest.partition_point(|&p| p < mapping.end).max(1)..];
         if query.vma_flags & QUERY_VMA_SHARED == 0 {
             found.push(mapping);
         }

@@ -297,9 +297,10 @@ impl Schedule {
         }
     }
 
-    /// The role of the next worker: a learner when it is time for one (see
-    /// [`forks_between_learners`]) and none is writing, else a prefaulter.
-    pub fn next(&mut self) -> Role {
+    /// The role of the next worker: a learner when `may_learn`, it is time
+    /// for one (see [`forks_between_learners`]) and none is writing, else a
+    /// prefaulter.
+    pub fn next(&mut self, may_learn: bool) -> Role {
         let Some(table) = self.table else {
             return Role::Neither;
         };
@@ -307,7 +308,7 @@ impl Schedule {
         let free = table.may_designate(exited);
         let micros = table.learning_micros.load(Ordering::Relaxed);
         let due = self.since_learner >= forks_between_learners(self.pool, table.is_empty(), micros);
-        if due && free {
+        if may_learn && due && free {
             Role::Learn(table)
         } else {
             Role::Prefault(table)
@@ -536,7 +537,10 @@ fn populate(pages: &[u64]) {
 /// the same or refused, either of which is harmless.
 fn map_ahead(pages: &[u64]) {
     let page_size = rustix::param::page_size();
-    for run in runs(pages, std::iter::once(0..u64::MAX)) {
+    // Page numbers come from memory every worker can write: none past the
+    // last address.
+    let last = (usize::MAX / page_size) as u64;
+    for run in runs(pages, std::iter::once(0..last)) {
         let (at, len) = (
             run.start as usize * page_size,
             (run.end - run.start) as usize * page_size,
@@ -665,6 +669,38 @@ mod tests {
         assert_eq!(table.sequence.load(Ordering::Relaxed) % 2, 0);
         learn(&table, 12, &wrote(&[5]));
         assert_eq!(table.read(), wrote(&[5]));
+    }
+
+    #[test]
+    fn a_child_has_exited_once_it_ends_reaped_or_not() {
+        let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
+        // SAFETY: the child only reads a byte and calls `_exit`, both
+        // async-signal-safe, as a child of a multi-threaded process must.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let mut byte = [0u8];
+            // SAFETY: a plain read into a local buffer, then `_exit`.
+            unsafe {
+                libc::read(
+                    std::os::fd::AsRawFd::as_raw_fd(&reader),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                );
+                libc::_exit(0);
+            }
+        }
+        let pid = child as u64;
+        assert!(!exited(pid), "a running child");
+        rustix::io::write(&writer, b"x").expect("waking the child");
+        let zombie = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            exited(pid)
+        });
+        assert!(zombie, "an ended child, not yet reaped");
+        let mut status = 0;
+        // SAFETY: reaping this test's own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(exited(pid), "a reaped child (ECHILD)");
     }
 
     #[test]

@@ -38,6 +38,15 @@ const ACCEPT_BATCH: usize = 64;
 /// (see [`Server::refill_due`]).
 const REFILL_DELAY: Duration = Duration::from_millis(20);
 
+/// Why a worker is forked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fork {
+    /// To wait in the pool.
+    Ahead,
+    /// For a request that found the pool empty.
+    OnDemand,
+}
+
 /// Settings of a serving loop.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -278,6 +287,8 @@ impl Server<'_, '_> {
                 self.retiring = true;
                 self.watcher = None;
                 self.pool.clear();
+                // A retiring server forks no more workers: no refill to wake for.
+                self.refill_by = None;
             }
             Err(message) => log::warning(&format!(
                 "{} changed but {message}; serving on",
@@ -511,7 +522,7 @@ impl Server<'_, '_> {
             let idle = match self.pool.take() {
                 Some(idle) => idle,
                 // The pool is empty: this run pays for a fork.
-                None => match self.fork_idle() {
+                None => match self.fork_idle(Fork::OnDemand) {
                     Ok(idle) => idle,
                     Err(message) => {
                         log::warning(&message);
@@ -570,7 +581,7 @@ impl Server<'_, '_> {
     fn refill(&mut self) {
         self.refill_by = None;
         for _ in 0..self.pool.missing() {
-            match self.fork_idle() {
+            match self.fork_idle(Fork::Ahead) {
                 Ok(idle) => self.pool.put(idle),
                 Err(message) => {
                     log::warning(&message);
@@ -580,9 +591,11 @@ impl Server<'_, '_> {
         }
     }
 
-    fn fork_idle(&mut self) -> Result<pool::IdleWorker, String> {
+    fn fork_idle(&mut self, fork: Fork) -> Result<pool::IdleWorker, String> {
         let close = self.fds();
-        let role = self.prefault.next();
+        // A worker forked for a waiting request must not make it wait for a
+        // learner's scan of its memory.
+        let role = self.prefault.next(fork == Fork::Ahead);
         let idle = pool::fork_idle(self.py, &close, &self.hooks, role)?;
         self.prefault.forked(role, idle.process.pid);
         Ok(idle)

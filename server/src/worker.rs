@@ -190,11 +190,21 @@ fn run_request(
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     send_reply(connection, &Reply::Exit(status));
+    // The program is over and flushed: let go of the client's files now, so
+    // that a pipe or a `$(...)` reading its output ends with the client, not
+    // after this worker's teardown.
+    for fd in 0..3 {
+        // SAFETY: closing descriptors this process owns; nothing uses them
+        // after the program (the interpreter never runs again here).
+        unsafe { libc::close(fd) };
+    }
+    // A client relaying a pseudo-terminal waits for this worker's exit, which
+    // nothing else may then delay.
     if !request.fds.contains(FdSet::CONTROLLING_TTY) {
         give_way(connection);
-    }
-    if let Some(learner) = learner {
-        learner.finish();
+        if let Some(learner) = learner {
+            learner.finish();
+        }
     }
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
@@ -211,9 +221,7 @@ enum Outcome {
 /// Lets the client have the CPU before this worker's teardown: waits until
 /// the client, which exits on reading the status, has hung up, for
 /// [`GIVE_WAY`] at most. Unmapping a warm worker takes about a millisecond,
-/// and a client woken on the same CPU would otherwise wait behind it. (A
-/// client relaying a pseudo-terminal waits for the connection to close, so
-/// it is not waited for.)
+/// and a client woken on the same CPU would otherwise wait behind it.
 fn give_way(connection: &OwnedFd) {
     let timeout = rustix::time::Timespec::try_from(GIVE_WAY).expect("a small duration");
     let mut fds = [PollFd::new(connection, PollFlags::RDHUP)];
