@@ -38,6 +38,9 @@ const ACCEPT_BATCH: usize = 64;
 /// (see [`Server::refill_due`]).
 const REFILL_DELAY: Duration = Duration::from_millis(20);
 
+/// How long the server waits after a failed fork before it refills again.
+const REFILL_RETRY: Duration = Duration::from_secs(1);
+
 /// Why a worker is forked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fork {
@@ -93,6 +96,8 @@ struct Server<'a, 'py> {
     prefault: Schedule,
     /// When the pool is refilled at the latest, while runs are in progress.
     refill_by: Option<Instant>,
+    /// When to try refilling again after a fork failed.
+    retry_at: Option<Instant>,
     /// Watches the files of the loaded code, when asked to.
     watcher: Option<Watcher>,
     /// The server's own command line, to start a fresh server with.
@@ -130,6 +135,7 @@ pub fn serve(
         pool: Pool::new(settings.pool),
         prefault: Schedule::new(settings.pool),
         refill_by: None,
+        retry_at: None,
         watcher: freshness.watcher,
         restart: freshness.restart,
         retiring: false,
@@ -289,6 +295,7 @@ impl Server<'_, '_> {
                 self.pool.clear();
                 // A retiring server forks no more workers: no refill to wake for.
                 self.refill_by = None;
+                self.retry_at = None;
             }
             Err(message) => log::warning(&format!(
                 "{} changed but {message}; serving on",
@@ -307,6 +314,7 @@ impl Server<'_, '_> {
             .iter()
             .filter_map(|c| c.deadline)
             .chain(self.refill_by)
+            .chain(self.retry_at)
             .min()
             .map(|d| {
                 let left = d.saturating_duration_since(now);
@@ -567,6 +575,9 @@ impl Server<'_, '_> {
             self.refill_by = None;
             return false;
         }
+        if self.retry_at.is_some_and(|at| now < at) {
+            return false;
+        }
         let running = self
             .connections
             .iter()
@@ -580,11 +591,15 @@ impl Server<'_, '_> {
     /// Forks idle workers until the pool is full.
     fn refill(&mut self) {
         self.refill_by = None;
+        self.retry_at = None;
         for _ in 0..self.pool.missing() {
             match self.fork_idle(Fork::Ahead) {
                 Ok(idle) => self.pool.put(idle),
                 Err(message) => {
+                    // Not again at every turn: a failing fork (out of
+                    // memory, processes or descriptors) would flood the log.
                     log::warning(&message);
+                    self.retry_at = Some(Instant::now() + REFILL_RETRY);
                     return;
                 }
             }
