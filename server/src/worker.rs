@@ -69,8 +69,7 @@ pub fn send_reply(connection: impl AsFd, reply: &Reply<'_>) {
 
 /// Tells the client the program is starting, with a pidfd of this worker
 /// through which the client forwards the signals it receives.
-fn send_started(connection: &OwnedFd) {
-    let pid = rustix::process::getpid();
+fn send_started(connection: &OwnedFd, pid: Pid) {
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
     let mut frame = [0u8; warmfork::reply::MAX_REPLY_LEN];
     let started = Reply::Started {
@@ -157,14 +156,14 @@ fn run_request(
         }
     }
     set_environ(&request);
-    send_started(connection);
+    let worker = rustix::process::getpid();
+    send_started(connection, worker);
     // The client's pid lets the worker act on the client's job (see
     // `_stdio.py`); 0 when it cannot be known (a client in another pid
     // namespace reads as 0 too).
     let client_pid = rustix::net::sockopt::socket_peercred(connection)
         .map(|cred| cred.pid.as_raw_nonzero().get())
         .unwrap_or(0);
-    let worker = rustix::process::getpid();
     let outcome = run_python(py, &request, hooks, client_pid);
     if rustix::process::getpid() != worker {
         end_forked_child(py, outcome);
