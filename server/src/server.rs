@@ -96,7 +96,8 @@ struct Server<'a, 'py> {
     prefault: Schedule,
     /// When the pool is refilled at the latest, while runs are in progress.
     refill_by: Option<Instant>,
-    /// When to try refilling again after a fork failed.
+    /// When to try refilling again after a fork failed, unless a run ends
+    /// first.
     retry_at: Option<Instant>,
     /// Watches the files of the loaded code, when asked to.
     watcher: Option<Watcher>,
@@ -255,6 +256,9 @@ impl Server<'_, '_> {
         for index in (0..self.connections.len()).rev() {
             if !self.step(index, ready[index], now) {
                 self.connections.swap_remove(index);
+                // What a failed fork lacked (memory, descriptors) may be
+                // back now that a run has ended.
+                self.retry_at = None;
             }
         }
         if !dead_idle.is_empty() {
