@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import start_server
 from support.differential import assert_same_as_python, shared_server, warmfork
 
 server = shared_server()
@@ -81,6 +82,31 @@ def test_each_run_starts_with_a_fresh_main_and_fresh_modules(server, tmp_path: P
     assert warmfork(server, "-c", plant, cwd=tmp_path).returncode == 0
     done = warmfork(server, "-c", check, cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, b"False False False False\n")
+
+
+def test_imports_search_the_clients_directory_even_if_the_warm_up_cached_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A warm-up that imported through a relative `sys.path` entry left a
+    # finder for the server's directory in `sys.path_importer_cache`; a
+    # program that uses the same entry must import from the client's
+    # directory, as under python.
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "warm_relative.py").write_text(
+        "import importlib.util, sys\nsys.path.insert(0, 'lib')\nimportlib.util.find_spec('where')\n"
+    )
+    client_dir = tmp_path / "client"
+    for directory, name in ((tmp_path, "server"), (client_dir, "client")):
+        (directory / "lib").mkdir(parents=True)
+        (directory / "lib" / "where.py").write_text(f"print('{name}')\n")
+    monkeypatch.setenv("PYTHONPATH", os.fspath(code))
+    srv = start_server(tmp_path, "--preload", "warm_relative")  # its working directory is tmp_path
+    try:
+        done = warmfork(srv, "-c", "import sys; sys.path.insert(0, 'lib'); import where", cwd=client_dir)
+        assert (done.returncode, done.stdout) == (0, b"client\n"), done.stderr
+    finally:
+        srv.stop()
 
 
 # -- tracebacks ------------------------------------------------------------------

@@ -35,8 +35,9 @@ class StreamError(Exception):
     start in that case."""
 
 
-def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
-    """A text stream over ``fd`` (0, 1 or 2), or None when ``fd`` is closed."""
+def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str | None]) -> io.TextIOWrapper | None:
+    """A text stream over ``fd`` (0, 1 or 2), or None when ``fd`` is closed;
+    ``encoding`` is the encoding and error handler :func:`_encoding` read."""
     try:
         status = os.fstat(fd)
     except OSError:
@@ -44,7 +45,7 @@ def open_stream(fd: int, *, unbuffered: bool) -> io.TextIOWrapper | None:
     if stat.S_ISDIR(status.st_mode):
         raise StreamError(f"{_NAMES[fd]} is a directory, cannot continue")
     write = fd != 0
-    encoding, errors = _encoding()
+    encoding, errors = encoding
     if errors is None:
         errors = "backslashreplace" if fd == 2 else "strict"
     if not write and client_pid > 0 and os.isatty(fd) and not _is_controlling_terminal(fd):
@@ -141,7 +142,8 @@ def install(*, unbuffered: bool = False) -> None:
     """Replace ``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` (and their
     ``__std*__`` twins) with fresh streams over descriptors 0, 1 and 2."""
     _replaced.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
-    streams = [open_stream(fd, unbuffered=unbuffered) for fd in (0, 1, 2)]
+    encoding = _encoding()
+    streams = [open_stream(fd, unbuffered=unbuffered, encoding=encoding) for fd in (0, 1, 2)]
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
     stdin_raw = getattr(streams[0], "buffer", None)
