@@ -74,6 +74,15 @@ def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str | None]) 
     return stream
 
 
+def rehearse() -> None:
+    """Build (and drop) streams over the server's own descriptors 0, 1 and 2:
+    see :func:`warmfork.pymain.rehearse`. Nothing is written or closed."""
+    encoding = _encoding()
+    for fd in (0, 1, 2):
+        with contextlib.suppress(StreamError, OSError):
+            open_stream(fd, unbuffered=False, encoding=encoding)
+
+
 def _is_controlling_terminal(fd: int) -> bool:
     """Whether ``fd`` is this worker's controlling terminal (the client's
     pseudo-terminal under ``WARMFORK_PTY=1``), where the kernel does the job

@@ -126,6 +126,9 @@ def _prepare(
     if handler is None:
         _default_handler()
         _forget_script_dir()
+        from .pymain import rehearse
+
+        rehearse()
     _check_single_thread()
     # Anything still buffered in the server's streams would otherwise be
     # flushed by a worker, into a client's output.
