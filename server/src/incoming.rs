@@ -1,8 +1,9 @@
 //! Reading one `RUN` frame from a client without ever blocking the server.
 //!
-//! Each readiness event gets one bounded `recvmsg`, so a slow or silent client
-//! costs the others nothing; the deadline for the whole frame is kept by the
-//! event loop. Descriptors are received on every read (never with a plain
+//! Each readiness event gets at most two bounded `recvmsg`s (the prefix, then
+//! what has come of the rest), so a slow or silent client costs the others
+//! nothing; the deadline for the whole frame is kept by the event loop.
+//! Descriptors are received on every read (never with a plain
 //! `read`, which would drop them) and owned from the start, so every one that
 //! is not used is closed, whatever the client sent.
 
@@ -58,6 +59,18 @@ impl Incoming {
 
     /// Reads what `socket` has ready, at most one frame's worth.
     pub fn read(&mut self, socket: &OwnedFd) -> Progress {
+        let progress = self.read_once(socket);
+        // The prefix is read alone, to be checked first; the rest of the
+        // frame was normally sent with it, so it is read at once rather than
+        // after another turn of the caller's poll.
+        if matches!(progress, Progress::Pending) && self.frame.len() == PREFIX_LEN {
+            return self.read_once(socket);
+        }
+        progress
+    }
+
+    /// One bounded `recvmsg`: the prefix, or as much of the rest as is ready.
+    fn read_once(&mut self, socket: &OwnedFd) -> Progress {
         let want = self.len.unwrap_or(PREFIX_LEN) - self.frame.len();
         let start = self.frame.len();
         let chunk = want.min(READ_CHUNK);
@@ -164,4 +177,57 @@ fn refusal(error: WireError) -> Progress {
         _ => ErrorCode::BadRequest,
     };
     Progress::Refused(code, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("a socket pair")
+    }
+
+    fn run_frame() -> Vec<u8> {
+        let mut frame = vec![0u8; 256];
+        let len = warmfork::request::encode_run(
+            &mut frame,
+            FdSet::default(),
+            0o22,
+            0,
+            &[b"warmfork", b"-c", b"pass"],
+            &[b"HOME=/"],
+        )
+        .expect("room for the frame");
+        frame.truncate(len);
+        frame
+    }
+
+    #[test]
+    fn a_frame_sent_whole_is_complete_after_one_read() {
+        let (client, server) = pair();
+        let frame = run_frame();
+        rustix::io::write(&client, &frame).expect("send");
+        let mut incoming = Incoming::default();
+        assert!(matches!(incoming.read(&server), Progress::Complete));
+        assert_eq!(incoming.frame(), &frame[..]);
+    }
+
+    #[test]
+    fn a_frame_sent_in_parts_completes_when_the_rest_comes() {
+        let (client, server) = pair();
+        let frame = run_frame();
+        let mut incoming = Incoming::default();
+        rustix::io::write(&client, &frame[..PREFIX_LEN]).expect("send");
+        assert!(matches!(incoming.read(&server), Progress::Pending));
+        rustix::io::write(&client, &frame[PREFIX_LEN..]).expect("send");
+        assert!(matches!(incoming.read(&server), Progress::Complete));
+        assert_eq!(incoming.frame(), &frame[..]);
+    }
 }
