@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import CLIENT, Server, start_server
-from support.server_process import children_of, settled_fd_count, wait_until
+from support.server_process import children_of, settled_fd_count, stop, wait_listening, wait_until
 
 #: Most private memory an idle pool worker may hold (issue 4's target).
 IDLE_BUDGET_KIB = 2048
@@ -150,3 +150,43 @@ def test_the_servers_rehearsal_spares_each_run_pages() -> None:
 
     plain, rehearsed = run_faults("plain"), run_faults("rehearsed")
     assert rehearsed <= plain - 20, (plain, rehearsed)
+
+
+def test_the_server_rehearses_before_it_serves() -> None:
+    probe = (
+        "from warmfork import pymain, server\n"
+        "calls = []\n"
+        "pymain.rehearse = lambda: calls.append(1)\n"
+        "server._prepare(None, [], None)\n"
+        "print(len(calls))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True, timeout=60)
+    assert done.stdout == b"1\n", done.stderr
+
+
+def test_the_rehearsal_ignores_the_servers_own_python_variables(tmp_path: Path) -> None:
+    # Under -E the server ignores these; values python refuses to start with
+    # must not stop it from serving.
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "s.sock"
+    refused = {"PYTHONIOENCODING": "bogus", "PYTHONINTMAXSTRDIGITS": "5", "PYTHONUTF8": "bogus", "PYTHONHASHSEED": "x"}
+    server = subprocess.Popen(
+        [sys.executable, "-E", "-m", "warmfork", "--socket", os.fspath(sock), "--no-reload"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **refused},
+    )
+    try:
+        wait_listening(sock, server)
+        done = subprocess.run(
+            [CLIENT, "-c", "print('served')"],
+            env={"PATH": os.environ["PATH"], "WARMFORK_SOCKET": os.fspath(sock)},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+    finally:
+        stop(server)

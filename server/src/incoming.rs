@@ -59,11 +59,13 @@ impl Incoming {
 
     /// Reads what `socket` has ready, at most one frame's worth.
     pub fn read(&mut self, socket: &OwnedFd) -> Progress {
+        let had_prefix = self.len.is_some();
         let progress = self.read_once(socket);
         // The prefix is read alone, to be checked first; the rest of the
-        // frame was normally sent with it, so it is read at once rather than
-        // after another turn of the caller's poll.
-        if matches!(progress, Progress::Pending) && self.frame.len() == PREFIX_LEN {
+        // frame was normally sent with it, so once this read has taken the
+        // prefix the rest is read at once, not after another turn of the
+        // caller's poll.
+        if matches!(progress, Progress::Pending) && !had_prefix && self.len.is_some() {
             return self.read_once(socket);
         }
         progress

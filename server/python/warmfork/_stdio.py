@@ -77,10 +77,10 @@ def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str | None]) 
 def rehearse() -> None:
     """Build (and drop) streams over the server's own descriptors 0, 1 and 2:
     see :func:`warmfork.pymain.rehearse`. Nothing is written or closed."""
-    encoding = _encoding()
+    _encoding()
     for fd in (0, 1, 2):
         with contextlib.suppress(StreamError, OSError):
-            open_stream(fd, unbuffered=False, encoding=encoding)
+            open_stream(fd, unbuffered=False, encoding=("utf-8", None))
 
 
 def _is_controlling_terminal(fd: int) -> bool:

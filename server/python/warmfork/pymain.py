@@ -24,6 +24,7 @@ import ast
 import builtins
 import codecs
 import codeop
+import contextlib
 import faulthandler
 import functools
 import importlib.machinery
@@ -75,13 +76,18 @@ def rehearse(times: int = 20) -> None:
     specialises itself. Each write copies a 4 KiB page from the server.
     Taken here first, those writes happen once, in the server; this spares
     every worker about a tenth of the pages a ``-c pass`` run copies.
+
+    Nothing here depends on the server's own environment (which it may
+    ignore, under ``-E``), and a step that fails only makes runs slower.
     """
-    for _ in range(times):
-        config = pyoptions.parse_command_line(["python", "-c", "pass"])
-        pyoptions.read_environment(config, _python_variables())
-        pyoptions.startup_conflict(config)
-        _stdio.rehearse()
-        compile("pass", "<string>", "exec")
+    with contextlib.suppress(Exception):
+        for _ in range(times):
+            _python_variables()
+            config = pyoptions.parse_command_line(["python", "-c", "pass"])
+            pyoptions.read_environment(config, {})
+            pyoptions.startup_conflict(config)
+            _stdio.rehearse()
+            compile("pass", "<string>", "exec")
 
 
 def _read_config(argv: list[str]) -> pyoptions.Config | None:
