@@ -76,7 +76,8 @@ def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str | None]) 
 
 def rehearse() -> None:
     """Build (and drop) streams over the server's own descriptors 0, 1 and 2:
-    see :func:`warmfork.pymain.rehearse`. Nothing is written or closed."""
+    see :func:`warmfork.pymain.rehearse`. Nothing is written or closed, and
+    the server's own ``PYTHONIOENCODING`` is looked up but not used."""
     _encoding()
     for fd in (0, 1, 2):
         with contextlib.suppress(StreamError, OSError):
