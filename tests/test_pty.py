@@ -247,6 +247,12 @@ def test_a_run_started_in_the_background_waits_for_fg_and_then_has_the_terminal(
     assert modes(terminal, tmp_path, "after") == before
 
 
+def start_sleeper(terminal: Terminal) -> None:
+    """Run sleeper.py of the shell's directory in pty mode until it prints 'ready'."""
+    terminal.type(PTY + "warmfork sleeper.py")
+    terminal.wait_for(lambda screen: has_line(screen, "ready"), what="the program to start")
+
+
 # -- the terminal's modes after every way a run ends -----------------------------
 
 
@@ -254,8 +260,7 @@ def test_modes_are_as_before_after_a_normal_run(terminal: Terminal, tmp_path: Pa
     # bash adopts whatever modes a job that exits normally leaves behind.
     (tmp_path / "sleeper.py").write_text("import time\nprint('rea' + 'dy', flush=True)\ntime.sleep(0.5)\n")
     before = modes(terminal, tmp_path, "before")
-    terminal.type(PTY + "warmfork sleeper.py")
-    terminal.wait_for(lambda screen: has_line(screen, "ready"), what="the program to start")
+    start_sleeper(terminal)
     without_watchdog(terminal)
     terminal.wait_for(at_shell_prompt, what="the end of the run")
     assert terminal.last_status() == 0
@@ -266,8 +271,7 @@ def test_modes_are_as_before_after_a_run_killed_by_a_signal(terminal: Terminal, 
     use_dash(terminal)
     (tmp_path / "sleeper.py").write_text(READY_THEN_SLEEP)
     before = modes(terminal, tmp_path, "before")
-    terminal.type(PTY + "warmfork sleeper.py")
-    terminal.wait_for(lambda screen: has_line(screen, "ready"), what="the program to start")
+    start_sleeper(terminal)
     client = without_watchdog(terminal)
     os.kill(client, signal.SIGTERM)  # forwarded: the program dies of it, then the client
     terminal.wait_for(at_shell_prompt, what="the end of the run")
@@ -279,8 +283,7 @@ def test_modes_are_as_before_after_kill_9_of_the_client(terminal: Terminal, tmp_
     use_dash(terminal)
     (tmp_path / "sleeper.py").write_text(READY_THEN_SLEEP)
     before = modes(terminal, tmp_path, "before")
-    terminal.type(PTY + "warmfork sleeper.py")
-    terminal.wait_for(lambda screen: has_line(screen, "ready"), what="the program to start")
+    start_sleeper(terminal)
     client, watchdog = the_client(terminal)
     assert is_raw(terminal), "the test would pass without a watchdog"
     os.kill(client, signal.SIGKILL)
@@ -316,8 +319,7 @@ def test_modes_are_as_before_when_the_server_is_lost_mid_run(tmp_path: Path) -> 
 
 def test_the_watchdog_ends_with_the_client_after_a_normal_run(terminal: Terminal, tmp_path: Path) -> None:
     (tmp_path / "sleeper.py").write_text("import time\nprint('rea' + 'dy', flush=True)\ntime.sleep(1)\n")
-    terminal.type(PTY + "warmfork sleeper.py")
-    terminal.wait_for(lambda screen: has_line(screen, "ready"), what="the program to start")
+    start_sleeper(terminal)
     _, watchdog = the_client(terminal)
     terminal.wait_for(at_shell_prompt, what="the end of the run")
     wait_gone(watchdog)
