@@ -50,30 +50,60 @@ impl Mapping<'_> {
     }
 }
 
-/// The private writable mappings of this process that hold any of `pages`
-/// (page numbers, ascending), as ranges of page numbers, ascending.
-pub fn private_writable_holding(pages: &[u64]) -> Vec<Range<u64>> {
-    let page_size = rustix::param::page_size() as u64;
-    let Ok(maps) = File::open("/proc/self/maps") else {
-        return Vec::new();
-    };
-    if let Some(found) = query(&maps, pages, page_size) {
-        return found;
+/// This process's private writable mappings, looked up one at a time.
+#[derive(Debug)]
+pub struct PrivateWritable {
+    maps: File,
+    page_size: u64,
+    /// All of them, from the text of `/proc/self/maps`: read once, where
+    /// the kernel cannot be asked about one mapping (before Linux 6.11).
+    listed: Option<Vec<Range<u64>>>,
+}
+
+impl PrivateWritable {
+    /// Opens `/proc/self/maps`; `None` if it cannot be read.
+    pub fn open() -> Option<PrivateWritable> {
+        Some(PrivateWritable {
+            maps: File::open("/proc/self/maps").ok()?,
+            page_size: rustix::param::page_size() as u64,
+            listed: None,
+        })
     }
-    let mut text = String::new();
-    if std::io::Read::read_to_string(&mut &maps, &mut text).is_err() {
-        return Vec::new();
+
+    /// The first private writable mapping that ends after `page` (a page
+    /// number), as a range of page numbers; `None` if there is none.
+    ///
+    /// The kernel is asked about that one mapping: listing them all (the
+    /// text of `/proc/self/maps`, some 200 µs for a process with numpy
+    /// loaded) also takes memory to hold the list, which in a worker means
+    /// pages copied from the server.
+    pub fn at_or_after(&mut self, page: u64) -> Option<Range<u64>> {
+        if self.listed.is_none() {
+            match query(&self.maps, page, self.page_size) {
+                Ok(found) => return found,
+                Err(Unsupported) => self.listed = Some(self.list()),
+            }
+        }
+        let listed = self.listed.as_ref()?;
+        listed.iter().find(|mapping| mapping.end > page).cloned()
     }
-    text.lines()
-        .filter_map(Mapping::parse)
-        .filter(Mapping::private_writable)
-        .map(|m| m.from as u64 / page_size..m.to as u64 / page_size)
-        .collect()
+
+    /// Every private writable mapping, ascending, read from the text.
+    fn list(&self) -> Vec<Range<u64>> {
+        let mut text = String::new();
+        if std::io::Read::read_to_string(&mut &self.maps, &mut text).is_err() {
+            return Vec::new();
+        }
+        text.lines()
+            .filter_map(Mapping::parse)
+            .filter(Mapping::private_writable)
+            .map(|m| m.from as u64 / self.page_size..m.to as u64 / self.page_size)
+            .collect()
+    }
 }
 
 /// `PROCMAP_QUERY` (Linux 6.11), an ioctl on `/proc/self/maps` that
-/// describes one mapping without generating the text of them all (which
-/// takes some 200 µs for a process with numpy loaded).
+/// describes one mapping without generating the text of them all.
 const PROCMAP_QUERY: libc::c_ulong = 0xC068_6611;
 const QUERY_VMA_WRITABLE: u64 = 0x02;
 const QUERY_VMA_SHARED: u64 = 0x08;
@@ -100,18 +130,19 @@ struct ProcmapQuery {
     build_id_addr: u64,
 }
 
-/// [`private_writable_holding`] asked of the kernel one writable mapping at
-/// a time, skipping those that hold none of `pages`; `None` if the kernel
-/// cannot be asked.
-fn query(maps: &File, pages: &[u64], page_size: u64) -> Option<Vec<Range<u64>>> {
-    let mut found = Vec::new();
-    let mut rest = pages;
-    while let Some(&page) = rest.first() {
-        // Page numbers come from memory every worker can write: one past any
-        // address ends the list.
-        let Some(address) = page.checked_mul(page_size) else {
-            break;
-        };
+/// The kernel cannot be asked about one mapping.
+#[derive(Debug)]
+struct Unsupported;
+
+/// [`PrivateWritable::at_or_after`], asked of the kernel: one writable
+/// mapping at a time, past the shared ones.
+fn query(maps: &File, page: u64, page_size: u64) -> Result<Option<Range<u64>>, Unsupported> {
+    // Page numbers come from memory every worker can write: one past any
+    // address has no mapping after it.
+    let Some(mut address) = page.checked_mul(page_size) else {
+        return Ok(None);
+    };
+    loop {
         let mut query = ProcmapQuery {
             size: size_of::<ProcmapQuery>() as u64,
             query_flags: QUERY_COVERING_OR_NEXT_VMA | QUERY_VMA_WRITABLE,
@@ -122,17 +153,17 @@ fn query(maps: &File, pages: &[u64], page_size: u64) -> Option<Vec<Range<u64>>> 
         // asking for no name or build id, so the kernel writes only into it.
         if unsafe { libc::ioctl(maps.as_raw_fd(), PROCMAP_QUERY, &mut query) } != 0 {
             let error = std::io::Error::last_os_error();
-            // ENOENT: no writable mapping at or after `page`.
-            return (error.raw_os_error() == Some(libc::ENOENT)).then_some(found);
+            // ENOENT: no writable mapping at or after `address`.
+            return match error.raw_os_error() {
+                Some(libc::ENOENT) => Ok(None),
+                _ => Err(Unsupported),
+            };
         }
-        let mapping = query.vma_start / page_size..query.vma_end / page_size;
-        // At least one page a turn, whatever the kernel answered.
-        rest = &rest[rest.partition_point(|&p| p < mapping.end).max(1)..];
         if query.vma_flags & QUERY_VMA_SHARED == 0 {
-            found.push(mapping);
+            return Ok(Some(query.vma_start / page_size..query.vma_end / page_size));
         }
+        address = query.vma_end;
     }
-    Some(found)
 }
 
 #[cfg(test)]
@@ -230,33 +261,34 @@ mod tests {
     }
 
     #[test]
-    fn the_mappings_holding_pages_are_private_writable_ones_the_same_asked_or_read() {
+    fn the_private_writable_mappings_are_the_same_asked_one_at_a_time_or_listed() {
         let private = anonymous(8, false);
         let shared = anonymous(8, true);
-        let mut pages = vec![private.start + 2, private.start + 3, shared.start + 1];
-        pages.sort_unstable();
-        let page_size = rustix::param::page_size() as u64;
-        let maps = File::open("/proc/self/maps").unwrap();
-        let asked = query(&maps, &pages, page_size).expect("a kernel with PROCMAP_QUERY (6.11+)");
-        assert!(
-            asked
-                .iter()
-                .any(|m| m.contains(&private.start) && m.contains(&(private.end - 1)))
-        );
-        assert!(
-            !asked.iter().any(|m| m.contains(&shared.start)),
-            "a shared mapping"
-        );
-        // The text of /proc/self/maps says the same about these pages.
-        let read: Vec<Range<u64>> = std::fs::read_to_string("/proc/self/maps")
-            .unwrap()
-            .lines()
-            .filter_map(Mapping::parse)
-            .filter(Mapping::private_writable)
-            .map(|m| m.from as u64 / page_size..m.to as u64 / page_size)
-            .filter(|m| pages.iter().any(|p| m.contains(p)))
-            .collect();
-        assert_eq!(asked, read);
-        assert_eq!(private_writable_holding(&pages), asked);
+        let mut asked = PrivateWritable::open().expect("/proc/self/maps");
+        let mut listed = PrivateWritable::open().expect("/proc/self/maps");
+        listed.listed = Some(listed.list());
+        for page in [
+            private.start,
+            private.end - 1,
+            shared.start,
+            shared.end - 1,
+            0,
+        ] {
+            let found = asked.at_or_after(page);
+            assert!(
+                asked.listed.is_none(),
+                "a kernel with PROCMAP_QUERY (6.11+)"
+            );
+            assert_eq!(found, listed.at_or_after(page), "page {page:#x}");
+            let found = found.expect("a private writable mapping after each page");
+            assert!(found.end > page);
+            assert!(
+                !(found.start..found.end).contains(&shared.start),
+                "a shared mapping"
+            );
+        }
+        let holding = asked.at_or_after(private.start).unwrap();
+        assert!(holding.contains(&private.start) && holding.contains(&(private.end - 1)));
+        assert_eq!(asked.at_or_after(u64::MAX), None);
     }
 }

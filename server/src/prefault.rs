@@ -30,6 +30,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -43,10 +44,6 @@ use crate::maps::{self, Mapping};
 /// what the estimate misses (the learner counts what it holds itself; a
 /// worker that populates holds a few pages more, for the list it reads).
 pub const IDLE_BUDGET: usize = 496;
-
-/// Pages the learner can note when idle without growing its lists (which
-/// would write pages of its own while it counts them).
-const IDLE_SCAN: usize = 8192;
 
 /// Most file pages published for idle workers to map ahead: 8 MiB of code
 /// and constants, shared with every other process that maps them.
@@ -100,12 +97,13 @@ pub struct Table {
 }
 
 /// What a learner found its run did, as page numbers in ascending order.
+#[cfg(test)]
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Learned {
+struct Learned {
     /// Pages it wrote: copied from the server, or new.
-    pub written: Vec<u64>,
+    written: Vec<u64>,
     /// Pages of files it mapped in for reading: code and constants.
-    pub mapped: Vec<u64>,
+    mapped: Vec<u64>,
 }
 
 impl Table {
@@ -147,7 +145,7 @@ impl Table {
 
     /// Replaces the pages, learned in `micros` by learner `pid`, if it is
     /// still the designated one; then designates none.
-    pub fn publish(&self, pid: u64, learned: &Learned, micros: u64) -> bool {
+    pub fn publish(&self, pid: u64, written: &[u64], mapped: &[u64], micros: u64) -> bool {
         let claim = self.designated.compare_exchange(
             pid,
             pid | WRITING,
@@ -160,23 +158,38 @@ impl Table {
         let sequence = self.sequence.load(Ordering::Relaxed) | 1;
         self.sequence.store(sequence, Ordering::Relaxed);
         fence(Ordering::Release);
-        store(&self.written, &self.written_len, &learned.written);
-        store(&self.mapped, &self.mapped_len, &learned.mapped);
+        store(&self.written, &self.written_len, written);
+        store(&self.mapped, &self.mapped_len, mapped);
         self.learning_micros.store(micros, Ordering::Relaxed);
         self.sequence.store(sequence + 1, Ordering::Release);
         self.designated.store(0, Ordering::Release);
         true
     }
 
-    /// The pages, or none if they are being written.
-    pub fn read(&self) -> Learned {
+    /// The pages written and mapped, each ascending, read where they lie;
+    /// none while a learner writes them.
+    ///
+    /// A worker populating them must not copy them first: the copy would be
+    /// memory it writes, so pages copied from the server (growing a list on
+    /// the heap also walks the allocator's free chunks all over it). A
+    /// learner that starts writing while they are read only gives the worker
+    /// wrong pages to populate, which costs memory, never correctness.
+    pub fn pages(&self) -> (Pages<'_>, Pages<'_>) {
+        let writing = self.sequence.load(Ordering::Acquire) % 2 == 1;
+        (
+            Pages(in_place(&self.written, &self.written_len, writing)),
+            Pages(in_place(&self.mapped, &self.mapped_len, writing)),
+        )
+    }
+
+    /// The pages, copied, or none if they changed while being read.
+    #[cfg(test)]
+    fn read(&self) -> Learned {
         let before = self.sequence.load(Ordering::Acquire);
-        if before % 2 == 1 {
-            return Learned::default();
-        }
+        let (written, mapped) = self.pages();
         let learned = Learned {
-            written: load(&self.written, &self.written_len),
-            mapped: load(&self.mapped, &self.mapped_len),
+            written: written.collect(),
+            mapped: mapped.collect(),
         };
         fence(Ordering::Acquire);
         if self.sequence.load(Ordering::Relaxed) != before {
@@ -232,13 +245,30 @@ fn store(slots: &[AtomicU64], len: &AtomicU64, pages: &[u64]) {
     len.store(pages.len() as u64, Ordering::Relaxed);
 }
 
-/// The pages [`store`] stored.
-fn load(slots: &[AtomicU64], len: &AtomicU64) -> Vec<u64> {
-    let len = (len.load(Ordering::Relaxed) as usize).min(slots.len());
-    slots[..len]
-        .iter()
-        .map(|page| page.load(Ordering::Relaxed))
-        .collect()
+/// The slots [`store`] filled; none if `writing`.
+fn in_place<'a>(
+    slots: &'a [AtomicU64],
+    len: &AtomicU64,
+    writing: bool,
+) -> std::slice::Iter<'a, AtomicU64> {
+    let len = if writing {
+        0
+    } else {
+        len.load(Ordering::Relaxed) as usize
+    };
+    slots[..len.min(slots.len())].iter()
+}
+
+/// Page numbers published in a [`Table`], read one by one.
+#[derive(Debug, Clone)]
+pub struct Pages<'a>(std::slice::Iter<'a, AtomicU64>);
+
+impl Iterator for Pages<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        self.0.next().map(|page| page.load(Ordering::Relaxed))
+    }
 }
 
 impl Default for Table {
@@ -266,9 +296,9 @@ impl Role {
         match self {
             Role::Learn(table) => Learner::start(table),
             Role::Prefault(table) => {
-                let learned = table.read();
-                populate(&learned.written);
-                map_ahead(&learned.mapped);
+                let (written, mapped) = table.pages();
+                populate(written);
+                map_ahead(mapped);
                 None
             }
             Role::Neither => None,
@@ -361,19 +391,122 @@ fn exited(pid: u64) -> bool {
 pub struct Learner {
     table: &'static Table,
     pagemap: File,
-    /// The pages it owned alone, and the file pages it had mapped, when
-    /// idle, ascending.
-    idle: Learned,
     /// Time spent scanning.
     spent: Duration,
     /// How many pages it may publish: [`IDLE_BUDGET`] less what it held
-    /// when idle, its own buffers aside.
+    /// when idle, its scratch memory aside.
     room: usize,
-    /// Buffers for both scans, so that the second one writes only pages the
-    /// first already made this worker's own.
-    maps: Vec<u8>,
-    entries: Vec<u8>,
-    found: Learned,
+    scratch: Scratch,
+}
+
+/// A learner's working memory, in an anonymous mapping of its own rather
+/// than on the heap: learning must leave the heap as every other worker's
+/// is when its run starts. (A list grown on the heap moves the allocator's
+/// free chunks, and the learner's run would then write other pages than
+/// the runs it learns for.) Pages of the mapping never touched cost nothing,
+/// so the lists can be long.
+#[derive(Debug)]
+struct Scratch {
+    /// All of it, as page numbers.
+    pages: Range<u64>,
+    /// The text of `/proc/self/maps`, and pagemap entries, as read.
+    maps: &'static mut [u8],
+    entries: &'static mut [u8],
+    /// The pages it owned alone, and the file pages it had mapped, when
+    /// idle.
+    idle_written: List,
+    idle_mapped: List,
+    /// What the run wrote and mapped.
+    found_written: List,
+    found_mapped: List,
+}
+
+/// Page numbers, ascending, in [`Scratch`] memory: a list that never grows;
+/// pages past its capacity are dropped.
+#[derive(Debug)]
+struct List {
+    slots: &'static mut [u64],
+    len: usize,
+}
+
+impl List {
+    fn push(&mut self, page: u64) {
+        if let Some(slot) = self.slots.get_mut(self.len) {
+            *slot = page;
+            self.len += 1;
+        }
+    }
+
+    fn pages(&self) -> &[u64] {
+        &self.slots[..self.len]
+    }
+}
+
+/// Bytes of `/proc/self/maps` a learner can read: some 20 000 mappings.
+const MAPS_CAPACITY: usize = 2 << 20;
+
+/// Pages a learner can note when idle, of each kind (8 MiB of list each).
+const IDLE_CAPACITY: usize = 1 << 20;
+
+impl Scratch {
+    /// Maps a fresh scratch area; `None` if there is no memory for one.
+    fn map() -> Option<Scratch> {
+        let sizes = [
+            IDLE_CAPACITY * 8,
+            IDLE_CAPACITY * 8,
+            IDLE_BUDGET * 8,
+            MAPPED_CAPACITY * 8,
+            MAPS_CAPACITY,
+            CHUNK * 8,
+        ];
+        let page_size = rustix::param::page_size();
+        let len = sizes
+            .iter()
+            .map(|size| size.next_multiple_of(page_size))
+            .sum();
+        // SAFETY: a fresh anonymous mapping, touching no existing memory.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if at == libc::MAP_FAILED {
+            return None;
+        }
+        let rest = std::cell::Cell::new(at.cast::<u8>());
+        let carve = |size: usize| {
+            let part = rest.get();
+            // SAFETY: the parts, in the order of `sizes`, lie one after the
+            // other and together take `len` bytes.
+            rest.set(unsafe { part.add(size.next_multiple_of(page_size)) });
+            // SAFETY: `size` bytes of the mapping, zero-filled (valid bytes
+            // and integers), page-aligned, used through this part alone, and
+            // never unmapped (a learner ends with its process).
+            unsafe { std::slice::from_raw_parts_mut(part, size) }
+        };
+        let list = |capacity: usize| {
+            let bytes = carve(capacity * 8);
+            // SAFETY: page-aligned zeroed bytes are valid `u64`s.
+            let (_, slots, _) = unsafe { bytes.align_to_mut::<u64>() };
+            List { slots, len: 0 }
+        };
+        let (idle_written, idle_mapped) = (list(IDLE_CAPACITY), list(IDLE_CAPACITY));
+        let (found_written, found_mapped) = (list(IDLE_BUDGET), list(MAPPED_CAPACITY));
+        Some(Scratch {
+            pages: pages_of(at.cast(), len, page_size),
+            maps: carve(sizes[4]),
+            entries: carve(sizes[5]),
+            idle_written,
+            idle_mapped,
+            found_written,
+            found_mapped,
+        })
+    }
 }
 
 /// What [`Learner::scan`] reports a page as.
@@ -391,43 +524,26 @@ impl Learner {
         let mut learner = Learner {
             table,
             pagemap: File::open("/proc/self/pagemap").ok()?,
-            idle: Learned {
-                written: Vec::with_capacity(IDLE_SCAN),
-                mapped: Vec::with_capacity(IDLE_SCAN),
-            },
             spent: Duration::ZERO,
             room: 0,
-            maps: Vec::with_capacity(64 << 10),
-            entries: vec![0; CHUNK * 8],
-            found: Learned {
-                written: Vec::with_capacity(IDLE_BUDGET),
-                mapped: Vec::with_capacity(MAPPED_CAPACITY),
-            },
+            scratch: Scratch::map()?,
         };
         let started = Instant::now();
-        let mut idle = std::mem::take(&mut learner.idle);
-        learner.scan(|page, seen| match seen {
-            Seen::Owned => idle.written.push(page),
-            Seen::Mapped => idle.mapped.push(page),
+        let scanned = learner.scan(|scratch, page, seen| match seen {
+            Seen::Owned => scratch.idle_written.push(page),
+            Seen::Mapped => scratch.idle_mapped.push(page),
         });
-        let page_size = rustix::param::page_size();
-        let list =
-            |pages: &Vec<u64>| pages_of(pages.as_ptr().cast(), pages.capacity() * 8, page_size);
-        let buffers = [
-            pages_of(learner.maps.as_ptr(), learner.maps.capacity(), page_size),
-            pages_of(learner.entries.as_ptr(), learner.entries.len(), page_size),
-            list(&idle.written),
-            list(&idle.mapped),
-            list(&learner.found.written),
-            list(&learner.found.mapped),
-        ];
-        let held = idle
-            .written
+        if !scanned {
+            return None;
+        }
+        let scratch = &learner.scratch;
+        let held = scratch
+            .idle_written
+            .pages()
             .iter()
-            .filter(|page| !buffers.iter().any(|buffer| buffer.contains(page)))
+            .filter(|page| !scratch.pages.contains(page))
             .count();
         learner.room = IDLE_BUDGET.saturating_sub(held);
-        learner.idle = idle;
         learner.spent = started.elapsed();
         Some(learner)
     }
@@ -435,38 +551,49 @@ impl Learner {
     /// After the run: publishes the pages the run wrote and mapped.
     pub fn finish(mut self) {
         let started = Instant::now();
-        let mut found = std::mem::take(&mut self.found);
-        let idle = std::mem::take(&mut self.idle);
         let room = self.room;
-        self.scan(|page, seen| {
+        self.scan(|scratch, page, seen| {
             let (list, before, most) = match seen {
-                Seen::Owned => (&mut found.written, &idle.written, room),
-                Seen::Mapped => (&mut found.mapped, &idle.mapped, MAPPED_CAPACITY),
+                Seen::Owned => (&mut scratch.found_written, &scratch.idle_written, room),
+                Seen::Mapped => (
+                    &mut scratch.found_mapped,
+                    &scratch.idle_mapped,
+                    MAPPED_CAPACITY,
+                ),
             };
-            if list.len() < most && before.binary_search(&page).is_err() {
+            if list.len < most && before.pages().binary_search(&page).is_err() {
                 list.push(page);
             }
         });
-        if !found.written.is_empty() {
+        let found = (
+            self.scratch.found_written.pages(),
+            self.scratch.found_mapped.pages(),
+        );
+        if !found.0.is_empty() {
             let spent = self.spent + started.elapsed();
             let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
             let pid = rustix::process::getpid().as_raw_nonzero().get() as u64;
-            self.table.publish(pid, &found, micros);
+            self.table.publish(pid, found.0, found.1, micros);
         }
     }
 
     /// Calls `seen` with each page, in ascending order, that this process
     /// owns alone in its private writable mappings or has mapped in from a
-    /// file it maps for reading only.
-    fn scan(&mut self, mut seen: impl FnMut(u64, Seen)) {
-        self.maps.clear();
-        let read = File::open("/proc/self/maps").and_then(|mut f| f.read_to_end(&mut self.maps));
-        if read.is_err() {
-            return;
-        }
+    /// file it maps for reading only. False if the mappings could not be
+    /// read whole.
+    fn scan(&mut self, mut seen: impl FnMut(&mut Scratch, u64, Seen)) -> bool {
+        let Some(len) = read_whole("/proc/self/maps", self.scratch.maps) else {
+            return false;
+        };
         let page_size = rustix::param::page_size();
-        let maps = String::from_utf8_lossy(&self.maps);
-        for mapping in maps.lines().filter_map(Mapping::parse) {
+        let scratch = &mut self.scratch;
+        // Taken out while its lines are parsed, as `seen` gets the rest.
+        let maps = std::mem::take(&mut scratch.maps);
+        for line in maps[..len].split(|&byte| byte == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let Some(mapping) = Mapping::parse(&line) else {
+                continue;
+            };
             let kind = if mapping.private_writable() {
                 Seen::Owned
             } else if mapping.read_only_file() {
@@ -478,22 +605,41 @@ impl Learner {
             let mut page = first;
             while page < end {
                 let count = (end - page).min(CHUNK);
-                let bytes = &mut self.entries[..count * 8];
+                let bytes = &mut scratch.entries[..count * 8];
                 if self.pagemap.read_exact_at(bytes, page as u64 * 8).is_err() {
                     break;
                 }
-                for (n, entry) in bytes.chunks_exact(8).enumerate() {
+                for n in 0..count {
+                    let entry = &scratch.entries[n * 8..n * 8 + 8];
                     let entry = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
                     let counts = match kind {
                         Seen::Owned => owned_alone(entry),
                         Seen::Mapped => entry & PRESENT != 0,
                     };
                     if counts {
-                        seen((page + n) as u64, kind);
+                        seen(scratch, (page + n) as u64, kind);
                     }
                 }
                 page += count;
             }
+        }
+        scratch.maps = maps;
+        true
+    }
+}
+
+/// Reads the file at `path` into `buffer`; its length, or `None` if it
+/// cannot be read or does not fit.
+fn read_whole(path: &str, buffer: &mut [u8]) -> Option<usize> {
+    let mut file = File::open(path).ok()?;
+    let mut len = 0;
+    loop {
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => return Some(len),
+            Ok(read) if len + read < buffer.len() => len += read,
+            Ok(_) => return None,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
         }
     }
 }
@@ -512,9 +658,9 @@ fn owned_alone(entry: u64) -> bool {
 
 /// Populates, writable, each of `pages` (ascending page numbers) that lies in
 /// one of this process's private writable mappings.
-fn populate(pages: &[u64]) {
+fn populate(pages: impl Iterator<Item = u64> + Clone) {
     let page_size = rustix::param::page_size();
-    let Some(&first) = pages.first() else {
+    let Some(first) = pages.clone().next() else {
         return;
     };
     // Kernels before 5.14 refuse the advice itself (EINVAL), which they
@@ -522,33 +668,44 @@ fn populate(pages: &[u64]) {
     if advise_populate(first as usize * page_size, 0).is_err() {
         return;
     }
-    let mappings = maps::private_writable_holding(pages);
-    for run in runs(pages, mappings.into_iter()) {
-        let len = (run.end - run.start) as usize * page_size;
-        // A range that cannot be populated (device memory, memory short) is
-        // left to fault as usual.
-        let _ = advise_populate(run.start as usize * page_size, len);
-    }
+    let Some(mut mappings) = maps::PrivateWritable::open() else {
+        return;
+    };
+    for_each_run(
+        pages,
+        |page| mappings.at_or_after(page),
+        |run| {
+            let len = (run.end - run.start) as usize * page_size;
+            // A range that cannot be populated (device memory, memory short)
+            // is left to fault as usual.
+            let _ = advise_populate(run.start as usize * page_size, len);
+        },
+    );
 }
 
 /// Maps in, for reading, each run of consecutive `pages` (ascending page
 /// numbers). Populating for reading changes nothing and costs no memory of
 /// this process's own; a range that is no longer a file's is populated all
 /// the same or refused, either of which is harmless.
-fn map_ahead(pages: &[u64]) {
+fn map_ahead(pages: impl Iterator<Item = u64>) {
     let page_size = rustix::param::page_size();
     // Page numbers come from memory every worker can write: none past the
     // last address.
     let last = (usize::MAX / page_size) as u64;
-    for run in runs(pages, std::iter::once(0..last)) {
-        let (at, len) = (
-            run.start as usize * page_size,
-            (run.end - run.start) as usize * page_size,
-        );
-        // SAFETY: advice about this process's own address space that
-        // changes no memory; an unmapped range is refused with ENOMEM.
-        let _ = unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
-    }
+    for_each_run(
+        pages,
+        |_| Some(0..last),
+        |run| {
+            let (at, len) = (
+                run.start as usize * page_size,
+                (run.end - run.start) as usize * page_size,
+            );
+            // SAFETY: advice about this process's own address space that
+            // changes no memory; an unmapped range is refused with ENOMEM.
+            let _ =
+                unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
+        },
+    );
 }
 
 /// `MADV_POPULATE_WRITE` on `len` bytes at `at` (page-aligned).
@@ -564,26 +721,40 @@ fn advise_populate(at: usize, len: usize) -> std::io::Result<()> {
     }
 }
 
-/// The runs of consecutive `pages` (ascending) that lie inside `mappings`
-/// (ascending, not overlapping), each inside one mapping.
-fn runs(
-    pages: &[u64],
-    mappings: impl Iterator<Item = std::ops::Range<u64>>,
-) -> Vec<std::ops::Range<u64>> {
-    let mut runs: Vec<std::ops::Range<u64>> = Vec::new();
-    let mut pages = pages.iter().copied().peekable();
-    for mapping in mappings {
-        while pages.next_if(|&page| page < mapping.start).is_some() {}
-        let mut last: Option<u64> = None;
-        while let Some(page) = pages.next_if(|page| mapping.contains(page)) {
-            match runs.last_mut() {
-                Some(run) if last == Some(page - 1) => run.end = page + 1,
-                _ => runs.push(page..page + 1),
+/// Calls `each` with the runs of consecutive `pages` (ascending) that lie
+/// inside one mapping, in order; `mapping_at(page)` gives the first mapping
+/// that ends after `page`, if any. It is asked once per mapping, and nothing
+/// is allocated. Pages out of order (a table rewritten while it was read)
+/// are skipped or make shorter runs, never runs outside a mapping.
+fn for_each_run(
+    pages: impl IntoIterator<Item = u64>,
+    mut mapping_at: impl FnMut(u64) -> Option<Range<u64>>,
+    mut each: impl FnMut(Range<u64>),
+) {
+    let mut mapping: Option<Range<u64>> = None;
+    let mut run: Option<Range<u64>> = None;
+    for page in pages {
+        if mapping.as_ref().is_none_or(|mapping| page >= mapping.end) {
+            mapping = mapping_at(page);
+        }
+        let Some(mapping) = &mapping else {
+            break;
+        };
+        if !mapping.contains(&page) {
+            continue;
+        }
+        match &mut run {
+            Some(run) if run.end == page && mapping.contains(&run.start) => run.end += 1,
+            _ => {
+                if let Some(done) = run.replace(page..page + 1) {
+                    each(done);
+                }
             }
-            last = Some(page);
         }
     }
-    runs
+    if let Some(done) = run {
+        each(done);
+    }
 }
 
 #[cfg(test)]
@@ -603,7 +774,7 @@ mod tests {
         assert!(table.may_designate(|_| false));
         table.designate(pid);
         assert!(
-            table.publish(pid, learned, 1),
+            table.publish(pid, &learned.written, &learned.mapped, 1),
             "a designated learner must publish"
         );
     }
@@ -641,12 +812,12 @@ mod tests {
         table.designate(10);
         table.designate(11);
         assert!(
-            !table.publish(10, &wrote(&[1]), 1),
+            !table.publish(10, &[1], &[], 1),
             "a learner no longer designated"
         );
-        assert!(table.publish(11, &wrote(&[2]), 1));
+        assert!(table.publish(11, &[2], &[], 1));
         assert!(
-            !table.publish(11, &wrote(&[3]), 1),
+            !table.publish(11, &[3], &[], 1),
             "a learner that has published"
         );
         assert_eq!(table.read(), wrote(&[2]));
@@ -716,20 +887,39 @@ mod tests {
         assert_eq!(forks_between_learners(100, false, 0), 100 + RETRY_AFTER);
     }
 
+    /// The runs [`for_each_run`] finds among `pages` in `mappings`
+    /// (ascending), and how often it asked for a mapping.
+    fn runs(pages: &[u64], mappings: &[Range<u64>]) -> (Vec<Range<u64>>, usize) {
+        let (mut runs, mut asked) = (Vec::new(), 0);
+        for_each_run(
+            pages.iter().copied(),
+            |page| {
+                asked += 1;
+                mappings.iter().find(|m| m.end > page).cloned()
+            },
+            |run| runs.push(run),
+        );
+        (runs, asked)
+    }
+
     #[test]
     fn runs_join_neighbours_within_a_mapping_and_drop_pages_outside() {
         let pages = [1, 2, 3, 5, 10, 11, 12, 20, 30, 31];
         let mappings = [2..12, 12..13, 25..31];
-        let runs = runs(&pages, mappings.into_iter());
+        let (runs, asked) = runs(&pages, &mappings);
         assert_eq!(runs, [2..4, 5..6, 10..12, 12..13, 30..31]);
+        assert_eq!(asked, 4, "once per mapping, and once to find no more");
     }
 
     #[test]
     fn no_mappings_no_runs() {
-        assert_eq!(
-            runs(&[1, 2], std::iter::empty()),
-            Vec::<std::ops::Range<u64>>::new()
-        );
+        assert_eq!(runs(&[1, 2], &[]), (Vec::new(), 1));
+    }
+
+    #[test]
+    fn pages_out_of_order_never_make_a_run_outside_a_mapping() {
+        let (runs, _) = runs(&[5, 6, 2, 3, 7, 11, 40, 11], &[2..8, 10..12]);
+        assert_eq!(runs, [5..7, 2..4, 7..8, 11..12]);
     }
 
     #[test]
@@ -836,10 +1026,10 @@ mod tests {
         let byte = unsafe { std::ptr::read_volatile(((file + 33) * page_size) as *const u8) };
         assert_eq!(byte, 7);
         let mut now = Learned::default();
-        learner.scan(|page, seen| match seen {
+        assert!(learner.scan(|_, page, seen| match seen {
             Seen::Owned => now.written.push(page),
             Seen::Mapped => now.mapped.push(page),
-        });
+        }));
         let new = |pages: &[u64], before: &[u64]| -> Vec<u64> {
             pages
                 .iter()
@@ -847,8 +1037,8 @@ mod tests {
                 .filter(|p| before.binary_search(p).is_err())
                 .collect()
         };
-        let written = new(&now.written, &learner.idle.written);
-        let mapped = new(&now.mapped, &learner.idle.mapped);
+        let written = new(&now.written, learner.scratch.idle_written.pages());
+        let mapped = new(&now.mapped, learner.scratch.idle_mapped.pages());
         for n in [3, 4, 40] {
             assert!(
                 written.contains(&(region.page(n) as u64)),
@@ -871,12 +1061,81 @@ mod tests {
         assert!(published.mapped.contains(&(file as u64 + 33)));
     }
 
+    /// Counts the heap allocations of the thread that calls [`allocations`].
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    // SAFETY: every call goes to the system allocator, unchanged.
+    unsafe impl std::alloc::GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            ALLOCATIONS.with(|count| count.set(count.get() + 1));
+            // SAFETY: the caller's promises about `layout` hold for System too.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, at: *mut u8, layout: std::alloc::Layout) {
+            // SAFETY: `at` came from System.alloc with this layout.
+            unsafe { std::alloc::System.dealloc(at, layout) }
+        }
+
+        unsafe fn realloc(&self, at: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+            ALLOCATIONS.with(|count| count.set(count.get() + 1));
+            // SAFETY: as for `dealloc`, and `size` is the caller's to vouch for.
+            unsafe { std::alloc::System.realloc(at, layout, size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// How many heap allocations this thread made while calling `f`.
+    fn allocations(f: impl FnOnce()) -> usize {
+        let before = ALLOCATIONS.with(std::cell::Cell::get);
+        f();
+        ALLOCATIONS.with(std::cell::Cell::get) - before
+    }
+
+    #[test]
+    fn neither_populating_nor_learning_touches_the_heap() {
+        // The heap is shared with the server until written; a worker that
+        // allocated while it prepared would start its run with the
+        // allocator's free chunks moved, and learner and populators would
+        // disagree on the pages a run writes.
+        let table: &'static Table = Box::leak(Box::new(Table::new()));
+        let region = Region::new(16);
+        let file = file_mapping("heap", 8);
+        let pages = [region.page(1) as u64, region.page(2) as u64];
+        learn(
+            table,
+            1,
+            &Learned {
+                written: pages.to_vec(),
+                mapped: vec![file as u64],
+            },
+        );
+        assert_eq!(
+            allocations(|| assert!(Role::Prefault(table).begin().is_none())),
+            0
+        );
+        assert!(owned_alone(entry(region.page(2))), "not populated");
+        let pid = rustix::process::getpid().as_raw_nonzero().get() as u64;
+        table.designate(pid);
+        let learner = allocations(|| {
+            let learner = Role::Learn(table).begin().expect("a learner");
+            learner.finish();
+        });
+        assert_eq!(learner, 0);
+    }
+
     #[test]
     fn mapping_ahead_maps_file_pages_in_without_owning_them() {
         let file = file_mapping("ahead", 64);
         let page = file + 50;
         assert_eq!(entry(page) & PRESENT, 0, "mapped before it was asked for");
-        map_ahead(&[page as u64, page as u64 + 1]);
+        map_ahead([page as u64, page as u64 + 1].into_iter());
         assert_ne!(entry(page) & PRESENT, 0, "not mapped in");
         assert!(
             !owned_alone(entry(page)),
@@ -895,7 +1154,7 @@ mod tests {
         drop(beyond);
         let mut pages = vec![a as u64, b as u64, unmapped];
         pages.sort_unstable();
-        populate(&pages);
+        populate(pages.into_iter());
         assert!(owned_alone(entry(a)) && owned_alone(entry(b)));
         assert!(!owned_alone(entry(region.page(4))), "a page not asked for");
         assert!(

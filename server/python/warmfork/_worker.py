@@ -45,8 +45,8 @@ _UNCATCHABLE = (int(signal.SIGKILL), int(signal.SIGSTOP))
 
 def prepare() -> None:
     """Everything a worker can do before it has a request: give signals the
-    dispositions a fresh CPython has, let go of the server's signal wake-up
-    pipe and forget what the server's working directory made it cache.
+    dispositions a fresh CPython has and let go of the server's signal
+    wake-up pipe.
 
     A worker's cost is dominated by the memory pages it writes, each one
     copied from the server on first write (about 3 µs each on the
@@ -63,10 +63,6 @@ def prepare() -> None:
     wakeup = _signal.set_wakeup_fd(-1)
     if wakeup != -1:
         os.close(wakeup)
-    # Finders cached for relative `sys.path` entries were made for the
-    # server's working directory; the run's is the client's.
-    for key in [key for key in sys.path_importer_cache if not os.path.isabs(key)]:
-        del sys.path_importer_cache[key]
 
 
 def run(
