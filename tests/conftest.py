@@ -87,12 +87,13 @@ class Server:
         return self.process.returncode
 
 
-def start_server(tmp_path: Path, *server_args: str, name: str = "s") -> Server:
-    """Start ``warmfork-server`` on a socket in a fresh private directory."""
+def start_server(tmp_path: Path, *server_args: str, name: str = "s", log: Path | None = None) -> Server:
+    """Start ``warmfork-server`` on a socket in a fresh private directory;
+    its output goes to ``log`` (by default a fresh file in ``tmp_path``)."""
     sock_dir = tmp_path / f"sock-{name}"
     sock_dir.mkdir(mode=0o700)
     sock = sock_dir / "default.sock"
-    log = tmp_path / f"server-{name}.log"
+    log = log or tmp_path / f"server-{name}.log"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
     with log.open("wb") as log_file:
         process = subprocess.Popen(

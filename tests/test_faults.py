@@ -244,6 +244,21 @@ def test_a_new_server_takes_over_the_socket_of_a_sigkilled_one(tmp_path: Path, n
     assert (done.returncode, done.stdout) == (0, b"served by the successor\n")
 
 
+# -- a log that cannot be written -------------------------------------------
+
+
+def test_a_server_whose_log_cannot_be_written_serves_on(tmp_path: Path, note: Note) -> None:
+    # As a daemon's log on a full disk: every line the server writes fails
+    # with ENOSPC. Each is lost; the server is not.
+    srv = start_server(tmp_path, log=Path("/dev/full"))
+    try:
+        runs = [srv.run("-c", f"print({n})") for n in range(3)]
+    finally:
+        srv.stop()
+    note("runs against a server logging to /dev/full", ", ".join(describe(done.returncode) for done in runs))
+    assert [(done.returncode, done.stdout) for done in runs] == [(0, b"0\n"), (0, b"1\n"), (0, b"2\n")]
+
+
 # -- the socket file deleted under a running server ----------------------------
 
 

@@ -57,6 +57,27 @@ impl Incoming {
         }
     }
 
+    /// A request read into `buffer`, the frame buffer of an earlier one
+    /// (see [`Incoming::into_buffer`]).
+    pub fn reusing(mut buffer: Vec<u8>) -> Incoming {
+        buffer.clear();
+        Incoming {
+            frame: buffer,
+            ..Incoming::default()
+        }
+    }
+
+    /// Closes the descriptors not taken and gives back the frame buffer for
+    /// the next request, unless it grew too large to keep.
+    ///
+    /// The server reuses buffers because an allocation of a few KiB walks the
+    /// allocator's free chunks all over the heap, and each page it writes
+    /// there is one the server shares with its workers, copied on the spot:
+    /// some ten page copies per request, before the hand-off.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        (self.frame.capacity() <= READ_CHUNK).then_some(self.frame)
+    }
+
     /// Reads what `socket` has ready, at most one frame's worth.
     pub fn read(&mut self, socket: &OwnedFd) -> Progress {
         let had_prefix = self.len.is_some();
@@ -219,6 +240,22 @@ mod tests {
         let mut incoming = Incoming::default();
         assert!(matches!(incoming.read(&server), Progress::Complete));
         assert_eq!(incoming.frame(), &frame[..]);
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_the_next_request_alone() {
+        let (client, server) = pair();
+        let frame = run_frame();
+        let mut used = vec![0xff; 1000];
+        used.truncate(10);
+        rustix::io::write(&client, &frame).expect("send");
+        let mut incoming = Incoming::reusing(used);
+        assert!(matches!(incoming.read(&server), Progress::Complete));
+        assert_eq!(incoming.frame(), &frame[..]);
+        let buffer = incoming.into_buffer().expect("a small buffer is kept");
+        assert!(buffer.capacity() >= 1000, "the allocation is kept");
+        let large = Incoming::reusing(Vec::with_capacity(READ_CHUNK + 1));
+        assert!(large.into_buffer().is_none(), "a large buffer is dropped");
     }
 
     #[test]

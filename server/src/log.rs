@@ -1,6 +1,8 @@
 //! The server's log: one line per event on its stderr, with a UTC time and
 //! a level, filtered by the level chosen with `--log-level`.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,11 +49,25 @@ pub fn set_level(level: Level) {
     LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// Writes `message` if `level` is enabled.
+/// Writes `message` to stderr if `level` is enabled.
+///
+/// The whole line goes out in one `write`, so that lines of the server and
+/// of another process appending to the same log (its replacement, after an
+/// edit of the served code) never interleave. A log that cannot be written
+/// (a full disk, a closed pipe) loses the line, never the server.
 pub fn log(level: Level, message: &str) {
     if level as u8 <= LEVEL.load(Ordering::Relaxed) {
-        eprintln!("warmfork-server: {} {}: {message}", utc_now(), level.name());
+        let _ = std::io::stderr().write_all(line(level, message).as_bytes());
     }
+}
+
+/// One line of the log, with its newline.
+fn line(level: Level, message: &str) -> String {
+    let mut line = String::with_capacity(64 + message.len());
+    line.push_str("warmfork-server: ");
+    write_utc_now(&mut line);
+    let _ = writeln!(line, " {}: {message}", level.name());
+    line
 }
 
 /// Logs a warning.
@@ -64,21 +80,22 @@ pub fn info(message: &str) {
     log(Level::Info, message);
 }
 
-/// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn utc_now() -> String {
+/// Appends the current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn write_utc_now(out: &mut String) {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let of_day = secs % 86_400;
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         of_day / 3600,
         of_day / 60 % 60,
         of_day % 60,
         since.subsec_millis()
-    )
+    );
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01
@@ -97,7 +114,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{Level, civil_from_days, line};
+
+    #[test]
+    fn a_line_is_whole_time_level_and_message() {
+        let line = line(Level::Warning, "refused a request");
+        let rest = line.strip_prefix("warmfork-server: ").expect("the prefix");
+        let (time, rest) = rest.split_once(' ').expect("a time");
+        assert_eq!(time.len(), "2026-11-23T04:41:34.060Z".len(), "{time}");
+        assert!(time.starts_with("20") && time.ends_with('Z'), "{time}");
+        assert_eq!(rest, "warning: refused a request\n");
+    }
 
     #[test]
     fn days_become_dates_across_leap_years_and_eras() {

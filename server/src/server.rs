@@ -106,7 +106,14 @@ struct Server<'a, 'py> {
     /// The socket has been handed to a fresh server; this one only lets its
     /// runs in progress finish.
     retiring: bool,
+    /// Frame buffers of requests handed off, for the next ones to read
+    /// into (see [`Incoming::into_buffer`]).
+    spare_buffers: Vec<Vec<u8>>,
 }
+
+/// Most frame buffers kept for reuse: one per request read at once, beyond
+/// which a burst's buffers are freed.
+const SPARE_BUFFERS: usize = 8;
 
 /// Keeping the served code fresh: the files to watch and the command line
 /// that starts a replacement server (see `reload.rs`).
@@ -140,6 +147,7 @@ pub fn serve(
         watcher: freshness.watcher,
         restart: freshness.restart,
         retiring: false,
+        spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
     };
     server.refill();
     loop {
@@ -449,7 +457,9 @@ impl Server<'_, '_> {
             }
             self.connections.push(Connection {
                 socket,
-                state: State::Reading(Incoming::default()),
+                state: State::Reading(Incoming::reusing(
+                    self.spare_buffers.pop().unwrap_or_default(),
+                )),
                 deadline: Some(Instant::now() + self.settings.request_timeout),
             });
         }
@@ -557,14 +567,22 @@ impl Server<'_, '_> {
             }
         };
         let connection = &mut self.connections[index];
-        // Dropping the request closes the server's copies of its descriptors.
-        connection.state = State::Running {
+        let running = State::Running {
             worker,
             client_gone: false,
             started: Instant::now(),
             summary,
         };
         connection.deadline = None;
+        // Letting go of the request closes the server's copies of its
+        // descriptors.
+        if let State::Reading(incoming) = std::mem::replace(&mut connection.state, running) {
+            if let Some(buffer) = incoming.into_buffer() {
+                if self.spare_buffers.len() < SPARE_BUFFERS {
+                    self.spare_buffers.push(buffer);
+                }
+            }
+        }
         true
     }
 
@@ -713,10 +731,14 @@ fn report_end(
         ExitStatus::Exited(code) => format!("exit {code}"),
         ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
     };
+    // Tenths of a millisecond by integer division: formatting a float takes
+    // a deep stack, and stack pages too are shared with the workers.
+    let tenths = took.as_micros() / 100;
     log::info(&format!(
-        "run pid={} uid={} argv=[{summary}] {:.1}ms {status}",
+        "run pid={} uid={} argv=[{summary}] {}.{}ms {status}",
         worker.pid.as_raw_nonzero(),
         uid.as_raw(),
-        took.as_secs_f64() * 1000.0
+        tenths / 10,
+        tenths % 10
     ));
 }

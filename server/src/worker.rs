@@ -7,6 +7,7 @@
 //! `random` is reseeded in every worker). A new worker then waits, idle, for
 //! the server to hand it a request (see `pool.rs`).
 
+use std::io::Write as _;
 use std::os::fd::{AsRawFd, RawFd};
 
 use pyo3::prelude::*;
@@ -239,7 +240,8 @@ fn end_forked_child(py: Python<'_>, outcome: PyResult<Outcome>) -> ! {
         Ok(Outcome::Exited(code)) => exit(i32::from(code)),
         Ok(Outcome::Signaled(signal)) => die_by(signal),
         Ok(Outcome::Unsupported(message)) => {
-            eprintln!("warmfork: {message}");
+            // A line lost to a closed stderr must not turn into a panic.
+            let _ = std::io::stderr().write_all(format!("warmfork: {message}\n").as_bytes());
             exit(1)
         }
         Err(error) => {
