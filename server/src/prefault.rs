@@ -41,8 +41,9 @@ use crate::maps::{self, Mapping};
 
 /// Most pages an idle worker may hold of its own, those it populates
 /// included: 1984 KiB of 4 KiB pages, under the 2 MiB of issue 4's target by
-/// what the estimate misses (the learner counts what it holds itself; a
-/// worker that populates holds a few pages more, for the list it reads).
+/// what the estimate misses (the learner counts what it holds itself when
+/// idle; a worker that populates instead may hold a few pages more, such as
+/// the stack its system calls take).
 pub const IDLE_BUDGET: usize = 496;
 
 /// Most file pages published for idle workers to map ahead: 8 MiB of code
