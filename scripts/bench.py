@@ -286,6 +286,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(ticks) for ticks in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def page_faults(pid: int) -> tuple[int, int]:
+    """Minor page faults of process ``pid`` and of the children it has reaped
+    (for a worker, every page it copied from the server, prefaulted or not,
+    and every page it mapped in)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # minflt and cminflt are fields 10 and 11.
+    return int(fields[7]), int(fields[8])
+
+
 def child_pids(pid: int) -> list[int]:
     children: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -403,6 +412,18 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
                 "—",
             ]
         )
+    if "faults per run" in m:
+        server, workers = m["faults per run"]
+        rows.append(
+            [
+                "minor page faults per run, server / its workers (during the throughput loops)",
+                f"{server:.0f} / {workers:.0f}",
+                "—",
+                "each a 4 KiB page copied or mapped in; counts hardly move with the host's load",
+                "—",
+                "—",
+            ]
+        )
     row("syscalls", "client syscalls, one run (strace -f -c)", syscalls)
     row("memory", "idle pool worker Private_Dirty, numpy server", memory)
     return rows
@@ -511,12 +532,17 @@ def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, 
         runs = THROUGHPUT_LOOPS * THROUGHPUT_RUNS_PER_LOOP
         label = f"{THROUGHPUT_LOOPS} loops × {THROUGHPUT_RUNS_PER_LOOP} × warmfork -c pass (numpy)"
         command = [str(loop), str(THROUGHPUT_LOOPS), str(THROUGHPUT_RUNS_PER_LOOP), wf, "-c", "pass"]
-        before = cpu_seconds(numpy_srv.pid)
+        before, faults_before = cpu_seconds(numpy_srv.pid), page_faults(numpy_srv.pid)
         result = bench.hyperfine("throughput", [(label, command)], THROUGHPUT_REPEATS, numpy_srv.env())[label]
         # The server's own CPU time plus that of the workers it reaped: what
         # a run costs the machine besides the client (and what bounds a
         # loop's latency once every core is busy).
-        m["cpu per run"] = (cpu_seconds(numpy_srv.pid) - before) / (runs * sum(THROUGHPUT_REPEATS))
+        total = runs * sum(THROUGHPUT_REPEATS)
+        m["cpu per run"] = (cpu_seconds(numpy_srv.pid) - before) / total
+        # Counts, unlike times, hardly move with the host's load: a change
+        # in the pages a run costs shows here when the times are too noisy.
+        after = page_faults(numpy_srv.pid)
+        m["faults per run"] = [(a - b) / total for a, b in zip(after, faults_before)]
         return [runs / t for t in result["times"]]
 
     step("latency", latency)
