@@ -109,6 +109,32 @@ def test_imports_search_the_clients_directory_even_if_the_warm_up_cached_its_own
         srv.stop()
 
 
+def test_imports_search_the_clients_directory_even_if_the_server_cached_its_own_while_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server drops finders cached for relative entries once, before it
+    # serves; here Python code it runs while serving (a fork hook) caches one
+    # again before every fork, and each worker must notice and drop it.
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "warm_hook.py").write_text(
+        "import importlib.util, os, sys\n"
+        "sys.path.append('lib')\n"
+        "os.register_at_fork(before=lambda: importlib.util.find_spec('where'))\n"
+    )
+    client_dir = tmp_path / "client"
+    for directory, name in ((tmp_path, "server"), (client_dir, "client")):
+        (directory / "lib").mkdir(parents=True)
+        (directory / "lib" / "where.py").write_text(f"print('{name}')\n")
+    monkeypatch.setenv("PYTHONPATH", os.fspath(code))
+    srv = start_server(tmp_path, "--preload", "warm_hook")  # its working directory is tmp_path
+    try:
+        done = warmfork(srv, "-c", "import sys; sys.path.insert(0, 'lib'); import where", cwd=client_dir)
+        assert (done.returncode, done.stdout) == (0, b"client\n"), done.stderr
+    finally:
+        srv.stop()
+
+
 # -- tracebacks ------------------------------------------------------------------
 
 FAILING = {

@@ -23,6 +23,17 @@ mod prefault;
 mod reload;
 mod server;
 mod watch;
+
+/// Serialises the unit tests that look at this process's mappings or at
+/// which of its pages it owns alone, and those that change either (mapping
+/// memory, forking): run from another test thread at the same time, one
+/// would change what the other sees.
+#[cfg(test)]
+fn memory_layout_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 mod worker;
 
 /// The socket path the shared rule picks for server `name` from this

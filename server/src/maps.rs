@@ -262,6 +262,7 @@ mod tests {
 
     #[test]
     fn the_private_writable_mappings_are_the_same_asked_one_at_a_time_or_listed() {
+        let _layout = crate::memory_layout_lock();
         let private = anonymous(8, false);
         let shared = anonymous(8, true);
         let mut asked = PrivateWritable::open().expect("/proc/self/maps");

@@ -463,7 +463,8 @@ fn advise_populate(at: usize, len: usize) -> std::io::Result<()> {
 /// inside one mapping, in order; `mapping_at(page)` gives the first mapping
 /// that ends after `page`, if any. It is asked once per mapping, and nothing
 /// is allocated. Pages out of order (a table rewritten while it was read)
-/// are skipped or make shorter runs, never runs outside a mapping.
+/// are skipped, make shorter runs or end the search early (when no mapping
+/// follows one of them), and never make a run outside a mapping.
 fn for_each_run(
     pages: impl IntoIterator<Item = u64>,
     mut mapping_at: impl FnMut(u64) -> Option<Range<u64>>,
@@ -586,6 +587,7 @@ mod tests {
 
     #[test]
     fn a_child_has_exited_once_it_ends_reaped_or_not() {
+        let _layout = crate::memory_layout_lock();
         let (reader, writer) = rustix::pipe::pipe().expect("a pipe");
         // SAFETY: the child only reads a byte and calls `_exit`, both
         // async-signal-safe, as a child of a multi-threaded process must.
@@ -789,6 +791,7 @@ mod tests {
 
     #[test]
     fn neither_populating_nor_learning_touches_the_heap() {
+        let _layout = crate::memory_layout_lock();
         // The heap is shared with the server until written; a worker that
         // allocated while it prepared would start its run with the
         // allocator's free chunks moved, and learner and populators would
@@ -821,6 +824,7 @@ mod tests {
 
     #[test]
     fn mapping_ahead_maps_file_pages_in_without_owning_them() {
+        let _layout = crate::memory_layout_lock();
         let file = file_mapping("ahead", 64);
         let page = file + 50;
         assert_eq!(entry(page) & PRESENT, 0, "mapped before it was asked for");
@@ -834,6 +838,7 @@ mod tests {
 
     #[test]
     fn populating_makes_pages_present_and_owned_and_skips_unmapped_ones() {
+        let _layout = crate::memory_layout_lock();
         let region = Region::new(16);
         let (a, b) = (region.page(2), region.page(3));
         assert!(!owned_alone(entry(a)) && !owned_alone(entry(b)));

@@ -731,9 +731,9 @@ fn report_end(
         ExitStatus::Exited(code) => format!("exit {code}"),
         ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
     };
-    // Tenths of a millisecond by integer division: formatting a float takes
+    // Tenths of a millisecond, rounded, in integers: formatting a float takes
     // a deep stack, and stack pages too are shared with the workers.
-    let tenths = took.as_micros() / 100;
+    let tenths = (took.as_micros() + 50) / 100;
     log::info(&format!(
         "run pid={} uid={} argv=[{summary}] {}.{}ms {status}",
         worker.pid.as_raw_nonzero(),

@@ -43,10 +43,33 @@ _SIGINT, _SIGPIPE, _SIGXFSZ = int(signal.SIGINT), int(signal.SIGPIPE), int(signa
 _UNCATCHABLE = (int(signal.SIGKILL), int(signal.SIGSTOP))
 
 
+# How many import finders the server had cached when it last dropped those
+# of relative `sys.path` entries (see `forget_relative_finders`).
+_finders_kept = -1
+
+
+def forget_relative_finders() -> None:
+    """Drop the import finders cached for relative ``sys.path`` entries: they
+    were made for the server's working directory, and a run's is the
+    client's.
+
+    The server does this once, just before it serves, rather than every
+    worker: going through the cache writes to (and so copies) a memory page
+    per entry. A worker does it again only if the cache has grown since,
+    which Python code the server runs while serving (fork hooks, signal
+    handlers) could have done.
+    """
+    global _finders_kept
+    for key in [key for key in sys.path_importer_cache if not os.path.isabs(key)]:
+        del sys.path_importer_cache[key]
+    _finders_kept = len(sys.path_importer_cache)
+
+
 def prepare() -> None:
     """Everything a worker can do before it has a request: give signals the
-    dispositions a fresh CPython has and let go of the server's signal
-    wake-up pipe.
+    dispositions a fresh CPython has, let go of the server's signal wake-up
+    pipe and, if the server cached import finders since it last dropped
+    those of relative ``sys.path`` entries, drop them.
 
     A worker's cost is dominated by the memory pages it writes, each one
     copied from the server on first write (about 3 µs each on the
@@ -63,6 +86,8 @@ def prepare() -> None:
     wakeup = _signal.set_wakeup_fd(-1)
     if wakeup != -1:
         os.close(wakeup)
+    if len(sys.path_importer_cache) != _finders_kept:
+        forget_relative_finders()
 
 
 def run(

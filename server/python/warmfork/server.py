@@ -96,6 +96,7 @@ def serve(
         _log(f"serving on {path} (pid {os.getpid()})")
         if on_ready is not None:
             on_ready()
+        _worker.forget_relative_finders()
         _native.serve(
             listener,
             handler or _default_handler(),
@@ -130,7 +131,6 @@ def _prepare(
 
         rehearse()
     _check_single_thread()
-    _forget_relative_finders()
     # Anything still buffered in the server's streams would otherwise be
     # flushed by a worker, into a client's output.
     for stream in (sys.stdout, sys.stderr):
@@ -203,15 +203,6 @@ def _forget_script_dir() -> None:
     client program's own there instead."""
     if not sys.flags.safe_path and sys.path:
         del sys.path[0]
-
-
-def _forget_relative_finders() -> None:
-    """Drop the import finders cached for relative ``sys.path`` entries: they
-    were made for the server's working directory, and a run's is the
-    client's. Done once here rather than in every worker, where going
-    through the cache would write to (and so copy) a memory page per entry."""
-    for key in [key for key in sys.path_importer_cache if not os.path.isabs(key)]:
-        del sys.path_importer_cache[key]
 
 
 def _check_single_thread() -> None:

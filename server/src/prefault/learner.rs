@@ -30,7 +30,6 @@ pub struct Learner {
 /// free chunks, and the learner's run would then write other pages than
 /// the runs it learns for.) Pages of the mapping never touched cost nothing,
 /// so the lists can be long.
-#[derive(Debug)]
 struct Scratch {
     /// All of it, as page numbers.
     pages: Range<u64>,
@@ -48,7 +47,6 @@ struct Scratch {
 
 /// Page numbers, ascending, in [`Scratch`] memory: a list that never grows;
 /// pages past its capacity are dropped.
-#[derive(Debug)]
 struct List {
     slots: &'static mut [u64],
     len: usize,
@@ -76,6 +74,9 @@ const IDLE_CAPACITY: usize = 1 << 20;
 impl Scratch {
     /// Maps a fresh scratch area; `None` if there is no memory for one.
     fn map() -> Option<Scratch> {
+        // The parts, in bytes: four lists of page numbers (idle written and
+        // mapped, found written and mapped), the text of the mappings, and
+        // a chunk of pagemap entries.
         let sizes = [
             IDLE_CAPACITY * 8,
             IDLE_CAPACITY * 8,
@@ -103,34 +104,52 @@ impl Scratch {
         if at == libc::MAP_FAILED {
             return None;
         }
-        let rest = std::cell::Cell::new(at.cast::<u8>());
-        let carve = |size: usize| {
-            let part = rest.get();
-            // SAFETY: the parts, in the order of `sizes`, lie one after the
-            // other and together take `len` bytes.
-            rest.set(unsafe { part.add(size.next_multiple_of(page_size)) });
-            // SAFETY: `size` bytes of the mapping, zero-filled (valid bytes
-            // and integers), page-aligned, used through this part alone, and
-            // never unmapped (a learner ends with its process).
-            unsafe { std::slice::from_raw_parts_mut(part, size) }
-        };
-        let list = |capacity: usize| {
-            let bytes = carve(capacity * 8);
-            // SAFETY: page-aligned zeroed bytes are valid `u64`s.
-            let (_, slots, _) = unsafe { bytes.align_to_mut::<u64>() };
-            List { slots, len: 0 }
-        };
-        let (idle_written, idle_mapped) = (list(IDLE_CAPACITY), list(IDLE_CAPACITY));
-        let (found_written, found_mapped) = (list(IDLE_BUDGET), list(MAPPED_CAPACITY));
-        Some(Scratch {
-            pages: pages_of(at.cast(), len, page_size),
-            maps: carve(sizes[4]),
-            entries: carve(sizes[5]),
+        let mut next = at.cast::<u8>();
+        let [
             idle_written,
             idle_mapped,
             found_written,
             found_mapped,
+            maps,
+            entries,
+        ] = sizes.map(|size| {
+            let part = next;
+            // SAFETY: the parts lie one after the other, each rounded up
+            // to whole pages, and together take the `len` bytes mapped.
+            next = unsafe { part.add(size.next_multiple_of(page_size)) };
+            // SAFETY: `size` bytes of the mapping, zero-filled,
+            // page-aligned, used through this part alone, and never
+            // unmapped (a learner ends with its process).
+            unsafe { std::slice::from_raw_parts_mut(part, size) }
+        });
+        let list = |bytes: &'static mut [u8]| {
+            let capacity = bytes.len() / 8;
+            // SAFETY: page-aligned zeroed bytes are valid `u64`s; the part
+            // is only used as this list from here on.
+            let slots =
+                unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), capacity) };
+            List { slots, len: 0 }
+        };
+        Some(Scratch {
+            pages: pages_of(at.cast(), len, page_size),
+            maps,
+            entries,
+            idle_written: list(idle_written),
+            idle_mapped: list(idle_mapped),
+            found_written: list(found_written),
+            found_mapped: list(found_mapped),
         })
+    }
+}
+
+impl std::fmt::Debug for Scratch {
+    /// The area, not the megabytes of lists and text in it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("pages", &self.pages)
+            .field("idle", &(self.idle_written.len, self.idle_mapped.len))
+            .field("found", &(self.found_written.len, self.found_mapped.len))
+            .finish_non_exhaustive()
     }
 }
 
@@ -178,6 +197,9 @@ impl Learner {
         let started = Instant::now();
         let room = self.room;
         self.scan(|scratch, page, seen| {
+            if scratch.pages.contains(&page) {
+                return;
+            }
             let (list, before, most) = match seen {
                 Seen::Owned => (&mut scratch.found_written, &scratch.idle_written, room),
                 Seen::Mapped => (
@@ -215,8 +237,12 @@ impl Learner {
         // Taken out while its lines are parsed, as `seen` gets the rest.
         let maps = std::mem::take(&mut scratch.maps);
         for line in maps[..len].split(|&byte| byte == b'\n') {
-            let line = String::from_utf8_lossy(line);
-            let Some(mapping) = Mapping::parse(&line) else {
+            // Only a path can be other than UTF-8, and the fields before it
+            // are what counts here: cut the line there rather than copy it.
+            let line = std::str::from_utf8(line).unwrap_or_else(|error| {
+                std::str::from_utf8(&line[..error.valid_up_to()]).unwrap_or_default()
+            });
+            let Some(mapping) = Mapping::parse(line) else {
                 continue;
             };
             let kind = if mapping.private_writable() {
@@ -282,6 +308,7 @@ mod tests {
 
     #[test]
     fn a_learner_finds_the_pages_written_and_mapped_since_it_started() {
+        let _layout = crate::memory_layout_lock();
         let table: &'static Table = Box::leak(Box::new(Table::new()));
         let mut region = Region::new(64);
         let file = file_mapping("learner", 64);
@@ -326,8 +353,13 @@ mod tests {
             "the file page read not learned"
         );
         table.designate(rustix::process::getpid().as_raw_nonzero().get() as u64);
+        let scratch = learner.scratch.pages.clone();
         learner.finish();
         let published = table.read();
+        assert!(
+            !published.written.iter().any(|page| scratch.contains(page)),
+            "the learner published pages of its own scratch memory"
+        );
         assert!(!published.written.is_empty() && published.written.len() <= IDLE_BUDGET);
         assert!(published.written.is_sorted() && published.mapped.is_sorted());
         assert!(published.mapped.contains(&(file as u64 + 33)));
