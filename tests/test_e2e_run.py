@@ -84,50 +84,34 @@ def test_each_run_starts_with_a_fresh_main_and_fresh_modules(server, tmp_path: P
     assert (done.returncode, done.stdout) == (0, b"False False False False\n")
 
 
-def test_imports_search_the_clients_directory_even_if_the_warm_up_cached_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "caching",
+    [
+        # The warm-up itself imported through the relative entry.
+        "sys.path.insert(0, 'lib')\nimportlib.util.find_spec('where')\n",
+        # Python code the server runs while serving (a fork hook) does, after
+        # the server dropped such finders and before every fork: each worker
+        # must notice and drop it again.
+        "sys.path.append('lib')\nos.register_at_fork(before=lambda: importlib.util.find_spec('where'))\n",
+    ],
+    ids=["by_the_warm_up", "while_serving"],
+)
+def test_imports_search_the_clients_directory_even_if_the_server_cached_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caching: str
 ) -> None:
-    # A warm-up that imported through a relative `sys.path` entry left a
-    # finder for the server's directory in `sys.path_importer_cache`; a
-    # program that uses the same entry must import from the client's
-    # directory, as under python.
+    # The server imported through a relative `sys.path` entry and so left a
+    # finder for its own directory in `sys.path_importer_cache`; a program
+    # that uses the same entry must import from the client's directory, as
+    # under python.
     code = tmp_path / "code"
     code.mkdir()
-    (code / "warm_relative.py").write_text(
-        "import importlib.util, sys\nsys.path.insert(0, 'lib')\nimportlib.util.find_spec('where')\n"
-    )
+    (code / "warm_relative.py").write_text(f"import importlib.util, os, sys\n{caching}")
     client_dir = tmp_path / "client"
     for directory, name in ((tmp_path, "server"), (client_dir, "client")):
         (directory / "lib").mkdir(parents=True)
         (directory / "lib" / "where.py").write_text(f"print('{name}')\n")
     monkeypatch.setenv("PYTHONPATH", os.fspath(code))
     srv = start_server(tmp_path, "--preload", "warm_relative")  # its working directory is tmp_path
-    try:
-        done = warmfork(srv, "-c", "import sys; sys.path.insert(0, 'lib'); import where", cwd=client_dir)
-        assert (done.returncode, done.stdout) == (0, b"client\n"), done.stderr
-    finally:
-        srv.stop()
-
-
-def test_imports_search_the_clients_directory_even_if_the_server_cached_its_own_while_serving(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The server drops finders cached for relative entries once, before it
-    # serves; here Python code it runs while serving (a fork hook) caches one
-    # again before every fork, and each worker must notice and drop it.
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "warm_hook.py").write_text(
-        "import importlib.util, os, sys\n"
-        "sys.path.append('lib')\n"
-        "os.register_at_fork(before=lambda: importlib.util.find_spec('where'))\n"
-    )
-    client_dir = tmp_path / "client"
-    for directory, name in ((tmp_path, "server"), (client_dir, "client")):
-        (directory / "lib").mkdir(parents=True)
-        (directory / "lib" / "where.py").write_text(f"print('{name}')\n")
-    monkeypatch.setenv("PYTHONPATH", os.fspath(code))
-    srv = start_server(tmp_path, "--preload", "warm_hook")  # its working directory is tmp_path
     try:
         done = warmfork(srv, "-c", "import sys; sys.path.insert(0, 'lib'); import where", cwd=client_dir)
         assert (done.returncode, done.stdout) == (0, b"client\n"), done.stderr
