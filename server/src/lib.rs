@@ -23,6 +23,7 @@ mod prefault;
 mod reload;
 mod server;
 mod watch;
+mod worker;
 
 /// Serialises the unit tests that look at this process's mappings or at
 /// which of its pages it owns alone, and those that change either (mapping
@@ -34,7 +35,6 @@ fn memory_layout_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-mod worker;
 
 /// The socket path the shared rule picks for server `name` from this
 /// process's environment (see `warmfork::socket_path`).

@@ -9,11 +9,10 @@
 //! numpy server). So now and then one worker, the *learner* ([`Learner`]),
 //! notes which of its pages it owns alone, once when idle and again after its
 //! run; the pages of the second list missing from the first are those its run
-//! wrote. It
-//! publishes them in a [`Table`] shared by the server and every worker, if
-//! the server has not designated a newer learner meanwhile (a run may last
-//! for ever; see [`forks_between_learners`]). Each
-//! other idle worker takes its copies of those pages with
+//! wrote. It publishes them in a [`Table`] shared by the server and every
+//! worker, if the server has not designated a newer learner meanwhile (a run
+//! may last for ever; see [`forks_between_learners`]). Each other idle
+//! worker takes its copies of those pages with
 //! `MADV_POPULATE_WRITE` (Linux 5.14) before it waits for a request: the
 //! faults move off the critical path, and one system call takes many of them
 //! at a time. The learner notes the pages of the libraries' code and
