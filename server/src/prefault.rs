@@ -178,8 +178,8 @@ impl Table {
     pub fn pages(&self) -> (Pages<'_>, Pages<'_>) {
         let writing = self.sequence.load(Ordering::Acquire) % 2 == 1;
         (
-            Pages(in_place(&self.written, &self.written_len, writing)),
-            Pages(in_place(&self.mapped, &self.mapped_len, writing)),
+            Pages::in_place(&self.written, &self.written_len, writing),
+            Pages::in_place(&self.mapped, &self.mapped_len, writing),
         )
     }
 
@@ -246,23 +246,21 @@ fn store(slots: &[AtomicU64], len: &AtomicU64, pages: &[u64]) {
     len.store(pages.len() as u64, Ordering::Relaxed);
 }
 
-/// The slots [`store`] filled; none if `writing`.
-fn in_place<'a>(
-    slots: &'a [AtomicU64],
-    len: &AtomicU64,
-    writing: bool,
-) -> std::slice::Iter<'a, AtomicU64> {
-    let len = if writing {
-        0
-    } else {
-        len.load(Ordering::Relaxed) as usize
-    };
-    slots[..len.min(slots.len())].iter()
-}
-
 /// Page numbers published in a [`Table`], read one by one.
 #[derive(Debug, Clone)]
 pub struct Pages<'a>(std::slice::Iter<'a, AtomicU64>);
+
+impl<'a> Pages<'a> {
+    /// The slots [`store`] filled; none if `writing`.
+    fn in_place(slots: &'a [AtomicU64], len: &AtomicU64, writing: bool) -> Pages<'a> {
+        let len = if writing {
+            0
+        } else {
+            len.load(Ordering::Relaxed) as usize
+        };
+        Pages(slots[..len.min(slots.len())].iter())
+    }
+}
 
 impl Iterator for Pages<'_> {
     type Item = u64;
