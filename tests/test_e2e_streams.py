@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.differential import assert_same_as_python, shared_server, warmfork
+from support.differential import assert_same_as_python, reference, shared_server, warmfork
 
 server = shared_server()
 
@@ -109,3 +109,60 @@ def test_a_descriptor_closed_in_the_client_is_closed_in_the_program(server, tmp_
     )
     out = assert_same_as_python(server, "-c", program, cwd=tmp_path, preexec_fn=lambda: os.close(fd))
     assert b"Bad file descriptor" in out.stdout + out.stderr
+
+
+# What the streams are made with: python picks encoding and error handler
+# from the locale (coercing the C locale, PEP 538) and PYTHONIOENCODING.
+SHOW_STREAMS = (
+    "import locale, os, sys\n"
+    "print(os.environ.get('LC_CTYPE'), locale.setlocale(locale.LC_CTYPE))\n"
+    "print(*[f'{s.encoding}/{s.errors}' for s in (sys.stdin, sys.stdout, sys.stderr)])\n"
+)
+
+
+@pytest.mark.parametrize("lang", ["C.UTF-8", "C", "", "POSIX", "xx_XX.UTF-8"])
+def test_bytes_that_are_not_utf8_pass_through_stdin_and_stdout_as_under_python(
+    server, tmp_path: Path, lang: str
+) -> None:
+    # Every locale here gives python the surrogateescape handler, so a name
+    # or an input that is not UTF-8 comes out as it went in.
+    program = SHOW_STREAMS + "print(sys.stdin.read(), os.fsdecode(b'caf\\xe9'))\n"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, input=b"na\xefve\n", env={"LANG": lang})
+    assert out.stdout.endswith(b"na\xefve\n caf\xe9\n"), out.stdout
+    assert b"utf-8/surrogateescape utf-8/surrogateescape utf-8/backslashreplace" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"PYTHONIOENCODING": "latin-1"},
+        {"PYTHONIOENCODING": "latin-1:"},
+        {"PYTHONIOENCODING": ":replace"},
+        {"PYTHONIOENCODING": "UTF8:namereplace"},
+        {"LANG": "C", "PYTHONCOERCECLOCALE": "warn"},
+        {"LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"},
+        {"LC_ALL": "C"},
+    ],
+)
+def test_streams_take_encoding_and_error_handler_as_under_python(
+    server, tmp_path: Path, variables: dict[str, str]
+) -> None:
+    out = assert_same_as_python(server, "-c", SHOW_STREAMS, cwd=tmp_path, env=variables)
+    assert out.stdout.count(b"/") == 3, out.stdout
+
+
+def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    program = f"open({os.fspath(marker)!r}, 'w')"
+    env = {"PYTHONIOENCODING": "no-such-codec"}
+    ours = warmfork(server, "-c", program, cwd=tmp_path, env=env)
+    theirs = reference("-c", program, cwd=tmp_path, env=env)
+    # python goes on with a dump of its threads, which differs in any two runs.
+    lines = 3
+    assert ours.stderr.splitlines()[:lines] == theirs.stderr.splitlines()[:lines] == [
+        b"Fatal Python error: init_stdio_encoding: failed to get the Python codec name of the stdio encoding",
+        b"Python runtime state: core initialized",
+        b"LookupError: unknown encoding: no-such-codec",
+    ]
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (1, b"")
+    assert not marker.exists()

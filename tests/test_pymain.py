@@ -225,6 +225,19 @@ def test_uncaught_exception_is_reported_like_python(tmp_path: Path, args: tuple[
 # --- options that change how the program runs -------------------------------
 
 
+@pytest.mark.parametrize("options", [(), ("-E",)])
+def test_pythonioencoding_counts_unless_the_environment_is_ignored(tmp_path: Path, options: tuple[str, ...]) -> None:
+    # The harness's interpreter ignores the environment (-E), like a server
+    # started apart from its clients: a run that reads it must still honour
+    # PYTHONIOENCODING, and one under -E must not.
+    code = "import sys; print(*[f'{s.encoding}/{s.errors}' for s in (sys.stdin, sys.stdout, sys.stderr)])"
+    out = same(*options, "-c", code, cwd=tmp_path, env={"PYTHONIOENCODING": "latin-1:replace"})
+    expected = "utf-8/surrogateescape" if options else "iso8859-1/replace"
+    assert out.stdout == f"{expected} {expected} {out.stdout.split()[-1]}\n"
+    assert out.stdout.split()[-1].endswith("/backslashreplace")
+
+
+
 def test_dash_u_makes_stdout_unbuffered(tmp_path: Path) -> None:
     code = "import sys; sys.stdout.write('a'); sys.stderr.write('b'); sys.stdout.write('c')"
     cases = [

@@ -56,7 +56,7 @@ def main() -> None:
     pymain = importlib.import_module("warmfork.pymain")
 
     sys.argv = ["warmfork", *sys.argv[1:]]
-    _stdio.install(unbuffered=bool(os.environ.get("PYTHONUNBUFFERED")))
+    _stdio.set_up()
     try:
         code = _worker.run_handler(pymain.main)
     except errors.Unsupported as refusal:

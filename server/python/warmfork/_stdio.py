@@ -10,7 +10,9 @@ never in the server.
 
 from __future__ import annotations
 
+import _locale
 import builtins
+import codecs
 import contextlib
 import io
 import os
@@ -20,34 +22,118 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .pyoptions import FatalError, env_flag
+
 _NAMES = ("<stdin>", "<stdout>", "<stderr>")
 
+# The locales python coerces the C locale to (PEP 538), in its order of trial.
+_COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
 
-def _encoding() -> tuple[str, str | None]:
-    """Encoding and error handler from ``PYTHONIOENCODING``, as CPython reads it."""
-    value = os.environ.get("PYTHONIOENCODING", "")
-    encoding, _, errors = value.partition(":")
-    return encoding or sys.getfilesystemencoding(), errors or None
-
-
-class StreamError(Exception):
-    """A standard descriptor no stream can be made over; CPython refuses to
-    start in that case."""
+#: What :func:`install` last built the streams for: (unbuffered, whether
+#: ``PYTHON*`` variables were read).
+installed_with: tuple[bool, bool] | None = None
 
 
-def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str | None]) -> io.TextIOWrapper | None:
+class StreamError(FatalError):
+    """The standard streams cannot be made; CPython refuses to start then."""
+
+    def __init__(self, message: str, cause: str | None = None) -> None:
+        super().__init__(message, state="core initialized", cause=cause)
+
+
+def set_up() -> None:
+    """What a fresh python does for its standard streams, from the (client's)
+    environment: take ``LC_CTYPE`` from it, then build ``sys.std*``."""
+    use_environment = not sys.flags.ignore_environment
+    adopt_locale(use_environment)
+    unbuffered = env_flag(_variable(b"PYTHONUNBUFFERED", use_environment)) > 0
+    install(unbuffered=unbuffered, use_environment=use_environment)
+
+
+def adopt_locale(use_environment: bool) -> None:
+    """Set ``LC_CTYPE`` from the environment, as python does at start-up, and
+    coerce the C locale to a UTF-8 one as python does (PEP 538): unless
+    ``LC_ALL`` is set or ``PYTHONCOERCECLOCALE=0``, the first of
+    :data:`_COERCION_TARGETS` this system has becomes ``LC_CTYPE``, in the
+    environment too (``PYTHONCOERCECLOCALE=warn`` says so on stderr)."""
+    try:
+        ctype = _locale.setlocale(_locale.LC_CTYPE, "")
+    except _locale.Error:  # a locale this system lacks: python is left in C
+        ctype = _locale.setlocale(_locale.LC_CTYPE, "C")
+    coerce = _variable(b"PYTHONCOERCECLOCALE", use_environment)
+    if ctype != "C" or coerce == "0" or os.environ._data.get(b"LC_ALL"):  # type: ignore[attr-defined]
+        return
+    for target in _COERCION_TARGETS:
+        try:
+            _locale.setlocale(_locale.LC_CTYPE, target)
+        except _locale.Error:
+            continue
+        os.environ["LC_CTYPE"] = target
+        if coerce == "warn":
+            os.write(
+                2,
+                f"Python detected LC_CTYPE=C: LC_CTYPE coerced to {target} (set another locale "
+                "or PYTHONCOERCECLOCALE=0 to disable this locale coercion behavior).\n".encode(),
+            )
+        return
+
+
+def stream_settings(use_environment: bool) -> tuple[str, str]:
+    """The encoding and error handler of ``sys.stdin`` and ``sys.stdout``, as
+    python chooses them for the current ``LC_CTYPE`` (``config_init_stdio_encoding``
+    in CPython's Python/initconfig.c); ``sys.stderr`` always has
+    ``backslashreplace``.
+
+    ``PYTHONIOENCODING=ENCODING:ERRORS`` overrides either (an encoding given
+    alone makes the handler ``strict``). Otherwise the encoding is the
+    locale's, or UTF-8 in UTF-8 mode, which the C locale turns on; the
+    handler is ``surrogateescape`` in UTF-8 mode and in the C locale and
+    those it is coerced to, ``strict`` elsewhere. The encoding is named as
+    its codec names itself (``latin-1`` is ``iso8859-1``).
+    """
+    ctype = _locale.setlocale(_locale.LC_CTYPE)
+    c_locale = ctype in ("C", "POSIX")
+    utf8 = sys.flags.utf8_mode or (c_locale and _variable(b"PYTHONUTF8", use_environment) != "0")
+    encoding = "utf-8" if utf8 else _locale.nl_langinfo(_locale.CODESET) or "utf-8"
+    errors = "surrogateescape" if utf8 or c_locale or ctype in _COERCION_TARGETS else "strict"
+    value = _variable(b"PYTHONIOENCODING", use_environment)
+    if value is not None:
+        name, _, handler = value.partition(":")
+        if name:
+            encoding, errors = name, handler or "strict"
+        elif handler:
+            errors = handler
+    try:
+        encoding = codecs.lookup(encoding).name
+    except LookupError as exc:
+        raise StreamError(
+            "init_stdio_encoding: failed to get the Python codec name of the stdio encoding",
+            cause=f"LookupError: {exc}",
+        ) from None
+    return encoding, errors
+
+
+def _variable(name: bytes, use_environment: bool) -> str | None:
+    """A ``PYTHON*`` variable as python reads it at start-up: None when unset,
+    empty, or ignored (``-E``). Read from the environment's bytes, which
+    spares the run the ``os.environ`` mapping's Python code."""
+    value = os.environ._data.get(name) if use_environment else None  # type: ignore[attr-defined]
+    return os.fsdecode(value) if value else None
+
+
+def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str]) -> io.TextIOWrapper | None:
     """A text stream over ``fd`` (0, 1 or 2), or None when ``fd`` is closed;
-    ``encoding`` is the encoding and error handler :func:`_encoding` read."""
+    ``encoding`` is what :func:`stream_settings` chose."""
     try:
         status = os.fstat(fd)
     except OSError:
         return None
     if stat.S_ISDIR(status.st_mode):
-        raise StreamError(f"{_NAMES[fd]} is a directory, cannot continue")
+        raise StreamError(f"init_sys_streams: {_NAMES[fd]} is a directory, cannot continue")
     write = fd != 0
     encoding, errors = encoding
-    if errors is None:
-        errors = "backslashreplace" if fd == 2 else "strict"
+    if fd == 2:
+        errors = "backslashreplace"
     if not write and client_pid > 0 and os.isatty(fd) and not _is_controlling_terminal(fd):
         raw: io.FileIO = TerminalReader(fd, client_pid)
     else:
@@ -76,12 +162,14 @@ def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str | None]) 
 
 def rehearse() -> None:
     """Build (and drop) streams over the server's own descriptors 0, 1 and 2:
-    see :func:`warmfork.pymain.rehearse`. Nothing is written or closed, and
-    the server's own ``PYTHONIOENCODING`` is looked up but not used."""
-    _encoding()
+    see :func:`warmfork.pymain.rehearse`. Nothing is written or closed, the
+    server's locale stays as it is, and its ``PYTHON*`` variables are looked
+    up but not used."""
+    with contextlib.suppress(StreamError):
+        stream_settings(use_environment=True)
     for fd in (0, 1, 2):
         with contextlib.suppress(StreamError, OSError):
-            open_stream(fd, unbuffered=False, encoding=("utf-8", None))
+            open_stream(fd, unbuffered=False, encoding=("utf-8", "strict"))
 
 
 def _is_controlling_terminal(fd: int) -> bool:
@@ -148,12 +236,16 @@ class TerminalReader(io.FileIO):
 _replaced: list[object] = []
 
 
-def install(*, unbuffered: bool = False) -> None:
+def install(*, unbuffered: bool, use_environment: bool) -> None:
     """Replace ``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` (and their
-    ``__std*__`` twins) with fresh streams over descriptors 0, 1 and 2."""
+    ``__std*__`` twins) with fresh streams over descriptors 0, 1 and 2, with
+    the encoding :func:`stream_settings` chooses, reading ``PYTHON*``
+    variables only if ``use_environment``."""
+    global installed_with
+    encoding = stream_settings(use_environment)
     _replaced.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
-    encoding = _encoding()
     streams = [open_stream(fd, unbuffered=unbuffered, encoding=encoding) for fd in (0, 1, 2)]
+    installed_with = (unbuffered, use_environment)
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
     stdin_raw = getattr(streams[0], "buffer", None)

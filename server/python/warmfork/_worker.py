@@ -112,7 +112,7 @@ def run(
         _stdio.client_pid = client_pid
         _set_up(argv, env, umask)
     except _stdio.StreamError as exc:
-        os.write(2, f"Fatal Python error: init_sys_streams: {exc}\n".encode())
+        os.write(2, exc.report().encode())
         return 1
     _ignore(ignored_signals)
     try:
@@ -204,17 +204,7 @@ def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:
     os.umask(umask)
     _set_environ(env)
     sys.argv = [os.fsdecode(arg) for arg in argv]
-    _stdio.install(unbuffered=_env_flag("PYTHONUNBUFFERED"))
-
-
-def _env_flag(name: str) -> bool:
-    """A boolean ``PYTHON*`` variable read as CPython reads it: set, not
-    empty, and not a number below 1."""
-    value = os.environ.get(name, "")
-    try:
-        return int(value) > 0
-    except ValueError:
-        return value != ""
+    _stdio.set_up()
 
 
 def _set_environ(entries: list[bytes]) -> None:

@@ -137,8 +137,12 @@ def _print_help(program: str, option: str) -> None:
 def _apply_runtime_options(config: pyoptions.Config) -> None:
     """Make the settings a running interpreter can still take, in CPython's
     start-up order: streams, then fault handler and tracemalloc, then warnings."""
-    if config.unbuffered != _streams_are_unbuffered():
-        _stdio.install(unbuffered=config.unbuffered)
+    if _stdio.installed_with != (config.unbuffered, config.use_environment):
+        try:
+            _stdio.install(unbuffered=config.unbuffered, use_environment=config.use_environment)
+        except _stdio.StreamError as error:
+            os.write(2, error.report().encode())
+            raise SystemExit(1) from None
     sys.dont_write_bytecode = config.dont_write_bytecode
     sys.pycache_prefix = config.pycache_prefix
     _imp.check_hash_based_pycs = config.check_hash_based_pycs
@@ -158,10 +162,6 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
         tracemalloc.start(config.tracemalloc)
     sys.warnoptions[:] = config.warnoptions
     warnings._processoptions(config.warnoptions)  # type: ignore[attr-defined]  # what importing warnings does
-
-
-def _streams_are_unbuffered() -> bool:
-    return any(getattr(stream, "write_through", False) for stream in (sys.stdout, sys.stderr))
 
 
 def _run(config: pyoptions.Config) -> None:

@@ -43,13 +43,16 @@ class UsageError(Exception):
 class FatalError(Exception):
     """A value python rejects while starting ("Fatal Python error"), exit status 1."""
 
-    def __init__(self, message: str, *, state: str = "preinitialized") -> None:
+    def __init__(self, message: str, *, state: str = "preinitialized", cause: str | None = None) -> None:
         super().__init__(message)
         self.state = state
+        self.cause = cause
 
     def report(self) -> str:
-        """The text CPython writes to stderr for this error, byte for byte."""
-        return f"Fatal Python error: {self}\nPython runtime state: {self.state}\n\n"
+        """The text CPython writes to stderr for this error, byte for byte
+        (``cause`` is the exception behind it, as Python prints its last line)."""
+        cause = "" if self.cause is None else f"{self.cause}\n"
+        return f"Fatal Python error: {self}\nPython runtime state: {self.state}\n{cause}\n"
 
 
 @dataclasses.dataclass
@@ -257,13 +260,13 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
     def env(name: str) -> str | None:
         return python_vars.get(name) or None
 
-    config.parser_debug = max(config.parser_debug, _env_flag(env("PYTHONDEBUG")))
-    config.verbose = max(config.verbose, _env_flag(env("PYTHONVERBOSE")))
-    config.optimize = max(config.optimize, _env_flag(env("PYTHONOPTIMIZE")))
-    config.inspect = config.inspect or _env_flag(env("PYTHONINSPECT")) > 0
-    config.dont_write_bytecode = config.dont_write_bytecode or _env_flag(env("PYTHONDONTWRITEBYTECODE")) > 0
-    config.no_user_site = config.no_user_site or _env_flag(env("PYTHONNOUSERSITE")) > 0
-    config.unbuffered = config.unbuffered or _env_flag(env("PYTHONUNBUFFERED")) > 0
+    config.parser_debug = max(config.parser_debug, env_flag(env("PYTHONDEBUG")))
+    config.verbose = max(config.verbose, env_flag(env("PYTHONVERBOSE")))
+    config.optimize = max(config.optimize, env_flag(env("PYTHONOPTIMIZE")))
+    config.inspect = config.inspect or env_flag(env("PYTHONINSPECT")) > 0
+    config.dont_write_bytecode = config.dont_write_bytecode or env_flag(env("PYTHONDONTWRITEBYTECODE")) > 0
+    config.no_user_site = config.no_user_site or env_flag(env("PYTHONNOUSERSITE")) > 0
+    config.unbuffered = config.unbuffered or env_flag(env("PYTHONUNBUFFERED")) > 0
     config.safe_path = config.safe_path or env("PYTHONSAFEPATH") is not None
     config.env_warnoptions = [w for w in (env("PYTHONWARNINGS") or "").split(",") if w]
     pythonpath = env("PYTHONPATH")
@@ -297,7 +300,7 @@ def _c_int(text: str) -> int | None:
     return value if value is not None and -(2**31) <= value < 2**31 else None
 
 
-def _env_flag(value: str | None) -> int:
+def env_flag(value: str | None) -> int:
     """``_Py_get_env_flag``: unset is 0, a number is itself, anything else is 1."""
     if value is None:
         return 0
