@@ -3,9 +3,11 @@
 The server's own streams point at the server's terminal or log; a worker needs
 streams over the client's descriptors 0, 1 and 2, with the buffering CPython
 would choose for *those* descriptors: line-buffered on a terminal (stderr
-always), block-buffered on a pipe or file, and unbuffered under ``-u``. This
-must be decided in the worker, after the client's descriptors are in place,
-never in the server.
+always), block-buffered on a pipe or file, and unbuffered under ``-u``; and
+with the encoding and error handler CPython would choose for the client's
+environment, whose ``LC_CTYPE`` the worker takes first (:func:`set_up`).
+This must be decided in the worker, after the client's descriptors and
+environment are in place, never in the server.
 """
 
 from __future__ import annotations
