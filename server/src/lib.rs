@@ -18,6 +18,7 @@ mod incoming;
 mod listener;
 mod log;
 mod maps;
+mod modules;
 mod pool;
 mod prefault;
 mod reload;
@@ -208,5 +209,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_class::<Listener>()?;
+    m.add_class::<modules::ModuleNames>()?;
     Ok(())
 }

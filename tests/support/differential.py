@@ -52,7 +52,9 @@ def env_for(server: Server | None, env: Env | None = None) -> dict[str | bytes, 
     return full
 
 
-def _run(command: list[str | bytes | os.PathLike[str]], env: Env, kwargs: dict[str, object]) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    command: list[str | bytes | os.PathLike[str]], env: Env, kwargs: dict[str, object]
+) -> subprocess.CompletedProcess[bytes]:
     if not {"stdout", "stderr"} & kwargs.keys():
         kwargs["capture_output"] = True
     if not {"stdin", "input"} & kwargs.keys():
@@ -60,7 +62,9 @@ def _run(command: list[str | bytes | os.PathLike[str]], env: Env, kwargs: dict[s
     return subprocess.run(command, env=env, timeout=30, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
-def warmfork(server: Server, *args: str | bytes, env: Env | None = None, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+def warmfork(
+    server: Server, *args: str | bytes, env: Env | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[bytes]:
     """Run the client with ``args`` in the controlled environment."""
     return _run([CLIENT, *args], env_for(server, env), kwargs)
 
@@ -75,10 +79,13 @@ _PROGRAM_NAMES = [os.fsencode(p) for p in (CLIENT, sys.executable)]
 
 
 def normalise(output: bytes | None) -> bytes:
-    """``output`` with the program's own name replaced by ``PROG``."""
+    """``output`` with the program's own name replaced by ``PROG`` and object
+    addresses by ``0xADDR``."""
     output = output or b""
     for name in _PROGRAM_NAMES:
         output = output.replace(name, b"PROG")
+    # Object addresses (in reprs) differ between any two processes.
+    output = re.sub(rb"\b0x[0-9a-f]{6,}\b", b"0xADDR", output)
     return re.sub(rb"(?m)^(warmfork|python3?(\.\d+)?): ", b"PROG: ", output)
 
 

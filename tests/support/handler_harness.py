@@ -56,6 +56,8 @@ def main() -> None:
     pymain = importlib.import_module("warmfork.pymain")
 
     sys.argv = ["warmfork", *sys.argv[1:]]
+    if hasattr(sys.modules["warmfork"], "serve"):  # the whole package, _native included
+        _worker.note_server_modules()  # as the server does: at exit, only the program's modules are finalised
     _stdio.set_up()
     try:
         code = _worker.run_handler(pymain.main)

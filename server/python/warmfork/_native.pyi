@@ -28,6 +28,13 @@ class Listener:
     def close(self) -> None:
         """Remove the socket (if still ours) and close it."""
 
+class ModuleNames:
+    """The keys of a ``sys.modules`` at one time, by identity."""
+
+    def __init__(self, modules: dict[str, object]) -> None: ...
+    def added_to(self, modules: dict[str, object]) -> list[tuple[str, object]]:
+        """The entries of ``modules`` whose keys are not among these, in insertion order; reads the others only."""
+
 def serve(
     listener: Listener,
     handler: Callable[[], object],

@@ -270,28 +270,30 @@ def _guard_input(reader: TerminalReader) -> None:
 _original_input = builtins.input
 
 
-def flush() -> bool:
+def flush(*, quietly: bool = False) -> bool:
     """Flush ``sys.stdout`` and ``sys.stderr`` as CPython does at exit.
 
     Returns False when stdout could not be flushed (CPython then exits 120),
-    after reporting it the way CPython does.
+    after reporting it the way CPython does; ``quietly``, a failure is
+    neither reported nor returned, as when CPython's last flush happens as
+    the streams are freed, after the modules have been finalised.
     """
     ok = True
     for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
+        stream = getattr(sys, name, None)
         if stream is None or getattr(stream, "closed", False):
             continue
         try:
             stream.flush()
         except Exception as exc:  # noqa: BLE001 - any failure is reported, as CPython does
-            if name == "stdout":
+            if name == "stdout" and not quietly:
                 ok = False
                 _report_unraisable(stream, exc)
     return ok
 
 
 def _report_unraisable(stream: object, exc: BaseException) -> None:
-    err = sys.stderr
+    err = getattr(sys, "stderr", None)
     if err is None:
         return
     with contextlib.suppress(Exception):  # nowhere left to report to

@@ -15,15 +15,23 @@ interpreter's slow heap teardown never happens.
 from __future__ import annotations
 
 import _signal
+import _thread
 import atexit
 import contextlib
+import gc
 import os
 import signal
 import sys
+import types
+import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import _stdio
 from .errors import Unsupported
+
+if TYPE_CHECKING:
+    from ._native import ModuleNames
 
 _PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
@@ -63,6 +71,21 @@ def forget_relative_finders() -> None:
     for key in [key for key in sys.path_importer_cache if not os.path.isabs(key)]:
         del sys.path_importer_cache[key]
     _finders_kept = len(sys.path_importer_cache)
+
+
+# What `sys.modules` held when the server started serving (see
+# `note_server_modules`): a worker finalises only what its program loaded.
+_server_modules: ModuleNames | None = None
+_server_main: object = None
+
+
+def note_server_modules() -> None:
+    """Remember which modules are the server's, just before it serves."""
+    global _server_modules, _server_main
+    from ._native import ModuleNames
+
+    _server_modules = ModuleNames(sys.modules)
+    _server_main = sys.modules.get("__main__")
 
 
 def prepare() -> None:
@@ -151,9 +174,10 @@ def exit_code(exit_: SystemExit) -> int:
         return 0
     if isinstance(value, int):
         return value & 0xFF
-    if sys.stderr is not None:
+    stderr = getattr(sys, "stderr", None)
+    if stderr is not None:
         with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
-            print(value, file=sys.stderr)
+            print(value, file=stderr)
     return 1
 
 
@@ -172,7 +196,103 @@ def _finalize(code: int) -> int:
     # a death by SIGINT.
     if not _stdio.flush() and code >= 0:
         code = 120
+    _finalize_modules()
+    _stdio.flush(quietly=True)  # what finalisers printed
     return code
+
+
+def _finalize_modules() -> None:
+    """As ``Py_FinalizeEx`` once the exit functions have run, for
+    ``__main__`` and the modules the program imported: collect garbage,
+    put the standard streams back and make imports fail, drop those modules
+    from ``sys.modules`` and collect again, then clear the globals of those
+    still alive, most recently imported first. So what the program left in
+    them is finalised as under python: files flushed and closed, ``__del__``
+    methods, ``weakref.finalize`` callbacks, suspended generators'
+    ``finally``.
+
+    The server's own modules stay as they are: finalising them would write
+    to (and so copy) the whole warm heap, the teardown a worker exists to
+    skip. While threads are still running (daemon threads) only garbage is
+    collected: python stops them before it touches modules, and here they
+    would run on and fail on globals turned to None.
+    """
+    if gc.isenabled():
+        _as_finalization(_COLLECT)
+    if _thread._count():
+        return
+    _delete_special()
+    alive = _drop_modules()
+    _as_finalization(_COLLECT)
+    for module in reversed(alive):
+        _clear_globals(module())
+    _as_finalization(_COLLECT)
+
+
+def _delete_special() -> None:
+    """CPython's ``finalize_modules_delete_special``: the import system and
+    the rest of the list set to None (an import from a finaliser then fails,
+    as in python), ``sys.stdout`` and its siblings back to the originals."""
+    builtins = sys.modules["builtins"]
+    builtins._ = None  # type: ignore[attr-defined]
+    for name in _SYS_DELETES:
+        setattr(sys, name, None)
+    _as_finalization(_RESTORE_STREAMS)
+
+
+_SYS_DELETES = (
+    "path", "argv", "ps1", "ps2", "last_type", "last_value", "last_traceback",
+    "path_hooks", "path_importer_cache", "meta_path", "__interactivehook__",
+)  # fmt: skip
+
+
+def _drop_modules() -> list[weakref.ref[types.ModuleType]]:
+    """Set ``__main__`` and the modules the program imported to None in
+    ``sys.modules`` and let go of them (those nothing else holds are freed
+    now); weak references to the modules among them, in import order."""
+    mine = _server_modules.added_to(sys.modules) if _server_modules is not None else []
+    main = sys.modules.get("__main__")
+    if main is not _server_main:
+        mine.insert(0, ("__main__", main))
+    del main
+    alive = [weakref.ref(module) for _, module in mine if isinstance(module, types.ModuleType)]
+    _as_finalization(_DROP, items=mine)
+    return alive
+
+
+# CPython finalises with no Python code running, so `warnings` reports what
+# is raised then (an unclosed file's ResourceWarning) as `sys:1: ...`. Each
+# step that may free the program's objects is code compiled as line 1 of a
+# file named "sys" and run in a namespace named "sys", so that the same is
+# said here; no other frame of warmfork's holds those objects meanwhile.
+_COLLECT = compile("gc.collect()", "sys", "exec")
+_RESTORE_STREAMS = compile(
+    "for name in ('stdin', 'stdout', 'stderr'): setattr(sys, name, getattr(sys, f'__{name}__', None))", "sys", "exec"
+)
+_DROP = compile("[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()", "sys", "exec")
+_SET_TO_NONE = compile("for name in names: namespace[name] = None", "sys", "exec")
+
+
+def _as_finalization(code: types.CodeType, **names: object) -> None:
+    exec(code, {"__name__": "sys", "gc": gc, "sys": sys, **names})  # noqa: S102 - fixed code, see above
+
+
+def _clear_globals(module: types.ModuleType | None) -> None:
+    """Set a module's globals to None as CPython's ``_PyModule_ClearDict``
+    does: first the names with one leading underscore, then all the others
+    but ``__builtins__``."""
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return
+    names = [name for name in namespace if isinstance(name, str) and name != "__builtins__"]
+    private = [name for name in names if _one_underscore(name)]
+    public = [name for name in names if not _one_underscore(name)]
+    for batch in (private, public):
+        _as_finalization(_SET_TO_NONE, names=batch, namespace=namespace)
+
+
+def _one_underscore(name: str) -> bool:
+    return name[:1] == "_" and name[1:2] != "_"
 
 
 def _excepthook(exc: BaseException) -> None:

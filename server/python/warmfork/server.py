@@ -97,6 +97,11 @@ def serve(
         if on_ready is not None:
             on_ready()
         _worker.forget_relative_finders()
+        _worker.note_server_modules()
+        # What was made since the warm-up's freeze (by `on_ready`, the module
+        # list) is frozen too: a worker collects garbage at exit, and every
+        # object the collector looks at is a page the worker copies.
+        gc.freeze()
         _native.serve(
             listener,
             handler or _default_handler(),

@@ -1,0 +1,112 @@
+"""What python does after a program's last line, warmfork does too: what
+the program left in ``__main__`` and in the modules it imported is
+finalised (files flushed and closed, ``__del__``, ``weakref.finalize``,
+suspended generators' ``finally``), while the server's own objects, which a
+worker shares, are left alone."""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import start_server
+from support.differential import assert_same_as_python, shared_server, warmfork
+from support.server_process import stop_when_idle
+
+server = shared_server()
+
+
+def test_a_file_left_open_in_main_is_flushed_and_closed_as_under_python(server, tmp_path: Path) -> None:
+    program = "out = open('out.txt', 'w')\nfor i in range(3000):\n    out.write(f'line {i}\\n')\n"
+    expected = "".join(f"line {i}\n" for i in range(3000))
+    assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert (tmp_path / "out.txt").read_text() == expected
+    (tmp_path / "out.txt").unlink()
+    assert warmfork(server, "-c", program, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "out.txt").read_text() == expected
+
+
+def test_archives_left_open_in_a_module_the_program_imported_are_complete(server, tmp_path: Path) -> None:
+    (tmp_path / "archives.py").write_text(
+        "import gzip, zipfile\n"
+        "z = zipfile.ZipFile('a.zip', 'w')\n"
+        "z.writestr('member', 'zipped')\n"
+        "g = gzip.open('a.gz', 'wt')\n"
+        "g.write('gzipped')\n"
+    )
+    (tmp_path / "main.py").write_text("import archives\n")
+    done = warmfork(server, "main.py", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, b"")
+    with zipfile.ZipFile(tmp_path / "a.zip") as archive:
+        assert archive.read("member") == b"zipped"
+    assert gzip.decompress((tmp_path / "a.gz").read_bytes()) == b"gzipped"
+
+
+FINALIZERS = """\
+import sys, tempfile, weakref
+
+class Noisy:
+    def __init__(self, name):
+        self.name = name
+    def __del__(self):
+        print('del', self.name)
+
+def suspended():
+    try:
+        yield 1
+    finally:
+        print('generator finally')
+
+first, second = Noisy('first'), Noisy('second')
+generator = suspended()
+next(generator)
+weakref.finalize(first, print, 'weakref.finalize callback')
+scratch = tempfile.NamedTemporaryFile(dir='.', prefix='scratch-')
+sys.modules['made_by_hand'] = type(sys)('made_by_hand')
+sys.modules['made_by_hand'].held = Noisy('in a module of its own')
+print('end of program')
+"""
+
+
+def test_finalizers_run_at_exit_in_pythons_order(server, tmp_path: Path) -> None:
+    out = assert_same_as_python(server, "-c", FINALIZERS, cwd=tmp_path)
+    assert out.status == 0
+    for line in (b"del first", b"del second", b"generator finally", b"weakref.finalize callback", b"del in a module"):
+        assert line in out.stdout
+    assert not list(tmp_path.glob("scratch-*"))
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "f = open('/dev/null')",  # sys:1: ResourceWarning, no tracemalloc hint
+        "class A:\n    def __del__(self):\n        import csv\na = A()",  # imports fail, as in python
+        "import io, sys\nclass A:\n    def __del__(self):\n        print('to the real stdout')\na = A()\nsys.stdout = io.StringIO()",
+        "import sys\ndel sys.stdout",
+        "import sys\ndel sys.stderr\nprint('out')",
+    ],
+    ids=["resource-warning", "import-in-del", "stdout-replaced", "no-stdout", "no-stderr"],
+)
+def test_what_finalizers_see_is_as_under_python(server, tmp_path: Path, program: str) -> None:
+    ours = assert_same_as_python(server, "-W", "always", "-c", program, cwd=tmp_path)
+    assert ours.status == 0
+
+
+def test_the_servers_own_objects_are_never_finalised_in_a_worker(tmp_path: Path) -> None:
+    warmup = tmp_path / "warm.py"
+    warmup.write_text(
+        "class Held:\n"
+        "    def __del__(self):\n"
+        "        print('a warm-up object was finalised')\n"
+        "held = Held()\n"
+        "import json\n"
+        "json.held = Held()\n"
+    )
+    srv = start_server(tmp_path, "--warmup", str(warmup))
+    try:
+        done = warmfork(srv, "-c", "import json; print('ran')", cwd=tmp_path)
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"ran\n", b"")
+    finally:
+        stop_when_idle(srv)
