@@ -90,6 +90,11 @@ IMPORT_NUMPY = "import numpy\n"
 # 2 cores even while warmfork is still 100 times slower than its targets.
 BASELINE_RUNS = (2000, 50)
 FAST_RUNS = (500, 20)
+# The numpy server and the one holding 1 GiB more are timed in alternating
+# rounds (FAST_RUNS split evenly, a few warm-up runs each round), so that the
+# host's load drifting during the bench weighs on both alike: their ratio is
+# a target.
+SIDE_BY_SIDE_ROUNDS = 5
 SLOW_RUNS = (20, 2)
 APART_RUNS = (200, 5)
 APART_SECONDS = 0.02
@@ -313,6 +318,27 @@ def private_dirty(pid: int) -> int:
 # --- the report ----------------------------------------------------------
 
 
+def merged(rounds: list[dict[str, dict]]) -> dict[str, dict]:
+    """hyperfine's results of several rounds as one result per label: every
+    sample, and the statistics recomputed over them all."""
+    times: dict[str, list[float]] = {}
+    for results in rounds:
+        for label, result in results.items():
+            times.setdefault(label, []).extend(result["times"])
+    return {
+        label: {
+            "command": label,
+            "times": samples,
+            "median": statistics.median(samples),
+            "mean": statistics.fmean(samples),
+            "stddev": statistics.stdev(samples),
+            "min": min(samples),
+            "max": max(samples),
+        }
+        for label, samples in times.items()
+    }
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3g} ms"
 
@@ -503,18 +529,17 @@ def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, 
             [("python -c pass", [py, "-c", "pass"]), ("python import_numpy.py", [py, str(program)])],
             SLOW_RUNS,
         )
-        lat |= bench.hyperfine(
-            "warmfork-numpy",
-            [
-                ("warmfork -c pass (numpy)", [wf, "-c", "pass"]),
-                ("warmfork import_numpy.py (numpy)", [wf, str(program)]),
-            ],
-            FAST_RUNS,
-            numpy_srv.env(),
-        )
-        lat |= bench.hyperfine(
-            "warmfork-1gib", [("warmfork -c pass (numpy + 1 GiB)", [wf, "-c", "pass"])], FAST_RUNS, gib_srv.env()
-        )
+        numpy_commands = [
+            ("warmfork -c pass (numpy)", [wf, "-c", "pass"]),
+            ("warmfork import_numpy.py (numpy)", [wf, str(program)]),
+        ]
+        gib_commands = [("warmfork -c pass (numpy + 1 GiB)", [wf, "-c", "pass"])]
+        rounds: list[dict[str, dict]] = []
+        per_round = (FAST_RUNS[0] // SIDE_BY_SIDE_ROUNDS, max(2, FAST_RUNS[1] // SIDE_BY_SIDE_ROUNDS))
+        for r in range(1, SIDE_BY_SIDE_ROUNDS + 1):
+            rounds.append(bench.hyperfine(f"warmfork-numpy-{r}", numpy_commands, per_round, numpy_srv.env()))
+            rounds.append(bench.hyperfine(f"warmfork-1gib-{r}", gib_commands, per_round, gib_srv.env()))
+        lat |= merged(rounds)
         # Runs apart: what one run waits for when the server and its workers
         # have finished the previous run's work (the loops above are bound by
         # that work, which needs the same two cores).
@@ -607,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         + report
         + ("\nErrors:\n\n" + "\n".join(notes) + "\n" if notes else "")
         + "\n![latency distribution](latency.png)\n\n"
-        "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy.json`, `warmfork-1gib.json`, "
+        "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy-N.json` and `warmfork-1gib-N.json` "
+        f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
         "`throughput.json`; strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
         + "".join(f"    {command}\n" for command in bench.commands)
     )
