@@ -406,3 +406,13 @@ def test_prompt_statements_cut_short_by_end_of_input_still_run(tmp_path: Path) -
 def test_pythoninspect_without_a_terminal_prints_and_exits_1(tmp_path: Path) -> None:
     out = same("-c", "raise SystemExit(3)", cwd=tmp_path, env={"PYTHONINSPECT": "1"})
     assert out.status == 1 and "SystemExit: 3" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["del sys.ps1", "sys.ps1 = type('Bad', (), {'__str__': lambda self: 1 / 0})()"],
+    ids=["missing", "unprintable"],
+)
+def test_a_prompt_that_cannot_be_shown_is_empty_and_the_session_goes_on(tmp_path: Path, statement: str) -> None:
+    out = same("-i", cwd=tmp_path, stdin=f"import sys\n{statement}\nprint(6 * 7)\n".encode())
+    assert (out.status, out.stdout) == (0, "42\n")

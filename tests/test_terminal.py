@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -133,6 +133,73 @@ def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Te
     terminal.type("echo typed-for-the-shell")
     screen = terminal.wait_for(lambda screen: has_line(screen, "typed-for-the-shell"), what="the shell's echo")
     assert "got 'echo" not in screen
+
+
+@pytest.mark.parametrize(
+    "read",
+    ["sys.stdin.readline()", 'input("name: ")'],
+    ids=["stdin", "input"],
+)
+def test_a_read_stopped_by_ctrl_z_and_sent_to_the_background_stops_again(terminal: Terminal, read: str) -> None:
+    # python's read, continued by `bg`, stops at once for terminal input; the
+    # worker's read used to go on in the background and take the shell's keys.
+    terminal.type(f"""warmfork -c 'import sys; print("got", repr({read}))'""")
+    time.sleep(1.0)  # the read has begun
+    terminal.keys("C-z")
+    terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")
+    terminal.run("bg")
+    screen = terminal.run("echo typed-for-the-shell")
+    assert has_line(screen, "typed-for-the-shell"), "the background read took the shell's line"
+    terminal.type("fg")
+    time.sleep(0.5)
+    terminal.type("for-the-program")
+    screen = terminal.wait_for(at_shell_prompt_after("got "), what="the program's line")
+    assert "got 'for-the-program" in screen
+    assert "got 'echo" not in screen
+
+
+def at_shell_prompt_after(text: str) -> Callable[[str], bool]:
+    return lambda screen: text in screen and at_shell_prompt(screen)
+
+
+def test_ctrl_c_reaches_the_programs_child_as_under_python(terminal: Terminal) -> None:
+    # The terminal signals its whole foreground group: python's `sleep` child
+    # dies of SIGINT at once (os.system returns its status, 2), where it used
+    # to sleep on while only the worker got the signal.
+    terminal.type(
+        """warmfork -c 'import os, time; start = time.time(); print("st" + "arted", flush=True); """
+        """status = os.system("sleep 20"); print("status", status, "after", round(time.time() - start))'"""
+    )
+    terminal.wait_for(lambda screen: has_line(screen, "started"), what="the program to start")
+    time.sleep(0.5)
+    terminal.keys("C-c")
+    screen = terminal.wait_for(at_shell_prompt_after("status "), what="the program's end")
+    assert re.search(r"status 2 after [0-2]$", screen, re.MULTILINE), screen
+
+
+def test_ctrl_z_stops_the_programs_child_too(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(COUNTER)
+    terminal.type("""warmfork -c 'import subprocess, sys; subprocess.run([sys.executable, "counter.py"])'""")
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 3, what="the child to count")
+    terminal.keys("C-z")
+    stopped = terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")
+    time.sleep(1.0)  # five ticks' worth: a child still running would print
+    assert terminal.screen() == stopped, "the program's child went on after Ctrl-Z"
+    terminal.type("fg")
+    last = max(ticks(stopped))
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 2, what="the child to go on after fg")
+    terminal.keys("C-c")
+    terminal.wait_for(at_shell_prompt, what="the end of the run")
+
+
+def test_input_interrupted_shows_no_frame_of_warmfork(terminal: Terminal) -> None:
+    terminal.type("""warmfork -c 'input("na" + "me: ")'""")
+    terminal.wait_for(lambda screen: "name:" in screen, what="the prompt")
+    terminal.keys("C-c")
+    screen = terminal.wait_for(at_shell_prompt_after("KeyboardInterrupt"), what="the traceback")
+    traceback = screen[screen.index("Traceback") :]
+    assert traceback.count('  File "') == 1, traceback
+    assert 'File "<string>", line 1, in <module>' in traceback
 
 
 def test_the_prompt_evaluates_survives_ctrl_c_and_exits_0_on_ctrl_d(terminal: Terminal) -> None:

@@ -23,6 +23,7 @@ mod pool;
 mod prefault;
 mod reload;
 mod server;
+mod terminal_input;
 mod watch;
 mod worker;
 
@@ -210,5 +211,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_class::<Listener>()?;
     m.add_class::<modules::ModuleNames>()?;
+    m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
+    m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
     Ok(())
 }

@@ -28,6 +28,12 @@ class Listener:
     def close(self) -> None:
         """Remove the socket (if still ours) and close it."""
 
+def guard_input(reader: object, original: Callable[..., str]) -> None:
+    """Make ``input`` ask ``reader`` (a ``TerminalReader``) to begin and end each call of ``original``."""
+
+def input(*args: object, **kwargs: object) -> str:
+    """The builtin ``input``, once the client's job is in its terminal's foreground."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

@@ -13,6 +13,7 @@ environment are in place, never in the server.
 from __future__ import annotations
 
 import _locale
+import _signal
 import builtins
 import codecs
 import contextlib
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .pyoptions import FatalError, env_flag
+
+_SIGCONT = int(signal.SIGCONT)
 
 _NAMES = ("<stdin>", "<stdout>", "<stderr>")
 
@@ -207,10 +210,37 @@ class TerminalReader(io.FileIO):
     def __init__(self, fd: int, client: int) -> None:
         super().__init__(fd, "rb", closefd=False)
         self._client = client
+        self._previous: object = None
 
     def readinto(self, buffer: Any) -> int | None:  # any writable buffer, as FileIO takes
+        before = self.begin_read()
+        try:
+            return super().readinto(buffer)
+        finally:
+            self.end_read(before)
+
+    def begin_read(self) -> object:
+        """Wait for the foreground, and until :meth:`end_read` wait again
+        whenever the job is continued: a read the job was stopped in goes on
+        after SIGCONT, and after ``bg`` that is in the background. (A Python
+        handler makes the read return EINTR, and the handler runs before it
+        is retried.) Returns what ``end_read`` needs."""
         self.wait_for_foreground()
-        return super().readinto(buffer)
+        try:
+            previous = _signal.signal(_SIGCONT, self._continued)
+        except ValueError:  # not the main thread: no handler, the check above only
+            return None
+        self._previous = previous
+        return previous
+
+    def end_read(self, previous: object) -> None:
+        if previous is not None:
+            _signal.signal(_SIGCONT, previous)  # type: ignore[arg-type]
+
+    def _continued(self, signum: int, frame: object) -> None:
+        self.wait_for_foreground()
+        if callable(self._previous):
+            self._previous(signum, frame)
 
     def wait_for_foreground(self) -> None:
         """Stop this worker and the client's job while the job is in the
@@ -257,14 +287,12 @@ def install(*, unbuffered: bool, use_environment: bool) -> None:
 
 def _guard_input(reader: TerminalReader) -> None:
     """``input()`` on a terminal reads descriptor 0 from C, past
-    ``sys.stdin``; give it the same job control as :class:`TerminalReader`."""
-    original = _original_input
+    ``sys.stdin``; give it the same job control as :class:`TerminalReader`
+    (through a builtin, see ``server/src/terminal_input.rs``)."""
+    from . import _native
 
-    def input(prompt: object = "") -> str:  # the builtin, wrapped
-        reader.wait_for_foreground()
-        return original(prompt)
-
-    builtins.input = input
+    _native.guard_input(reader, _original_input)
+    builtins.input = _native.input
 
 
 _original_input = builtins.input

@@ -471,7 +471,7 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
     """
     lines: list[str] = []
     while True:
-        line = _read_line(str(sys.ps2 if lines else sys.ps1))  # type: ignore[attr-defined]
+        line = _read_line(_prompt("ps2" if lines else "ps1"))
         if not line:
             _write_stderr("\n")
             if not lines:
@@ -490,6 +490,15 @@ def _is_compound(source: str) -> bool:
     """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
     the interactive grammar ends with a blank line; codeop does not insist."""
     return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source, mode="single").body)
+
+
+def _prompt(name: str) -> str:
+    """``sys.ps1`` or ``sys.ps2`` as text; as in CPython, a prompt that is
+    missing or cannot be made text is empty rather than an error."""
+    try:
+        return str(getattr(sys, name))
+    except Exception:  # noqa: BLE001 - any failure of the program's object
+        return ""
 
 
 def _read_line(prompt: str) -> str:

@@ -7,6 +7,14 @@
 //! program's status is known: a signal that arrives before the worker is
 //! known is kept and delivered once it is. Signals go to the worker through
 //! the pidfd it sends with `STARTED`, which cannot name a recycled pid.
+//!
+//! A signal the terminal sent (Ctrl-C, Ctrl-Z, Ctrl-\\, a resize, a hang-up)
+//! went to the client's whole foreground process group, which under python
+//! holds the program's children too: it goes to the worker's process group
+//! (the worker leads one, and the program's children are in it), so that
+//! `os.system("make")` stops on Ctrl-C and a child pauses on Ctrl-Z as
+//! under python. So does SIGCONT, which `fg` and `bg` send to the whole job.
+//! A signal sent with `kill` to the client goes to the worker alone.
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
@@ -40,15 +48,21 @@ mod libc_sig {
     pub const ALRM: i32 = 14;
     pub const TERM: i32 = 15;
     pub const CONT: i32 = 18;
+    pub const STOP: i32 = 19;
     pub const TSTP: i32 = 20;
     pub const WINCH: i32 = 28;
 }
+
+/// `si_code` of a signal the kernel itself sent, as the terminal does.
+const SI_KERNEL: i32 = 0x80;
 
 /// The client's signal forwarding for one run.
 pub struct Forwarder {
     signals: Option<OwnedFd>,
     worker: Option<OwnedFd>,
     pending: SigSet,
+    /// Those of `pending` that go to the worker's process group.
+    pending_for_group: SigSet,
 }
 
 impl Forwarder {
@@ -70,6 +84,7 @@ impl Forwarder {
             signals,
             worker: None,
             pending: 0,
+            pending_for_group: 0,
         }
     }
 
@@ -82,9 +97,10 @@ impl Forwarder {
     pub fn started(&mut self, worker: OwnedFd) {
         self.worker = Some(worker);
         let pending = core::mem::take(&mut self.pending);
+        let for_group = core::mem::take(&mut self.pending_for_group);
         for number in 1..=64 {
             if pending & bit(number) != 0 {
-                self.deliver(number);
+                self.deliver(number, for_group & bit(number) != 0);
             }
         }
     }
@@ -93,14 +109,19 @@ impl Forwarder {
     /// after `local` has seen it and unless it returns true: it handled the
     /// signal for the client itself (pseudo-terminal mode takes SIGWINCH).
     pub fn receive(&mut self, mut local: impl FnMut(i32) -> bool) {
-        // One `struct signalfd_siginfo` is 128 bytes; the number comes first.
+        // One `struct signalfd_siginfo` is 128 bytes: the number comes
+        // first, then errno, then the code.
         let mut info = [0u8; 128];
+        let field = |info: &[u8; 128], at: usize| {
+            i32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]])
+        };
         while let Some(fd) = &self.signals {
             match rustix::io::read(fd, &mut info) {
                 Ok(128) => {
-                    let number = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                    let number = field(&info, 0);
                     if !local(number) {
-                        self.deliver(number);
+                        let from_terminal = field(&info, 8) == SI_KERNEL;
+                        self.deliver(number, from_terminal || number == libc_sig::CONT);
                     }
                 }
                 _ => return,
@@ -111,12 +132,16 @@ impl Forwarder {
     /// Ctrl-Z typed into the program's pseudo-terminal: stops the program
     /// and the client as a SIGTSTP from the user's terminal does.
     pub fn suspend(&mut self) {
-        self.deliver(libc_sig::TSTP);
+        self.deliver(libc_sig::TSTP, true);
     }
 
-    fn deliver(&mut self, number: i32) {
+    /// Sends signal `number` to the worker, or to its whole process group.
+    fn deliver(&mut self, number: i32, to_group: bool) {
         let Some(worker) = &self.worker else {
             self.pending |= bit(number);
+            if to_group {
+                self.pending_for_group |= bit(number);
+            }
             return;
         };
         if bit(number) & STOP != 0 {
@@ -126,15 +151,24 @@ impl Forwarder {
             // `fg` or `bg` sends SIGCONT to the client, which forwards it.
             // A terminal the client made raw is itself while the job is
             // stopped, and raw again after.
-            let _ = rustix::process::pidfd_send_signal(worker, Signal::STOP);
+            send(worker.as_fd(), libc_sig::STOP, to_group);
             crate::terminal::while_stopped(|| {
                 let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::STOP);
             });
             return;
         }
-        let Some(signal) = Signal::from_named_raw(number) else {
-            return;
-        };
+        send(worker.as_fd(), number, to_group);
+    }
+}
+
+/// Sends signal `number` to the worker, or to its process group; a kernel
+/// older than 6.9, which cannot signal a group through a pidfd, signals the
+/// worker alone.
+fn send(worker: BorrowedFd<'_>, number: i32, to_group: bool) {
+    if to_group && syscall::signal_process_group(worker, number).is_ok() {
+        return;
+    }
+    if let Some(signal) = Signal::from_named_raw(number) {
         let _ = rustix::process::pidfd_send_signal(worker, signal);
     }
 }

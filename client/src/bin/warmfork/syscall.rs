@@ -4,7 +4,7 @@
 
 use core::ffi::{CStr, c_char};
 
-use rustix::fd::{FromRawFd, OwnedFd};
+use rustix::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use rustix::io::Errno;
 
 #[cfg(target_arch = "x86_64")]
@@ -14,6 +14,7 @@ mod nr {
     pub const EXECVE: usize = 59;
     pub const EXIT_GROUP: usize = 231;
     pub const SIGNALFD4: usize = 289;
+    pub const PIDFD_SEND_SIGNAL: usize = 424;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -23,6 +24,7 @@ mod nr {
     pub const EXECVE: usize = 221;
     pub const EXIT_GROUP: usize = 94;
     pub const RT_SIGPROCMASK: usize = 135;
+    pub const PIDFD_SEND_SIGNAL: usize = 424;
 }
 
 /// A kernel signal set: bit N-1 stands for signal N. The kernel's `sigset_t`
@@ -116,6 +118,26 @@ pub fn signalfd(set: SigSet) -> Result<OwnedFd, Errno> {
     };
     // SAFETY: on success the kernel returned a new descriptor we now own.
     result(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `pidfd_send_signal(pidfd, signal, NULL, PIDFD_SIGNAL_PROCESS_GROUP)`
+/// (Linux 6.9): `signal` to every process in the process group of the
+/// process `pidfd` refers to. The pidfd pins that process, so the group
+/// cannot be another one that reused its number.
+pub fn signal_process_group(pidfd: BorrowedFd<'_>, signal: i32) -> Result<(), Errno> {
+    const PIDFD_SIGNAL_PROCESS_GROUP: usize = 1 << 2;
+    // SAFETY: no pointer is passed (a null siginfo makes the kernel fill in
+    // one as for kill).
+    let ret = unsafe {
+        syscall4(
+            nr::PIDFD_SEND_SIGNAL,
+            pidfd.as_raw_fd() as usize,
+            signal as usize,
+            0,
+            PIDFD_SIGNAL_PROCESS_GROUP,
+        )
+    };
+    result(ret).map(drop)
 }
 
 /// `execve`—replaces this process with the program at `path`. Returns only
