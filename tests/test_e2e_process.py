@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,16 @@ def test_the_servers_environment_does_not_leak_into_the_program(
         stop_when_idle(own)
     assert b"'WF_CLIENT_ONLY'" in done.stdout
     assert b"WF_SERVER_ONLY" not in done.stdout
+
+
+def test_os_environ_keeps_the_clients_order(server, tmp_path: Path) -> None:
+    program = "import os; print([k for k in os.environ if k in ('ZED', 'ALPHA', 'MID')])"
+    env = ["env", "-i", "ZED=1", "ALPHA=2", "MID=3", f"WARMFORK_SOCKET={server.socket}"]
+    ours, theirs = (
+        subprocess.run([*env, program_, "-c", program], capture_output=True, cwd=tmp_path, timeout=30, check=False)
+        for program_ in (CLIENT, sys.executable)
+    )
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (0, b"['ZED', 'ALPHA', 'MID']\n")
 
 
 def test_pythonpath_in_the_clients_environment_is_on_sys_path(server, tmp_path: Path) -> None:

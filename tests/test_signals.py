@@ -118,9 +118,10 @@ def test_ctrl_c_gives_keyboard_interrupt_and_death_by_sigint_like_python(server,
 
 @pytest.mark.parametrize(
     "signum",
-    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM],
+    [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
+     signal.SIGPWR, signal.SIGVTALRM, signal.SIGPROF, signal.SIGRTMIN, signal.SIGRTMAX],
     ids=lambda s: signal.Signals(s).name,
-)
+)  # fmt: skip
 def test_a_forwarded_signal_the_program_leaves_alone_ends_it_like_python(server, tmp_path: Path, signum: int) -> None:
     out = both_signalled_when_ready(server, WAITS_FOR_NOTHING, signum, tmp_path)
     assert (out.status, out.stdout, out.stderr) == (-signum, b"ready\n", b"")
@@ -129,7 +130,8 @@ def test_a_forwarded_signal_the_program_leaves_alone_ends_it_like_python(server,
 @pytest.mark.parametrize(
     "signum",
     [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-     signal.SIGWINCH, signal.SIGALRM, signal.SIGCONT],
+     signal.SIGWINCH, signal.SIGALRM, signal.SIGCONT, signal.SIGPWR, signal.SIGIO, signal.SIGXCPU,
+     signal.SIGRTMAX],
     ids=lambda s: signal.Signals(s).name,
 )  # fmt: skip
 def test_a_signal_the_program_handles_reaches_its_handler_and_it_keeps_running(

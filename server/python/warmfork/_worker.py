@@ -173,11 +173,15 @@ def exit_code(exit_: SystemExit) -> int:
     if value is None:
         return 0
     if isinstance(value, int):
-        return value & 0xFF
+        # CPython reads a C long: beyond one, -1 (so 255).
+        exact = int.__index__(value)
+        return exact & 0xFF if -(2**63) <= exact < 2**63 else 0xFF
     stderr = getattr(sys, "stderr", None)
-    if stderr is not None:
-        with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
+    with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
+        if stderr is not None:
             print(value, file=stderr)
+        else:  # CPython falls back to the C stderr
+            os.write(2, f"{value}\n".encode(errors="backslashreplace"))
     return 1
 
 
@@ -338,7 +342,7 @@ def _set_environ(entries: list[bytes]) -> None:
     """
     data = os.environ._data  # type: ignore[attr-defined]  # CPython's os._Environ store, bytes to bytes on POSIX
     data.clear()
-    for entry in reversed(entries):
+    for entry in entries:
         name, sep, value = entry.partition(b"=")
         if sep:
-            data[name] = value
+            data.setdefault(name, value)

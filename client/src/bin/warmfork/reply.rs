@@ -6,7 +6,6 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::{Errno, IoSliceMut};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-use rustix::process::Signal;
 use warmfork::reply::{MAX_REPLY_LEN, REPLY_FIXED_LEN};
 use warmfork::{ExitStatus, Reply};
 
@@ -129,10 +128,8 @@ pub fn finish(status: ExitStatus) -> ! {
             // The client installs no handlers, so once unblocked the signal
             // has its default action, unless whoever started the client
             // ignored it, as python's own process would have had it.
-            if let Some(signal) = Signal::from_named_raw(i32::from(number)) {
-                signals::release(i32::from(number));
-                let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
-            }
+            signals::release(i32::from(number));
+            let _ = crate::syscall::raise(i32::from(number));
             // Still here: the signal is ignored, blocked or stops rather than
             // kills. Report it as a shell reports a death by signal.
             exit(128 + i32::from(number))

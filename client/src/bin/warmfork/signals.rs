@@ -22,16 +22,33 @@ use rustix::process::Signal;
 
 use crate::syscall::{self, SigSet, bit};
 
-/// Signals the program gets exactly as the client got them.
+/// Signals the program gets exactly as the client got them: every signal
+/// that a process can catch and that would otherwise end or act on the
+/// client, but those that only the client's own faults raise (SIGSEGV,
+/// SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGTRAP), those of its own children,
+/// terminal and pipes (SIGCHLD, SIGTTIN, SIGTTOU, SIGPIPE, SIGURG), and
+/// the two real-time signals the C library keeps for itself (32 and 33).
 const FORWARDED: SigSet = bit(libc_sig::INT)
     | bit(libc_sig::TERM)
     | bit(libc_sig::HUP)
     | bit(libc_sig::QUIT)
+    | bit(libc_sig::ABRT)
     | bit(libc_sig::USR1)
     | bit(libc_sig::USR2)
     | bit(libc_sig::WINCH)
     | bit(libc_sig::ALRM)
-    | bit(libc_sig::CONT);
+    | bit(libc_sig::CONT)
+    | bit(libc_sig::STKFLT)
+    | bit(libc_sig::XCPU)
+    | bit(libc_sig::XFSZ)
+    | bit(libc_sig::VTALRM)
+    | bit(libc_sig::PROF)
+    | bit(libc_sig::IO)
+    | bit(libc_sig::PWR)
+    | REAL_TIME;
+
+/// SIGRTMIN (34, as the C library numbers it) to SIGRTMAX (64).
+const REAL_TIME: SigSet = !0 << 33;
 
 /// Ctrl-Z: the program stops, then the client, so the shell shows the job
 /// as stopped and nothing is printed over its prompt.
@@ -43,14 +60,22 @@ mod libc_sig {
     pub const HUP: i32 = 1;
     pub const INT: i32 = 2;
     pub const QUIT: i32 = 3;
+    pub const ABRT: i32 = 6;
     pub const USR1: i32 = 10;
     pub const USR2: i32 = 12;
     pub const ALRM: i32 = 14;
     pub const TERM: i32 = 15;
+    pub const STKFLT: i32 = 16;
     pub const CONT: i32 = 18;
     pub const STOP: i32 = 19;
     pub const TSTP: i32 = 20;
+    pub const XCPU: i32 = 24;
+    pub const XFSZ: i32 = 25;
+    pub const VTALRM: i32 = 26;
+    pub const PROF: i32 = 27;
     pub const WINCH: i32 = 28;
+    pub const IO: i32 = 29;
+    pub const PWR: i32 = 30;
 }
 
 /// `si_code` of a signal the kernel itself sent, as the terminal does.
@@ -165,12 +190,10 @@ impl Forwarder {
 /// older than 6.9, which cannot signal a group through a pidfd, signals the
 /// worker alone.
 fn send(worker: BorrowedFd<'_>, number: i32, to_group: bool) {
-    if to_group && syscall::signal_process_group(worker, number).is_ok() {
+    if to_group && syscall::pidfd_send_signal(worker, number, true).is_ok() {
         return;
     }
-    if let Some(signal) = Signal::from_named_raw(number) {
-        let _ = rustix::process::pidfd_send_signal(worker, signal);
-    }
+    let _ = syscall::pidfd_send_signal(worker, number, false);
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes

@@ -14,6 +14,7 @@ mod nr {
     pub const EXECVE: usize = 59;
     pub const EXIT_GROUP: usize = 231;
     pub const SIGNALFD4: usize = 289;
+    pub const KILL: usize = 62;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
 }
 
@@ -24,6 +25,7 @@ mod nr {
     pub const EXECVE: usize = 221;
     pub const EXIT_GROUP: usize = 94;
     pub const RT_SIGPROCMASK: usize = 135;
+    pub const KILL: usize = 129;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
 }
 
@@ -120,11 +122,13 @@ pub fn signalfd(set: SigSet) -> Result<OwnedFd, Errno> {
     result(ret).map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// `pidfd_send_signal(pidfd, signal, NULL, PIDFD_SIGNAL_PROCESS_GROUP)`
-/// (Linux 6.9): `signal` to every process in the process group of the
-/// process `pidfd` refers to. The pidfd pins that process, so the group
-/// cannot be another one that reused its number.
-pub fn signal_process_group(pidfd: BorrowedFd<'_>, signal: i32) -> Result<(), Errno> {
+/// `pidfd_send_signal(pidfd, signal, NULL, flags)`: `signal` to the
+/// process `pidfd` refers to or, with `to_group`, to every process in its
+/// process group (`PIDFD_SIGNAL_PROCESS_GROUP`, Linux 6.9). The pidfd pins
+/// that process, so the group cannot be another that reused its number.
+/// Raw rather than rustix's, which takes only the signals it names, not
+/// the real-time ones.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32, to_group: bool) -> Result<(), Errno> {
     const PIDFD_SIGNAL_PROCESS_GROUP: usize = 1 << 2;
     // SAFETY: no pointer is passed (a null siginfo makes the kernel fill in
     // one as for kill).
@@ -134,9 +138,22 @@ pub fn signal_process_group(pidfd: BorrowedFd<'_>, signal: i32) -> Result<(), Er
             pidfd.as_raw_fd() as usize,
             signal as usize,
             0,
-            PIDFD_SIGNAL_PROCESS_GROUP,
+            if to_group {
+                PIDFD_SIGNAL_PROCESS_GROUP
+            } else {
+                0
+            },
         )
     };
+    result(ret).map(drop)
+}
+
+/// `kill(getpid(), signal)`: raises `signal` on this process. Raw for the
+/// same reason as [`pidfd_send_signal`].
+pub fn raise(signal: i32) -> Result<(), Errno> {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    // SAFETY: no pointer is passed.
+    let ret = unsafe { syscall4(nr::KILL, pid as usize, signal as usize, 0, 0) };
     result(ret).map(drop)
 }
 
