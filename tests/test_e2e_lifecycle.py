@@ -5,6 +5,7 @@ and falling back to plain python when warmfork cannot run the program."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -217,6 +218,34 @@ def test_ten_clients_on_a_cold_socket_start_exactly_one_server(tmp_path: Path) -
         log = Path(f"{sock}.log").read_text()
         assert log.count("serving on") == 1, log
     finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
+def test_a_server_the_client_starts_keeps_none_of_the_clients_descriptors(tmp_path: Path) -> None:
+    # `x=$(warmfork ...)` with a descriptor beyond 2 on the same pipe: a
+    # server that kept it would hold the pipe open for its whole life.
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(SERVER)}
+    read_end, write_end = os.pipe()
+    try:
+        client = subprocess.Popen(
+            [CLIENT, "-c", "print('hi')"], env=env, stdout=write_end, stderr=subprocess.PIPE, pass_fds=(write_end,)
+        )
+        os.close(write_end)
+        assert client.wait(timeout=60) == 0, client.stderr.read() if client.stderr else ""
+        output = b""
+        while select.select([read_end], [], [], 10)[0]:
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                break
+            output += chunk
+        else:
+            raise AssertionError(f"no end of file on the pipe after {output!r}: the server holds it")
+        assert output == b"hi\n"
+    finally:
+        os.close(read_end)
         control("stop", "--socket", os.fspath(sock))
 
 

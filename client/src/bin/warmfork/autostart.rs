@@ -115,7 +115,8 @@ fn start_with<'p>(
 }
 
 /// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
-/// environment, `/dev/null` as stdin and the log as stdout and stderr.
+/// environment, `/dev/null` as stdin, the log as stdout and stderr, and no
+/// other descriptor.
 fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid, Errno> {
     let script = CBuf::<4096>::join(&[command]).ok_or(Errno::TOOBIG)?;
     let script = script.as_c_str();
@@ -133,6 +134,9 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             let _ = rustix::stdio::dup2_stdin(&null);
             let _ = rustix::stdio::dup2_stdout(log);
             let _ = rustix::stdio::dup2_stderr(log);
+            // Nothing else the client has: a server lives on, and a pipe it
+            // held (from `$(warmfork ...)`) would never reach end of file.
+            syscall::close_from(3);
             signals::release_all();
             let argv = [
                 c"sh".as_ptr(),

@@ -16,6 +16,7 @@ mod nr {
     pub const SIGNALFD4: usize = 289;
     pub const KILL: usize = 62;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
+    pub const CLOSE_RANGE: usize = 436;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -27,6 +28,7 @@ mod nr {
     pub const RT_SIGPROCMASK: usize = 135;
     pub const KILL: usize = 129;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
+    pub const CLOSE_RANGE: usize = 436;
 }
 
 /// A kernel signal set: bit N-1 stands for signal N. The kernel's `sigset_t`
@@ -155,6 +157,14 @@ pub fn raise(signal: i32) -> Result<(), Errno> {
     // SAFETY: no pointer is passed.
     let ret = unsafe { syscall4(nr::KILL, pid as usize, signal as usize, 0, 0) };
     result(ret).map(drop)
+}
+
+/// `close_range(first, ~0, 0)` (Linux 5.9): closes every descriptor from
+/// `first` on. Before 5.9 it fails and closes nothing.
+pub fn close_from(first: u32) {
+    // SAFETY: no pointer is passed; closing descriptors is the caller's
+    // intent (a child about to exec).
+    let _ = unsafe { syscall4(nr::CLOSE_RANGE, first as usize, u32::MAX as usize, 0, 0) };
 }
 
 /// `execve`—replaces this process with the program at `path`. Returns only
