@@ -66,6 +66,26 @@ def test_os_environ_keeps_the_clients_order(server, tmp_path: Path) -> None:
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (0, b"['ZED', 'ALPHA', 'MID']\n")
 
 
+def limited() -> None:
+    """In the child about to run: the limits, priority and affinity that
+    `ulimit`, `nice` and `taskset` would set."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (100, resource.RLIM_INFINITY))
+    os.nice(5)
+    os.sched_setaffinity(0, {0})
+
+
+def test_limits_priority_and_affinity_are_the_clients(server, tmp_path: Path) -> None:
+    program = (
+        "import os, resource as r\n"
+        "print([r.getrlimit(getattr(r, n)) for n in ('RLIMIT_NOFILE', 'RLIMIT_CORE', 'RLIMIT_CPU')])\n"
+        "print(os.nice(0), sorted(os.sched_getaffinity(0)))\n"
+    )
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, preexec_fn=limited)
+    assert out.stdout == f"[(64, 64), (0, 0), (100, {resource.RLIM_INFINITY})]\n5 [0]\n".encode()
+
+
 def test_pythonpath_in_the_clients_environment_is_on_sys_path(server, tmp_path: Path) -> None:
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "wf_helper.py").write_text("NAME = 'found'\n")

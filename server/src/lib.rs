@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 
 mod hugepages;
 mod incoming;
+mod limits;
 mod listener;
 mod log;
 mod maps;

@@ -165,6 +165,7 @@ fn run_request(
     let client_pid = rustix::net::sockopt::socket_peercred(connection)
         .map(|cred| cred.pid.as_raw_nonzero().get())
         .unwrap_or(0);
+    crate::limits::adopt(client_pid);
     let outcome = run_python(py, &request, hooks, client_pid);
     if rustix::process::getpid() != worker {
         end_forked_child(py, outcome);
