@@ -145,6 +145,23 @@ def test_a_failing_program_gives_pythons_traceback_and_status(server, tmp_path: 
     assert out.stderr
 
 
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "sys.excepthook = lambda *exc: 1 / 0",
+        "sys.excepthook = None",
+        "del sys.excepthook",
+        "sys.excepthook = lambda *exc: sys.exit(5)",
+        "sys.excepthook = lambda kind, value, tb: print('kept', sys.last_value is value)",
+    ],
+    ids=["raises", "none", "missing", "exits", "sees-last-value"],
+)
+def test_an_excepthook_that_fails_exits_or_is_missing_is_handled_as_by_python(
+    server, tmp_path: Path, hook: str
+) -> None:
+    assert_same_as_python(server, "-c", f"import sys\n{hook}\nraise ValueError('boom')", cwd=tmp_path)
+
+
 def test_an_uncaught_program_on_stdin_gives_pythons_traceback(server, tmp_path: Path) -> None:
     out = assert_same_as_python(server, "-", input=b"import sys\nprint('before')\nraise RuntimeError('late')\n", cwd=tmp_path)
     assert out.status == 1

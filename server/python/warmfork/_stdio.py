@@ -320,10 +320,16 @@ def flush(*, quietly: bool = False) -> bool:
     return ok
 
 
-def _report_unraisable(stream: object, exc: BaseException) -> None:
+def write_stderr(text: str) -> None:
+    """Write to ``sys.stderr`` and flush, if there is one; as CPython's
+    ``PySys_WriteStderr``, a failure is ignored."""
     err = getattr(sys, "stderr", None)
     if err is None:
         return
-    with contextlib.suppress(Exception):  # nowhere left to report to
-        err.write(f"Exception ignored in: {stream!r}\n{type(exc).__name__}: {exc}\n")
+    with contextlib.suppress(Exception):
+        err.write(text)
         err.flush()
+
+
+def _report_unraisable(stream: object, exc: BaseException) -> None:
+    write_stderr(f"Exception ignored in: {stream!r}\n{type(exc).__name__}: {exc}\n")

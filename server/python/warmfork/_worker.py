@@ -161,8 +161,11 @@ def run_handler(handler: Callable[[], object]) -> int:
     except SystemExit as exit_:
         code = exit_code(exit_)
     except BaseException as exc:  # noqa: BLE001 - every uncaught exception ends the program
-        _excepthook(exc)
         code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+        try:
+            _excepthook(exc)
+        except SystemExit as exit_:  # the hook ended the program itself
+            code = exit_code(exit_)
     code = _finalize(code)
     return code
 
@@ -194,7 +197,8 @@ def _finalize(code: int) -> int:
         if threading is not None:
             threading._shutdown()  # type: ignore[attr-defined]
     except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt while joining
-        _excepthook(exc)
+        with contextlib.suppress(SystemExit):
+            _excepthook(exc)
     atexit._run_exitfuncs()
     # As Py_RunMain: a failed final flush overrides the exit status, but not
     # a death by SIGINT.
@@ -300,17 +304,43 @@ def _one_underscore(name: str) -> bool:
 
 
 def _excepthook(exc: BaseException) -> None:
-    """Report an uncaught exception as python would: through
-    ``sys.excepthook``, with a traceback that starts at the program (the
-    frames of warmfork's own code, which python does not have, are cut)."""
-    traceback = exc.__traceback__
+    """Report an uncaught exception as python's ``PyErr_Print`` does: kept
+    in ``sys.last_*``, then through ``sys.excepthook``, with a traceback that
+    starts at the program (the frames of warmfork's own code, which python
+    does not have, are cut). A hook that fails is reported, then the
+    exception the default way; a hook that raises ``SystemExit`` ends the
+    program (it propagates)."""
+    exc.__traceback__ = _program_frames(exc.__traceback__)
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    if not hasattr(sys, "excepthook"):
+        _stdio.write_stderr("sys.excepthook is missing\n")
+        _display(exc)
+        return
+    try:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: BLE001 - CPython reports both, as here
+        error.__traceback__ = _program_frames(error.__traceback__)
+        if error.__context__ is exc:  # CPython calls the hook with no exception being handled
+            error.__context__ = None
+        _stdio.flush(quietly=True)
+        _stdio.write_stderr("Error in sys.excepthook:\n")
+        _display(error)
+        _stdio.write_stderr("\nOriginal exception was:\n")
+        _display(exc)
+
+
+def _program_frames(traceback: types.TracebackType | None) -> types.TracebackType | None:
     while traceback is not None and traceback.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         traceback = traceback.tb_next
-    exc.__traceback__ = traceback
-    try:
-        sys.excepthook(type(exc), exc, traceback)
-    except BaseException:  # noqa: BLE001 - CPython falls back the same way
-        sys.__excepthook__(type(exc), exc, traceback)
+    return traceback
+
+
+def _display(exc: BaseException) -> None:
+    """``PyErr_Display``: the default report, whatever ``sys.excepthook`` is."""
+    with contextlib.suppress(Exception):
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
 
 
 def _ignore(signals: int) -> None:

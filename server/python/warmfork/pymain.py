@@ -521,14 +521,10 @@ def _print_exception(exc: BaseException) -> None:
     cut of warmfork's own frames, the same fallback), and keep it in
     ``sys.last_*`` for ``pdb.pm()``."""
     _worker._excepthook(exc)  # the one place that knows how python reports them
-    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
     _flush_standard_streams()
 
 
-def _write_stderr(text: str) -> None:
-    if sys.stderr is not None:
-        sys.stderr.write(text)
-        sys.stderr.flush()
+_write_stderr = _stdio.write_stderr
 
 
 def _flush_standard_streams() -> None:
