@@ -202,8 +202,8 @@ impl Reload {
             } => {
                 if self.watcher.changed().is_some() {
                     *check_at = now + QUIET;
-                    return Outcome::Serve;
                 }
+                // Files that never stop changing must not starve the clients.
                 let settled = now >= *since + SETTLE_LIMIT;
                 if now < *check_at && !settled {
                     return Outcome::Serve;
