@@ -87,9 +87,12 @@ class Server:
         return self.process.returncode
 
 
-def start_server(tmp_path: Path, *server_args: str, name: str = "s", log: Path | None = None) -> Server:
+def start_server(
+    tmp_path: Path, *server_args: str, name: str = "s", log: Path | None = None, reload: bool = False
+) -> Server:
     """Start ``warmfork-server`` on a socket in a fresh private directory;
-    its output goes to ``log`` (by default a fresh file in ``tmp_path``)."""
+    its output goes to ``log`` (by default a fresh file in ``tmp_path``).
+    With ``reload`` it replaces itself when code it loaded changes."""
     sock_dir = tmp_path / f"sock-{name}"
     sock_dir.mkdir(mode=0o700)
     sock = sock_dir / "default.sock"
@@ -97,9 +100,17 @@ def start_server(tmp_path: Path, *server_args: str, name: str = "s", log: Path |
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            # --no-reload: a reinstall of the package during a test run must
-            # not make test servers replace themselves.
-            [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), "--no-reload", *server_args],
+            # --no-reload by default: a reinstall of the package during a test
+            # run must not make test servers replace themselves.
+            [
+                sys.executable,
+                "-m",
+                "warmfork",
+                "--socket",
+                os.fspath(sock),
+                *([] if reload else ["--no-reload"]),
+                *server_args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

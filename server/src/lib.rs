@@ -6,6 +6,7 @@
 //! the socket, the event loop, reading untrusted requests, and forking.
 
 use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,9 +119,11 @@ impl Listener {
 /// given to `signal.set_wakeup_fd`, which the loop watches so no signal
 /// waits. When `watch` (files) and `restart` (this server's command line)
 /// are given, a change to one of the files hands the socket to a fresh
-/// server started with that command line (see `reload.rs`).
+/// server started with that command line, which has `ready_timeout`
+/// seconds to warm up (see `reload.rs`). A server started that way reports
+/// ready on `ready_fd` before it serves; the descriptor is closed in any case.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new()))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -134,7 +137,11 @@ fn serve(
     wakeup_fd: Option<i32>,
     watch: Vec<PathBuf>,
     restart: Vec<PathBuf>,
+    ready_timeout: f64,
+    ready_fd: Option<i32>,
 ) -> PyResult<()> {
+    // SAFETY: Python hands the descriptor over, whatever happens next.
+    let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let inner = listener
         .inner
         .as_ref()
@@ -145,10 +152,10 @@ fn serve(
         prepare: &prepare,
         run: &run,
     };
-    let freshness = if watch.is_empty() || restart.is_empty() {
-        server::Freshness::default()
+    let reload = if watch.is_empty() || restart.is_empty() {
+        None
     } else {
-        let (watcher, count) = watch::Watcher::new(&watch).map_err(PyOSError::new_err)?;
+        let (watcher, count) = watch::Watcher::new(watch).map_err(PyOSError::new_err)?;
         log::info(&format!(
             "watching {count} files of the loaded code for changes"
         ));
@@ -157,10 +164,8 @@ fn serve(
             .map(|arg| CString::new(arg.as_os_str().as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| PyValueError::new_err("the restart command line holds a NUL byte"))?;
-        server::Freshness {
-            watcher: Some(watcher),
-            restart,
-        }
+        let ready_timeout = seconds(ready_timeout, "ready_timeout")?;
+        Some(reload::Reload::new(watcher, restart, ready_timeout))
     };
     server::serve(
         py,
@@ -172,7 +177,8 @@ fn serve(
             wakeup: wakeup_fd,
             grace: seconds(grace, "grace")?,
         },
-        freshness,
+        reload,
+        ready,
     )
 }
 

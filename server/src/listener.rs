@@ -35,8 +35,8 @@ pub struct Listener {
     /// The socket file this listener created, to remove at the end; `None`
     /// for a socket handed over by systemd, which owns its file.
     inode: Option<(u64, u64)>,
-    /// Set once the socket is handed to a replacement server, which then
-    /// owns the file.
+    /// The socket file is another server's: set once this one handed the
+    /// socket to a replacement, and, in a replacement, until it is ready.
     handed_over: AtomicBool,
 }
 
@@ -97,7 +97,9 @@ impl Listener {
     /// systemd's and is left in place at the end.
     ///
     /// A server replacing another (see `reload.rs`) also gets the lock, as
-    /// `lock_fd`, still held.
+    /// `lock_fd`, still held. The socket file stays the other server's, and
+    /// the lock file names it, until this one is ready ([`Listener::own`]):
+    /// a replacement that fails to warm up leaves both to it.
     ///
     /// `path` names the socket when the address it was bound at is not its
     /// name (a server binds at a temporary name and renames it into place).
@@ -128,13 +130,9 @@ impl Listener {
             .map_err(|e| format!("cannot set up the socket from LISTEN_FDS: {e}"))?;
         let handed_over_lock = lock_fd.is_some();
         let lock = match lock_fd {
-            Some(lock_fd) => {
-                // SAFETY: as for `fd`: the descriptor was handed to this
-                // process for this purpose, already holding the lock.
-                let lock = unsafe { OwnedFd::from_raw_fd(lock_fd) };
-                name_holder(&lock);
-                lock
-            }
+            // SAFETY: as for `fd`: the descriptor was handed to this process
+            // for this purpose, already holding the lock.
+            Some(lock_fd) => unsafe { OwnedFd::from_raw_fd(lock_fd) },
             None => lock(&path)?,
         };
         rustix::io::fcntl_setfd(&lock, rustix::io::FdFlags::CLOEXEC)
@@ -153,8 +151,17 @@ impl Listener {
             lock,
             path,
             inode,
-            handed_over: AtomicBool::new(false),
+            handed_over: AtomicBool::new(handed_over_lock),
         })
+    }
+
+    /// Makes the socket file this server's: its pid in the lock file (for
+    /// `status` and `stop`), and the file removed when it stops. Called by
+    /// a server replacing another once it is ready, and by the other when
+    /// it takes the socket back from a replacement that failed.
+    pub fn own(&self) {
+        name_holder(&self.lock);
+        self.handed_over.store(false, Ordering::Relaxed);
     }
 
     /// Records that a replacement server now owns the socket file.

@@ -7,7 +7,6 @@
 //! block the loop: sockets are non-blocking, each event gets one bounded read,
 //! and a request has a deadline.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,7 @@ use crate::listener::Listener;
 use crate::log;
 use crate::pool::{self, Pool, Process};
 use crate::prefault::Schedule;
-use crate::reload;
-use crate::watch::Watcher;
+use crate::reload::{self, Reload};
 use crate::worker::{self, Hooks};
 
 /// How long a worker whose client hung up gets between SIGHUP and SIGKILL.
@@ -99,10 +97,8 @@ struct Server<'a, 'py> {
     /// When to try refilling again after a fork failed, unless a run ends
     /// first.
     retry_at: Option<Instant>,
-    /// Watches the files of the loaded code, when asked to.
-    watcher: Option<Watcher>,
-    /// The server's own command line, to start a fresh server with.
-    restart: Vec<CString>,
+    /// Keeps the served code fresh, when asked to (see `reload.rs`).
+    reload: Option<Reload>,
     /// The socket has been handed to a fresh server; this one only lets its
     /// runs in progress finish.
     retiring: bool,
@@ -115,23 +111,15 @@ struct Server<'a, 'py> {
 /// which a burst's buffers are freed.
 const SPARE_BUFFERS: usize = 8;
 
-/// Keeping the served code fresh: the files to watch and the command line
-/// that starts a replacement server (see `reload.rs`).
-#[derive(Debug, Default)]
-pub struct Freshness {
-    /// The watcher over the loaded code's files.
-    pub watcher: Option<Watcher>,
-    /// The server's own command line.
-    pub restart: Vec<CString>,
-}
-
-/// Serves `listener` until a Python signal handler raises.
+/// Serves `listener` until a Python signal handler raises. A server started
+/// by another to replace it reports ready on `ready` first.
 pub fn serve(
     py: Python<'_>,
     listener: &Listener,
     hooks: Hooks<'_, '_>,
     settings: Settings,
-    freshness: Freshness,
+    reload: Option<Reload>,
+    ready: Option<OwnedFd>,
 ) -> PyResult<()> {
     let mut server = Server {
         py,
@@ -144,11 +132,12 @@ pub fn serve(
         prefault: Schedule::new(settings.pool),
         refill_by: None,
         retry_at: None,
-        watcher: freshness.watcher,
-        restart: freshness.restart,
+        reload,
         retiring: false,
         spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
     };
+    // Before the first fork, so no worker holds the pipe.
+    reload::report_ready(ready, listener);
     server.refill();
     loop {
         match server.turn() {
@@ -170,6 +159,9 @@ impl Server<'_, '_> {
     /// client of a run still gets its status. A second signal during the
     /// grace period ends it at once.
     fn shutdown(&mut self) {
+        if let Some(reload) = &mut self.reload {
+            reload.abandon();
+        }
         self.listener.remove();
         self.pool.clear();
         for connection in &self.connections {
@@ -253,12 +245,12 @@ impl Server<'_, '_> {
         // A signal that arrived while the loop was busy (forking, say) was
         // only noted by Python's C handler; act on it now.
         self.py.check_signals()?;
-        let (listener_ready, ready, dead_idle, watch_ready) = self.wait()?;
-        // Before any request is handed to a worker: is the code still fresh?
-        if watch_ready {
-            self.check_freshness();
-        }
+        let (listener_ready, ready, dead_idle, reload_ready) = self.wait()?;
         let now = Instant::now();
+        // Before any new client is accepted: is the code still fresh?
+        if reload_ready || self.reload_due(now) {
+            self.check_freshness(now);
+        }
         // Backwards, so removing a connection does not move those still to
         // be visited.
         for index in (0..self.connections.len()).rev() {
@@ -275,7 +267,7 @@ impl Server<'_, '_> {
         if self.retiring {
             return Ok(!self.connections.is_empty());
         }
-        if listener_ready {
+        if listener_ready && self.accepting() {
             self.accept();
         }
         // Every run that became ready this turn has started; only now fork.
@@ -285,34 +277,37 @@ impl Server<'_, '_> {
         Ok(true)
     }
 
-    /// Hands the socket to a fresh server if a watched file changed.
-    fn check_freshness(&mut self) {
-        let Some(file) = self.watcher.as_mut().and_then(Watcher::changed) else {
+    /// Whether new clients are accepted: not while a change of the code is
+    /// being dealt with (they wait in the backlog), nor once retired.
+    fn accepting(&self) -> bool {
+        !self.retiring && self.reload.as_ref().is_none_or(Reload::accepting)
+    }
+
+    fn reload_due(&self, now: Instant) -> bool {
+        self.reload
+            .as_ref()
+            .and_then(Reload::deadline)
+            .is_some_and(|at| at <= now)
+    }
+
+    /// Follows changes of the code and the hand-over to a fresh server.
+    fn check_freshness(&mut self, now: Instant) {
+        let running = self
+            .connections
+            .iter()
+            .filter(|c| matches!(c.state, State::Running { .. }))
+            .count();
+        let Some(reload) = &mut self.reload else {
             return;
         };
-        match reload::spawn_replacement(&self.restart, self.listener) {
-            Ok(pid) => {
-                log::info(&format!(
-                    "{} changed: handing the socket to a fresh server (pid {}); {} run(s) finish here",
-                    file.display(),
-                    pid.as_raw_nonzero(),
-                    self.connections
-                        .iter()
-                        .filter(|c| matches!(c.state, State::Running { .. }))
-                        .count()
-                ));
-                self.listener.hand_over();
-                self.retiring = true;
-                self.watcher = None;
-                self.pool.clear();
-                // A retiring server forks no more workers: no refill to wake for.
-                self.refill_by = None;
-                self.retry_at = None;
-            }
-            Err(message) => log::warning(&format!(
-                "{} changed but {message}; serving on",
-                file.display()
-            )),
+        if reload.step(self.listener, running, now) == reload::Outcome::Retire {
+            self.listener.hand_over();
+            self.retiring = true;
+            self.pool.clear();
+            // A retiring server forks no more workers ahead: no refill to
+            // wake for.
+            self.refill_by = None;
+            self.retry_at = None;
         }
     }
 
@@ -327,6 +322,7 @@ impl Server<'_, '_> {
             .filter_map(|c| c.deadline)
             .chain(self.refill_by)
             .chain(self.retry_at)
+            .chain(self.reload.as_ref().and_then(Reload::deadline))
             .min()
             .map(|d| {
                 let left = d.saturating_duration_since(now);
@@ -338,10 +334,10 @@ impl Server<'_, '_> {
         // Where each connection's socket and pidfd sit in `fds`, if polled.
         let mut slots = Vec::with_capacity(self.connections.len());
         let listening = self.listener.socket();
-        let accepting = if self.retiring {
-            PollFlags::empty()
-        } else {
+        let accepting = if self.accepting() {
             PollFlags::IN
+        } else {
+            PollFlags::empty()
         };
         let mut fds = vec![PollFd::new(&listening, accepting)];
         for connection in &self.connections {
@@ -376,11 +372,12 @@ impl Server<'_, '_> {
         if let Some(wakeup) = &wakeup {
             fds.push(PollFd::new(wakeup, PollFlags::IN));
         }
-        let watching = self.watcher.as_ref().map(Watcher::fd);
-        let watch_at = watching.as_ref().map(|fd| {
+        let reloading = self.reload.as_ref().map(Reload::poll_fds);
+        let reload_from = fds.len();
+        for fd in reloading.iter().flatten() {
             fds.push(PollFd::new(fd, PollFlags::IN));
-            fds.len() - 1
-        });
+        }
+        let reload_to = fds.len();
         let idle_from = fds.len();
         for idle in self.pool.idle() {
             fds.push(PollFd::new(&idle.process.pidfd, PollFlags::IN));
@@ -416,7 +413,10 @@ impl Server<'_, '_> {
             .filter(|fd| !fd.revents().is_empty())
             .map(|fd| fd.as_fd().as_raw_fd())
             .collect();
-        Ok((busy(Some(0)), ready, dead_idle, busy(watch_at)))
+        let reload_ready = fds[reload_from..reload_to]
+            .iter()
+            .any(|fd| !fd.revents().is_empty());
+        Ok((busy(Some(0)), ready, dead_idle, reload_ready))
     }
 
     /// Accepts waiting clients; refuses those of another user.
@@ -514,15 +514,9 @@ impl Server<'_, '_> {
                 refuse(&connection.socket, code, &message);
                 false
             }
-            Progress::Complete if self.retiring => {
-                let message = "the server is being replaced after an edit of its code; run again";
-                refuse(
-                    &self.connections[index].socket,
-                    ErrorCode::Internal,
-                    message,
-                );
-                false
-            }
+            // Also while the server hands over or retires: the client was
+            // accepted before the change was noticed, so it is served with
+            // the code that was current when it came.
             Progress::Complete => self.start(index),
         }
     }
@@ -652,6 +646,7 @@ impl Server<'_, '_> {
             }
         }
         fds.extend(self.pool.fds());
+        fds.extend(self.reload.iter().flat_map(Reload::fds));
         fds
     }
 }

@@ -53,5 +53,7 @@ def serve(
     wakeup_fd: int | None = None,
     watch: list[str] = ...,
     restart: list[str] = ...,
+    ready_timeout: float = 60.0,
+    ready_fd: int | None = None,
 ) -> None:
     """Serve until a signal handler raises."""

@@ -8,6 +8,7 @@ import os
 import runpy
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,6 +18,12 @@ from .errors import ServerError
 # LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
 # matches FD_NAMES in server/src/reload.rs.
 _HANDOVER_NAMES = "warmfork:warmfork-lock"
+
+#: A fresh server replacing this one after an edit may take this many times
+#: as long to warm up as this one took, and at least ``_READY_TIMEOUT_MIN``
+#: seconds (caches may be cold after an install), before it is given up on.
+_READY_TIMEOUT_FACTOR = 10
+_READY_TIMEOUT_MIN = 30.0
 
 #: Seconds runs in progress may go on after the server is told to stop.
 DEFAULT_GRACE = 10.0
@@ -61,7 +68,9 @@ def serve(
     once the server is warm, just before it starts serving. With ``reload``,
     an edit of any loaded module or of the warm-up file makes the server
     hand its socket to a fresh copy of itself (same command line) before the
-    next run, and return once its own runs have finished. ``socket`` defaults to
+    next run, and return once its own runs have finished; if the fresh copy
+    fails to warm up (say the edit broke a module), this server says why in
+    its log and serves on, and tries again at the next change. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -71,7 +80,9 @@ def serve(
         _native.set_log_level(log_level)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
+    started = time.monotonic()
     activated = _activation_fds()
+    ready_fd = _ready_fd()
     try:
         if activated is None:
             path = Path(socket) if socket is not None else _native.socket_path()
@@ -102,6 +113,7 @@ def serve(
         # list) is frozen too: a worker collects garbage at exit, and every
         # object the collector looks at is a page the worker copies.
         gc.freeze()
+        report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,
             handler or _default_handler(),
@@ -113,6 +125,8 @@ def serve(
             wakeup_fd=wakeup_read,
             watch=_watched_files(warmup) if reload else [],
             restart=_restart_command(),
+            ready_timeout=max(_READY_TIMEOUT_MIN, _READY_TIMEOUT_FACTOR * (time.monotonic() - started)),
+            ready_fd=report_on,
         )
     except _Stopped:
         _log("stopped by SIGTERM")
@@ -121,6 +135,9 @@ def serve(
         signal.signal(signal.SIGTERM, previous)
         os.close(wakeup_read)
         os.close(wakeup_write)
+        if ready_fd is not None:
+            # Never reported ready: the server that started this one serves on.
+            os.close(ready_fd)
         listener.close()
 
 
@@ -171,6 +188,22 @@ def _activation_fds() -> tuple[int, int | None] | None:
     if pid != str(os.getpid()) or not count or not count.isdigit() or int(count) < 1:
         return None
     return (3, 4) if count == "2" and names == _HANDOVER_NAMES else (3, None)
+
+
+def _ready_fd() -> int | None:
+    """The descriptor on which a server started to replace another reports
+    that it is ready (``WARMFORK_READY_FD``; see server/src/reload.rs). The
+    variable is removed and the descriptor kept from anything this process
+    starts, so that only this server can report."""
+    value = os.environ.pop("WARMFORK_READY_FD", None)
+    if value is None or not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None
+    return fd
 
 
 def _watched_files(warmup: str | os.PathLike[str] | None) -> list[str]:
