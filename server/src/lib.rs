@@ -13,6 +13,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+mod descriptors;
 mod hugepages;
 mod incoming;
 mod listener;
@@ -116,9 +117,11 @@ impl Listener {
 /// given to `signal.set_wakeup_fd`, which the loop watches so no signal
 /// waits. When `watch` (files) and `restart` (this server's command line)
 /// are given, a change to one of the files hands the socket to a fresh
-/// server started with that command line (see `reload.rs`).
+/// server started with that command line (see `reload.rs`). Workers close
+/// `inherited_fds`, the descriptors the server process was started with,
+/// before the program runs.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new()))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), inherited_fds = Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -132,6 +135,7 @@ fn serve(
     wakeup_fd: Option<i32>,
     watch: Vec<PathBuf>,
     restart: Vec<PathBuf>,
+    inherited_fds: Vec<i32>,
 ) -> PyResult<()> {
     let inner = listener
         .inner
@@ -171,6 +175,7 @@ fn serve(
             grace: seconds(grace, "grace")?,
         },
         freshness,
+        inherited_fds,
     )
 }
 

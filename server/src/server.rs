@@ -109,6 +109,9 @@ struct Server<'a, 'py> {
     /// Frame buffers of requests handed off, for the next ones to read
     /// into (see [`Incoming::into_buffer`]).
     spare_buffers: Vec<Vec<u8>>,
+    /// The descriptors the server process was started with, which are not
+    /// a program's (see `serve`).
+    inherited: Vec<RawFd>,
 }
 
 /// Most frame buffers kept for reuse: one per request read at once, beyond
@@ -125,13 +128,16 @@ pub struct Freshness {
     pub restart: Vec<CString>,
 }
 
-/// Serves `listener` until a Python signal handler raises.
+/// Serves `listener` until a Python signal handler raises. Workers close
+/// `inherited`, the descriptors the server process was started with, as
+/// they close every descriptor the server serves with.
 pub fn serve(
     py: Python<'_>,
     listener: &Listener,
     hooks: Hooks<'_, '_>,
     settings: Settings,
     freshness: Freshness,
+    inherited: Vec<RawFd>,
 ) -> PyResult<()> {
     let mut server = Server {
         py,
@@ -148,6 +154,7 @@ pub fn serve(
         restart: freshness.restart,
         retiring: false,
         spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
+        inherited,
     };
     server.refill();
     loop {
@@ -638,10 +645,13 @@ impl Server<'_, '_> {
         Ok(idle)
     }
 
-    /// Every descriptor the server holds, which a new worker closes.
+    /// Every descriptor the server holds or inherited, which a new worker
+    /// closes: none is the program's.
     fn fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = self.listener.fds().iter().map(AsRawFd::as_raw_fd).collect();
         fds.extend(self.settings.wakeup);
+        fds.extend(&self.inherited);
+        fds.extend(self.watcher.as_ref().map(|w| w.fd().as_raw_fd()));
         for connection in &self.connections {
             fds.push(connection.socket.as_raw_fd());
             match &connection.state {

@@ -47,5 +47,6 @@ def serve(
     wakeup_fd: int | None = None,
     watch: list[str] = ...,
     restart: list[str] = ...,
+    inherited_fds: list[int] = ...,
 ) -> None:
     """Serve until a signal handler raises."""
