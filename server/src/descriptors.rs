@@ -29,7 +29,7 @@ pub fn high_floor() -> RawFd {
     let limit = rustix::process::getrlimit(Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    HIGH_FD.min(limit.saturating_sub(64)).max(3) as RawFd
+    HIGH_FD.min(limit.saturating_sub(24)).max(3) as RawFd
 }
 
 /// A copy of `fd` at the lowest free number at [`high_floor`] or above
@@ -42,7 +42,7 @@ pub fn move_high(fd: impl AsFd, avoid: &[RawFd]) -> Result<OwnedFd, String> {
     // so the next try gets another.
     let mut held = Vec::new();
     loop {
-        let copy = rustix::io::fcntl_dupfd_cloexec(&fd, start)
+        let copy = rustix::io::fcntl_dupfd_cloexec(fd, start)
             .map_err(|e| format!("cannot move descriptor {}: {e}", fd.as_raw_fd()))?;
         if avoid.binary_search(&copy.as_raw_fd()).is_err() {
             return Ok(copy);
@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_moved_descriptor_lands_high_and_skips_the_numbers_to_avoid() {
-        let fd = rustix::io::dup(rustix::stdio::stdin()).expect("a descriptor");
+        let (fd, _other) = rustix::pipe::pipe().expect("a pipe");
         let floor = high_floor();
         let avoid = [floor, floor + 1];
         let moved = move_high(&fd, &avoid).expect("moved");

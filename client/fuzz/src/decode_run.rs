@@ -58,7 +58,10 @@ pub fn decode_run(data: &[u8]) {
         (again.fds, again.umask, again.ignored_signals),
         (run.fds, run.umask, run.ignored_signals)
     );
-    assert!(again.extra_fds().iter().eq(extra), "descriptor numbers changed");
+    assert!(
+        again.extra_fds().iter().eq(extra),
+        "descriptor numbers changed"
+    );
     assert!(again.argv().eq(argv.iter().copied()), "argv changed");
     assert!(again.env().eq(env.iter().copied()), "env changed");
 }

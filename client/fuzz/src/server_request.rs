@@ -106,8 +106,13 @@ pub fn server_request(data: &[u8]) {
         }
         Got::Closed => assert_eq!(read, stream, "the bytes read are not the stream"),
     }
-    // Let go of as the server does: descriptors closed, buffer kept.
-    let _ = incoming.into_buffer();
+    // Let go of as the server does (descriptors closed, buffer kept), or as
+    // a worker takes a hand-off (frame and descriptors, to be dropped).
+    if plan.handed_off {
+        drop(incoming.into_parts());
+    } else {
+        let _ = incoming.into_buffer();
+    }
     drop(server);
     assert_eq!(open_fds(), open_before, "a descriptor was left open");
 }
