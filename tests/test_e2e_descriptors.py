@@ -156,3 +156,32 @@ def test_a_file_the_warm_up_opened_stays_usable_in_the_program(tmp_path: Path) -
         assert log.read_text() == "from the program\n"
     finally:
         stop_when_idle(srv)
+
+
+def test_a_server_the_client_starts_does_not_inherit_the_clients_other_descriptors(tmp_path: Path) -> None:
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    server_command = [sys.executable, "-m", "warmfork"]
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(server_command)}
+    read_end, write_end = os.pipe()
+    try:
+        done = subprocess.run(
+            [CLIENT, "-c", f"import os; os.write({write_end}, b'x')"],
+            env=env,
+            pass_fds=(write_end,),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stderr) == (0, b"")
+        os.close(write_end)
+        write_end = -1
+        # Only the server could still hold the write end.
+        assert os.read(read_end, 10) == b"x"
+        assert os.read(read_end, 10) == b"", "the started server holds the client's pipe"
+    finally:
+        subprocess.run([*server_command, "stop", "--socket", os.fspath(sock)], capture_output=True, timeout=60, check=False)
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)

@@ -18,6 +18,7 @@ use rustix::process::{Pid, WaitId, WaitIdOptions};
 use crate::connect::{self, SocketPath};
 use crate::cstr::CBuf;
 use crate::failure::Failure;
+use crate::request::Descriptors;
 use crate::start::Process;
 use crate::{signals, syscall};
 
@@ -29,15 +30,20 @@ const POLL_MS: u32 = 10;
 
 /// Starts the server named by `WARMFORK_SERVER`, unless another client just
 /// did, and returns a connection to it. `None` when no command is set.
-pub fn start<'p>(process: &Process, path: &'p SocketPath) -> Option<Result<OwnedFd, Failure<'p>>> {
+pub fn start<'p>(
+    process: &Process,
+    path: &'p SocketPath,
+    fds: &Descriptors,
+) -> Option<Result<OwnedFd, Failure<'p>>> {
     let command = process.var(b"WARMFORK_SERVER").filter(|c| !c.is_empty())?;
-    Some(start_with(process, path, command))
+    Some(start_with(process, path, command, fds))
 }
 
 fn start_with<'p>(
     process: &Process,
     path: &'p SocketPath,
     command: &'static [u8],
+    fds: &Descriptors,
 ) -> Result<OwnedFd, Failure<'p>> {
     // The socket path is at most 107 bytes; these names fit.
     let beside =
@@ -76,7 +82,7 @@ fn start_with<'p>(
         call: "open the server log",
         errno,
     })?;
-    let server = spawn(process, command, &log).map_err(|errno| Failure::System {
+    let server = spawn(process, command, &log, fds).map_err(|errno| Failure::System {
         call: "start the server",
         errno,
     })?;
@@ -115,8 +121,16 @@ fn start_with<'p>(
 }
 
 /// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
-/// environment, `/dev/null` as stdin and the log as stdout and stderr.
-fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid, Errno> {
+/// environment, `/dev/null` as stdin and the log as stdout and stderr, and
+/// none of the client's other descriptors: those are the program's, and a
+/// long-lived server holding, say, the write end of the client's pipe would
+/// keep its reader waiting for ever.
+fn spawn(
+    process: &Process,
+    command: &'static [u8],
+    log: &OwnedFd,
+    fds: &Descriptors,
+) -> Result<Pid, Errno> {
     let script = CBuf::<4096>::join(&[command]).ok_or(Errno::TOOBIG)?;
     let script = script.as_c_str();
     let null = rustix::fs::open(
@@ -133,6 +147,7 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             let _ = rustix::stdio::dup2_stdin(&null);
             let _ = rustix::stdio::dup2_stdout(log);
             let _ = rustix::stdio::dup2_stderr(log);
+            fds.close_extra_in_child();
             signals::release_all();
             let argv = [
                 c"sh".as_ptr(),

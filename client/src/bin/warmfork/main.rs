@@ -93,10 +93,12 @@ fn run<'a>(
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
     request.fds.check()?;
     let socket = match connect::connect(path) {
-        Err(failure @ Failure::NoServer { .. }) => match autostart::start(request.process, path) {
-            Some(started) => started?,
-            None => return Err(failure),
-        },
+        Err(failure @ Failure::NoServer { .. }) => {
+            match autostart::start(request.process, path, request.fds) {
+                Some(started) => started?,
+                None => return Err(failure),
+            }
+        }
         connected => connected?,
     };
     // `umask` can only be read by setting it; put it straight back.

@@ -183,6 +183,16 @@ impl Descriptors {
         Ok(())
     }
 
+    /// Closes the client's extra descriptors: only in a child about to exec
+    /// something that must not inherit them (see `autostart.rs`).
+    pub fn close_extra_in_child(&self) {
+        for &fd in self.extra.numbers() {
+            // SAFETY: called in a forked child that then execs or exits: the
+            // client's own copies, which it sends, stay open.
+            unsafe { rustix::io::close(fd as i32) };
+        }
+    }
+
     /// Whether the frame carries the descriptor of `slot`.
     pub fn carries(&self, slot: FdSet) -> bool {
         self.set.contains(slot)
