@@ -88,11 +88,17 @@ class Server:
 
 
 def start_server(
-    tmp_path: Path, *server_args: str, name: str = "s", log: Path | None = None, reload: bool = False
+    tmp_path: Path,
+    *server_args: str,
+    name: str = "s",
+    log: Path | None = None,
+    reload: bool = False,
+    pass_fds: Sequence[int] = (),
 ) -> Server:
     """Start ``warmfork-server`` on a socket in a fresh private directory;
     its output goes to ``log`` (by default a fresh file in ``tmp_path``).
-    With ``reload`` it replaces itself when code it loaded changes."""
+    With ``reload`` it replaces itself when code it loaded changes. The
+    server inherits ``pass_fds`` besides its standard descriptors."""
     sock_dir = tmp_path / f"sock-{name}"
     sock_dir.mkdir(mode=0o700)
     sock = sock_dir / "default.sock"
@@ -116,6 +122,7 @@ def start_server(
             stderr=subprocess.STDOUT,
             env=env,
             cwd=tmp_path,
+            pass_fds=pass_fds,
         )
     server = Server(socket=sock, process=process, log=log, env=env)
     try:

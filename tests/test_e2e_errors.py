@@ -25,6 +25,8 @@ from support.raw_client import (
     BAD_REQUEST,
     ERROR,
     EXIT,
+    EXTRA_FDS,
+    MAX_EXTRA_FDS,
     MAX_FRAME_LEN,
     RUN,
     RUN_FIXED,
@@ -138,11 +140,54 @@ REFUSALS = {
     "more_strings_announced_than_sent": (strings_frame(3, b"warmfork\0-c\0"), 0, BAD_REQUEST),
     "last_string_without_nul": (strings_frame(2, b"warmfork\0-c"), 0, BAD_REQUEST),
     "umask_above_0o777": (strings_frame(1, b"warmfork\0", umask=0o1000), 0, BAD_REQUEST),
-    "unknown_flag_bit": (strings_frame(1, b"warmfork\0", flags=0x20), 0, BAD_REQUEST),
+    "unknown_flag_bit": (strings_frame(1, b"warmfork\0", flags=0x40), 0, BAD_REQUEST),
     "four_flags_two_fds": (run_frame([b"warmfork", b"-c", b"pass"]), 2, BAD_REQUEST),
     "no_flags_four_fds": (run_frame([b"warmfork", b"-c", b"pass"], flags=0), 4, BAD_REQUEST),
     "two_flags_three_fds": (run_frame([b"warmfork"], flags=STDIN | STDERR), 3, BAD_REQUEST),
     "five_fds": (run_frame([b"warmfork", b"-c", b"pass"], flags=ALL_FDS), 5, BAD_REQUEST),
+    "extra_fds_flag_without_a_list": (strings_frame(1, b"warmfork\0", flags=EXTRA_FDS), 0, BAD_REQUEST),
+    "extra_fds_count_0": (run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[]), 4, BAD_REQUEST),
+    "extra_fds_count_over_248": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=range(3, 3 + MAX_EXTRA_FDS + 1)),
+        4,
+        BAD_REQUEST,
+    ),
+    "extra_fds_253_descriptors": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=range(3, 3 + MAX_EXTRA_FDS + 1)),
+        253,
+        BAD_REQUEST,
+    ),
+    "extra_fds_count_past_the_frame": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[5], fdc=100),
+        5,
+        BAD_REQUEST,
+    ),
+    "extra_fd_number_2": (run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[2]), 5, BAD_REQUEST),
+    "extra_fd_numbers_not_increasing": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[9, 7]),
+        6,
+        BAD_REQUEST,
+    ),
+    "extra_fd_numbers_repeated": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[7, 7]),
+        6,
+        BAD_REQUEST,
+    ),
+    "extra_fd_number_above_int_max": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[0x8000_0000]),
+        5,
+        BAD_REQUEST,
+    ),
+    "extra_fds_two_numbers_one_descriptor": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[7, 9]),
+        5,
+        BAD_REQUEST,
+    ),
+    "extra_fds_one_number_two_descriptors": (
+        run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[7]),
+        6,
+        BAD_REQUEST,
+    ),
 }
 
 
@@ -172,6 +217,9 @@ def test_a_bad_request_gets_one_error_frame_and_the_server_keeps_serving(
         pytest.param(run_frame([b"warmfork"], version=2), 4, id="bad_version"),
         pytest.param(run_frame([b"warmfork", b"-c", b"pass"]), 2, id="too_few_fds"),
         pytest.param(run_frame([b"warmfork", b"-c", b"pass"], flags=0), 4, id="unannounced_fds"),
+        pytest.param(
+            run_frame([b"warmfork"], flags=ALL_FDS | EXTRA_FDS, extra_fds=[9, 7]), 6, id="bad_extra_fd_list"
+        ),
     ],
 )
 def test_descriptors_of_a_refused_request_are_closed_by_the_server(

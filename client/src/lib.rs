@@ -22,4 +22,4 @@ pub mod socket_path;
 
 pub use frame::{Kind, Prefix, WireError};
 pub use reply::{ErrorCode, ExitStatus, Reply};
-pub use request::{FdSet, RunHeader, RunRequest};
+pub use request::{FdNumbers, FdSet, RunHeader, RunRequest};

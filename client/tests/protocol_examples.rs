@@ -12,7 +12,7 @@ mod common {
 
 use std::collections::BTreeMap;
 
-use warmfork::request::encode_run;
+use warmfork::request::encode_run_with_fds;
 use warmfork::{ErrorCode, ExitStatus, FdSet, Reply, RunRequest};
 
 /// What an example of `protocol.md` must decode to.
@@ -22,6 +22,7 @@ enum Expected {
         fds: FdSet,
         umask: u32,
         ignored_signals: u64,
+        extra_fds: &'static [u32],
         argv: &'static [&'static [u8]],
         env: &'static [&'static [u8]],
     },
@@ -40,6 +41,7 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
                 fds: all,
                 umask: 0o022,
                 ignored_signals: 0,
+                extra_fds: &[],
                 argv: &[b"warmfork", b"-c", b"print(1)"],
                 env: &[b"LANG=C.UTF-8"],
             },
@@ -50,7 +52,19 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
                 fds: all.without(FdSet::STDOUT),
                 umask: 0o077,
                 ignored_signals: 0b1, // bit 0: SIGHUP, ignored as under nohup
+                extra_fds: &[],
                 argv: &[b"warmfork", b"job.py", b"caf\xe9.csv"],
+                env: &[],
+            },
+        ),
+        (
+            "run-extra-fds",
+            Expected::Run {
+                fds: all.with(FdSet::EXTRA_FDS),
+                umask: 0o022,
+                ignored_signals: 0,
+                extra_fds: &[7, 63],
+                argv: &[b"warmfork", b"/dev/fd/7", b"/dev/fd/63"],
                 env: &[],
             },
         ),
@@ -60,6 +74,7 @@ fn expected_examples() -> BTreeMap<&'static str, Expected> {
                 fds: all.with(FdSet::CONTROLLING_TTY),
                 umask: 0o022,
                 ignored_signals: 0,
+                extra_fds: &[],
                 argv: &[b"warmfork", b"top.py"],
                 env: &[b"WARMFORK_PTY=1"],
             },
@@ -130,6 +145,7 @@ fn check(name: &str, bytes: &[u8], expected: &Expected) {
             fds,
             umask,
             ignored_signals,
+            extra_fds,
             argv,
             env,
         } => {
@@ -141,9 +157,22 @@ fn check(name: &str, bytes: &[u8], expected: &Expected) {
                 run.ignored_signals, ignored_signals,
                 "example {name}: ignored signals"
             );
+            assert_eq!(
+                run.extra_fds().iter().collect::<Vec<_>>(),
+                extra_fds,
+                "example {name}: extra descriptors"
+            );
             assert_eq!(run.argv().collect::<Vec<_>>(), argv, "example {name}: argv");
             assert_eq!(run.env().collect::<Vec<_>>(), env, "example {name}: env");
-            encode_run(&mut encoded, fds, umask, ignored_signals, argv, env)
+            encode_run_with_fds(
+                &mut encoded,
+                fds,
+                umask,
+                ignored_signals,
+                extra_fds,
+                argv,
+                env,
+            )
         }
         Expected::Reply(reply) => {
             let decoded = Reply::decode(bytes)

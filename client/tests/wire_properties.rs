@@ -3,11 +3,11 @@
 //! never panics on hostile bytes, a partial frame is never taken for a whole
 //! one, and the limits are enforced where the document puts them.
 
-use proptest::collection::vec;
+use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
 use warmfork::frame::{MAX_FRAME_LEN, PREFIX_LEN, VERSION};
 use warmfork::reply::{MAX_ERROR_MESSAGE_LEN, MAX_REPLY_LEN, REPLY_FIXED_LEN};
-use warmfork::request::{RUN_HEADER_LEN, encode_run};
+use warmfork::request::{MAX_EXTRA_FDS, RUN_HEADER_LEN, encode_run, encode_run_with_fds};
 use warmfork::{
     ErrorCode, ExitStatus, FdSet, Kind, Prefix, Reply, RunHeader, RunRequest, WireError,
 };
@@ -18,6 +18,7 @@ struct Run {
     fds: FdSet,
     umask: u32,
     ignored_signals: u64,
+    extra_fds: Vec<u32>,
     argv: Vec<Vec<u8>>,
     env: Vec<Vec<u8>>,
 }
@@ -27,11 +28,12 @@ impl Run {
         let argv: Vec<&[u8]> = self.argv.iter().map(Vec::as_slice).collect();
         let env: Vec<&[u8]> = self.env.iter().map(Vec::as_slice).collect();
         let mut out = vec![0; 1 << 16];
-        let len = encode_run(
+        let len = encode_run_with_fds(
             &mut out,
             self.fds,
             self.umask,
             self.ignored_signals,
+            &self.extra_fds,
             &argv,
             &env,
         )
@@ -85,13 +87,20 @@ fn runs() -> impl Strategy<Value = Run> {
         0u16..=FdSet::ALL.0,
         0u32..=0o777,
         any::<u64>(),
+        btree_set(3u32..=i32::MAX as u32, 0..6),
         c_strings(),
         c_strings(),
     )
-        .prop_map(|(fds, umask, ignored_signals, argv, env)| Run {
-            fds: FdSet(fds),
+        .prop_map(|(fds, umask, ignored_signals, extra_fds, argv, env)| Run {
+            // The bit says whether there is a list: the encoder sets it.
+            fds: if extra_fds.is_empty() {
+                FdSet(fds).without(FdSet::EXTRA_FDS)
+            } else {
+                FdSet(fds).with(FdSet::EXTRA_FDS)
+            },
             umask,
             ignored_signals,
+            extra_fds: extra_fds.into_iter().collect(),
             argv,
             env,
         })
@@ -168,6 +177,7 @@ fn plausible_runs() -> impl Strategy<Value = Vec<u8>> {
                 umask,
                 ignored_signals: 0,
                 strings_len: bytes.len(),
+                extra_fds: 0,
             };
             [&header.to_bytes().unwrap()[..], &bytes].concat()
         })
@@ -189,6 +199,7 @@ proptest! {
         prop_assert_eq!(decoded.fds, run.fds);
         prop_assert_eq!(decoded.umask, run.umask);
         prop_assert_eq!(decoded.ignored_signals, run.ignored_signals);
+        prop_assert_eq!(decoded.extra_fds().iter().collect::<Vec<_>>(), run.extra_fds.clone());
         prop_assert_eq!(decoded.argv().collect::<Vec<_>>(), run.argv.iter().map(Vec::as_slice).collect::<Vec<_>>());
         prop_assert_eq!(decoded.env().collect::<Vec<_>>(), run.env.iter().map(Vec::as_slice).collect::<Vec<_>>());
     }
@@ -199,7 +210,7 @@ proptest! {
         let argv: Vec<&[u8]> = run.argv.iter().map(Vec::as_slice).collect();
         let env: Vec<&[u8]> = run.env.iter().map(Vec::as_slice).collect();
         let mut out = vec![0; len - 1];
-        prop_assert_eq!(encode_run(&mut out, run.fds, run.umask, run.ignored_signals, &argv, &env), None);
+        prop_assert_eq!(encode_run_with_fds(&mut out, run.fds, run.umask, run.ignored_signals, &run.extra_fds, &argv, &env), None);
     }
 
     #[test]
@@ -248,10 +259,33 @@ proptest! {
     }
 
     #[test]
-    fn a_run_with_unknown_flag_bits_is_rejected(run in runs(), extra in 1u16..=(u16::MAX >> 5)) {
-        let unknown = extra << 5;
+    fn a_run_with_unknown_flag_bits_is_rejected(run in runs(), extra in 1u16..=(u16::MAX >> 6)) {
+        let unknown = extra << 6;
         let frame = with_prefix(run.encode(), |p| p.flags |= unknown);
         prop_assert_eq!(RunRequest::decode(&frame).unwrap_err(), WireError::UnknownFlags(unknown));
+    }
+
+    #[test]
+    fn a_run_with_a_bad_descriptor_list_is_rejected(
+        run in runs(),
+        numbers in vec(any::<u32>(), 0..6),
+        // The count as written (`None`: as many as there are numbers): 0 or
+        // beyond the limit; a count within it but not the list's own would
+        // make the frame's other bytes numbers or strings, maybe valid ones.
+        count in prop_oneof![Just(None), Just(Some(0u32)), (MAX_EXTRA_FDS as u32 + 1..).prop_map(Some)],
+    ) {
+        let valid = !numbers.is_empty()
+            && numbers.windows(2).all(|w| w[0] < w[1])
+            && numbers[0] >= 3
+            && numbers[numbers.len() - 1] <= i32::MAX as u32;
+        prop_assume!(!valid || count.is_some());
+        let mut frame = Run { extra_fds: Vec::new(), fds: run.fds.without(FdSet::EXTRA_FDS), ..run }.encode();
+        let mut list = count.unwrap_or(numbers.len() as u32).to_le_bytes().to_vec();
+        list.extend(numbers.iter().flat_map(|n| n.to_le_bytes()));
+        frame.splice(RUN_HEADER_LEN..RUN_HEADER_LEN, list);
+        let len = frame.len() as u32;
+        let frame = with_prefix(frame, |p| { p.flags |= FdSet::EXTRA_FDS.0; p.len = len; });
+        prop_assert!(RunRequest::decode(&frame).is_err());
     }
 
     #[test]
@@ -325,6 +359,7 @@ fn run_header_announcing(len: u32) -> Vec<u8> {
         umask: 0o022,
         ignored_signals: 0,
         strings_len: 0,
+        extra_fds: 0,
     }
     .to_bytes()
     .unwrap()
@@ -356,15 +391,18 @@ fn a_run_header_past_max_frame_len_does_not_encode_and_names_the_frame_length() 
         umask: 0,
         ignored_signals: 0,
         strings_len: MAX_FRAME_LEN as usize - RUN_HEADER_LEN,
+        extra_fds: 0,
     };
     assert!(fits.to_bytes().is_ok());
     let over = RunHeader {
         strings_len: fits.strings_len + 1,
+        extra_fds: 0,
         ..fits
     };
     assert_eq!(over.to_bytes(), Err(WireError::TooLarge(MAX_FRAME_LEN + 1)));
     let absurd = RunHeader {
         strings_len: usize::MAX,
+        extra_fds: 0,
         ..fits
     };
     assert_eq!(absurd.to_bytes(), Err(WireError::TooLarge(u32::MAX)));

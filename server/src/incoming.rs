@@ -14,14 +14,19 @@ use rustix::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use warmfork::frame::{PREFIX_LEN, Prefix};
+use warmfork::request::MAX_EXTRA_FDS;
 use warmfork::{ErrorCode, FdSet, Kind, RunRequest, WireError};
 
 /// Bytes asked of the kernel per read: enough for a typical request at once.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The most descriptors a `RUN` carries: the standard ones and the client's
+/// others.
+const MAX_RUN_FDS: usize = FdSet::SLOTS.len() + MAX_EXTRA_FDS;
+
 /// Room for the descriptors of a hand-off (the connection, then those of a
 /// `RUN`), plus one to notice a peer sending more.
-const MAX_FDS: usize = 1 + FdSet::SLOTS.len() + 1;
+const MAX_FDS: usize = 1 + MAX_RUN_FDS + 1;
 
 /// A request being received.
 #[derive(Debug, Default)]
@@ -113,7 +118,7 @@ impl Incoming {
         }
         let received = match &result {
             Ok(msg) => {
-                if self.fds.len() > self.leading_fds + FdSet::SLOTS.len() {
+                if self.fds.len() > self.leading_fds + MAX_RUN_FDS {
                     return Progress::Refused(
                         ErrorCode::BadRequest,
                         "too many descriptors in the request".into(),
@@ -173,12 +178,12 @@ impl Incoming {
     /// The decoded request, once the frame is complete.
     pub fn request(&self) -> Result<RunRequest<'_>, Progress> {
         let request = RunRequest::decode(&self.frame).map_err(refusal)?;
-        if self.leading_fds + request.fds.count() != self.fds.len() {
+        if self.leading_fds + request.fd_count() != self.fds.len() {
             return Err(Progress::Refused(
                 ErrorCode::BadRequest,
                 format!(
                     "the request announces {} descriptors but carries {}",
-                    request.fds.count(),
+                    request.fd_count(),
                     self.fds.len() - self.leading_fds.min(self.fds.len())
                 ),
             ));
@@ -187,9 +192,15 @@ impl Incoming {
     }
 
     /// The received descriptors: the leading ones, then the request's in
-    /// the order of its flag bits.
+    /// the order of its flag bits, then its extra ones.
     pub fn fds(&self) -> &[OwnedFd] {
         &self.fds
+    }
+
+    /// The complete frame and the received descriptors, owned (see
+    /// [`Incoming::fds`]).
+    pub fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
+        (self.frame, self.fds)
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+mod descriptors;
 mod hugepages;
 mod incoming;
 mod limits;
@@ -122,8 +123,10 @@ impl Listener {
 /// server started with that command line, which has `ready_timeout`
 /// seconds to warm up (see `reload.rs`). A server started that way reports
 /// ready on `ready_fd` before it serves; the descriptor is closed in any case.
+/// Workers close `inherited_fds`, the descriptors the server process was
+/// started with, before the program runs.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -139,6 +142,7 @@ fn serve(
     restart: Vec<PathBuf>,
     ready_timeout: f64,
     ready_fd: Option<i32>,
+    inherited_fds: Vec<i32>,
 ) -> PyResult<()> {
     // SAFETY: Python hands the descriptor over, whatever happens next.
     let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -179,6 +183,7 @@ fn serve(
         },
         reload,
         ready,
+        inherited_fds,
     )
 }
 

@@ -138,7 +138,7 @@ pub fn fork_idle(
     let Some(pid) = worker::fork(py)? else {
         // SAFETY: the server's end of the channel belongs to the server.
         unsafe { libc::close(server_end.as_raw_fd()) };
-        worker::idle(py, close, &worker_end, hooks, role)
+        worker::idle(py, close, worker_end, hooks, role)
     };
     drop(worker_end);
     // The child cannot have been reaped yet, so `pid` still names it.

@@ -105,6 +105,9 @@ struct Server<'a, 'py> {
     /// Frame buffers of requests handed off, for the next ones to read
     /// into (see [`Incoming::into_buffer`]).
     spare_buffers: Vec<Vec<u8>>,
+    /// The descriptors the server process was started with, which are not
+    /// a program's (see `serve`).
+    inherited: Vec<RawFd>,
 }
 
 /// Most frame buffers kept for reuse: one per request read at once, beyond
@@ -112,7 +115,9 @@ struct Server<'a, 'py> {
 const SPARE_BUFFERS: usize = 8;
 
 /// Serves `listener` until a Python signal handler raises. A server started
-/// by another to replace it reports ready on `ready` first.
+/// by another to replace it reports ready on `ready` first. Workers close
+/// `inherited`, the descriptors the server process was started with, as
+/// they close every descriptor the server serves with.
 pub fn serve(
     py: Python<'_>,
     listener: &Listener,
@@ -120,6 +125,7 @@ pub fn serve(
     settings: Settings,
     reload: Option<Reload>,
     ready: Option<OwnedFd>,
+    inherited: Vec<RawFd>,
 ) -> PyResult<()> {
     let mut server = Server {
         py,
@@ -135,6 +141,7 @@ pub fn serve(
         reload,
         retiring: false,
         spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
+        inherited,
     };
     // Before the first fork, so no worker holds the pipe.
     reload::report_ready(ready, listener);
@@ -632,10 +639,12 @@ impl Server<'_, '_> {
         Ok(idle)
     }
 
-    /// Every descriptor the server holds, which a new worker closes.
+    /// Every descriptor the server holds or inherited, which a new worker
+    /// closes: none is the program's.
     fn fds(&self) -> Vec<RawFd> {
         let mut fds: Vec<RawFd> = self.listener.fds().iter().map(AsRawFd::as_raw_fd).collect();
         fds.extend(self.settings.wakeup);
+        fds.extend(&self.inherited);
         for connection in &self.connections {
             fds.push(connection.socket.as_raw_fd());
             match &connection.state {

@@ -18,6 +18,7 @@ use rustix::net::SendFlags;
 use rustix::process::Pid;
 use warmfork::{ErrorCode, ExitStatus, FdSet, Reply, RunRequest};
 
+use crate::descriptors;
 use crate::incoming::{Incoming, Progress};
 use crate::prefault::{Learner, Role};
 
@@ -96,11 +97,11 @@ fn send_started(connection: &OwnedFd, pid: Pid) {
 
 /// An idle worker: sheds the server's descriptors, does every step that
 /// needs no request (prefaulting last, see `prefault.rs`), then waits on
-/// `channel` for one and runs it.
+/// `channel` for one, closes the channel and runs the request.
 pub fn idle(
     py: Python<'_>,
     close: &[RawFd],
-    channel: &OwnedFd,
+    channel: OwnedFd,
     hooks: &Hooks<'_, '_>,
     role: Role,
 ) -> ! {
@@ -123,32 +124,49 @@ pub fn idle(
     loop {
         // Blocking wait: an idle worker has nothing else to do. The server
         // validated the request; EOF means the server has gone.
-        let _ = rustix::event::poll(&mut [PollFd::new(channel, PollFlags::IN)], None);
-        match job.read(channel) {
+        let _ = rustix::event::poll(&mut [PollFd::new(&channel, PollFlags::IN)], None);
+        match job.read(&channel) {
             Progress::Pending => {}
             Progress::Complete => break,
             Progress::Closed | Progress::Refused(..) => exit(0),
         }
     }
-    let Ok(request) = job.request() else { exit(1) };
-    let (connection, fds) = job
-        .fds()
-        .split_first()
-        .expect("a hand-off carries the client's connection");
+    // The program must not see it; a worker takes one request.
+    drop(channel);
+    if job.request().is_err() {
+        exit(1)
+    }
+    let (frame, mut fds) = job.into_parts();
+    // The frame lives until `_exit`: `environ` points into it.
+    let Ok(request) = RunRequest::decode(&frame) else {
+        exit(1)
+    };
+    // Checked by `request()`: a hand-off carries the connection first.
+    let connection = fds.remove(0);
     run_request(py, request, fds, connection, hooks, learner)
 }
 
 /// Runs one request in this worker and ends it with the program's status.
+///
+/// The client's descriptors `fds` are installed, and their copies closed,
+/// before anything else; the connection and a learner's descriptor are moved
+/// out of the program's way first (see `descriptors.rs`).
 fn run_request(
     py: Python<'_>,
     request: RunRequest<'_>,
-    fds: &[OwnedFd],
-    connection: &OwnedFd,
+    fds: Vec<OwnedFd>,
+    connection: OwnedFd,
     hooks: &Hooks<'_, '_>,
-    learner: Option<Learner>,
+    mut learner: Option<Learner>,
 ) -> ! {
+    let targets = descriptors::targets(&request);
+    let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
+    let connection = &connection;
+    if let Some(learner) = &mut learner {
+        learner.keep_clear_of(&targets);
+    }
     let connection_fd = connection.as_raw_fd();
-    if let Err(message) = install_descriptors(request.fds, fds) {
+    if let Err(message) = descriptors::install(request.fds, fds, &targets) {
         fail(connection_fd, ErrorCode::BadRequest, &message);
     }
     if request.fds.contains(FdSet::CONTROLLING_TTY) {
@@ -277,63 +295,6 @@ fn run_python(
         });
     }
     Ok(Outcome::Unsupported(result.extract()?))
-}
-
-/// Installs the client's descriptors: stdio as 0, 1 and 2 (closed where the
-/// client had them closed) and its working directory.
-fn install_descriptors(set: FdSet, fds: &[OwnedFd]) -> Result<(), String> {
-    let mut received = fds.iter();
-    let mut stdio = [None, None, None];
-    for (slot, target) in FdSet::SLOTS[..3].iter().zip(&mut stdio) {
-        if set.contains(*slot) {
-            *target = received.next();
-        }
-    }
-    let cwd = if set.contains(FdSet::CWD) {
-        received.next()
-    } else {
-        None
-    };
-    // Move any received descriptor that sits on 0..=2 out of the way first,
-    // so installing one slot cannot clobber the source of another.
-    let mut moved = Vec::new();
-    let mut sources = [-1; 3];
-    for (source, fd) in sources.iter_mut().zip(&stdio) {
-        if let Some(fd) = fd {
-            *source = if fd.as_raw_fd() < 3 {
-                let copy = rustix::io::fcntl_dupfd_cloexec(fd, 3)
-                    .map_err(|e| format!("cannot move a descriptor: {e}"))?;
-                let raw = copy.as_raw_fd();
-                moved.push(copy);
-                raw
-            } else {
-                fd.as_raw_fd()
-            };
-        }
-    }
-    for (target, source) in (0..3).zip(sources) {
-        // SAFETY: plain descriptor operations on numbers this process owns;
-        // dup2 onto 0..=2 replaces the server's stdio in this worker only.
-        let result = unsafe {
-            if source < 0 {
-                libc::close(target)
-            } else {
-                libc::dup2(source, target)
-            }
-        };
-        if result < 0 && source >= 0 {
-            return Err(format!(
-                "cannot install descriptor {target}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    match cwd {
-        Some(dir) => rustix::process::fchdir(dir)
-            .map_err(|e| format!("cannot enter the client's working directory: {e}"))?,
-        None => rustix::process::chdir("/").map_err(|e| format!("cannot enter /: {e}"))?,
-    }
-    Ok(())
 }
 
 /// Makes descriptor 0 this worker's controlling terminal, as the request's

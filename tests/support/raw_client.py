@@ -31,6 +31,10 @@ ALL_FDS = STDIN | STDOUT | STDERR | CWD
 # The RUN flag that announces no descriptor: stdin becomes the worker's
 # controlling terminal.
 CONTROLLING_TTY = 0x10
+# The RUN flag that announces the client's other descriptors: their count and
+# numbers follow the fixed fields, the descriptors ride after the standard ones.
+EXTRA_FDS = 0x20
+MAX_EXTRA_FDS = 248
 
 # ERROR codes (protocol.md §6).
 BAD_REQUEST = 1
@@ -61,9 +65,16 @@ def run_frame(
     version: int = VERSION,
     kind: int = RUN,
     length: int | None = None,
+    extra_fds: Sequence[int] | None = None,
+    fdc: int | None = None,
 ) -> bytes:
-    """A RUN frame; every field can be set wrong on purpose."""
+    """A RUN frame; every field can be set wrong on purpose. With
+    ``extra_fds`` (numbers), the frame holds the EXTRA_FDS list, whose count
+    is ``fdc`` if given; the flag is up to ``flags``."""
     strings = b"".join(s + b"\0" for s in (*argv, *env))
+    if extra_fds is not None:
+        count = len(extra_fds) if fdc is None else fdc
+        strings = struct.pack(f"<I{len(extra_fds)}I", count, *extra_fds) + strings
     body = RUN_FIXED.pack(len(argv), len(env), umask, ignored_signals) + strings
     total = PREFIX.size + len(body) if length is None else length
     return prefix(kind, flags, total, version) + body

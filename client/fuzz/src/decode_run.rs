@@ -7,7 +7,7 @@
 //! fields. A decoder that accepted a frame the encoder cannot produce would
 //! let two sides disagree about what a request means.
 
-use warmfork::request::{RUN_HEADER_LEN, encode_run};
+use warmfork::request::{RUN_HEADER_LEN, encode_run_with_fds, fd_list_len};
 use warmfork::{FdSet, RunRequest};
 
 /// Runs one input; panics when a property fails.
@@ -30,17 +30,23 @@ pub fn decode_run(data: &[u8]) {
     }
     let strings: usize = argv.iter().chain(&env).map(|s| s.len() + 1).sum();
     assert_eq!(
-        RUN_HEADER_LEN + strings,
+        RUN_HEADER_LEN + fd_list_len(run.extra_fds().len()) + strings,
         data.len(),
         "strings cover the frame"
     );
 
     let mut out = vec![0; data.len()];
-    let len = encode_run(
+    let extra: Vec<u32> = run.extra_fds().iter().collect();
+    assert!(
+        extra.windows(2).all(|w| w[0] < w[1]) && extra.first().is_none_or(|&n| n >= 3),
+        "accepted descriptor numbers {extra:?}"
+    );
+    let len = encode_run_with_fds(
         &mut out,
         run.fds,
         run.umask,
         run.ignored_signals,
+        &extra,
         &argv,
         &env,
     )
@@ -51,6 +57,10 @@ pub fn decode_run(data: &[u8]) {
     assert_eq!(
         (again.fds, again.umask, again.ignored_signals),
         (run.fds, run.umask, run.ignored_signals)
+    );
+    assert!(
+        again.extra_fds().iter().eq(extra),
+        "descriptor numbers changed"
     );
     assert!(again.argv().eq(argv.iter().copied()), "argv changed");
     assert!(again.env().eq(env.iter().copied()), "env changed");

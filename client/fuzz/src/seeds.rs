@@ -144,7 +144,10 @@ fn is_run(frame: &[u8]) -> bool {
 
 /// The descriptors a `RUN` frame's flags announce.
 fn fd_count(frame: &[u8]) -> usize {
-    warmfork::Prefix::parse(frame).map_or(0, |p| warmfork::FdSet(p.flags).count())
+    match warmfork::RunRequest::decode(frame) {
+        Ok(run) => run.fd_count(),
+        Err(_) => warmfork::Prefix::parse(frame).map_or(0, |p| warmfork::FdSet(p.flags).count()),
+    }
 }
 
 #[cfg(test)]

@@ -39,8 +39,9 @@ use incoming::{Incoming, Progress};
 /// waits for the reader, and far above any request libFuzzer makes up.
 const MAX_STREAM: usize = 64 * 1024;
 
-/// The descriptors of a `RUN` frame (stdin, stdout, stderr, cwd).
-const RUN_FDS: usize = 4;
+/// The most descriptors a `RUN` frame carries: stdin, stdout, stderr, cwd
+/// and the client's others.
+const RUN_FDS: usize = 4 + warmfork::request::MAX_EXTRA_FDS;
 
 /// Runs one input; panics when a property fails.
 pub fn server_request(data: &[u8]) {
@@ -80,7 +81,7 @@ pub fn server_request(data: &[u8]) {
             let leading = usize::from(plan.handed_off);
             assert_eq!(
                 incoming.fds().len(),
-                leading + run.fds.count(),
+                leading + run.fd_count(),
                 "descriptors kept"
             );
             assert!(run.argv().eq(reference.argv()) && run.env().eq(reference.env()));
@@ -105,8 +106,13 @@ pub fn server_request(data: &[u8]) {
         }
         Got::Closed => assert_eq!(read, stream, "the bytes read are not the stream"),
     }
-    // Let go of as the server does: descriptors closed, buffer kept.
-    let _ = incoming.into_buffer();
+    // Let go of as the server does (descriptors closed, buffer kept), or as
+    // a worker takes a hand-off (frame and descriptors, to be dropped).
+    if plan.handed_off {
+        drop(incoming.into_parts());
+    } else {
+        let _ = incoming.into_buffer();
+    }
     drop(server);
     assert_eq!(open_fds(), open_before, "a descriptor was left open");
 }
@@ -222,7 +228,7 @@ fn expect(plan: &Plan, stream: &[u8]) -> Outcome {
         if let Some(len) = frame_len.filter(|&len| end >= len) {
             return match RunRequest::decode(&stream[..len]) {
                 Err(error) => Outcome::Refused(code_for(error)),
-                Ok(run) if run.fds.count() + leading != fds => {
+                Ok(run) if run.fd_count() + leading != fds => {
                     Outcome::Refused(ErrorCode::BadRequest)
                 }
                 Ok(_) => Outcome::Run,

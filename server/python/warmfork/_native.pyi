@@ -55,5 +55,6 @@ def serve(
     restart: list[str] = ...,
     ready_timeout: float = 60.0,
     ready_fd: int | None = None,
+    inherited_fds: list[int] = ...,
 ) -> None:
     """Serve until a signal handler raises."""

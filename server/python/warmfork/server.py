@@ -83,6 +83,7 @@ def serve(
     started = time.monotonic()
     activated = _activation_fds()
     ready_fd = _ready_fd()
+    inherited = _inherited_fds(activated or ())
     try:
         if activated is None:
             path = Path(socket) if socket is not None else _native.socket_path()
@@ -127,6 +128,7 @@ def serve(
             restart=_restart_command(),
             ready_timeout=max(_READY_TIMEOUT_MIN, _READY_TIMEOUT_FACTOR * (time.monotonic() - started)),
             ready_fd=report_on,
+            inherited_fds=[fd for fd, identity in inherited.items() if _identity(fd) == identity],
         )
     except _Stopped:
         _log("stopped by SIGTERM")
@@ -204,6 +206,44 @@ def _ready_fd() -> int | None:
     except OSError:
         return None
     return fd
+
+
+def _inherited_fds(activated: Iterable[int | None]) -> dict[int, tuple[int, int]]:
+    """The descriptors beyond 0, 1 and 2 this process was started with,
+    other than the ones handed to it to serve on, each with the identity
+    of its file: workers close them, since a program started by the client
+    would not have them (it has the client's). Called before the warm-up,
+    whose descriptors (a log file, a database connection) stay the
+    program's.
+
+    A descriptor that came through ``exec`` is inheritable: python opens
+    its own with ``O_CLOEXEC``, so those it or the code that called
+    :func:`serve` opened (warm state too) are not counted."""
+    skip = set(activated)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        fd = int(name)
+        if fd < 3 or fd in skip:
+            continue
+        identity = _identity(fd)
+        # None: the listing's own descriptor, closed by now.
+        if identity is not None and os.get_inheritable(fd):
+            found[fd] = identity
+    return found
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    """The device and inode of descriptor ``fd``'s file, ``None`` if it is
+    closed: a number closed and reused since is not the same descriptor."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _watched_files(warmup: str | os.PathLike[str] | None) -> list[str]:

@@ -167,7 +167,10 @@ impl Learner {
     pub(super) fn start(table: &'static Table) -> Option<Learner> {
         let mut learner = Learner {
             table,
-            pagemap: File::open("/proc/self/pagemap").ok()?,
+            // Out of the way of the program, which runs in between.
+            pagemap: File::from(
+                crate::descriptors::move_high(File::open("/proc/self/pagemap").ok()?, &[]).ok()?,
+            ),
             spent: Duration::ZERO,
             room: 0,
             scratch: Scratch::map()?,
@@ -190,6 +193,17 @@ impl Learner {
         learner.room = IDLE_BUDGET.saturating_sub(held);
         learner.spent = started.elapsed();
         Some(learner)
+    }
+
+    /// Moves the learner's own descriptor off `numbers` (sorted), which the
+    /// program is to have as the client's.
+    pub fn keep_clear_of(&mut self, numbers: &[std::os::fd::RawFd]) {
+        use std::os::fd::AsRawFd;
+        if numbers.binary_search(&self.pagemap.as_raw_fd()).is_ok() {
+            if let Ok(moved) = crate::descriptors::move_high(&self.pagemap, numbers) {
+                self.pagemap = File::from(moved);
+            }
+        }
     }
 
     /// After the run: publishes the pages the run wrote and mapped.

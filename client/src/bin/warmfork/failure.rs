@@ -41,6 +41,9 @@ pub enum Failure<'a> {
     PathTooLong,
     /// The command line and environment exceed the protocol's frame limit.
     TooLarge,
+    /// The client has more descriptors besides 0, 1 and 2 than a run can
+    /// pass to the program.
+    TooManyFds { count: usize },
     /// The server answered with an `ERROR` frame.
     Refused { code: ErrorCode, message: &'a [u8] },
     /// The server sent something that is not protocol version 1.
@@ -71,6 +74,8 @@ impl Failure<'_> {
             Failure::Refused { code, .. } => {
                 matches!(code, ErrorCode::Unsupported | ErrorCode::UnsupportedVersion)
             }
+            // Plain python inherits them all.
+            Failure::TooManyFds { .. } => true,
             _ => false,
         }
     }
@@ -129,6 +134,15 @@ impl Failure<'_> {
             }
             Failure::TooLarge => {
                 line.push(b"arguments and environment exceed the protocol's 8 MiB limit");
+                EXIT_REFUSED
+            }
+            Failure::TooManyFds { count } => {
+                let _ = write!(
+                    line,
+                    "{count} descriptors besides 0, 1 and 2 are open, and a run passes at most {} to the program; \
+                     close some, or set WARMFORK_FALLBACK=python3 to run plain python instead",
+                    warmfork::request::MAX_EXTRA_FDS
+                );
                 EXIT_REFUSED
             }
             Failure::Refused { code, message } => {

@@ -91,6 +91,7 @@ fn run<'a>(
     buf: &'a mut [u8; MAX_REPLY_LEN],
     signals: &mut signals::Forwarder,
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
+    request.fds.check()?;
     let socket = match connect::connect(path) {
         Err(failure @ Failure::NoServer { .. }) => match autostart::start(request.process, path) {
             Some(started) => started?,

@@ -3,17 +3,23 @@
 //!
 //! Nothing is copied: the argument and environment strings go out straight
 //! from where the kernel put them, each with its NUL, as one gather list.
+//!
+//! Besides its stdio and working directory, the client passes every other
+//! descriptor it was started with (`EXTRA_FDS`), so that the program
+//! inherits them as a child of the client would: `/dev/fd/63` of a shell's
+//! `<(...)` names the same pipe in the program.
 
 use core::mem::MaybeUninit;
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Mode, OFlags, RawDir};
 use rustix::io::{Errno, IoSlice};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use warmfork::request::{MAX_EXTRA_FDS, encode_fd_list, fd_list_len};
 use warmfork::{FdSet, RunHeader};
 
 use crate::failure::Failure;
-use crate::start::{Process, stdio_fd};
+use crate::start::{Process, inherited_fd, stdio_fd};
 
 /// Gather-list entries per `sendmsg`; far below `IOV_MAX` (1024), and a
 /// typical environment fits in one call.
@@ -27,18 +33,100 @@ pub struct Descriptors {
     /// the standard descriptors in `on_terminal`.
     terminal: Option<OwnedFd>,
     on_terminal: FdSet,
+    extra: Extra,
+}
+
+/// The client's descriptors other than 0, 1 and 2, as it was started with
+/// them, in increasing order.
+struct Extra {
+    numbers: [u32; MAX_EXTRA_FDS],
+    /// How many there are; more than [`MAX_EXTRA_FDS`] when the rest did not
+    /// fit.
+    count: usize,
+}
+
+impl Extra {
+    fn numbers(&self) -> &[u32] {
+        &self.numbers[..self.count.min(MAX_EXTRA_FDS)]
+    }
+}
+
+/// What `/proc/self/fd` lists: which of 0, 1 and 2 are open, and the
+/// others; `None` when it cannot be read (no `/proc`).
+///
+/// Three system calls (open, a `getdents64` that fills the buffer with a
+/// typical process's few entries, one that finds the end) and a close.
+fn list_open() -> Option<([bool; 3], Extra)> {
+    let dir = rustix::fs::open(
+        c"/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let own = dir.as_raw_fd() as u32;
+    let mut stdio = [false; 3];
+    let mut extra = Extra {
+        numbers: [0; MAX_EXTRA_FDS],
+        count: 0,
+    };
+    // An entry is 24 to 32 bytes: room for a hundred at a time.
+    let mut buf = [MaybeUninit::uninit(); 3072];
+    let mut entries = RawDir::new(&dir, &mut buf);
+    while let Some(entry) = entries.next() {
+        let entry = entry.ok()?;
+        let Some(fd) = decimal(entry.file_name().to_bytes()) else {
+            continue; // `.` and `..`
+        };
+        match fd {
+            _ if fd == own => {}
+            0..=2 => stdio[fd as usize] = true,
+            _ => {
+                if let Some(slot) = extra.numbers.get_mut(extra.count) {
+                    *slot = fd;
+                }
+                extra.count += 1;
+            }
+        }
+    }
+    // The kernel lists descriptors in order; the protocol requires it, so
+    // it is not taken on trust (an insertion sort of sorted numbers is one
+    // pass).
+    let numbers = &mut extra.numbers[..extra.count.min(MAX_EXTRA_FDS)];
+    for i in 1..numbers.len() {
+        let mut j = i;
+        while j > 0 && numbers[j - 1] > numbers[j] {
+            numbers.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    Some((stdio, extra))
+}
+
+/// The value of a decimal number of at most nine digits, the only names
+/// `/proc/self/fd` holds besides `.` and `..`.
+fn decimal(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || name.len() > 9 {
+        return None;
+    }
+    name.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
 }
 
 impl Descriptors {
-    /// Stdio 0, 1 and 2, as far as they are open, and a descriptor of the
-    /// working directory (`O_PATH` needs no permission on the directory).
+    /// Stdio 0, 1 and 2, as far as they are open, a descriptor of the
+    /// working directory (`O_PATH` needs no permission on the directory),
+    /// and the client's other open descriptors.
     ///
-    /// This must run before the client opens anything else. The kernel hands
-    /// out the lowest free number, so a directory descriptor numbered 3 or
-    /// more proves 0, 1 and 2 are open, and only otherwise are they probed.
-    /// Later the socket could take a closed stdio number, and sending it as
-    /// that stdio would pour the program's output into the protocol.
+    /// This must run before the client opens anything else: later the socket
+    /// could take a closed stdio number, and sending it as that stdio would
+    /// pour the program's output into the protocol; and what the client
+    /// opens is not the program's. Without `/proc`, no other descriptor is
+    /// passed, and stdio is found from the number of the directory
+    /// descriptor: the kernel hands out the lowest free number, so 3 or more
+    /// proves 0, 1 and 2 are open, and only otherwise are they probed.
     pub fn gather() -> Descriptors {
+        let listed = list_open();
         let cwd = rustix::fs::open(
             ".",
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -47,7 +135,14 @@ impl Descriptors {
         .ok();
         let mut set = FdSet::STDIN.with(FdSet::STDOUT).with(FdSet::STDERR);
         let cwd_number = cwd.as_ref().map(AsRawFd::as_raw_fd);
-        if cwd_number.is_none_or(|n| n < 3) {
+        let slots = [FdSet::STDIN, FdSet::STDOUT, FdSet::STDERR];
+        if let Some((open, _)) = &listed {
+            for (is_open, slot) in open.iter().zip(slots) {
+                if !is_open {
+                    set = set.without(slot);
+                }
+            }
+        } else if cwd_number.is_none_or(|n| n < 3) {
             for (fd, slot) in [(0, FdSet::STDIN), (1, FdSet::STDOUT), (2, FdSet::STDERR)] {
                 // The directory itself may have taken a closed stdio number.
                 if cwd_number == Some(i32::from(fd))
@@ -60,12 +155,32 @@ impl Descriptors {
         if cwd.is_some() {
             set = set.with(FdSet::CWD);
         }
+        let extra = listed.map_or(
+            Extra {
+                numbers: [0; MAX_EXTRA_FDS],
+                count: 0,
+            },
+            |(_, extra)| extra,
+        );
         Descriptors {
             set,
             cwd,
             terminal: None,
             on_terminal: FdSet::default(),
+            extra,
         }
+    }
+
+    /// Fails when the client has more descriptors than a run can pass: a
+    /// program that got only some would differ from python's child in a way
+    /// nobody would notice until it bites.
+    pub fn check(&self) -> Result<(), Failure<'static>> {
+        if self.extra.count > MAX_EXTRA_FDS {
+            return Err(Failure::TooManyFds {
+                count: self.extra.count,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the frame carries the descriptor of `slot`.
@@ -100,11 +215,13 @@ impl Descriptors {
         ]
         .into_iter()
         .chain(self.cwd.as_ref().map(|fd| fd.as_fd()));
+        let extra = self.extra.numbers().iter().map(|&n| inherited_fd(n));
         FdSet::SLOTS
             .into_iter()
             .zip(all)
             .filter(|(slot, _)| self.set.contains(*slot))
             .map(|(_, fd)| fd)
+            .chain(extra)
     }
 }
 
@@ -125,12 +242,15 @@ pub fn send(
         envc: process.envc() as u32,
         umask,
         ignored_signals,
-        strings_len: pieces(&[], process).map(<[u8]>::len).sum(),
+        strings_len: pieces(&[], &[], process).map(<[u8]>::len).sum(),
+        extra_fds: fds.extra.numbers().len(),
     };
     let header_bytes = header.to_bytes().map_err(|_| Failure::TooLarge)?;
+    let mut list = [0u8; fd_list_len(MAX_EXTRA_FDS)];
+    let list_len = encode_fd_list(fds.extra.numbers(), &mut list).unwrap_or(0);
     let mut at = Position::default();
     loop {
-        let pieces = pieces(&header_bytes, process);
+        let pieces = pieces(&header_bytes, &list[..list_len], process);
         let mut slices = [IoSlice::new(&[]); BATCH];
         let mut count = 0;
         for (slot, piece) in slices.iter_mut().zip(pieces.clone().skip(at.piece)) {
@@ -146,13 +266,14 @@ pub fn send(
         }
         let first = at.piece == 0 && at.offset == 0;
         let result = if first {
-            let mut rights = [stdio_fd(0); 4];
+            const MOST: usize = FdSet::SLOTS.len() + MAX_EXTRA_FDS;
+            let mut rights = [stdio_fd(0); MOST];
             let mut n = 0;
             for (slot, fd) in rights.iter_mut().zip(fds.each()) {
                 *slot = fd;
                 n += 1;
             }
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MOST))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             control.push(SendAncillaryMessage::ScmRights(&rights[..n]));
             rustix::net::sendmsg(socket, &slices[..count], &mut control, SendFlags::NOSIGNAL)
@@ -178,17 +299,22 @@ pub fn send(
     }
 }
 
-/// The frame as a sequence of byte strings: the header, then every argument
-/// and environment string with its NUL.
+/// The frame as a sequence of byte strings: the header, the list of extra
+/// descriptor numbers, then every argument and environment string with its
+/// NUL. Empty pieces (no list) are left out.
 fn pieces<'a>(
     header: &'a [u8],
+    list: &'a [u8],
     process: &'a Process,
 ) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
     let strings = process
         .args()
         .chain(process.env())
         .map(|s| -> &'a [u8] { s.to_bytes_with_nul() });
-    core::iter::once(header).chain(strings)
+    [header, list]
+        .into_iter()
+        .filter(|piece| !piece.is_empty())
+        .chain(strings)
 }
 
 /// How far into the sequence of pieces the kernel has taken bytes.

@@ -151,6 +151,15 @@ unsafe extern "C" fn entry(stack: *mut usize) -> ! {
     crate::main(&mut process)
 }
 
+/// Descriptor `fd`, which the client was started with and never closes,
+/// borrowed for the life of the process.
+pub fn inherited_fd(fd: u32) -> rustix::fd::BorrowedFd<'static> {
+    // SAFETY: `fd` was listed open when the client started (see
+    // `request::Descriptors::gather`), the client never closes it, and it
+    // opens nothing before the listing that could have taken its number.
+    unsafe { rustix::fd::BorrowedFd::borrow_raw(fd as i32) }
+}
+
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     crate::failure::Failure::Internal.exit()

@@ -1,0 +1,142 @@
+//! A worker's descriptors: the client's installed at their numbers, and the
+//! worker's own kept out of the program's way.
+//!
+//! A program started by the client under python would have the client's
+//! descriptors and nothing else: its first `open` gets the lowest number the
+//! client left free. A worker has more: the server's warm state (which the
+//! program may rely on, and keeps), the copies of the client's descriptors
+//! as they arrived, and what the worker itself needs until it has sent the
+//! status (the connection, a learner's pagemap). The copies are closed once
+//! installed, and what the worker needs lives at [`high_floor`] or above,
+//! `FD_CLOEXEC`, where no program that opens files in the usual way meets it.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::process::Resource;
+use warmfork::{FdSet, RunRequest};
+
+/// Where the worker's own descriptors go, unless the descriptor limit is
+/// lower: high enough for programs that open files to never reach it, low
+/// enough that the kernel's descriptor table stays small (it grows to the
+/// highest number in use, and a table of a million entries, the limit in
+/// many containers, would cost every worker megabytes).
+const HIGH_FD: u64 = 1000;
+
+/// The lowest number [`move_high`] uses: [`HIGH_FD`], or less when the
+/// soft limit on descriptors leaves no room there.
+pub fn high_floor() -> RawFd {
+    let limit = rustix::process::getrlimit(Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    HIGH_FD.min(limit.saturating_sub(24)).max(3) as RawFd
+}
+
+/// A copy of `fd` at the lowest free number at [`high_floor`] or above
+/// that is not in `avoid` (sorted), `FD_CLOEXEC`; the caller closes the
+/// original.
+pub fn move_high(fd: impl AsFd, avoid: &[RawFd]) -> Result<OwnedFd, String> {
+    let fd = fd.as_fd();
+    let mut start = high_floor();
+    // A number in `avoid` that the kernel hands out is held until the end,
+    // so the next try gets another.
+    let mut held = Vec::new();
+    loop {
+        let copy = rustix::io::fcntl_dupfd_cloexec(fd, start)
+            .map_err(|e| format!("cannot move descriptor {}: {e}", fd.as_raw_fd()))?;
+        if avoid.binary_search(&copy.as_raw_fd()).is_err() {
+            return Ok(copy);
+        }
+        start = copy.as_raw_fd() + 1;
+        held.push(copy);
+    }
+}
+
+/// The numbers the client's descriptors take in the program: 0, 1 and 2,
+/// and those of its extra descriptors, sorted.
+pub fn targets(request: &RunRequest<'_>) -> Vec<RawFd> {
+    // Extra numbers are checked to be increasing, from 3 to `i32::MAX`.
+    let extra = request.extra_fds().iter().map(|n| n as RawFd);
+    [0, 1, 2].into_iter().chain(extra).collect()
+}
+
+/// Installs the client's descriptors, received as `fds` in the order of the
+/// request (stdio, working directory, extra ones): stdio as 0, 1 and 2
+/// (closed where the client had them closed), each extra one at its number,
+/// all without `FD_CLOEXEC` as a child of the client inherits them; enters
+/// the working directory (or `/`); and closes every received copy.
+///
+/// `targets` is [`targets`] of the request. A descriptor that already sits
+/// on one of them is replaced: the program sees the client's.
+pub fn install(set: FdSet, fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), String> {
+    let mut received = fds.into_iter();
+    let mut stdio = [None, None, None];
+    for (slot, target) in FdSet::SLOTS[..3].iter().zip(&mut stdio) {
+        if set.contains(*slot) {
+            *target = received.next();
+        }
+    }
+    let cwd = if set.contains(FdSet::CWD) {
+        received.next()
+    } else {
+        None
+    };
+    // Every source off the targets first, so that installing one cannot
+    // clobber the source of another, and no source is its own target
+    // (`dup2` onto itself would leave it `FD_CLOEXEC`).
+    let off_targets = |fd: OwnedFd| {
+        if targets.binary_search(&fd.as_raw_fd()).is_ok() {
+            move_high(&fd, targets)
+        } else {
+            Ok(fd)
+        }
+    };
+    let stdio = stdio.map(|fd| fd.map(off_targets).transpose());
+    let cwd = cwd.map(off_targets).transpose()?;
+    let extra = received.map(off_targets).collect::<Result<Vec<_>, _>>()?;
+    let sources = stdio
+        .into_iter()
+        .chain(extra.into_iter().map(|fd| Ok(Some(fd))));
+    for (target, source) in targets.iter().zip(sources) {
+        let source = source?;
+        // SAFETY: plain descriptor operations on numbers this process owns;
+        // what sits on a target (the server's stdio, a warm descriptor the
+        // client's replaces) is this worker's copy alone.
+        let result = unsafe {
+            match &source {
+                Some(fd) => libc::dup2(fd.as_raw_fd(), *target),
+                None => libc::close(*target),
+            }
+        };
+        if result < 0 && source.is_some() {
+            return Err(format!(
+                "cannot install descriptor {target}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    match cwd {
+        Some(dir) => rustix::process::fchdir(dir)
+            .map_err(|e| format!("cannot enter the client's working directory: {e}")),
+        None => rustix::process::chdir("/").map_err(|e| format!("cannot enter /: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_descriptor_lands_high_and_skips_the_numbers_to_avoid() {
+        let (fd, _other) = rustix::pipe::pipe().expect("a pipe");
+        let floor = high_floor();
+        let avoid = [floor, floor + 1];
+        let moved = move_high(&fd, &avoid).expect("moved");
+        assert!(moved.as_raw_fd() >= floor + 2, "{}", moved.as_raw_fd());
+        assert!(
+            rustix::io::fcntl_getfd(&moved)
+                .expect("open")
+                .contains(rustix::io::FdFlags::CLOEXEC)
+        );
+    }
+}

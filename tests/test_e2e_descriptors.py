@@ -1,0 +1,158 @@
+"""The program's descriptors are the client's, as python's would be.
+
+A program started by the client under python has the client's descriptors
+(0, 1, 2 and whatever else the client was started with: a shell's
+``<(...)``, an ``exec 7<file``) and nothing of warmfork's: its first
+``open()`` gets the lowest number the client left free. Under warmfork it
+also keeps what the server's warm-up opened (warm state), but none of the
+server's own descriptors, nor those the server process inherited.
+
+The worker keeps its connection to the client, and a prefault learner its
+pagemap, until the status is sent: at 1000 and up (under the default
+descriptor limit), ``FD_CLOEXEC``, out of the program's way. The listings
+compared here stop below that.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import CLIENT, Server, start_server
+from support.differential import assert_same_as_python, env_for, reference, shared_server, warmfork
+from support.server_process import stop_when_idle
+
+server = shared_server()
+
+# Where the worker's own descriptors start (see server/src/descriptors.rs).
+HIGH_FD = 1000
+
+# Prints the program's descriptors below HIGH_FD and whether each is
+# inheritable; `None` is the listing's own, closed by the time it is looked at.
+LIST_FDS = f"""
+import os
+def inheritable(fd):
+    try:
+        return os.get_inheritable(fd)
+    except OSError:
+        return None
+print([(fd, inheritable(fd)) for fd in sorted(map(int, os.listdir('/proc/self/fd'))) if fd < {HIGH_FD}])
+"""
+
+
+def listed(output: bytes) -> list[tuple[int, bool | None]]:
+    return ast.literal_eval(output.decode())
+
+
+def test_a_client_with_only_stdio_gives_the_program_only_stdio(server: Server) -> None:
+    outcome = assert_same_as_python(server, "-c", LIST_FDS)
+    # The listing's own descriptor is the first free number: 3.
+    assert listed(outcome.stdout) == [(0, True), (1, True), (2, True), (3, None)]
+
+
+def test_a_descriptor_the_client_has_is_the_programs_at_its_number(server: Server, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_text("from the client's descriptor\n")
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        program = LIST_FDS + f"print(os.pread({fd}, 100, 0))\nprint(open('/dev/fd/{fd}').read())\n"
+        outcome = assert_same_as_python(server, "-c", program, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert (fd, True) in listed(outcome.stdout.splitlines()[0])
+    assert b"from the client's descriptor" in outcome.stdout
+
+
+def bash(server: Server | None, script: str) -> subprocess.CompletedProcess[bytes]:
+    """``script`` in bash, ``$W`` being the client (with ``server``) or
+    python (without)."""
+    program = os.fspath(CLIENT) if server is not None else sys.executable
+    return subprocess.run(
+        ["bash", "-c", script],
+        env={**env_for(server), "W": program},
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_process_substitution_works_as_under_python(server: Server) -> None:
+    script = "$W -c 'import sys; print(open(sys.argv[1]).read(), end=\"\")' <(echo data)"
+    ours, python = bash(server, script), bash(None, script)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, b"data\n", b"")
+    assert (ours.returncode, ours.stdout) == (python.returncode, python.stdout)
+
+
+def test_a_script_on_an_inherited_descriptor_runs(server: Server, tmp_path: Path) -> None:
+    script_file = tmp_path / "x.py"
+    script_file.write_text("print('ran from fd 7')\n")
+    script = f"exec 7<{script_file}; $W /dev/fd/7"
+    ours, python = bash(server, script), bash(None, script)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (0, b"ran from fd 7\n", b"")
+    assert (ours.returncode, ours.stdout) == (python.returncode, python.stdout)
+
+
+def test_a_client_descriptor_on_the_workers_own_number_wins_and_the_status_arrives(
+    server: Server, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.write_text("mine\n")
+    script = f"exec {HIGH_FD}<{data} {HIGH_FD + 1}<{data}; $W -c 'import os; print(os.pread({HIGH_FD}, 9, 0)); raise SystemExit(7)'"
+    ours = bash(server, script)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (7, b"b'mine\\n'\n", b"")
+
+
+def test_more_descriptors_than_a_run_can_pass_is_the_clients_own_failure(server: Server) -> None:
+    opens = "for i in $(seq 10 260); do eval \"exec $i</dev/null\"; done"
+    ours = bash(server, f"{opens}; $W -c pass")
+    assert ours.returncode == 201
+    assert b"251 descriptors besides 0, 1 and 2 are open" in ours.stderr
+    fallback = bash(server, f"{opens}; WARMFORK_FALLBACK=python3 $W -c 'import os; print(os.path.exists(\"/dev/fd/260\"))'")
+    assert (fallback.returncode, fallback.stdout) == (0, b"True\n")
+
+
+def test_a_descriptor_the_server_inherited_is_not_the_programs(tmp_path: Path) -> None:
+    leaked = tmp_path / "leaked"
+    leaked.write_text("the server's\n")
+    fd = os.open(leaked, os.O_RDONLY)
+    try:
+        srv = start_server(tmp_path, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    try:
+        ours = warmfork(srv, "-c", LIST_FDS)
+        python = reference("-c", LIST_FDS)
+        assert (ours.returncode, ours.stderr) == (0, b"")
+        assert listed(ours.stdout) == listed(python.stdout)
+        assert all(number != fd for number, _ in listed(ours.stdout))
+    finally:
+        stop_when_idle(srv)
+
+
+def test_a_file_the_warm_up_opened_stays_usable_in_the_program(tmp_path: Path) -> None:
+    log = tmp_path / "warm.log"
+    warmup = tmp_path / "warm.py"
+    warmup.write_text(
+        "import sys, types\n"
+        "state = types.ModuleType('warm_state')\n"
+        f"state.log = open({os.fspath(log)!r}, 'a')\n"
+        "sys.modules['warm_state'] = state\n"
+    )
+    srv = start_server(tmp_path, "--warmup", os.fspath(warmup))
+    try:
+        program = (
+            "import warm_state; print('from the program', file=warm_state.log, flush=True)\n"
+            "print(warm_state.log.fileno() > 3, open('/dev/null').fileno())"
+        )
+        done = warmfork(srv, "-c", program)
+        # The server's socket, lock and wake-up pipe took 3 to 6 before the
+        # warm-up: in the worker they are closed, and the program's first
+        # open gets 3, as under python.
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"True 3\n", b"")
+        assert log.read_text() == "from the program\n"
+    finally:
+        stop_when_idle(srv)
