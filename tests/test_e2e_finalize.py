@@ -7,11 +7,15 @@ worker shares, are left alone."""
 from __future__ import annotations
 
 import gzip
+import os
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import start_server
+from conftest import CLIENT, start_server
 from support.differential import assert_same_as_python, shared_server, warmfork
 from support.server_process import stop_when_idle
 
@@ -110,3 +114,33 @@ def test_the_servers_own_objects_are_never_finalised_in_a_worker(tmp_path: Path)
         assert (done.returncode, done.stdout, done.stderr) == (0, b"ran\n", b"")
     finally:
         stop_when_idle(srv)
+
+
+SLOW_FINALIZER = """\
+import sys, time
+class Slow:
+    def __del__(self):
+        print('finalising', flush=True)
+        time.sleep(10)
+        print('not interrupted', flush=True)
+held = Slow()
+"""
+
+
+@pytest.mark.parametrize("under", ["warmfork", "python"])
+def test_ctrl_c_during_finalisation_ends_the_process_by_sigint(server, tmp_path: Path, under: str) -> None:
+    # CPython resets Python signal handlers before it finalises modules: the
+    # interrupted finaliser prints nothing more and the process dies by SIGINT.
+    command = [CLIENT] if under == "warmfork" else [sys.executable]
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(server.socket)}
+    process = subprocess.Popen(
+        [*command, "-c", SLOW_FINALIZER], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"finalising\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert (process.returncode, out, err) == (-signal.SIGINT, b"", b"")

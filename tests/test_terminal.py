@@ -136,14 +136,16 @@ def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Te
 
 
 @pytest.mark.parametrize(
-    "read",
-    ["sys.stdin.readline()", 'input("name: ")'],
-    ids=["stdin", "input"],
+    ("read", "then"),
+    [("sys.stdin.readline()", ""), ('input("name: ")', ""), ('input("name: ")', " | cat")],
+    ids=["stdin", "input", "input-through-stdin"],  # stdout a pipe: input() reads sys.stdin
 )
-def test_a_read_stopped_by_ctrl_z_and_sent_to_the_background_stops_again(terminal: Terminal, read: str) -> None:
+def test_a_read_stopped_by_ctrl_z_and_sent_to_the_background_stops_again(
+    terminal: Terminal, read: str, then: str
+) -> None:
     # python's read, continued by `bg`, stops at once for terminal input; the
     # worker's read used to go on in the background and take the shell's keys.
-    terminal.type(f"""warmfork -c 'import sys; print("got", repr({read}))'""")
+    terminal.type(f"""warmfork -c 'import sys; print("got", repr({read}))'{then}""")
     time.sleep(1.0)  # the read has begun
     terminal.keys("C-z")
     terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")

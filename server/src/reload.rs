@@ -406,9 +406,9 @@ fn spawn_replacement(
         // exec; nothing returns to the server's code.
         unsafe {
             // Out of the way first: any of them may already be 3, 4 or 5.
-            let socket = libc::fcntl(socket, libc::F_DUPFD, 10);
-            let lock = libc::fcntl(lock, libc::F_DUPFD, 10);
-            let ready = libc::fcntl(ready, libc::F_DUPFD, 10);
+            let socket = libc::fcntl(socket, libc::F_DUPFD_CLOEXEC, 10);
+            let lock = libc::fcntl(lock, libc::F_DUPFD_CLOEXEC, 10);
+            let ready = libc::fcntl(ready, libc::F_DUPFD_CLOEXEC, 10);
             // dup2 leaves the copies without FD_CLOEXEC: they survive exec.
             libc::dup2(socket, 3);
             libc::dup2(lock, 4);

@@ -26,6 +26,8 @@ use crate::prefault::Schedule;
 use crate::reload::{self, Reload};
 use crate::worker::{self, Hooks};
 
+/// How many workers a request is offered before it is refused.
+const MAX_HAND_OFFS: u32 = 3;
 /// How long a worker whose client hung up gets between SIGHUP and SIGKILL.
 const HANGUP_GRACE: Duration = Duration::from_secs(5);
 
@@ -541,7 +543,12 @@ impl Server<'_, '_> {
             }
             Err(_) => return false,
         };
+        // A hand-off that fails for the worker's sake (it died) is retried
+        // with another; one that keeps failing is the request's (say too
+        // many descriptors in flight for the user's limit): refused.
+        let mut attempts = 0;
         let worker = loop {
+            attempts += 1;
             let idle = match self.pool.take() {
                 Some(idle) => idle,
                 // The pool is empty: this run pays for a fork.
@@ -564,6 +571,11 @@ impl Server<'_, '_> {
             };
             match idle.hand_off(incoming.frame(), connection.socket.as_fd(), incoming.fds()) {
                 Ok(worker) => break worker,
+                Err(message) if attempts >= MAX_HAND_OFFS => {
+                    log::warning(&message);
+                    refuse(&connection.socket, ErrorCode::Internal, &message);
+                    return false;
+                }
                 Err(message) => log::warning(&message),
             }
         };

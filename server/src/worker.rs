@@ -159,6 +159,14 @@ fn run_request(
     hooks: &Hooks<'_, '_>,
     mut learner: Option<Learner>,
 ) -> ! {
+    // The client's pid lets the worker take the client's limits (first: the
+    // descriptor limit decides which numbers can be installed) and act on
+    // the client's job (see `_stdio.py`); 0 when it cannot be known (a
+    // client in another pid namespace reads as 0 too).
+    let client_pid = rustix::net::sockopt::socket_peercred(&connection)
+        .map(|cred| cred.pid.as_raw_nonzero().get())
+        .unwrap_or(0);
+    crate::limits::adopt(client_pid);
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
     let connection = &connection;
@@ -177,13 +185,6 @@ fn run_request(
     set_environ(&request);
     let worker = rustix::process::getpid();
     send_started(connection, worker);
-    // The client's pid lets the worker act on the client's job (see
-    // `_stdio.py`); 0 when it cannot be known (a client in another pid
-    // namespace reads as 0 too).
-    let client_pid = rustix::net::sockopt::socket_peercred(connection)
-        .map(|cred| cred.pid.as_raw_nonzero().get())
-        .unwrap_or(0);
-    crate::limits::adopt(client_pid);
     let outcome = run_python(py, &request, hooks, client_pid);
     if rustix::process::getpid() != worker {
         end_forked_child(py, outcome);
@@ -210,9 +211,10 @@ fn run_request(
     // happens at all: `_exit` below skips it.
     send_reply(connection, &Reply::Exit(status));
     // The program is over and flushed: let go of the client's files now, so
-    // that a pipe or a `$(...)` reading its output ends with the client, not
-    // after this worker's teardown.
-    for fd in 0..3 {
+    // that a pipe or a `$(...)` reading its output (or a `>(gzip ...)` one
+    // of its other descriptors) ends with the client, not after this
+    // worker's teardown.
+    for &fd in &targets {
         // SAFETY: closing descriptors this process owns; nothing uses them
         // after the program (the interpreter never runs again here).
         unsafe { libc::close(fd) };

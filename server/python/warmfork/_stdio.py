@@ -28,6 +28,7 @@ from typing import Any
 from .pyoptions import FatalError, env_flag
 
 _SIGCONT = int(signal.SIGCONT)
+_NOT_READING = object()
 
 _NAMES = ("<stdin>", "<stdout>", "<stderr>")
 
@@ -210,7 +211,8 @@ class TerminalReader(io.FileIO):
     def __init__(self, fd: int, client: int) -> None:
         super().__init__(fd, "rb", closefd=False)
         self._client = client
-        self._previous: object = None
+        # The SIGCONT handler a read replaced, while one is in progress.
+        self._previous: object = _NOT_READING
 
     def readinto(self, buffer: Any) -> int | None:  # any writable buffer, as FileIO takes
         before = self.begin_read()
@@ -224,18 +226,23 @@ class TerminalReader(io.FileIO):
         whenever the job is continued: a read the job was stopped in goes on
         after SIGCONT, and after ``bg`` that is in the background. (A Python
         handler makes the read return EINTR, and the handler runs before it
-        is retried.) Returns what ``end_read`` needs."""
+        is retried.) Reads may nest (``input()`` with stdout redirected
+        reads through ``sys.stdin``): only the outermost installs the
+        handler. Returns what ``end_read`` needs."""
         self.wait_for_foreground()
+        if self._previous is not _NOT_READING:
+            return _NOT_READING  # nested: the outer read's handler stays
         try:
-            previous = _signal.signal(_SIGCONT, self._continued)
+            self._previous = _signal.signal(_SIGCONT, self._continued)
         except ValueError:  # not the main thread: no handler, the check above only
-            return None
-        self._previous = previous
-        return previous
+            return _NOT_READING
+        return self._previous
 
     def end_read(self, previous: object) -> None:
-        if previous is not None:
-            _signal.signal(_SIGCONT, previous)  # type: ignore[arg-type]
+        if previous is not _NOT_READING:
+            self._previous = _NOT_READING
+            # None: a handler not set from Python, which cannot be put back.
+            _signal.signal(_SIGCONT, _signal.SIG_DFL if previous is None else previous)  # type: ignore[arg-type]
 
     def _continued(self, signum: int, frame: object) -> None:
         self.wait_for_foreground()

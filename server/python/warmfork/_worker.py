@@ -204,9 +204,20 @@ def _finalize(code: int) -> int:
     # a death by SIGINT.
     if not _stdio.flush() and code >= 0:
         code = 120
+    _signals_off()
     _finalize_modules()
     _stdio.flush(quietly=True)  # what finalisers printed
     return code
+
+
+def _signals_off() -> None:
+    """As CPython's ``_PySignal_Fini`` before it finalises: a signal with a
+    Python handler (SIGINT's raises KeyboardInterrupt) takes its default
+    action from here on, so Ctrl-C during a slow finaliser ends the process
+    by SIGINT rather than as an exception in warmfork's code."""
+    for signum in range(1, signal.NSIG):
+        if callable(_signal.getsignal(signum)):
+            _signal.signal(signum, _signal.SIG_DFL)
 
 
 def _finalize_modules() -> None:
