@@ -172,3 +172,20 @@ def test_a_package_replaced_by_a_broken_install_then_fixed_in_place_is_noticed(t
     finally:
         control("stop", "--socket", os.fspath(server.socket))
         server.stop()
+
+
+def test_an_edit_made_while_the_server_warms_up_is_served(tmp_path: Path) -> None:
+    # The module is loaded, then edited while the warm-up goes on: the first
+    # run must not see the code the server loaded before the edit.
+    module = tmp_path / "settings_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    warmup = tmp_path / "warm.py"
+    warmup.write_text("import time\nimport settings_mod\ntime.sleep(2)\n")
+    server = start_server(tmp_path, "--warmup", str(warmup), reload=True)
+    try:
+        module.write_text("VALUE = 'new'\n")  # the server listens, and warms up for 2 s more
+        assert shown(server) == (0, b"new\n", b"")
+        assert "changed while this server warmed up" in server.log.read_text()
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()

@@ -124,9 +124,10 @@ impl Listener {
 /// seconds to warm up (see `reload.rs`). A server started that way reports
 /// ready on `ready_fd` before it serves; the descriptor is closed in any case.
 /// Workers close `inherited_fds`, the descriptors the server process was
-/// started with, before the program runs.
+/// started with, before the program runs. `changed` is a watched file that
+/// changed while the server warmed up: the server replaces itself at once.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new()))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -143,6 +144,7 @@ fn serve(
     ready_timeout: f64,
     ready_fd: Option<i32>,
     inherited_fds: Vec<i32>,
+    changed: Option<PathBuf>,
 ) -> PyResult<()> {
     // SAFETY: Python hands the descriptor over, whatever happens next.
     let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -169,7 +171,18 @@ fn serve(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| PyValueError::new_err("the restart command line holds a NUL byte"))?;
         let ready_timeout = seconds(ready_timeout, "ready_timeout")?;
-        Some(reload::Reload::new(watcher, restart, ready_timeout))
+        if let Some(file) = &changed {
+            log::info(&format!(
+                "{} changed while this server warmed up: replacing it before it serves",
+                file.display()
+            ));
+        }
+        Some(reload::Reload::new(
+            watcher,
+            restart,
+            ready_timeout,
+            changed,
+        ))
     };
     server::serve(
         py,

@@ -120,13 +120,30 @@ pub enum Outcome {
 
 impl Reload {
     /// Watches `watcher`'s files; a change starts `restart`, which has
-    /// `ready_timeout` to warm up.
-    pub fn new(watcher: Watcher, restart: Vec<CString>, ready_timeout: Duration) -> Reload {
+    /// `ready_timeout` to warm up. `changed` is a file that changed while
+    /// this server warmed up (after it had loaded it, perhaps): it is dealt
+    /// with as a change seen now, before any client is served.
+    pub fn new(
+        watcher: Watcher,
+        restart: Vec<CString>,
+        ready_timeout: Duration,
+        changed: Option<PathBuf>,
+    ) -> Reload {
+        let now = Instant::now();
+        let phase = match changed {
+            None => Phase::Watching { failed: None },
+            Some(file) => Phase::Settling {
+                file,
+                since: now,
+                check_at: now + QUIET,
+                snapshot: watcher.snapshot(),
+            },
+        };
         Reload {
             watcher,
             restart,
             ready_timeout,
-            phase: Phase::Watching { failed: None },
+            phase,
         }
     }
 

@@ -56,5 +56,6 @@ def serve(
     ready_timeout: float = 60.0,
     ready_fd: int | None = None,
     inherited_fds: list[int] = ...,
+    changed: str | None = None,
 ) -> None:
     """Serve until a signal handler raises."""

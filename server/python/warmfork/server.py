@@ -81,6 +81,7 @@ def serve(
     except ValueError as exc:
         raise ServerError(str(exc)) from None
     started = time.monotonic()
+    started_at = time.time_ns()  # for the files' modification times
     activated = _activation_fds()
     ready_fd = _ready_fd()
     inherited = _inherited_fds(activated or ())
@@ -110,6 +111,9 @@ def serve(
             on_ready()
         _worker.forget_relative_finders()
         _worker.note_server_modules()
+        watched = _watched_files(warmup) if reload else []
+        changed = _changed_since(watched, started_at)
+        still_inherited = [fd for fd, identity in inherited.items() if _identity(fd) == identity]
         # What was made since the warm-up's freeze (by `on_ready`, the module
         # list) is frozen too: a worker collects garbage at exit, and every
         # object the collector looks at is a page the worker copies.
@@ -124,11 +128,12 @@ def serve(
             request_timeout=request_timeout,
             grace=grace,
             wakeup_fd=wakeup_read,
-            watch=_watched_files(warmup) if reload else [],
+            watch=watched,
+            changed=changed,
             restart=_restart_command(),
             ready_timeout=max(_READY_TIMEOUT_MIN, _READY_TIMEOUT_FACTOR * (time.monotonic() - started)),
             ready_fd=report_on,
-            inherited_fds=[fd for fd, identity in inherited.items() if _identity(fd) == identity],
+            inherited_fds=still_inherited,
         )
     except _Stopped:
         _log("stopped by SIGTERM")
@@ -255,6 +260,18 @@ def _watched_files(warmup: str | os.PathLike[str] | None) -> list[str]:
         if isinstance(file, str) and os.path.isfile(file):
             files.add(os.path.realpath(file))
     return sorted(files)
+
+
+def _changed_since(files: list[str], since_ns: int) -> str | None:
+    """The first of ``files`` modified (or gone) since ``since_ns``: an edit
+    made while this server warmed up, which the code it loaded may predate."""
+    for file in files:
+        try:
+            if os.stat(file).st_mtime_ns > since_ns:
+                return file
+        except OSError:
+            return file
+    return None
 
 
 def _restart_command() -> list[str]:
