@@ -210,6 +210,20 @@ def _finalize(code: int) -> int:
     return code
 
 
+def rehearse_finalization() -> None:
+    """The steps of a worker's finalisation that change nothing of the
+    server's, on a module of their own: see :func:`warmfork.pymain.rehearse`."""
+    module = types.ModuleType("warmfork rehearsal")
+    module._private, module.public = object(), object()  # type: ignore[attr-defined]
+    alive = [weakref.ref(module)]
+    _as_finalization(_DROP, items=[])
+    for ref in reversed(alive):
+        _clear_globals(ref())
+    _thread._count()
+    for signum in range(1, signal.NSIG):
+        callable(_signal.getsignal(signum))
+
+
 def _signals_off() -> None:
     """As CPython's ``_PySignal_Fini`` before it finalises: a signal with a
     Python handler (SIGINT's raises KeyboardInterrupt) takes its default

@@ -88,6 +88,7 @@ def rehearse(times: int = 20) -> None:
             pyoptions.startup_conflict(config)
             _stdio.rehearse()
             compile("pass", "<string>", "exec")
+            _worker.rehearse_finalization()
 
 
 def _read_config(argv: list[str]) -> pyoptions.Config | None:
