@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,12 @@ def test_an_option_a_warm_interpreter_cannot_honour_is_refused_and_runs_nothing(
     assert stderr.startswith("warmfork: ") and stderr.count("\n") == 1, stderr
     assert option[:2] in stderr
     assert not marker.exists()
+
+
+def test_pythonhome_naming_the_servers_installation_is_not_refused(server, tmp_path: Path) -> None:
+    # In a virtual environment sys.prefix is the environment; PYTHONHOME
+    # names the installation it is based on, sys.base_prefix.
+    done = warmfork(server, "-c", "print('ran')", cwd=tmp_path, env={"PYTHONHOME": sys.base_prefix})
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"ran\n", b"")
+    other = warmfork(server, "-c", "print('ran')", cwd=tmp_path, env={"PYTHONHOME": os.fspath(tmp_path)})
+    assert other.returncode == 201 and b"PYTHONHOME=" in other.stderr

@@ -502,7 +502,9 @@ def _variable_matches_server(name: str, value: str) -> bool:
     if name == "PYTHONHOME":
         prefix, _, exec_prefix = value.partition(os.pathsep)
         wanted = (os.path.normpath(prefix), os.path.normpath(exec_prefix or prefix))
-        return wanted == (os.path.normpath(sys.prefix), os.path.normpath(sys.exec_prefix))
+        # PYTHONHOME names the installation, which a virtual environment's
+        # interpreter has as its base prefix.
+        return wanted == (os.path.normpath(sys.base_prefix), os.path.normpath(sys.base_exec_prefix))
     if name == "PYTHONPLATLIBDIR":
         return value == sys.platlibdir
     return False  # PYTHONMALLOC*: the allocators cannot be inspected, let alone changed
