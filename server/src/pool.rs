@@ -39,6 +39,23 @@ pub struct Process {
     pub pidfd: OwnedFd,
 }
 
+impl Process {
+    /// The child `pid` this process just forked, with a pidfd for it; if
+    /// none can be had, the child is killed and `what` it was is named in
+    /// the error.
+    pub fn of_child(pid: Pid, what: &str) -> Result<Process, String> {
+        // The child cannot have been reaped yet, so `pid` still names it.
+        let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            format!(
+                "cannot open a pidfd for {what} {}: {e}",
+                pid.as_raw_nonzero()
+            )
+        })?;
+        Ok(Process { pid, pidfd })
+    }
+}
+
 /// An idle worker and the server's end of its channel.
 #[derive(Debug)]
 pub struct IdleWorker {
@@ -141,16 +158,8 @@ pub fn fork_idle(
         worker::idle(py, close, worker_end, hooks, role)
     };
     drop(worker_end);
-    // The child cannot have been reaped yet, so `pid` still names it.
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
-        let _ = rustix::process::kill_process(pid, Signal::KILL);
-        format!(
-            "cannot open a pidfd for worker {}: {e}",
-            pid.as_raw_nonzero()
-        )
-    })?;
     Ok(IdleWorker {
-        process: Process { pid, pidfd },
+        process: Process::of_child(pid, "worker")?,
         channel: server_end,
     })
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
-use rustix::process::{PidfdFlags, Signal, WaitIdStatus};
+use rustix::process::{Signal, WaitIdStatus};
 
 use crate::listener::Listener;
 use crate::log;
@@ -449,15 +449,7 @@ fn spawn_replacement(
             std::io::Error::last_os_error()
         )
     })?;
-    // The child cannot have been reaped yet, so `pid` still names it.
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| {
-        let _ = rustix::process::kill_process(pid, Signal::KILL);
-        format!(
-            "cannot open a pidfd for the fresh server {}: {e}",
-            pid.as_raw_nonzero()
-        )
-    })?;
-    Ok((Process { pid, pidfd }, ready_read))
+    Ok((Process::of_child(pid, "the fresh server")?, ready_read))
 }
 
 /// In a fresh server, just before it serves: tells the server that started
