@@ -16,23 +16,49 @@ use libc::{c_int, pid_t, rlimit};
 /// Every resource `getrlimit` knows (`RLIMIT_CPU` .. `RLIMIT_RTTIME`).
 const RESOURCES: std::ops::Range<c_int> = 0..16;
 
-/// Gives this process the limits, priority and affinity of process
-/// `client`; what fails is left as it was.
-pub fn adopt(client: pid_t) {
+/// This process's own limits, priority and affinity, read while a worker
+/// is idle so that a run only reads the client's.
+#[derive(Debug)]
+pub struct Own {
+    limits: [Option<rlimit>; RESOURCES.end as usize],
+    priority: Option<c_int>,
+    affinity: Option<libc::cpu_set_t>,
+}
+
+impl Own {
+    pub fn read() -> Own {
+        Own {
+            limits: std::array::from_fn(|resource| limit(0, resource as c_int)),
+            priority: priority(0),
+            affinity: affinity(0),
+        }
+    }
+}
+
+/// Gives this process (whose own settings are `own`) the limits, priority
+/// and affinity of process `client`; what fails is left as it was.
+pub fn adopt(client: pid_t, own: &Own) {
     if client <= 0 {
         return;
     }
-    for resource in RESOURCES {
-        adopt_limit(client, resource);
+    for (resource, ours) in RESOURCES.zip(&own.limits) {
+        if let (Some(theirs), Some(ours)) = (limit(client, resource), ours) {
+            adopt_limit(resource, theirs, *ours);
+        }
     }
-    adopt_priority(client);
-    adopt_affinity(client);
+    if let Some(theirs) = priority(client).filter(|theirs| Some(*theirs) != own.priority) {
+        // SAFETY: a plain system call on this process.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, theirs) };
+    }
+    if let (Some(theirs), Some(ours)) = (affinity(client), &own.affinity) {
+        if !cpu_sets_equal(&theirs, ours) {
+            // SAFETY: the set is valid for its size.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &theirs) };
+        }
+    }
 }
 
-fn adopt_limit(client: pid_t, resource: c_int) {
-    let (Some(theirs), Some(ours)) = (limit(client, resource), limit(0, resource)) else {
-        return;
-    };
+fn adopt_limit(resource: c_int, theirs: rlimit, ours: rlimit) {
     if (theirs.rlim_cur, theirs.rlim_max) == (ours.rlim_cur, ours.rlim_max) {
         return;
     }
@@ -66,36 +92,25 @@ fn set_limit(resource: c_int, value: rlimit) -> bool {
     unsafe { libc::prlimit(0, resource as _, &value, std::ptr::null_mut()) == 0 }
 }
 
-fn adopt_priority(client: pid_t) {
-    // getpriority returns the nice value, -1 included, so errno tells a
-    // failure apart.
-    // SAFETY: plain system calls on process ids; errno is this thread's.
+/// The nice value of process `pid` (0: this one). getpriority returns it,
+/// -1 included, so errno tells a failure apart.
+fn priority(pid: pid_t) -> Option<c_int> {
+    // SAFETY: a plain system call; errno is this thread's.
     unsafe {
         *libc::__errno_location() = 0;
-        let theirs = libc::getpriority(libc::PRIO_PROCESS, client as libc::id_t);
-        if *libc::__errno_location() != 0 {
-            return;
-        }
-        if libc::getpriority(libc::PRIO_PROCESS, 0) != theirs {
-            libc::setpriority(libc::PRIO_PROCESS, 0, theirs);
-        }
+        let value = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
+        (*libc::__errno_location() == 0).then_some(value)
     }
 }
 
-fn adopt_affinity(client: pid_t) {
-    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
-    let (mut theirs, mut ours): (libc::cpu_set_t, libc::cpu_set_t) = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: the sets are valid for `size` bytes.
+/// The CPU affinity of process `pid` (0: this one).
+fn affinity(pid: pid_t) -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data, zeroed a valid empty set, and valid
+    // for the size passed.
     unsafe {
-        if libc::sched_getaffinity(client, size, &mut theirs) != 0
-            || libc::sched_getaffinity(0, size, &mut ours) != 0
-        {
-            return;
-        }
-        if !cpu_sets_equal(&theirs, &ours) {
-            libc::sched_setaffinity(0, size, &theirs);
-        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then_some(set)
     }
 }
 

@@ -120,6 +120,7 @@ pub fn idle(
         exit(1);
     }
     let learner = role.begin();
+    let own = crate::limits::Own::read();
     let mut job = Incoming::handed_off();
     loop {
         // Blocking wait: an idle worker has nothing else to do. The server
@@ -143,7 +144,7 @@ pub fn idle(
     };
     // Checked by `request()`: a hand-off carries the connection first.
     let connection = fds.remove(0);
-    run_request(py, request, fds, connection, hooks, learner)
+    run_request(py, request, fds, connection, hooks, learner, &own)
 }
 
 /// Runs one request in this worker and ends it with the program's status.
@@ -158,6 +159,7 @@ fn run_request(
     connection: OwnedFd,
     hooks: &Hooks<'_, '_>,
     mut learner: Option<Learner>,
+    own: &crate::limits::Own,
 ) -> ! {
     // The client's pid lets the worker take the client's limits (first: the
     // descriptor limit decides which numbers can be installed) and act on
@@ -166,7 +168,7 @@ fn run_request(
     let client_pid = rustix::net::sockopt::socket_peercred(&connection)
         .map(|cred| cred.pid.as_raw_nonzero().get())
         .unwrap_or(0);
-    crate::limits::adopt(client_pid);
+    crate::limits::adopt(client_pid, own);
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
     let connection = &connection;
