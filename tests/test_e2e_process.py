@@ -6,6 +6,7 @@ killed by the same signal; many clients run at once."""
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import signal
 import subprocess
@@ -84,6 +85,31 @@ def test_limits_priority_and_affinity_are_the_clients(server, tmp_path: Path) ->
     )
     out = assert_same_as_python(server, "-c", program, cwd=tmp_path, preexec_fn=limited)
     assert out.stdout == f"[(64, 64), (0, 0), (100, {resource.RLIM_INFINITY})]\n5 [0]\n".encode()
+
+
+#: Frees 64 small chunks from C and prints whether glibc's fast bins took
+#: some (more than its per-thread cache holds); a worker must give the
+#: program the fast bins the server keeps off (server/src/fastbins.rs).
+FAST_BINS = """\
+import ctypes
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+before = libc.mallinfo2().fsmblks
+for chunk in [libc.malloc(48) for _ in range(64)]:
+    libc.free(chunk)
+print(libc.mallinfo2().fsmblks > before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="fast bins are glibc's")
+def test_the_program_gets_glibcs_fast_bins_like_python(server, tmp_path: Path) -> None:
+    out = assert_same_as_python(server, "-c", FAST_BINS, cwd=tmp_path)
+    assert out.stdout == b"True\n"
 
 
 def test_pythonpath_in_the_clients_environment_is_on_sys_path(server, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 mod descriptors;
+mod fastbins;
 mod hugepages;
 mod incoming;
 mod limits;
@@ -63,11 +64,14 @@ fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&out[..len])))
 }
 
-/// Moves the fully resident parts of large anonymous mappings onto huge
-/// pages so that forks stay cheap (see `hugepages.rs`). Returns the bytes
-/// moved and the milliseconds it took.
+/// Makes the warm heap cheap to share with workers: empties glibc's fast
+/// bins and keeps them off (see `fastbins.rs`), then moves the fully
+/// resident parts of large anonymous mappings onto huge pages so that forks
+/// stay cheap (see `hugepages.rs`). Returns the bytes moved onto huge pages
+/// and the milliseconds that took.
 #[pyfunction]
-fn collapse_heap(py: Python<'_>) -> (usize, u128) {
+fn prepare_heap(py: Python<'_>) -> (usize, u128) {
+    fastbins::stop();
     let done = py.detach(hugepages::collapse);
     (done.bytes, done.millis)
 }
@@ -231,7 +235,7 @@ fn log_line(level: &str, message: &str) -> PyResult<()> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(socket_path, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
-    m.add_function(wrap_pyfunction!(collapse_heap, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_heap, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_class::<Listener>()?;

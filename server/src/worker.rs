@@ -187,6 +187,7 @@ fn run_request(
     set_environ(&request);
     let worker = rustix::process::getpid();
     send_started(connection, worker);
+    crate::fastbins::restore();
     let outcome = run_python(py, &request, hooks, client_pid);
     if rustix::process::getpid() != worker {
         end_forked_child(py, outcome);

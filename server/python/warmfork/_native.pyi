@@ -7,8 +7,9 @@ from pathlib import Path
 def socket_path(name: bytes | None = None) -> Path:
     """The socket path the shared rule picks from this process's environment."""
 
-def collapse_heap() -> tuple[int, int]:
-    """Move large resident anonymous memory onto huge pages; (bytes, ms)."""
+def prepare_heap() -> tuple[int, int]:
+    """Keep glibc's fast bins empty, move large resident anonymous memory onto
+    huge pages; (bytes moved, ms)."""
 
 def set_log_level(level: str) -> None:
     """Set the server log's level: error, warning, info or debug."""

@@ -169,7 +169,7 @@ def _prepare(
     # collector off them keeps their pages shared.
     gc.collect()
     gc.freeze()
-    moved, millis = _native.collapse_heap()
+    moved, millis = _native.prepare_heap()
     if moved:
         _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
 
