@@ -5,12 +5,14 @@ prompt, the window's size and its changes, and reading a password."""
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import CLIENT
+from support import old_kernel
 from support.differential import env_for, shared_server
 from support.terminal import (
     PROMPT_MARK,
@@ -30,6 +32,23 @@ REPL_PROMPT = ">>>"
 # Both ways: on the user's terminal itself, and on a pseudo-terminal of the
 # program's own that the client relays (test_pty.py).
 MODES = pytest.mark.parametrize("mode", ["", "WARMFORK_PTY=1 "], ids=["plain", "pty"])
+
+
+# The kernel signals a process group through a pidfd from Linux 6.9; before,
+# the client names the group by number. `before` prefixes the command with a
+# run under a seccomp filter that refuses the newer way.
+OLD_KERNEL = Path(old_kernel.__file__)
+KERNELS = pytest.mark.parametrize(
+    "before",
+    [
+        "",
+        pytest.param(
+            f"{sys.executable} {OLD_KERNEL} pidfd_group_signal ",
+            marks=pytest.mark.skipif(not old_kernel.supported(), reason="the seccomp filter is for x86_64"),
+        ),
+    ],
+    ids=["this-kernel", "before-6.9"],
+)
 
 
 @pytest.fixture
@@ -164,12 +183,13 @@ def at_shell_prompt_after(text: str) -> Callable[[str], bool]:
     return lambda screen: text in screen and at_shell_prompt(screen)
 
 
-def test_ctrl_c_reaches_the_programs_child_as_under_python(terminal: Terminal) -> None:
+@KERNELS
+def test_ctrl_c_reaches_the_programs_child_as_under_python(terminal: Terminal, before: str) -> None:
     # The terminal signals its whole foreground group: python's `sleep` child
     # dies of SIGINT at once (os.system returns its status, 2), where it used
     # to sleep on while only the worker got the signal.
     terminal.type(
-        """warmfork -c 'import os, time; start = time.time(); print("st" + "arted", flush=True); """
+        before + """warmfork -c 'import os, time; start = time.time(); print("st" + "arted", flush=True); """
         """status = os.system("sleep 20"); print("status", status, "after", round(time.time() - start))'"""
     )
     terminal.wait_for(lambda screen: has_line(screen, "started"), what="the program to start")
@@ -179,9 +199,10 @@ def test_ctrl_c_reaches_the_programs_child_as_under_python(terminal: Terminal) -
     assert re.search(r"status 2 after [0-2]$", screen, re.MULTILINE), screen
 
 
-def test_ctrl_z_stops_the_programs_child_too(terminal: Terminal, tmp_path: Path) -> None:
+@KERNELS
+def test_ctrl_z_stops_the_programs_child_too(terminal: Terminal, tmp_path: Path, before: str) -> None:
     (tmp_path / "counter.py").write_text(COUNTER)
-    terminal.type("""warmfork -c 'import subprocess, sys; subprocess.run([sys.executable, "counter.py"])'""")
+    terminal.type(before + """warmfork -c 'import subprocess, sys; subprocess.run([sys.executable, "counter.py"])'""")
     terminal.wait_for(lambda screen: len(ticks(screen)) >= 3, what="the child to count")
     terminal.keys("C-z")
     stopped = terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")

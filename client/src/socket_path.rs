@@ -91,18 +91,38 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn push_decimal(&mut self, mut n: u32) -> Result<(), PathTooLong> {
+    fn push_decimal(&mut self, n: u32) -> Result<(), PathTooLong> {
+        self.push(Decimal::of(n).as_bytes())
+    }
+}
+
+/// A number written in decimal digits, for paths that hold one (a uid, a
+/// descriptor under `/proc/self/fdinfo`), without an allocator.
+#[derive(Debug, Clone, Copy)]
+pub struct Decimal {
+    digits: [u8; 10],
+    start: usize,
+}
+
+impl Decimal {
+    /// The digits of `n`.
+    pub fn of(mut n: u32) -> Decimal {
         let mut digits = [0u8; 10];
-        let mut i = digits.len();
+        let mut start = digits.len();
         loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
             n /= 10;
             if n == 0 {
                 break;
             }
         }
-        self.push(&digits[i..])
+        Decimal { digits, start }
+    }
+
+    /// The digits, most significant first.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
     }
 }
 
@@ -117,6 +137,14 @@ mod tests {
     }
 
     extern crate std;
+
+    #[test]
+    fn decimal_writes_every_u32() {
+        assert_eq!(Decimal::of(0).as_bytes(), b"0");
+        assert_eq!(Decimal::of(7).as_bytes(), b"7");
+        assert_eq!(Decimal::of(1000).as_bytes(), b"1000");
+        assert_eq!(Decimal::of(u32::MAX).as_bytes(), b"4294967295");
+    }
 
     #[test]
     fn explicit_socket_wins() {

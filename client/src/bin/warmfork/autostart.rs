@@ -19,7 +19,7 @@ use crate::connect::{self, SocketPath};
 use crate::cstr::CBuf;
 use crate::failure::Failure;
 use crate::start::Process;
-use crate::{signals, syscall};
+use crate::{request, signals, syscall};
 
 /// How long a started server has to accept connections.
 const READY_TIMEOUT_MS: u32 = 60_000;
@@ -136,7 +136,7 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             let _ = rustix::stdio::dup2_stderr(log);
             // Nothing else the client has: a server lives on, and a pipe it
             // held (from `$(warmfork ...)`) would never reach end of file.
-            syscall::close_from(3);
+            close_from(3);
             signals::release_all();
             let argv = [
                 c"sh".as_ptr(),
@@ -149,5 +149,20 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             let _ = unsafe { syscall::execve(c"/bin/sh", argv.as_ptr(), process.envp()) };
             syscall::exit(127)
         }
+    }
+}
+
+/// Closes every descriptor from `first` on, in a child about to exec: with
+/// `close_range`, or one by one as `/proc/self/fd` lists them on kernels
+/// before 5.9. Without either, the descriptors stay open.
+fn close_from(first: u32) {
+    if syscall::close_range_from(first).is_err() {
+        let _ = request::each_open(|fd| {
+            if fd >= first {
+                // SAFETY: a descriptor of this process, which is about to
+                // exec and uses none of them from here on.
+                unsafe { rustix::io::close(fd as i32) };
+            }
+        });
     }
 }

@@ -51,12 +51,15 @@ impl Extra {
     }
 }
 
-/// What `/proc/self/fd` lists: which of 0, 1 and 2 are open, and the
-/// others; `None` when it cannot be read (no `/proc`).
+/// Calls `each` with the number of every descriptor `/proc/self/fd` lists
+/// (but the one reading it); `None` when it cannot be read (no `/proc`), or
+/// fails part of the way.
 ///
 /// Three system calls (open, a `getdents64` that fills the buffer with a
 /// typical process's few entries, one that finds the end) and a close.
-fn list_open() -> Option<([bool; 3], Extra)> {
+/// `each` may close descriptors: the kernel lists them by number, and a
+/// closed one does not move the others.
+pub fn each_open(mut each: impl FnMut(u32)) -> Option<()> {
     let dir = rustix::fs::open(
         c"/proc/self/fd",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -64,30 +67,36 @@ fn list_open() -> Option<([bool; 3], Extra)> {
     )
     .ok()?;
     let own = dir.as_raw_fd() as u32;
+    // An entry is 24 to 32 bytes: room for a hundred at a time.
+    let mut buf = [MaybeUninit::uninit(); 3072];
+    let mut entries = RawDir::new(&dir, &mut buf);
+    while let Some(entry) = entries.next() {
+        // `.` and `..` are not numbers.
+        match decimal(entry.ok()?.file_name().to_bytes()) {
+            Some(fd) if fd != own => each(fd),
+            _ => {}
+        }
+    }
+    Some(())
+}
+
+/// What `/proc/self/fd` lists: which of 0, 1 and 2 are open, and the
+/// others; `None` when it cannot be read (no `/proc`).
+fn list_open() -> Option<([bool; 3], Extra)> {
     let mut stdio = [false; 3];
     let mut extra = Extra {
         numbers: [0; MAX_EXTRA_FDS],
         count: 0,
     };
-    // An entry is 24 to 32 bytes: room for a hundred at a time.
-    let mut buf = [MaybeUninit::uninit(); 3072];
-    let mut entries = RawDir::new(&dir, &mut buf);
-    while let Some(entry) = entries.next() {
-        let entry = entry.ok()?;
-        let Some(fd) = decimal(entry.file_name().to_bytes()) else {
-            continue; // `.` and `..`
-        };
-        match fd {
-            _ if fd == own => {}
-            0..=2 => stdio[fd as usize] = true,
-            _ => {
-                if let Some(slot) = extra.numbers.get_mut(extra.count) {
-                    *slot = fd;
-                }
-                extra.count += 1;
+    each_open(|fd| match fd {
+        0..=2 => stdio[fd as usize] = true,
+        _ => {
+            if let Some(slot) = extra.numbers.get_mut(extra.count) {
+                *slot = fd;
             }
+            extra.count += 1;
         }
-    }
+    })?;
     // The kernel lists descriptors in order; the protocol requires it, so
     // it is not taken on trust (an insertion sort of sorted numbers is one
     // pass).
@@ -102,9 +111,9 @@ fn list_open() -> Option<([bool; 3], Extra)> {
     Some((stdio, extra))
 }
 
-/// The value of a decimal number of at most nine digits, the only names
+/// The value of a decimal number of at most nine digits, such as the names
 /// `/proc/self/fd` holds besides `.` and `..`.
-fn decimal(name: &[u8]) -> Option<u32> {
+pub fn decimal(name: &[u8]) -> Option<u32> {
     if name.is_empty() || name.len() > 9 {
         return None;
     }

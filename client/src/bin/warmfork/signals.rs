@@ -15,11 +15,19 @@
 //! `os.system("make")` stops on Ctrl-C and a child pauses on Ctrl-Z as
 //! under python. So does SIGCONT, which `fg` and `bg` send to the whole job.
 //! A signal sent with `kill` to the client goes to the worker alone.
+//!
+//! A pidfd names a process group only from Linux 6.9. Before, the group is
+//! named by its number: the worker's pid (it leads its own session, so its
+//! group cannot change), as the pidfd's `fdinfo` gives it while the worker
+//! has not been reaped, so never a number since given to another process.
 
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
+use warmfork::socket_path::Decimal;
 
+use crate::cstr::CBuf;
+use crate::request::decimal;
 use crate::syscall::{self, SigSet, bit};
 
 /// Signals the program gets exactly as the client got them: every signal
@@ -186,14 +194,44 @@ impl Forwarder {
     }
 }
 
-/// Sends signal `number` to the worker, or to its process group; a kernel
-/// older than 6.9, which cannot signal a group through a pidfd, signals the
-/// worker alone.
+/// Sends signal `number` to the worker, or to its process group (by number
+/// before Linux 6.9, see the top of this file).
 fn send(worker: BorrowedFd<'_>, number: i32, to_group: bool) {
-    if to_group && syscall::pidfd_send_signal(worker, number, true).is_ok() {
-        return;
+    if to_group {
+        match syscall::pidfd_send_signal(worker, number, true) {
+            Ok(()) => return,
+            Err(rustix::io::Errno::INVAL) => {
+                if pid_of(worker).is_some_and(|pid| syscall::kill_group(pid, number).is_ok()) {
+                    return;
+                }
+            }
+            Err(_) => {}
+        }
     }
     let _ = syscall::pidfd_send_signal(worker, number, false);
+}
+
+/// The pid of the process behind `pidfd`, as this process's `/proc` numbers
+/// it (the `Pid:` line of the pidfd's `fdinfo`); `None` when that cannot be
+/// read, or the process is in no pid namespace this one sees (the line says
+/// 0) or has been reaped (-1). The number is the process's own until it is
+/// reaped: a zombie keeps it.
+fn pid_of(pidfd: BorrowedFd<'_>) -> Option<u32> {
+    let fd = Decimal::of(pidfd.as_raw_fd() as u32);
+    let path = CBuf::<32>::join(&[b"/proc/self/fdinfo/", fd.as_bytes()])?;
+    let file = rustix::fs::open(
+        path.as_c_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    // A pidfd's fdinfo is six short lines.
+    let mut info = [0u8; 512];
+    let len = rustix::io::read(&file, &mut info).ok()?;
+    let line = info[..len]
+        .split(|&byte| byte == b'\n')
+        .find_map(|line| line.strip_prefix(b"Pid:"))?;
+    decimal(line.trim_ascii()).filter(|&pid| pid > 0)
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes

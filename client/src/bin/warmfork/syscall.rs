@@ -150,6 +150,18 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32, to_group: bool) -> 
     result(ret).map(drop)
 }
 
+/// `kill(-group, signal)`: sends `signal` to every process of a group.
+pub fn kill_group(group: u32, signal: i32) -> Result<(), Errno> {
+    // Group 0 or 1 would mean this process's own group, or every process.
+    if group < 2 || group > i32::MAX as u32 {
+        return Err(Errno::INVAL);
+    }
+    let target = -(group as i32);
+    // SAFETY: no pointer is passed.
+    let ret = unsafe { syscall4(nr::KILL, target as usize, signal as usize, 0, 0) };
+    result(ret).map(drop)
+}
+
 /// `kill(getpid(), signal)`: raises `signal` on this process. Raw for the
 /// same reason as [`pidfd_send_signal`].
 pub fn raise(signal: i32) -> Result<(), Errno> {
@@ -160,11 +172,12 @@ pub fn raise(signal: i32) -> Result<(), Errno> {
 }
 
 /// `close_range(first, ~0, 0)` (Linux 5.9): closes every descriptor from
-/// `first` on. Before 5.9 it fails and closes nothing.
-pub fn close_from(first: u32) {
+/// `first` on. Before 5.9 it fails (`ENOSYS`) and closes nothing.
+pub fn close_range_from(first: u32) -> Result<(), Errno> {
     // SAFETY: no pointer is passed; closing descriptors is the caller's
     // intent (a child about to exec).
-    let _ = unsafe { syscall4(nr::CLOSE_RANGE, first as usize, u32::MAX as usize, 0, 0) };
+    let ret = unsafe { syscall4(nr::CLOSE_RANGE, first as usize, u32::MAX as usize, 0, 0) };
+    result(ret).map(drop)
 }
 
 /// `execve`—replaces this process with the program at `path`. Returns only
