@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,38 @@ def test_more_descriptors_than_a_run_can_pass_is_the_clients_own_failure(server:
     assert b"251 descriptors besides 0, 1 and 2 are open" in ours.stderr
     fallback = bash(server, f"{opens}; WARMFORK_FALLBACK=python3 $W -c 'import os; print(os.path.exists(\"/dev/fd/260\"))'")
     assert (fallback.returncode, fallback.stdout) == (0, b"True\n")
+
+
+def test_a_server_started_with_few_descriptors_takes_a_client_passing_many(tmp_path: Path) -> None:
+    # A request holds the client's descriptors in the server until a worker
+    # takes them: the server raises its soft limit to the hard one (the
+    # program gets the client's limit, see test_e2e_process.py).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= 1024, "the test needs a hard descriptor limit of 1024 or more"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))
+    try:
+        srv = start_server(tmp_path, "--pool", "1")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    files = [os.open(os.devnull, os.O_RDONLY) for _ in range(200)]
+    try:
+        program = f"import os; print(sum(int(fd) < {HIGH_FD} for fd in os.listdir('/dev/fd')))"
+        done = srv.run("-c", program, pass_fds=files)
+        assert (done.returncode, done.stderr) == (0, b""), done.stderr
+        # The client's 203 descriptors, and the listing's own.
+        assert done.stdout == b"204\n"
+        assert soft_descriptor_limit(srv.process.pid) == min(hard, 65536)
+    finally:
+        for fd in files:
+            os.close(fd)
+        stop_when_idle(srv)
+
+
+def soft_descriptor_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no descriptor limit for {pid}")
 
 
 def test_a_descriptor_the_server_inherited_is_not_the_programs(tmp_path: Path) -> None:

@@ -13,6 +13,42 @@
 
 use libc::{c_int, pid_t, rlimit};
 
+/// The server's descriptor limit as it was started with, once
+/// [`raise_descriptor_limit`] has raised it.
+static STARTED_WITH_NOFILE: std::sync::OnceLock<rlimit> = std::sync::OnceLock::new();
+
+/// The most descriptors the server asks for.
+const SERVER_NOFILE: libc::rlim_t = 65536;
+
+/// Raises the server's soft limit on open descriptors to its hard limit (at
+/// most [`SERVER_NOFILE`]). A waiting client's request holds up to 253 of
+/// them until a worker takes it, so under the usual soft limit of 1024 four
+/// clients at once could make everyone else wait for theirs. The programs
+/// are not concerned: a worker takes the client's limits, or, when it
+/// cannot read them, goes back to those the server was started with
+/// ([`restore_descriptor_limit`]), as does a fresh server replacing this
+/// one.
+pub fn raise_descriptor_limit() {
+    let Some(started) = limit(0, libc::RLIMIT_NOFILE as c_int) else {
+        return;
+    };
+    let raised = rlimit {
+        rlim_cur: started.rlim_max.min(SERVER_NOFILE),
+        rlim_max: started.rlim_max,
+    };
+    if raised.rlim_cur > started.rlim_cur && set_limit(libc::RLIMIT_NOFILE as c_int, raised) {
+        let _ = STARTED_WITH_NOFILE.set(started);
+    }
+}
+
+/// In a child about to exec a fresh server, or a worker that cannot read
+/// its client's limit: the descriptor limit the server was started with.
+pub fn restore_descriptor_limit() {
+    if let Some(started) = STARTED_WITH_NOFILE.get() {
+        set_limit(libc::RLIMIT_NOFILE as c_int, *started);
+    }
+}
+
 /// Every resource `getrlimit` knows (`RLIMIT_CPU` .. `RLIMIT_RTTIME`).
 const RESOURCES: std::ops::Range<c_int> = 0..16;
 
@@ -39,11 +75,14 @@ impl Own {
 /// and affinity of process `client`; what fails is left as it was.
 pub fn adopt(client: pid_t, own: &Own) {
     if client <= 0 {
+        restore_descriptor_limit();
         return;
     }
     for (resource, ours) in RESOURCES.zip(&own.limits) {
-        if let (Some(theirs), Some(ours)) = (limit(client, resource), ours) {
-            adopt_limit(resource, theirs, *ours);
+        match (limit(client, resource), ours) {
+            (Some(theirs), Some(ours)) => adopt_limit(resource, theirs, *ours),
+            _ if resource == libc::RLIMIT_NOFILE as c_int => restore_descriptor_limit(),
+            _ => {}
         }
     }
     if let Some(theirs) = priority(client).filter(|theirs| Some(*theirs) != own.priority) {
@@ -123,4 +162,42 @@ fn cpu_sets_equal(a: &libc::cpu_set_t, b: &libc::cpu_set_t) -> bool {
         )
     };
     bytes(a) == bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_limit_is_raised_to_the_hard_one_and_restored() {
+        let nofile = libc::RLIMIT_NOFILE as c_int;
+        let hard = limit(0, nofile).expect("the descriptor limit").rlim_max;
+        assert!(hard > 100, "the test needs a hard limit above 100");
+        // In a child: the limits and the record of them are per process.
+        // SAFETY: the child makes only system calls (and sets a OnceLock no
+        // other thread of its own can hold), then `_exit`s.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let low = rlimit {
+                rlim_cur: 100,
+                rlim_max: hard,
+            };
+            let soft = || limit(0, nofile).map(|l| l.rlim_cur);
+            let raised = set_limit(nofile, low) && {
+                raise_descriptor_limit();
+                soft() == Some(hard.min(SERVER_NOFILE))
+            };
+            restore_descriptor_limit();
+            let restored = soft() == Some(100);
+            // SAFETY: ends the child without running the test harness's code.
+            unsafe { libc::_exit(i32::from(raised) + 2 * i32::from(restored)) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(libc::WIFEXITED(status));
+        let code = libc::WEXITSTATUS(status);
+        assert!(code & 1 != 0, "not raised to the hard limit");
+        assert!(code & 2 != 0, "not restored to 100");
+    }
 }

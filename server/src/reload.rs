@@ -436,6 +436,7 @@ fn spawn_replacement(
             let names = CString::new(FD_NAMES).unwrap_or_default();
             libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
             libc::setenv(READY_FD_VAR.as_ptr(), c"5".as_ptr(), 1);
+            crate::limits::restore_descriptor_limit();
             libc::execv(program.as_ptr(), argv.as_ptr());
             let message = format!("{cannot_exec}: {}\n", std::io::Error::last_os_error());
             libc::write(2, message.as_ptr().cast(), message.len());

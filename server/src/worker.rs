@@ -129,7 +129,17 @@ pub fn idle(
         match job.read(&channel) {
             Progress::Pending => {}
             Progress::Complete => break,
-            Progress::Closed | Progress::Refused(..) => exit(0),
+            Progress::Closed => exit(0),
+            // The hand-off failed here (the worker could not take all the
+            // client's descriptors): tell the client, if its connection
+            // came through, rather than let the server report this
+            // worker's exit as the program's.
+            Progress::Refused(code, message) => {
+                if let Some(connection) = job.into_parts().1.first() {
+                    fail(connection.as_raw_fd(), code, &message);
+                }
+                exit(1)
+            }
         }
     }
     // The program must not see it; a worker takes one request.
