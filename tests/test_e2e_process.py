@@ -107,9 +107,21 @@ print(libc.mallinfo2().fsmblks > before)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="fast bins are glibc's")
-def test_the_program_gets_glibcs_fast_bins_like_python(server, tmp_path: Path) -> None:
-    out = assert_same_as_python(server, "-c", FAST_BINS, cwd=tmp_path)
-    assert out.stdout == b"True\n"
+@pytest.mark.parametrize(
+    ("tunables", "fast"),
+    [
+        (None, True),
+        ("glibc.malloc.mxfast=0", False),
+        ("glibc.malloc.check=0:glibc.malloc.mxfast=0x60", True),
+        ("glibc.malloc.mxfast=1000", True),  # above glibc's largest: ignored
+    ],
+)
+def test_the_program_gets_glibcs_fast_bins_like_python(
+    server, tmp_path: Path, tunables: str | None, fast: bool
+) -> None:
+    env = {"GLIBC_TUNABLES": tunables} if tunables else None
+    out = assert_same_as_python(server, "-c", FAST_BINS, env=env, cwd=tmp_path)
+    assert out.stdout == f"{fast}\n".encode()
 
 
 def test_pythonpath_in_the_clients_environment_is_on_sys_path(server, tmp_path: Path) -> None:

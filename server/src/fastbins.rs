@@ -13,8 +13,9 @@
 //! So the warm server empties its fast bins once and keeps them off
 //! (`M_MXFAST` 0; `mallopt` consolidates before it changes the limit), and a
 //! worker turns them back on just before the program runs, at the limit the
-//! server started with, so that the program's allocator behaves as under
-//! python. Elsewhere than glibc both steps do nothing.
+//! client's environment gives (glibc's default, or a `glibc.malloc.mxfast`
+//! tunable in `GLIBC_TUNABLES`), so that the program's allocator behaves as
+//! under python. Elsewhere than glibc both steps do nothing.
 
 /// Empties the fast bins and keeps them off in this process and the workers
 /// it forks (until [`restore`]). Call once, when the server is warm.
@@ -26,20 +27,22 @@ pub fn stop() {
     }
 }
 
-/// In a worker about to run a program: turns the fast bins back on, at
-/// glibc's default or at the `glibc.malloc.mxfast` tunable the server was
-/// started with.
+/// In a worker about to run a program, its environment already the
+/// client's: turns the fast bins back on as python would have them, at the
+/// `glibc.malloc.mxfast` tunable of `GLIBC_TUNABLES`, or at glibc's default
+/// when there is none or glibc would ignore it (above its largest limit).
 pub fn restore() {
     #[cfg(target_env = "gnu")]
     {
         let tunables = std::env::var_os("GLIBC_TUNABLES");
-        let limit = tunables
+        let tuned = tunables
             .as_deref()
-            .and_then(|value| mxfast(value.as_encoded_bytes()))
-            .unwrap_or(DEFAULT_MXFAST);
-        // SAFETY: as in `stop`.
+            .and_then(|value| mxfast(value.as_encoded_bytes()));
+        // SAFETY: as in `stop`; `mallopt` returns 0 for a limit it refuses.
         unsafe {
-            libc::mallopt(libc::M_MXFAST, limit);
+            if tuned.is_none_or(|limit| libc::mallopt(libc::M_MXFAST, limit) == 0) {
+                libc::mallopt(libc::M_MXFAST, DEFAULT_MXFAST);
+            }
         }
     }
 }
@@ -49,14 +52,25 @@ pub fn restore() {
 const DEFAULT_MXFAST: libc::c_int = 64 * size_of::<usize>() as libc::c_int / 4;
 
 /// The `glibc.malloc.mxfast` setting of a `GLIBC_TUNABLES` value
-/// (`name=value` pairs separated by colons), if it sets it to a number.
+/// (`name=value` pairs separated by colons), if it sets it to a number,
+/// written as glibc reads numbers there: decimal, `0x` hexadecimal, or
+/// octal after a leading 0.
 #[cfg(any(test, target_env = "gnu"))]
 fn mxfast(tunables: &[u8]) -> Option<libc::c_int> {
-    tunables
+    let value = tunables
         .split(|&byte| byte == b':')
         .filter_map(|pair| pair.strip_prefix(b"glibc.malloc.mxfast="))
-        .next_back()
-        .and_then(|value| std::str::from_utf8(value).ok()?.parse().ok())
+        .next_back()?;
+    let value = std::str::from_utf8(value).ok()?;
+    let (digits, radix) = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => (hex, 16),
+        None if value.len() > 1 && value.starts_with('0') => (&value[1..], 8),
+        None => (value, 10),
+    };
+    libc::c_int::try_from(u32::from_str_radix(digits, radix).ok()?).ok()
 }
 
 #[cfg(test)]
@@ -105,5 +119,9 @@ mod tests {
             None
         );
         assert_eq!(mxfast(b"glibc.malloc.mxfast=lots"), None);
+        assert_eq!(mxfast(b"glibc.malloc.mxfast=0x60"), Some(96));
+        assert_eq!(mxfast(b"glibc.malloc.mxfast=0140"), Some(96));
+        assert_eq!(mxfast(b"glibc.malloc.mxfast=0"), Some(0));
+        assert_eq!(mxfast(b"glibc.malloc.mxfast=-8"), None);
     }
 }

@@ -131,9 +131,10 @@ pub fn idle(
             Progress::Complete => break,
             Progress::Closed => exit(0),
             // The hand-off failed here (the worker could not take all the
-            // client's descriptors): tell the client, if its connection
-            // came through, rather than let the server report this
-            // worker's exit as the program's.
+            // client's descriptors, which a worker holding fewer than the
+            // server should never meet): tell the client, if its
+            // connection came through, before the server reports this
+            // worker's exit; otherwise the client gets that exit, 1.
             Progress::Refused(code, message) => {
                 if let Some(connection) = job.into_parts().1.first() {
                     fail(connection.as_raw_fd(), code, &message);

@@ -19,7 +19,11 @@
 //! A pidfd names a process group only from Linux 6.9. Before, the group is
 //! named by its number: the worker's pid (it leads its own session, so its
 //! group cannot change), as the pidfd's `fdinfo` gives it while the worker
-//! has not been reaped, so never a number since given to another process.
+//! has not been reaped, so not a recycled number when it is read (a worker
+//! reaped between that read and the signal would have to see its number
+//! given to another group leader in between). A `/proc` of another pid
+//! namespace numbers processes differently: then the worker alone is
+//! signalled.
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
@@ -211,12 +215,15 @@ fn send(worker: BorrowedFd<'_>, number: i32, to_group: bool) {
     let _ = syscall::pidfd_send_signal(worker, number, false);
 }
 
-/// The pid of the process behind `pidfd`, as this process's `/proc` numbers
-/// it (the `Pid:` line of the pidfd's `fdinfo`); `None` when that cannot be
-/// read, or the process is in no pid namespace this one sees (the line says
-/// 0) or has been reaped (-1). The number is the process's own until it is
-/// reaped: a zombie keeps it.
+/// The pid of the process behind `pidfd` (the `Pid:` line of the pidfd's
+/// `fdinfo`); `None` when that cannot be read, when `/proc` numbers
+/// processes otherwise than this process does, or when the process is in no
+/// pid namespace this one sees (the line says 0) or has been reaped (-1).
+/// The number is the process's own until it is reaped: a zombie keeps it.
 fn pid_of(pidfd: BorrowedFd<'_>) -> Option<u32> {
+    if !proc_is_ours() {
+        return None;
+    }
     let fd = Decimal::of(pidfd.as_raw_fd() as u32);
     let path = CBuf::<32>::join(&[b"/proc/self/fdinfo/", fd.as_bytes()])?;
     let file = rustix::fs::open(
@@ -232,6 +239,18 @@ fn pid_of(pidfd: BorrowedFd<'_>) -> Option<u32> {
         .split(|&byte| byte == b'\n')
         .find_map(|line| line.strip_prefix(b"Pid:"))?;
     decimal(line.trim_ascii()).filter(|&pid| pid > 0)
+}
+
+/// Whether `/proc` numbers processes as this process does; it does not
+/// when it was mounted for another pid namespace (`unshare -p` without
+/// `--mount-proc`, a container given the host's `/proc`).
+fn proc_is_ours() -> bool {
+    let pid = Decimal::of(rustix::process::getpid().as_raw_nonzero().get() as u32);
+    let mut link = [0u8; 16];
+    matches!(
+        rustix::fs::readlinkat_raw(rustix::fs::CWD, c"/proc/self", &mut link[..]),
+        Ok(len) if link.get(..len) == Some(pid.as_bytes())
+    )
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes
