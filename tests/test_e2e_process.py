@@ -124,6 +124,14 @@ def test_the_program_gets_glibcs_fast_bins_like_python(
     assert out.stdout == f"{fast}\n".encode()
 
 
+@pytest.mark.parametrize("tz", ["JST-9", "EST+5EDT,M3.2.0/2,M11.1.0/2", "UTC0"])
+def test_the_clients_time_zone_is_the_programs(server, tmp_path: Path, tz: str) -> None:
+    # POSIX TZ strings: no time zone database needed.
+    program = "import time; print(time.tzname, time.timezone, time.strftime('%H:%M %Z', time.localtime(0)))"
+    out = assert_same_as_python(server, "-c", program, env={"TZ": tz}, cwd=tmp_path)
+    assert out.stdout.split()[-1] == tz[:3].encode()
+
+
 def test_pythonpath_in_the_clients_environment_is_on_sys_path(server, tmp_path: Path) -> None:
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "wf_helper.py").write_text("NAME = 'found'\n")
