@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 
 mod descriptors;
 mod fastbins;
+mod handover;
 mod hugepages;
 mod incoming;
 mod limits;

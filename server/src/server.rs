@@ -147,7 +147,7 @@ pub fn serve(
     };
     crate::limits::raise_descriptor_limit();
     // Before the first fork, so no worker holds the pipe.
-    reload::report_ready(ready, listener);
+    crate::handover::report_ready(ready, listener);
     server.refill();
     loop {
         match server.turn() {
