@@ -16,7 +16,7 @@ from . import _native, _worker
 from .errors import ServerError
 
 # LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
-# matches FD_NAMES in server/src/reload.rs.
+# matches FD_NAMES in server/src/handover.rs.
 _HANDOVER_NAMES = "warmfork:warmfork-lock"
 
 #: A fresh server replacing this one after an edit may take this many times
@@ -199,7 +199,7 @@ def _activation_fds() -> tuple[int, int | None] | None:
 
 def _ready_fd() -> int | None:
     """The descriptor on which a server started to replace another reports
-    that it is ready (``WARMFORK_READY_FD``; see server/src/reload.rs). The
+    that it is ready (``WARMFORK_READY_FD``; see server/src/handover.rs). The
     variable is removed and the descriptor kept from anything this process
     starts, so that only this server can report."""
     value = os.environ.pop("WARMFORK_READY_FD", None)
