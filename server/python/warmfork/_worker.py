@@ -22,13 +22,12 @@ import gc
 import os
 import signal
 import sys
-import time
 import types
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _stdio
+from . import _inherited, _stdio
 from .errors import Unsupported
 
 if TYPE_CHECKING:
@@ -382,12 +381,8 @@ def _ignore(signals: int) -> None:
 
 def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:
     os.umask(umask)
-    server_tz = os.environb.get(b"TZ")
     _set_environ(env)
-    if os.environb.get(b"TZ") != server_tz:
-        # The C library and the time module read TZ once, at start-up: the
-        # server's. (The C environment is already the client's.)
-        time.tzset()
+    _inherited.refresh()
     sys.argv = [os.fsdecode(arg) for arg in argv]
     _stdio.set_up()
 
