@@ -1,7 +1,7 @@
 """What python derives from its environment once and keeps (the temporary
-directory, the time zone search path, the user base) comes from the
-client's environment, not from the server's, even when the server's
-warm-up has already filled those caches."""
+directory, the time zone search path, the user base, the warning filters of
+PYTHONWARNINGS) comes from the client's environment, not from the server's,
+even when the server's warm-up has already filled those caches."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ zoneinfo.ZoneInfo("UTC")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose environment names its own temporary directory, time
-    zone path and user base, and whose warm-up has used them all."""
+    zone path, user base and warning filters, and whose warm-up has used
+    them all."""
     home = tmp_path_factory.mktemp("server")
     (home / "tmp").mkdir()
     (home / "warm.py").write_text(_WARMUP)
@@ -35,6 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         patch.setenv("TMPDIR", os.fspath(home / "tmp"))
         patch.setenv("PYTHONTZPATH", "/usr/share/zoneinfo")
         patch.setenv("PYTHONUSERBASE", os.fspath(home / "userbase"))
+        patch.setenv("PYTHONWARNINGS", "error::UserWarning")
         srv = start_server(home, "--warmup", os.fspath(home / "warm.py"))
     yield srv
     stop_when_idle(srv)
@@ -67,3 +69,11 @@ def test_the_user_base_is_the_clients(server, tmp_path: Path) -> None:
     )
     assert_same_as_python(server, "-c", program, env={"PYTHONUSERBASE": os.fspath(tmp_path)}, cwd=tmp_path)
     assert_same_as_python(server, "-c", program, env={"HOME": os.fspath(tmp_path)}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("warnings", [None, "ignore", "error::UserWarning"])
+def test_the_servers_pythonwarnings_does_not_apply_to_the_program(server, tmp_path: Path, warnings: str | None) -> None:
+    program = "import sys, warnings; warnings.warn('careful'); print('went on', sys.warnoptions)"
+    env = {} if warnings is None else {"PYTHONWARNINGS": warnings}
+    assert_same_as_python(server, "-c", program, env=env, cwd=tmp_path)
+    assert_same_as_python(server, "-W", "always", "-c", program, env=env, cwd=tmp_path)

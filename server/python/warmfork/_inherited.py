@@ -5,7 +5,8 @@ A fresh python reads some variables once, at start-up or when a module
 first needs them, and keeps what it found: the C library and ``time`` read
 ``TZ``, ``tempfile`` caches the directory ``TMPDIR`` names, ``zoneinfo``
 its search path (``PYTHONTZPATH``) and the zones it loaded, ``site`` and
-``sysconfig`` the user base (``PYTHONUSERBASE``, ``HOME``). A worker is a copy of the
+``sysconfig`` the user base (``PYTHONUSERBASE``, ``HOME``), ``warnings``
+the filters of ``-W`` and ``PYTHONWARNINGS``. A worker is a copy of the
 server, so it holds the server's. Each is redone here only when the
 variables it depends on differ between client and server, and only if the
 server has it at all: a worker's cost is the memory pages it writes.
@@ -32,12 +33,14 @@ _USER_BASE_VARIABLES = (b"PYTHONUSERBASE", b"HOME")
 # those variables.
 _caches: tuple[tuple[tuple[bytes, ...], Callable[[], None]], ...] = (((b"TZ",), time.tzset),)
 _server_values: dict[bytes, bytes | None] = {b"TZ": os.environb.get(b"TZ")}
+# The `warnings` filters the server's own -W and PYTHONWARNINGS made.
+_server_warning_filters: tuple[object, ...] = ()
 
 
 def note_server_state() -> None:
     """Remember, just before the server serves, which of these caches it
     holds and the variables they came from."""
-    global _caches
+    global _caches, _server_warning_filters
     caches: list[tuple[tuple[bytes, ...], Callable[[], None]]] = [((b"TZ",), time.tzset)]
     if _tempdir_is_from_environment():
         caches.append((_TEMPDIR_VARIABLES, _forget_tempdir))
@@ -48,6 +51,7 @@ def note_server_state() -> None:
         caches.append((_USER_BASE_VARIABLES, _recompute_user_base))
     _caches = tuple(caches)
     _server_values.update((name, os.environb.get(name)) for variables, _ in _caches for name in variables)
+    _server_warning_filters = _filters_of(sys.warnoptions)
 
 
 def refresh() -> None:
@@ -58,6 +62,42 @@ def refresh() -> None:
     for variables, redo in _caches:
         if any(data.get(name) != _server_values[name] for name in variables):
             redo()
+
+
+def drop_server_warning_options() -> None:
+    """Take out of ``warnings.filters`` what the server's own ``-W`` options
+    and ``PYTHONWARNINGS`` put there, before the run's are applied."""
+    if not _server_warning_filters:
+        return
+    import warnings
+
+    for item in _server_warning_filters:
+        try:
+            warnings.filters.remove(item)
+        except ValueError:  # the warm-up took it out itself
+            continue
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def _filters_of(options: list[str]) -> tuple[object, ...]:
+    """The filters ``warnings`` makes of ``options``, as at start-up, made
+    without keeping them (the option errors it reports were reported when
+    the server started)."""
+    warnings = sys.modules.get("warnings")
+    if not options or warnings is None:
+        return ()
+    filters = warnings.filters
+    kept, filters[:] = filters[:], []
+    try:
+        for option in options:
+            try:
+                warnings._setoption(option)  # type: ignore[attr-defined]
+            except warnings._OptionError:  # type: ignore[attr-defined]
+                continue
+        return tuple(filters)
+    finally:
+        filters[:] = kept
+        warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
 def _tempdir_is_from_environment() -> bool:
