@@ -91,8 +91,9 @@ def note_server_modules() -> None:
 def prepare() -> None:
     """Everything a worker can do before it has a request: give signals the
     dispositions a fresh CPython has, let go of the server's signal wake-up
-    pipe and, if the server cached import finders since it last dropped
-    those of relative ``sys.path`` entries, drop them.
+    pipe, if the server cached import finders since it last dropped those
+    of relative ``sys.path`` entries, drop them, and give multiprocessing a
+    key of its own.
 
     A worker's cost is dominated by the memory pages it writes, each one
     copied from the server on first write (about 3 µs each on the
@@ -111,6 +112,11 @@ def prepare() -> None:
         os.close(wakeup)
     if len(sys.path_importer_cache) != _finders_kept:
         forget_relative_finders()
+    # A fresh python's multiprocessing draws a secret key for its process
+    # when imported; its fork handlers leave it alone, so that children share it.
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None:
+        process.current_process().authkey = os.urandom(32)
 
 
 def run(
