@@ -206,6 +206,18 @@ def test_random_differs_between_runs(server, tmp_path: Path) -> None:
     assert len(outputs) == 4
 
 
+def test_each_run_has_its_own_multiprocessing_authkey(tmp_path: Path) -> None:
+    # python makes one when multiprocessing is imported; a worker's import
+    # happened in the server, and multiprocessing's children share theirs.
+    own = start_server(tmp_path, "--preload", "multiprocessing")
+    program = "import multiprocessing; print(bytes(multiprocessing.current_process().authkey).hex())"
+    try:
+        keys = {warmfork(own, "-c", program, cwd=tmp_path).stdout for _ in range(3)}
+    finally:
+        stop_when_idle(own)
+    assert len(keys) == 3
+
+
 def test_each_run_gets_its_own_process(server, tmp_path: Path) -> None:
     pids = [int(warmfork(server, "-c", "import os; print(os.getpid())", cwd=tmp_path).stdout) for _ in range(4)]
     assert len(set(pids)) == 4

@@ -22,13 +22,12 @@ import gc
 import os
 import signal
 import sys
-import time
 import types
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _stdio
+from . import _inherited, _stdio
 from .errors import Unsupported
 
 if TYPE_CHECKING:
@@ -92,8 +91,9 @@ def note_server_modules() -> None:
 def prepare() -> None:
     """Everything a worker can do before it has a request: give signals the
     dispositions a fresh CPython has, let go of the server's signal wake-up
-    pipe and, if the server cached import finders since it last dropped
-    those of relative ``sys.path`` entries, drop them.
+    pipe, if the server cached import finders since it last dropped those
+    of relative ``sys.path`` entries, drop them, and give multiprocessing a
+    key of its own.
 
     A worker's cost is dominated by the memory pages it writes, each one
     copied from the server on first write (about 3 µs each on the
@@ -112,6 +112,11 @@ def prepare() -> None:
         os.close(wakeup)
     if len(sys.path_importer_cache) != _finders_kept:
         forget_relative_finders()
+    # A fresh python's multiprocessing draws a secret key for its process
+    # when imported; its fork handlers leave it alone, so that children share it.
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None:
+        process.current_process().authkey = os.urandom(32)
 
 
 def run(
@@ -382,12 +387,8 @@ def _ignore(signals: int) -> None:
 
 def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:
     os.umask(umask)
-    server_tz = os.environb.get(b"TZ")
     _set_environ(env)
-    if os.environb.get(b"TZ") != server_tz:
-        # The C library and the time module read TZ once, at start-up: the
-        # server's. (The C environment is already the client's.)
-        time.tzset()
+    _inherited.refresh()
     sys.argv = [os.fsdecode(arg) for arg in argv]
     _stdio.set_up()
 

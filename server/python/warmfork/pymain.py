@@ -38,7 +38,7 @@ import types
 import warnings
 from collections.abc import Callable
 
-from . import _stdio, _worker, pyoptions
+from . import _inherited, _stdio, _worker, pyoptions
 from .errors import Unsupported
 
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
@@ -162,6 +162,7 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
 
         tracemalloc.start(config.tracemalloc)
     sys.warnoptions[:] = config.warnoptions
+    _inherited.drop_server_warning_options()
     warnings._processoptions(config.warnoptions)  # type: ignore[attr-defined]  # what importing warnings does
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import _native, _worker
+from . import _inherited, _native, _worker
 from .errors import ServerError
 
 # LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
@@ -111,6 +111,7 @@ def serve(
             on_ready()
         _worker.forget_relative_finders()
         _worker.note_server_modules()
+        _inherited.note_server_state()
         watched = _watched_files(warmup) if reload else []
         changed = _changed_since(watched, started_at)
         still_inherited = [fd for fd, identity in inherited.items() if _identity(fd) == identity]

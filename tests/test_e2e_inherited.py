@@ -1,0 +1,79 @@
+"""What python derives from its environment once and keeps (the temporary
+directory, the time zone search path, the user base, the warning filters of
+PYTHONWARNINGS) comes from the client's environment, not from the server's,
+even when the server's warm-up has already filled those caches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Server, start_server
+from support.differential import assert_same_as_python
+from support.server_process import stop_when_idle
+
+_WARMUP = """\
+import site, sysconfig, tempfile, zoneinfo
+tempfile.gettempdir()
+sysconfig.get_config_vars()
+site.getusersitepackages()
+zoneinfo.ZoneInfo("UTC")
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose environment names its own temporary directory, time
+    zone path, user base and warning filters, and whose warm-up has used
+    them all."""
+    home = tmp_path_factory.mktemp("server")
+    (home / "tmp").mkdir()
+    (home / "warm.py").write_text(_WARMUP)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", os.fspath(home / "tmp"))
+        patch.setenv("PYTHONTZPATH", "/usr/share/zoneinfo")
+        patch.setenv("PYTHONUSERBASE", os.fspath(home / "userbase"))
+        patch.setenv("PYTHONWARNINGS", "error::UserWarning")
+        srv = start_server(home, "--warmup", os.fspath(home / "warm.py"))
+    yield srv
+    stop_when_idle(srv)
+
+
+def test_tempfile_uses_the_clients_tmpdir(server, tmp_path: Path) -> None:
+    program = "import tempfile; print(tempfile.gettempdir(), tempfile.mkdtemp().startswith(tempfile.gettempdir()))"
+    out = assert_same_as_python(server, "-c", program, env={"TMPDIR": os.fspath(tmp_path)}, cwd=tmp_path)
+    assert out.stdout == f"{tmp_path} True\n".encode()
+
+
+def test_zoneinfo_searches_the_clients_pythontzpath(server, tmp_path: Path) -> None:
+    # A "UTC" on the client's path that is not UTC: the server's cached
+    # UTC must not be the answer.
+    shutil.copy("/usr/share/zoneinfo/Asia/Tokyo", tmp_path / "UTC")
+    program = (
+        "import zoneinfo, datetime\n"
+        "print(zoneinfo.TZPATH, datetime.datetime(2020, 1, 1, tzinfo=zoneinfo.ZoneInfo('UTC')).utcoffset())\n"
+    )
+    out = assert_same_as_python(server, "-c", program, env={"PYTHONTZPATH": os.fspath(tmp_path)}, cwd=tmp_path)
+    assert out.stdout.endswith(b"9:00:00\n")
+    assert_same_as_python(server, "-c", program, cwd=tmp_path)  # the default path
+
+
+def test_the_user_base_is_the_clients(server, tmp_path: Path) -> None:
+    program = (
+        "import site, sysconfig\n"
+        "print(site.USER_BASE, site.USER_SITE)\n"  # site sets them at start-up
+        "print(site.getuserbase(), site.getusersitepackages(), sysconfig.get_config_var('userbase'))\n"
+    )
+    assert_same_as_python(server, "-c", program, env={"PYTHONUSERBASE": os.fspath(tmp_path)}, cwd=tmp_path)
+    assert_same_as_python(server, "-c", program, env={"HOME": os.fspath(tmp_path)}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("warnings", [None, "ignore", "error::UserWarning"])
+def test_the_servers_pythonwarnings_does_not_apply_to_the_program(server, tmp_path: Path, warnings: str | None) -> None:
+    program = "import sys, warnings; warnings.warn('careful'); print('went on', sys.warnoptions)"
+    env = {} if warnings is None else {"PYTHONWARNINGS": warnings}
+    assert_same_as_python(server, "-c", program, env=env, cwd=tmp_path)
+    assert_same_as_python(server, "-W", "always", "-c", program, env=env, cwd=tmp_path)
