@@ -67,6 +67,37 @@ def test_os_environ_keeps_the_clients_order(server, tmp_path: Path) -> None:
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (0, b"['ZED', 'ALPHA', 'MID']\n")
 
 
+# Starts argv[1:] with an environment that names WF_TWICE twice, which no
+# mapping can express: a raw execve.
+EXEC_WITH_TWICE = """
+import ctypes, os, sys
+def array(items):
+    return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+argv = [os.fsencode(arg) for arg in sys.argv[1:]]
+env = [b"WF_TWICE=first", b"WF_TWICE=second", b"WARMFORK_SOCKET=" + os.environb[b"WARMFORK_SOCKET"]]
+ctypes.CDLL(None).execve(argv[0], array(argv), array(env))
+"""
+
+
+def test_of_a_name_the_environment_holds_twice_the_first_wins_as_in_python(server, tmp_path: Path) -> None:
+    program = (
+        "import os; print(os.environ['WF_TWICE'], os.getenv('WF_TWICE'), list(os.environ).count('WF_TWICE'))"
+    )
+    ours, theirs = (
+        subprocess.run(
+            [sys.executable, "-c", EXEC_WITH_TWICE, os.fspath(program_), "-c", program],
+            env={"WARMFORK_SOCKET": os.fspath(server.socket)},
+            capture_output=True,
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+        )
+        for program_ in (CLIENT, sys.executable)
+    )
+    assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+    assert ours.stdout == b"first first 1\n"
+
+
 def limited() -> None:
     """In the child about to run: the limits, priority and affinity that
     `ulimit`, `nice` and `taskset` would set."""
