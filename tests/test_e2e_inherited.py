@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Server, start_server
-from support.differential import assert_same_as_python
+from support.differential import assert_same_as_python, both
 from support.server_process import stop_when_idle
 
 _WARMUP = """\
@@ -36,7 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         patch.setenv("TMPDIR", os.fspath(home / "tmp"))
         patch.setenv("PYTHONTZPATH", "/usr/share/zoneinfo")
         patch.setenv("PYTHONUSERBASE", os.fspath(home / "userbase"))
-        patch.setenv("PYTHONWARNINGS", "error::UserWarning")
+        # The second equals one of the filters python starts with.
+        patch.setenv("PYTHONWARNINGS", "error::UserWarning,ignore::DeprecationWarning")
         srv = start_server(home, "--warmup", os.fspath(home / "warm.py"))
     yield srv
     stop_when_idle(srv)
@@ -61,6 +62,16 @@ def test_zoneinfo_searches_the_clients_pythontzpath(server, tmp_path: Path) -> N
     assert_same_as_python(server, "-c", program, cwd=tmp_path)  # the default path
 
 
+def test_a_relative_pythontzpath_entry_warns_only_a_program_that_imports_zoneinfo(server, tmp_path: Path) -> None:
+    env = {"PYTHONTZPATH": f"relative{os.pathsep}/usr/share/zoneinfo"}
+    out = assert_same_as_python(server, "-c", "print('ok')", env=env, cwd=tmp_path)
+    assert (out.stdout, out.stderr) == (b"ok\n", b"")
+    # A program that imports zoneinfo gets the same path; python also warns
+    # then, at the import, which a warm zoneinfo does not run again.
+    ours, theirs = both(server, "-c", "import zoneinfo; print(zoneinfo.TZPATH)", env=env, cwd=tmp_path)
+    assert ours.stdout == theirs.stdout == b"('/usr/share/zoneinfo',)\n"
+
+
 def test_the_user_base_is_the_clients(server, tmp_path: Path) -> None:
     program = (
         "import site, sysconfig\n"
@@ -77,3 +88,30 @@ def test_the_servers_pythonwarnings_does_not_apply_to_the_program(server, tmp_pa
     env = {} if warnings is None else {"PYTHONWARNINGS": warnings}
     assert_same_as_python(server, "-c", program, env=env, cwd=tmp_path)
     assert_same_as_python(server, "-W", "always", "-c", program, env=env, cwd=tmp_path)
+
+
+def test_a_default_filter_the_servers_options_repeated_stays_in_place(server, tmp_path: Path) -> None:
+    # The server's `ignore::DeprecationWarning` moved python's own filter of
+    # that name to the front; without it a library's DeprecationWarning
+    # would show.
+    program = (
+        "import warnings\n"
+        "warnings.warn_explicit('old', DeprecationWarning, 'lib.py', 1, module='lib')\n"
+        "print([f[0] for f in warnings.filters if f[2] is DeprecationWarning])\n"
+    )
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.stderr == b""
+
+
+def test_the_user_base_follows_the_clients_home(tmp_path: Path) -> None:
+    (tmp_path / "warm.py").write_text(_WARMUP)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("PYTHONUSERBASE", raising=False)
+        srv = start_server(tmp_path, "--warmup", os.fspath(tmp_path / "warm.py"))
+    try:
+        program = "import site, sysconfig; print(site.getuserbase(), site.USER_SITE, sysconfig.get_config_var('userbase'))"
+        home = tmp_path / "home"
+        out = assert_same_as_python(srv, "-c", program, env={"HOME": os.fspath(home)}, cwd=tmp_path)
+        assert out.stdout.startswith(f"{home}/.local ".encode())
+    finally:
+        stop_when_idle(srv)

@@ -18,6 +18,7 @@ server's; README's limitations say so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -57,11 +58,17 @@ def note_server_state() -> None:
 def refresh() -> None:
     """Redo, from ``os.environ`` (by now the client's), each cache whose
     variables the client has set otherwise than the server. (The C
-    environment already is the client's too, which ``time.tzset`` reads.)"""
+    environment already is the client's too, which ``time.tzset`` reads.)
+
+    A redo that fails (a warm-up may have replaced what it uses) leaves the
+    server's value: a run python would make must not fail here."""
     data = os.environ._data  # type: ignore[attr-defined]  # CPython's os._Environ store, bytes to bytes on POSIX
     for variables, redo in _caches:
-        if any(data.get(name) != _server_values[name] for name in variables):
-            redo()
+        for name in variables:
+            if data.get(name) != _server_values[name]:
+                with contextlib.suppress(Exception):
+                    redo()
+                break
 
 
 def drop_server_warning_options() -> None:
@@ -71,12 +78,35 @@ def drop_server_warning_options() -> None:
         return
     import warnings
 
+    filters = warnings.filters
     for item in _server_warning_filters:
         try:
-            warnings.filters.remove(item)
+            filters.remove(item)
         except ValueError:  # the warm-up took it out itself
             continue
+    # An option equal to one of the filters python starts with (say
+    # `ignore::DeprecationWarning`) moved that filter to the front rather
+    # than adding one: it goes back to its place among the defaults.
+    stock = _stock_filters()
+    for index, default in enumerate(stock):
+        if default in _server_warning_filters and default not in filters:
+            later = [filters.index(after) for after in stock[index + 1 :] if after in filters]
+            filters.insert(later[0] if later else len(filters), default)
     warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def _stock_filters() -> tuple[tuple[object, ...], ...]:
+    """The filters CPython 3.11's ``_warnings`` starts with, in order (none
+    in a debug build, which shows every warning)."""
+    if hasattr(sys, "gettotalrefcount"):
+        return ()
+    return (
+        ("default", None, DeprecationWarning, "__main__", 0),
+        ("ignore", None, DeprecationWarning, None, 0),
+        ("ignore", None, PendingDeprecationWarning, None, 0),
+        ("ignore", None, ImportWarning, None, 0),
+        ("ignore", None, ResourceWarning, None, 0),
+    )
 
 
 def _filters_of(options: list[str]) -> tuple[object, ...]:
@@ -118,8 +148,15 @@ def _forget_tempdir() -> None:
 
 def _reset_tzpath() -> None:
     """``zoneinfo.TZPATH`` from the client's ``PYTHONTZPATH``, and no zone
-    found on the server's path."""
-    sys.modules["zoneinfo._tzpath"].reset_tzpath()
+    found on the server's path. Relative entries are dropped as zoneinfo
+    drops them, but without its warning, which python gives only to a
+    program that imports zoneinfo, under the program's filters."""
+    tzpath = sys.modules["zoneinfo._tzpath"]
+    value = os.environ.get("PYTHONTZPATH")
+    if value is None:
+        tzpath.reset_tzpath()
+    else:
+        tzpath.reset_tzpath(to=tuple(entry for entry in value.split(os.pathsep) if os.path.isabs(entry)))
     zoneinfo = sys.modules.get("zoneinfo")
     if zoneinfo is not None:
         zoneinfo.ZoneInfo.clear_cache()

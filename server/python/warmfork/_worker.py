@@ -116,7 +116,8 @@ def prepare() -> None:
     # when imported; its fork handlers leave it alone, so that children share it.
     process = sys.modules.get("multiprocessing.process")
     if process is not None:
-        process.current_process().authkey = os.urandom(32)
+        with contextlib.suppress(Exception):  # a warm-up that broke it keeps its key
+            process.current_process().authkey = os.urandom(32)
 
 
 def run(
