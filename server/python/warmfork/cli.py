@@ -15,10 +15,38 @@ from pathlib import Path
 
 from . import _native, control, daemon
 from .errors import WarmforkError
-from .server import DEFAULT_GRACE, DEFAULT_POOL, serve
+from .server import DEFAULT_GRACE, DEFAULT_POOL, MAX_POOL, MAX_SECONDS, serve
 
 # Exit status after Ctrl-C, as for any program stopped by SIGINT.
 _EXIT_INTERRUPTED = 130
+
+
+def _pool_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_POOL:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_POOL}, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_SECONDS:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SECONDS:g} seconds, not {text}")
+    return value
+
+
+def _server_name(text: str) -> str:
+    if not text or "/" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot name a socket file: use the name the client is invoked by, such as sage"
+        )
+    return text
 
 
 def _add_socket_options(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +60,7 @@ def _add_socket_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--name",
         metavar="NAME",
+        type=_server_name,
         help="serve the socket NAME.sock, used by a client invoked as NAME (a symlink to warmfork); "
         "default: default",
     )
@@ -56,21 +85,21 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pool",
         metavar="N",
-        type=int,
+        type=_pool_size,
         default=DEFAULT_POOL,
         help=f"idle workers to keep forked in advance (default: {DEFAULT_POOL}; 0 forks on demand)",
     )
     parser.add_argument(
         "--request-timeout",
         metavar="SECONDS",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="how long a client has to send its request (default: 10)",
     )
     parser.add_argument(
         "--grace",
         metavar="SECONDS",
-        type=float,
+        type=_seconds,
         default=DEFAULT_GRACE,
         help=f"on SIGTERM or Ctrl-C, how long runs in progress may finish before they are killed "
         f"(default: {DEFAULT_GRACE:g}; a second signal ends them at once)",
@@ -103,7 +132,7 @@ def _control_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument(
             "--timeout",
             metavar="SECONDS",
-            type=float,
+            type=_seconds,
             default=60.0,
             help="how long to wait for the server to finish before killing it (default: 60)",
         )

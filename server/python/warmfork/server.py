@@ -9,6 +9,7 @@ import runpy
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -31,6 +32,14 @@ DEFAULT_GRACE = 10.0
 #: Idle workers kept ready by default: enough for a couple of parallel
 #: client loops; each costs little memory (its pages are shared).
 DEFAULT_POOL = 4
+
+#: The most idle workers a server keeps: each is a process holding up to
+#: 2 MiB of its own and two of the server's descriptors.
+MAX_POOL = 1024
+
+#: The longest ``request_timeout`` or ``grace``: a day, far beyond any use,
+#: and well within what the server's clock arithmetic holds.
+MAX_SECONDS = 86400.0
 
 # The warm-up file's globals: kept alive so what it loaded stays loaded.
 _warm_globals: dict[str, object] = {}
@@ -74,8 +83,13 @@ def serve(
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
-    if pool < 0:
-        raise ServerError(f"the pool size must be 0 or more, not {pool}")
+    # Checked before the socket is bound, so a bad value never leaves a
+    # server that says it serves and then exits.
+    if not 0 <= pool <= MAX_POOL:
+        raise ServerError(f"the pool size must be 0 to {MAX_POOL}, not {pool}")
+    for name, value in (("request_timeout", request_timeout), ("grace", grace)):
+        if not 0 <= value <= MAX_SECONDS:  # False for NaN too
+            raise ServerError(f"{name} must be 0 to {MAX_SECONDS:g} seconds, not {value}")
     try:
         _native.set_log_level(log_level)
     except ValueError as exc:
@@ -287,10 +301,30 @@ def _warm_up(preload: Iterable[str], warmup: str | os.PathLike[str] | None) -> N
             importlib.import_module(name)
         except ImportError as exc:
             raise ServerError(f"cannot preload {name}: {exc}") from exc
+        except (Exception, SystemExit) as exc:
+            raise ServerError(f"cannot preload {name}: {_failure(exc)}") from exc
     if warmup is not None:
-        if not os.path.isfile(warmup):
-            raise ServerError(f"cannot run the warm-up file {os.fspath(warmup)!r}: no such file")
-        _warm_globals.update(runpy.run_path(os.fspath(warmup), run_name="__warmup__"))
+        file = os.fspath(warmup)
+        if not os.path.isfile(file):
+            why = "it is a directory" if os.path.isdir(file) else "no such file"
+            raise ServerError(f"cannot run the warm-up file {file!r}: {why}")
+        try:
+            _warm_globals.update(runpy.run_path(file, run_name="__warmup__"))
+        except (Exception, SystemExit) as exc:
+            raise ServerError(f"the warm-up file {file!r} failed: {_failure(exc)}") from exc
+
+
+def _failure(exc: BaseException) -> str:
+    """One line on why the warm-up failed: the exception and where it was
+    raised. The whole traceback goes to the log at level debug."""
+    _native.log("debug", "".join(traceback.format_exception(exc)).rstrip())
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}); the warm-up must not exit"
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"{traceback.format_exception_only(exc)[-1].strip()}{where}; --log-level debug shows the traceback"
 
 
 def _forget_script_dir() -> None:

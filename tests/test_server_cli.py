@@ -1,0 +1,97 @@
+"""``warmfork-server`` given a bad command line or a warm-up that fails:
+one line saying what failed and the documented status (2 for the command
+line, 1 for a server that cannot start), never a traceback, and never a
+server that says it serves and then exits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SERVER = [sys.executable, "-m", "warmfork"]
+
+
+def server_cli(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
+    """Run ``warmfork-server ARGS`` on a socket in a fresh private directory;
+    its status, its output and the socket directory."""
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700, exist_ok=True)
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock_dir / "s.sock"), "PYTHONPATH": os.fspath(tmp_path)}
+    done = subprocess.run(
+        [*SERVER, *args] if args[0] in ("status", "stop") else [*SERVER, "--no-reload", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout + done.stderr, sock_dir
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--pool", "-1"],
+        ["--pool", "1000000000000000"],
+        ["--pool", "99999999999999999999"],
+        ["--request-timeout", "-1"],
+        ["--request-timeout", "nan"],
+        ["--grace", "-1"],
+        ["--grace", "1e300"],
+        ["--daemon", "--request-timeout", "-1"],
+        ["--name", "a/b"],
+        ["--name", ""],
+    ],
+)
+def test_a_bad_option_value_exits_2_before_anything_starts(tmp_path: Path, args: list[str]) -> None:
+    code, out, sock_dir = server_cli(tmp_path, *args)
+    assert code == 2, out
+    assert f"argument {args[-2]}:" in out.splitlines()[-1], out
+    assert "Traceback" not in out
+    assert "serving on" not in out
+    assert list(sock_dir.iterdir()) == []
+
+
+def test_stop_with_a_negative_timeout_exits_2(tmp_path: Path) -> None:
+    code, out, _ = server_cli(tmp_path, "stop", "--timeout", "-1")
+    assert code == 2, out
+    assert "argument --timeout: must be 0 to" in out
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("raise RuntimeError('boom')\n", "RuntimeError: boom (FILE, line 1)"),
+        ("def f(:\n", "SyntaxError: invalid syntax (FILE, line 1)"),
+        ("import sys\nsys.exit(3)\n", "it called sys.exit(3)"),
+    ],
+)
+@pytest.mark.parametrize("how", ["--preload", "--warmup"])
+def test_a_warm_up_that_fails_is_one_line_and_exit_1(tmp_path: Path, how: str, source: str, expected: str) -> None:
+    module = tmp_path / "failing_warmup.py"
+    module.write_text(source)
+    code, out, _ = server_cli(tmp_path, how, "failing_warmup" if how == "--preload" else os.fspath(module))
+    assert code == 1, out
+    assert "Traceback" not in out
+    lines = out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warmfork-server: "), out
+    assert expected.replace("FILE", os.fspath(module)) in lines[0]
+
+
+def test_a_warm_up_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    code, out, _ = server_cli(tmp_path, "--warmup", os.fspath(tmp_path))
+    assert code == 1, out
+    assert out.strip() == f"warmfork-server: cannot run the warm-up file {os.fspath(tmp_path)!r}: it is a directory"
+
+
+def test_a_failing_warm_up_under_daemon_is_reported_by_the_parent(tmp_path: Path) -> None:
+    (tmp_path / "failing_warmup.py").write_text("raise RuntimeError('boom')\n")
+    code, out, _ = server_cli(tmp_path, "--daemon", "--preload", "failing_warmup")
+    assert code == 1, out
+    assert "the server did not start: cannot preload failing_warmup: RuntimeError: boom" in out
