@@ -6,11 +6,15 @@ server that says it serves and then exits."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
+from conftest import CLIENT
 
 SERVER = [sys.executable, "-m", "warmfork"]
 
@@ -95,3 +99,67 @@ def test_a_failing_warm_up_under_daemon_is_reported_by_the_parent(tmp_path: Path
     code, out, _ = server_cli(tmp_path, "--daemon", "--preload", "failing_warmup")
     assert code == 1, out
     assert "the server did not start: cannot preload failing_warmup: RuntimeError: boom" in out
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
+def test_a_socket_path_taken_by_something_else_is_left_alone(tmp_path: Path, kind: str) -> None:
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    taken = sock_dir / "s.sock"
+    if kind == "file":
+        taken.write_text("precious\n")
+    elif kind == "directory":
+        taken.mkdir()
+    else:
+        taken.symlink_to("nowhere")
+    code, out, _ = server_cli(tmp_path, "--socket", os.fspath(taken))
+    assert code == 1, out
+    what = {"file": "a regular file", "directory": "a directory", "symlink": "a symbolic link"}[kind]
+    assert out.strip() == (
+        f"warmfork-server: {taken} is {what}, not a socket; "
+        "choose another path (--socket or WARMFORK_SOCKET), or remove it"
+    )
+    assert sorted(p.name for p in sock_dir.iterdir()) == ["s.sock"]
+    if kind == "file":
+        assert taken.read_text() == "precious\n"
+
+
+def test_a_socket_path_too_long_names_itself_and_its_length(tmp_path: Path) -> None:
+    path = tmp_path / "sock" / ("a" * 120)
+    code, out, sock_dir = server_cli(tmp_path, "--socket", os.fspath(path))
+    assert code == 1, out
+    assert out.strip() == (
+        f"warmfork-server: socket path {path} is {len(os.fspath(path))} bytes, longer than the 107 "
+        "a Unix socket allows; choose a shorter one (--socket or WARMFORK_SOCKET)"
+    )
+    assert list(sock_dir.iterdir()) == []
+
+
+def test_a_socket_path_of_107_bytes_is_served(tmp_path: Path) -> None:
+    # The server binds at a temporary name first; PATH.PID.tmp would not fit.
+    sock_dir = Path(tempfile.mkdtemp(prefix="wf-"))
+    try:
+        path = sock_dir / ("b" * (107 - len(os.fspath(sock_dir)) - 1))
+        assert len(os.fspath(path)) == 107
+        env = {**os.environ, "WARMFORK_SOCKET": os.fspath(path)}
+        process = subprocess.Popen(
+            [*SERVER, "--no-reload", "--pool", "0"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            done = subprocess.run(
+                [CLIENT, "-c", "print('served')"], env=env, capture_output=True, timeout=30, check=False
+            )
+            assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+        finally:
+            process.terminate()
+            out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, out
+    finally:
+        shutil.rmtree(sock_dir)

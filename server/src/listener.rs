@@ -12,7 +12,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,6 +22,7 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use warmfork::socket_path::MAX_SOCKET_PATH_LEN;
 
 /// How many connections may wait to be accepted.
 const BACKLOG: i32 = 1024;
@@ -49,8 +50,17 @@ impl Listener {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         private_dir(dir)?;
+        let length = path.as_os_str().len();
+        if length > MAX_SOCKET_PATH_LEN {
+            return Err(format!(
+                "socket path {} is {length} bytes, longer than the {MAX_SOCKET_PATH_LEN} a Unix socket allows; \
+                 choose a shorter one (--socket or WARMFORK_SOCKET)",
+                path.display()
+            ));
+        }
+        not_in_the_way(path)?;
         let lock = lock(path)?;
-        let temp = temporary_name(path);
+        let temp = temporary_name(path, dir);
         let _ = std::fs::remove_file(&temp);
         let socket = rustix::net::socket_with(
             AddressFamily::UNIX,
@@ -268,8 +278,40 @@ fn name_holder(lock: &OwnedFd) {
     let _ = rustix::io::pwrite(lock, format!("{}\n", std::process::id()).as_bytes(), 0);
 }
 
-fn temporary_name(path: &Path) -> PathBuf {
-    with_suffix(path, &format!(".{}.tmp", std::process::id()))
+/// Refuses to bind over anything at `path` but a socket (one left by a
+/// server that died is replaced): the rename that puts the socket in place
+/// would otherwise destroy a file given by mistake as `--socket`.
+fn not_in_the_way(path: &Path) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_socket() {
+        return Ok(());
+    } else if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a socket"
+    };
+    Err(format!(
+        "{} is {what}, not a socket; choose another path (--socket or WARMFORK_SOCKET), or remove it",
+        path.display()
+    ))
+}
+
+/// Where the socket is bound before it is renamed into place: `PATH.PID.tmp`,
+/// or `DIR/.PID.tmp` when that would not fit a Unix socket address.
+fn temporary_name(path: &Path, dir: &Path) -> PathBuf {
+    let pid = std::process::id();
+    let beside = with_suffix(path, &format!(".{pid}.tmp"));
+    if beside.as_os_str().len() <= MAX_SOCKET_PATH_LEN {
+        return beside;
+    }
+    dir.join(format!(".{pid}.tmp"))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
