@@ -95,6 +95,20 @@ def test_a_stale_socket_with_no_listener_exits_202(tmp_path: Path) -> None:
     assert os.fspath(sock) in stderr
 
 
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_file_or_directory_at_the_socket_path_is_named_not_a_socket(tmp_path: Path, kind: str) -> None:
+    sock = tmp_path / "s.sock"
+    if kind == "file":
+        sock.write_text("")
+    else:
+        sock.mkdir()
+    code, stderr = run_client({"WARMFORK_SOCKET": os.fspath(sock)}, "-c", "pass")
+    assert code == 202
+    assert_one_warmfork_line(stderr)
+    assert f"cannot reach server at {sock}: not a socket" in stderr
+    assert "connection refused" not in stderr
+
+
 def test_a_socket_path_too_long_for_sockaddr_un_exits_204_with_a_message() -> None:
     sock = "/tmp/" + "x" * 200 + ".sock"
     code, stderr = run_client({"WARMFORK_SOCKET": sock}, "-c", "pass")

@@ -1,6 +1,8 @@
 //! Finding the server: the socket path rule and `connect`.
 
 use rustix::fd::OwnedFd;
+use rustix::fs::FileType;
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use warmfork::socket_path::{DEFAULT_NAME, Inputs, MAX_SOCKET_PATH_LEN, socket_path};
 
@@ -85,7 +87,13 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     rustix::net::connect(&socket, &address).map_err(|errno| Failure::NoServer {
         path: path.as_bytes(),
         name: path.name,
-        errno,
+        // A regular file or a directory refuses a connection too: say what
+        // is in the way rather than that no server listens there.
+        errno: if errno == Errno::CONNREFUSED && !is_socket(path.as_bytes()) {
+            Errno::NOTSOCK
+        } else {
+            errno
+        },
     })?;
     // The request carries the whole environment and the client's files: only
     // a server running as this user may have them.
@@ -111,4 +119,12 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
         });
     }
     Ok(socket)
+}
+
+/// Whether `path` is a socket (or cannot be looked at: then `connect`'s own
+/// error stands).
+fn is_socket(path: &[u8]) -> bool {
+    CBuf::<{ MAX_SOCKET_PATH_LEN + 1 }>::join(&[path])
+        .and_then(|name| rustix::fs::stat(name.as_c_str()).ok())
+        .is_none_or(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Socket)
 }

@@ -70,7 +70,9 @@ impl Failure<'_> {
     /// server, or the server cannot honour this request.
     pub fn allows_fallback(&self) -> bool {
         match *self {
-            Failure::NoServer { errno, .. } => matches!(errno, Errno::NOENT | Errno::CONNREFUSED),
+            Failure::NoServer { errno, .. } => {
+                matches!(errno, Errno::NOENT | Errno::CONNREFUSED | Errno::NOTSOCK)
+            }
             Failure::Refused { code, .. } => {
                 matches!(code, ErrorCode::Unsupported | ErrorCode::UnsupportedVersion)
             }
@@ -100,7 +102,9 @@ impl Failure<'_> {
                 line.push(path);
                 line.push(b": ");
                 line.push_errno(errno);
-                if name == warmfork::socket_path::DEFAULT_NAME {
+                if errno == Errno::NOTSOCK {
+                    line.push(b" (a file or directory is in the way); point WARMFORK_SOCKET at a server's socket");
+                } else if name == warmfork::socket_path::DEFAULT_NAME {
                     line.push(b"; start one with `warmfork-server &` (or set WARMFORK_SOCKET)");
                 } else {
                     line.push(b"; start it with `warmfork-server --name ");
