@@ -326,3 +326,16 @@ def test_error_frames_fit_the_reply_limit_and_say_what_failed(server: Server) ->
     length = struct.unpack_from("<I", data, 4)[0]
     assert length == len(data) <= 4108
     assert "version" in data[12:].decode()
+
+
+def test_a_refused_run_is_logged_with_the_clients_status(server: Server) -> None:
+    marker = f"refused-{os.getpid()}"  # the log keeps 40 characters of an argument
+    done = server.run("-O", "-c", f"pass  # {marker}")
+    assert done.returncode == 201, done.stderr
+    assert b"-O" in done.stderr
+
+    def logged() -> list[str]:
+        return [line for line in server.log.read_text().splitlines() if " run pid=" in line and marker in line]
+
+    wait_until(logged, timeout=10)
+    assert logged()[-1].endswith("exit 201"), logged()

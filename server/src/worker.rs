@@ -358,6 +358,11 @@ fn set_environ(request: &RunRequest<'_>) {
     unsafe { environ = pointers.leak().as_ptr() };
 }
 
+/// The status a worker that refused its run ends with: the client's own for
+/// a refusal (its `EXIT_REFUSED`), so that the server's log line for the run
+/// says what the client exited with, not 0.
+const REFUSED: i32 = 201;
+
 /// Answers the client with an error and ends the worker.
 fn fail(connection: RawFd, code: ErrorCode, message: &str) -> ! {
     // SAFETY: the connection stays open for the life of the worker.
@@ -369,7 +374,7 @@ fn fail(connection: RawFd, code: ErrorCode, message: &str) -> ! {
             message: message.as_bytes(),
         },
     );
-    exit(0)
+    exit(REFUSED)
 }
 
 /// Ends the worker by `signal`, as python ends itself after an uncaught
