@@ -300,6 +300,22 @@ def test_daemon_returns_once_ready_and_logs_to_the_socket_directory(tmp_path: Pa
     assert "from the daemon" in log and "exit 0" in log
 
 
+def test_daemon_checks_the_socket_directory_as_the_server_does_before_it_logs(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: another user could have put a link at SOCKET.log
+    started = control("--daemon", "--socket", os.fspath(shared / "s.sock"))
+    assert started.returncode == 1
+    assert "writable by other users" in started.stderr
+    assert list(shared.iterdir()) == []
+    # Only the socket's own directory is created, as in the foreground.
+    deep = tmp_path / "missing" / "dir" / "s.sock"
+    started = control("--daemon", "--socket", os.fspath(deep))
+    assert started.returncode == 1
+    assert "cannot create the socket directory" in started.stderr
+    assert not (tmp_path / "missing").exists()
+
+
 def test_a_socket_passed_by_systemd_is_served_and_left_in_place(tmp_path: Path) -> None:
     sock_dir = tmp_path / "activation"
     sock_dir.mkdir(mode=0o700)

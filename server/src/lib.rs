@@ -77,6 +77,17 @@ fn prepare_heap(py: Python<'_>) -> (usize, u128) {
     (done.bytes, done.millis)
 }
 
+/// Makes sure the directory of the socket `path` is this user's alone,
+/// creating it (the last level only) if need be, as the server does before
+/// it binds; raises `OSError` saying why not. `--daemon` calls it before it
+/// opens its log beside the socket.
+#[pyfunction]
+fn private_socket_dir(path: PathBuf) -> PyResult<()> {
+    listener::private_socket_dir(&path)
+        .map(drop)
+        .map_err(PyOSError::new_err)
+}
+
 /// A listening socket, bound and locked; see `listener.rs`.
 #[pyclass(module = "warmfork._native")]
 struct Listener {
@@ -237,6 +248,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(socket_path, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_heap, m)?)?;
+    m.add_function(wrap_pyfunction!(private_socket_dir, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_class::<Listener>()?;

@@ -45,11 +45,7 @@ impl Listener {
     /// Creates the socket at `path`, replacing a stale one; see the module
     /// documentation for what is checked.
     pub fn bind(path: &Path) -> Result<Listener, String> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        private_dir(dir)?;
+        let dir = private_socket_dir(path)?;
         let length = path.as_os_str().len();
         if length > MAX_SOCKET_PATH_LEN {
             return Err(format!(
@@ -205,6 +201,16 @@ impl Listener {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// The directory of the socket `path`, made sure of with [`private_dir`].
+pub fn private_socket_dir(path: &Path) -> Result<&Path, String> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    private_dir(dir)?;
+    Ok(dir)
 }
 
 /// Makes sure `dir` exists, belongs to this user and is writable by no one

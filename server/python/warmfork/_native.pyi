@@ -11,6 +11,10 @@ def prepare_heap() -> tuple[int, int]:
     """Keep glibc's fast bins empty, move large resident anonymous memory onto
     huge pages; (bytes moved, ms)."""
 
+def private_socket_dir(path: PathLike[str] | str) -> None:
+    """Make sure the socket's directory is this user's alone (creating its
+    last level); OSError says why not."""
+
 def set_log_level(level: str) -> None:
     """Set the server log's level: error, warning, info or debug."""
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import _native
 from .errors import WarmforkError
 
 
@@ -35,8 +36,15 @@ def start(socket: Path, serve: Callable[[Callable[[], object]], object]) -> int:
 
 def _detached(socket: Path, serve: Callable[[Callable[[], object]], object], ready_write: int) -> int:
     os.setsid()
-    socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log = os.open(f"{socket}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    # The log goes beside the socket: only once its directory is checked as
+    # the server checks it (this user's, not writable by others), so that
+    # the log is never opened where another user could have put a link.
+    try:
+        _native.private_socket_dir(socket)
+        log = os.open(f"{socket}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        os.write(ready_write, str(exc).encode())
+        return 1
     null = os.open(os.devnull, os.O_RDONLY)
     sys.stdout.flush()
     sys.stderr.flush()
