@@ -267,6 +267,18 @@ def test_a_server_the_client_starts_keeps_none_of_the_clients_descriptors(tmp_pa
         control("stop", "--socket", os.fspath(sock))
 
 
+def test_a_client_starts_no_server_in_a_directory_others_can_write_to(tmp_path: Path) -> None:
+    # Its lock and log would go where another user could have put links.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(shared / "s.sock"), "WARMFORK_SERVER": " ".join(SERVER)}
+    done = subprocess.run([CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 202
+    assert b"refusing the socket in" in done.stderr
+    assert list(shared.iterdir()) == []
+
+
 def test_a_server_command_that_fails_is_reported_with_its_log(tmp_path: Path) -> None:
     sock = tmp_path / "s" / "default.sock"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": "echo no numpy here >&2; exit 3"}

@@ -43,14 +43,16 @@ fn start_with<'p>(
     let beside =
         |suffix: &[u8]| CBuf::<128>::join(&[path.as_bytes(), suffix]).ok_or(Errno::NAMETOOLONG);
     let system = |call| move |errno| Failure::System { call, errno };
-    // The server would create the directory too; the lock file needs it now.
+    // The server would create the directory too; the lock file needs it now,
+    // and, like the socket, only in a directory no one else can write to.
     if let Some(dir) = CBuf::<128>::join(&[path.dir()]) {
         let _ = rustix::fs::mkdir(dir.as_c_str(), Mode::from_raw_mode(0o700));
     }
+    connect::private_dir(path)?;
     let lock_name = beside(b".start").map_err(system("name the server start lock"))?;
     let lock = rustix::fs::open(
         lock_name.as_c_str(),
-        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::from_raw_mode(0o600),
     )
     .map_err(|errno| Failure::System {
@@ -69,7 +71,7 @@ fn start_with<'p>(
         beside(b".log")
             .map_err(system("name the server log"))?
             .as_c_str(),
-        OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC,
+        OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::from_raw_mode(0o600),
     )
     .map_err(|errno| Failure::System {
