@@ -85,6 +85,22 @@ def test_no_server_exits_202_naming_the_socket_and_how_to_start_one(tmp_path: Pa
     assert "warmfork-server" in stderr
 
 
+def test_without_a_server_a_client_under_another_name_suggests_the_server_its_socket_needs(tmp_path: Path) -> None:
+    sage = tmp_path / "sage"
+    sage.symlink_to(CLIENT)
+    private = {"XDG_RUNTIME_DIR": os.fspath(tmp_path)}
+    done = subprocess.run([sage, "-c", "pass"], env=private, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 202
+    assert b"warmfork-server --name sage" in done.stderr
+    # WARMFORK_SOCKET names the socket for every name: a server started
+    # under the name would not serve it.
+    env = {"WARMFORK_SOCKET": os.fspath(tmp_path / "s.sock")}
+    code, stderr = run_client(env, "-c", "pass")
+    done = subprocess.run([sage, "-c", "pass"], env=env, capture_output=True, timeout=30, check=False)
+    assert (done.returncode, done.stderr.decode()) == (code, stderr) == (202, stderr)
+    assert "start one with `warmfork-server &`, which serves $WARMFORK_SOCKET too" in stderr
+
+
 def test_a_stale_socket_with_no_listener_exits_202(tmp_path: Path) -> None:
     sock = tmp_path / "stale.sock"
     with socket.socket(socket.AF_UNIX) as dead:

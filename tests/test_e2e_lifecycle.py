@@ -304,7 +304,7 @@ def test_daemon_returns_once_ready_and_logs_to_the_socket_directory(tmp_path: Pa
         assert (done.returncode, done.stdout) == (0, b"from the daemon\n")
         second = control("--daemon", "--socket", os.fspath(sock))
         assert second.returncode == 1
-        assert "already serving" in second.stderr
+        assert f"already serving {sock}; stop it first (warmfork-server stop --socket {sock}" in second.stderr
     finally:
         assert control("stop", "--socket", os.fspath(sock)).returncode == 0
     log = Path(f"{sock}.log").read_text()

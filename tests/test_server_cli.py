@@ -135,6 +135,13 @@ def test_a_socket_path_too_long_names_itself_and_its_length(tmp_path: Path) -> N
     assert list(sock_dir.iterdir()) == []
 
 
+def test_status_with_a_warmfork_socket_too_long_names_the_variable(tmp_path: Path) -> None:
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(tmp_path / ("a" * 120))}
+    done = subprocess.run([*SERVER, "status"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert "WARMFORK_SOCKET is longer than the 107 bytes a Unix socket allows" in done.stderr
+
+
 def test_a_socket_path_of_107_bytes_is_served(tmp_path: Path) -> None:
     # The server binds at a temporary name first; PATH.PID.tmp would not fit.
     sock_dir = Path(tempfile.mkdtemp(prefix="wf-"))

@@ -60,7 +60,15 @@ fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
     };
     let mut out = [0; rule::MAX_SOCKET_PATH_LEN];
     let len = rule::socket_path(&inputs, &mut out).map_err(|_| {
-        PyValueError::new_err("the socket path is longer than the 107 bytes a Unix socket allows")
+        let source = if explicit.as_deref().is_some_and(|path| !path.is_empty()) {
+            "WARMFORK_SOCKET"
+        } else {
+            "the socket path under XDG_RUNTIME_DIR"
+        };
+        PyValueError::new_err(format!(
+            "{source} is longer than the 107 bytes a Unix socket allows; \
+             set WARMFORK_SOCKET to a shorter path, or pass --socket"
+        ))
     })?;
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&out[..len])))
 }

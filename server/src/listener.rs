@@ -268,9 +268,10 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
         Err(Errno::WOULDBLOCK) => {
             let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
             let holder = holder.trim();
+            let path = path.display();
             Err(format!(
-                "another warmfork server (pid {holder}) is already serving {}; stop it first (kill {holder})",
-                path.display()
+                "another warmfork server (pid {holder}) is already serving {path}; \
+                 stop it first (warmfork-server stop --socket {path}, or kill {holder})"
             ))
         }
         Err(e) => Err(format!("cannot lock {}: {e}", lock_path.display())),

@@ -16,6 +16,8 @@ pub struct SocketPath {
     len: usize,
     /// The server's name: `default`, or the name this client was invoked by.
     pub name: &'static [u8],
+    /// Whether `WARMFORK_SOCKET` named the path (for every name).
+    pub explicit: bool,
 }
 
 /// The name the client is invoked by selects the server: through a symlink
@@ -53,6 +55,7 @@ impl SocketPath {
             buf,
             len,
             name: inputs.name,
+            explicit: warmfork_socket.is_some_and(|path| !path.is_empty()),
         })
     }
 
@@ -87,6 +90,7 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     rustix::net::connect(&socket, &address).map_err(|errno| Failure::NoServer {
         path: path.as_bytes(),
         name: path.name,
+        explicit: path.explicit,
         // A regular file or a directory refuses a connection too: say what
         // is in the way rather than that no server listens there.
         errno: if errno == Errno::CONNREFUSED && !is_socket(path.as_bytes()) {

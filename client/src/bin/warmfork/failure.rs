@@ -27,6 +27,8 @@ pub enum Failure<'a> {
     NoServer {
         path: &'a [u8],
         name: &'a [u8],
+        /// `WARMFORK_SOCKET` named the path.
+        explicit: bool,
         errno: Errno,
     },
     /// The server at the socket runs as another user.
@@ -97,13 +99,22 @@ impl Failure<'_> {
     fn describe(&self, line: &mut Line) -> i32 {
         line.push(b"warmfork: ");
         match *self {
-            Failure::NoServer { path, name, errno } => {
+            Failure::NoServer {
+                path,
+                name,
+                explicit,
+                errno,
+            } => {
                 line.push(b"cannot reach server at ");
                 line.push(path);
                 line.push(b": ");
                 line.push_errno(errno);
                 if errno == Errno::NOTSOCK {
                     line.push(b" (a file or directory is in the way); point WARMFORK_SOCKET at a server's socket");
+                } else if explicit {
+                    line.push(
+                        b"; start one with `warmfork-server &`, which serves $WARMFORK_SOCKET too",
+                    );
                 } else if name == warmfork::socket_path::DEFAULT_NAME {
                     line.push(b"; start one with `warmfork-server &` (or set WARMFORK_SOCKET)");
                 } else {
