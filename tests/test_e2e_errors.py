@@ -345,13 +345,17 @@ def test_error_frames_fit_the_reply_limit_and_say_what_failed(server: Server) ->
 
 
 def test_a_refused_run_is_logged_with_the_clients_status(server: Server) -> None:
-    marker = f"refused-{os.getpid()}"  # the log keeps 40 characters of an argument
-    done = server.run("-O", "-c", f"pass  # {marker}")
-    assert done.returncode == 201, done.stderr
-    assert b"-O" in done.stderr
+    # Ten times: the client's hang-up after the error must not make the
+    # server's SIGHUP the worker's end.
+    markers = [f"refused-{os.getpid()}-{i}" for i in range(10)]  # the log keeps 40 characters of an argument
+    for marker in markers:
+        done = server.run("-O", "-c", f"pass  # {marker}")
+        assert done.returncode == 201, done.stderr
+        assert b"-O" in done.stderr
 
     def logged() -> list[str]:
-        return [line for line in server.log.read_text().splitlines() if " run pid=" in line and marker in line]
+        lines = server.log.read_text().splitlines()
+        return [line for line in lines if " run pid=" in line and any(f"{m}]" in line for m in markers)]
 
-    wait_until(logged, timeout=10)
-    assert logged()[-1].endswith("exit 201"), logged()
+    wait_until(lambda: len(logged()) == len(markers), timeout=10)
+    assert [line.rsplit("] ", 1)[1].split(" ", 1)[1] for line in logged()] == ["exit 201"] * len(markers), logged()

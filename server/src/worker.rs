@@ -216,11 +216,7 @@ fn run_request(
             )
         }
     };
-    // The client exits as soon as it reads the status, and the server answers
-    // a client's hang-up with SIGHUP; from here on that must not change how
-    // this worker ends.
-    // SAFETY: setting a disposition to SIG_IGN runs no code.
-    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    ignore_hang_up();
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     send_reply(connection, &Reply::Exit(status));
@@ -363,10 +359,19 @@ fn set_environ(request: &RunRequest<'_>) {
 /// says what the client exited with, not 0.
 const REFUSED: i32 = 201;
 
+/// The client exits as soon as it reads the status or an error, and the
+/// server answers a client's hang-up with SIGHUP: from the worker's last
+/// word on, that must not change how it ends.
+fn ignore_hang_up() {
+    // SAFETY: setting a disposition to SIG_IGN runs no code.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
 /// Answers the client with an error and ends the worker.
 fn fail(connection: RawFd, code: ErrorCode, message: &str) -> ! {
     // SAFETY: the connection stays open for the life of the worker.
     let connection = unsafe { rustix::fd::BorrowedFd::borrow_raw(connection) };
+    ignore_hang_up();
     send_reply(
         connection,
         &Reply::Error {
