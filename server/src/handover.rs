@@ -26,6 +26,9 @@ pub enum Said {
     Closed,
 }
 
+/// Reads, without waiting, what the fresh server has said on the read end
+/// `ready` of the pipe: a byte when it is ready, end of file when it exited
+/// or closed the pipe without saying it.
 pub fn said_ready(ready: &OwnedFd) -> Said {
     let mut byte = [0u8; 1];
     match rustix::io::read(ready, &mut byte) {
