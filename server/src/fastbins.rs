@@ -34,10 +34,15 @@ pub fn stop() {
 pub fn restore() {
     #[cfg(target_env = "gnu")]
     {
-        let tunables = std::env::var_os("GLIBC_TUNABLES");
-        let tuned = tunables
-            .as_deref()
-            .and_then(|value| mxfast(value.as_encoded_bytes()));
+        // Read in place: an allocation here, the program's first, could land
+        // on a page shared with the server and copy it.
+        // SAFETY: no other thread changes the environment meanwhile; the
+        // value, if any, is a C string inside it.
+        let tunables = unsafe {
+            let value = libc::getenv(c"GLIBC_TUNABLES".as_ptr());
+            (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value))
+        };
+        let tuned = tunables.and_then(|value| mxfast(value.to_bytes()));
         // SAFETY: as in `stop`; `mallopt` returns 0 for a limit it refuses.
         unsafe {
             if tuned.is_none_or(|limit| libc::mallopt(libc::M_MXFAST, limit) == 0) {
