@@ -166,3 +166,100 @@ def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, t
     ]
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (1, b"")
     assert not marker.exists()
+
+
+# -- the flush at exit -------------------------------------------------------------
+# CPython's flush_std_files: sys.stdout, then sys.stderr, each skipped if None,
+# missing or closed (a `closed` that fails counts as open). A stdout that fails
+# to flush is reported through sys.unraisablehook ("Exception ignored in: ..."),
+# one for stderr silently; either makes the status 120, whatever was raised.
+
+A_STREAM = "import sys\nclass Stream:\n    def write(self, text): pass\n"
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        A_STREAM + "    def flush(self): raise OSError('full')\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): raise KeyboardInterrupt\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): raise SystemExit(5)\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): self.deeper()\n    def deeper(self): 1/0\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): 1/0\n    @property\n    def closed(self): raise KeyboardInterrupt\n"
+        "sys.stdout = Stream()",
+        A_STREAM + "    def flush(self): 1/0\n    def __repr__(self): raise ValueError\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nsys.stderr = None",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\n"
+        "sys.unraisablehook = lambda u: print('hook:', u.exc_type, u.object, u.err_msg, file=sys.stderr)",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nsys.exit(3)",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nraise KeyboardInterrupt",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nimport os\n"
+        "class Late:\n    def __del__(self): os.write(2, b'threads: %d\\n' % len(os.listdir('/proc/self/task')))\n"
+        "late = Late()",
+    ],
+    ids=[
+        "raises",
+        "keyboard-interrupt",
+        "system-exit",
+        "deep-traceback",
+        "closed-raises",
+        "repr-raises",
+        "no-stderr",
+        "unraisablehook",
+        "after-sys-exit",
+        "after-sigint",
+        "then-finalizers-see-no-other-thread",
+    ],
+)
+def test_a_stdout_that_fails_to_flush_at_exit_is_reported_and_gives_120_as_under_python(
+    server, tmp_path: Path, program: str
+) -> None:
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.status in (120, -2), out
+
+
+@pytest.mark.parametrize(
+    "flush",
+    ["    def flush(self): raise OSError('full')\n", "    def flush(self): raise KeyboardInterrupt\n", ""],
+    ids=["raises", "keyboard-interrupt", "missing"],
+)
+def test_a_stderr_that_fails_to_flush_at_exit_gives_120_silently_as_under_python(
+    server, tmp_path: Path, flush: str
+) -> None:
+    out = assert_same_as_python(server, "-c", A_STREAM + flush + "sys.stderr = Stream()\nprint('out')", cwd=tmp_path)
+    assert (out.status, out.stdout, out.stderr) == (120, b"out\n", b"")
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.stdout = None",
+        "import sys\ndel sys.stdout, sys.stderr",
+        "import sys\nprint('lost')\nsys.stdout.close()",
+        A_STREAM + "    closed = True\n    def flush(self): 1/0\nsys.stdout = sys.stderr = Stream()",
+        A_STREAM + "    class closed:\n        def __bool__(self): raise KeyboardInterrupt\n"
+        "    closed = closed()\n    def flush(self): print('flushed', file=sys.__stderr__)\nsys.stdout = Stream()",
+    ],
+    ids=["none", "missing", "closed", "closed-is-true", "closed-bool-raises"],
+)
+def test_streams_that_are_none_missing_or_closed_are_not_flushed_at_exit_as_under_python(
+    server, tmp_path: Path, program: str
+) -> None:
+    assert_same_as_python(server, "-c", program, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("program", "status"),
+    [("print('unflushed')", 120), ("print('x' * 100000)", 1)],
+    ids=["at-exit", "in-print"],
+)
+def test_output_to_a_pipe_nobody_reads_fails_as_under_python(
+    server, tmp_path: Path, program: str, status: int
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = assert_same_as_python(server, "-c", program, cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert out.status == status
+    assert b"BrokenPipeError: [Errno 32] Broken pipe\n" in out.stderr
