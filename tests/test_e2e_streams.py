@@ -263,3 +263,11 @@ def test_output_to_a_pipe_nobody_reads_fails_as_under_python(
         os.close(write_end)
     assert out.status == status
     assert b"BrokenPipeError: [Errno 32] Broken pipe\n" in out.stderr
+
+
+def test_a_failing_excepthook_is_reported_before_buffered_output_as_under_python(server, tmp_path: Path) -> None:
+    # CPython flushes the C stdout there, not sys.stdout: what the program
+    # printed to a pipe comes out at exit, after the report.
+    program = "import sys\nprint('printed')\ndef hook(*exc): raise ValueError('hook')\nsys.excepthook = hook\n1/0"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert out.stdout.startswith(b"Error in sys.excepthook:\n") and out.stdout.endswith(b"printed\n")

@@ -389,7 +389,8 @@ def _excepthook(exc: BaseException) -> None:
         error.__traceback__ = _program_frames(error.__traceback__)
         if error.__context__ is exc:  # CPython calls the hook with no exception being handled
             error.__context__ = None
-        _flush_std_files(quietly=True)
+        # CPython's fflush(stdout) before this is C's stdout, not sys.stdout:
+        # what the program printed to a pipe stays buffered until exit.
         _stdio.write_stderr("Error in sys.excepthook:\n")
         _display(error)
         _stdio.write_stderr("\nOriginal exception was:\n")
