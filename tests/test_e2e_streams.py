@@ -271,3 +271,38 @@ def test_a_failing_excepthook_is_reported_before_buffered_output_as_under_python
     program = "import sys\nprint('printed')\ndef hook(*exc): raise ValueError('hook')\nsys.excepthook = hook\n1/0"
     out = assert_same_as_python(server, "-c", program, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert out.stdout.startswith(b"Error in sys.excepthook:\n") and out.stdout.endswith(b"printed\n")
+
+
+# -- when sys.stderr is gone ---------------------------------------------------------
+# What CPython prints with PySys_WriteStderr goes to descriptor 2 (C's stderr)
+# when sys.stderr is None, missing or fails to write; a traceback it prints
+# with PyErr_Display is dropped when sys.stderr is None.
+
+FAILING_HOOK = "def hook(*exc): raise ValueError('hook')\nsys.excepthook = hook\n"
+UNWRITABLE = "class Unwritable:\n    def write(self, text): raise OSError('no')\n    def flush(self): pass\n"
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "sys.stderr = None\n1/0",
+        "sys.stderr = None\n" + FAILING_HOOK + "1/0",
+        "sys.stderr = None\ndel sys.excepthook\n1/0",
+        "sys.stderr = None\nsys.excepthook = None\n1/0",
+        UNWRITABLE + "sys.stderr = Unwritable()\nsys.exit('message')",
+        "sys.stderr = None\nclass Late:\n    def __del__(self): 1/0\nlate = Late()\ndel late",
+    ],
+    ids=[
+        "none-traceback",
+        "none-failing-excepthook",
+        "none-no-excepthook",
+        "none-excepthook-is-none",
+        "unwritable-exit-message",
+        "none-unraisable",
+    ],
+)
+def test_what_python_prints_without_a_usable_sys_stderr_goes_where_python_sends_it(
+    server, tmp_path: Path, program: str
+) -> None:
+    assert_same_as_python(server, "-c", "import sys\n" + program, cwd=tmp_path)
+

@@ -187,11 +187,12 @@ def exit_code(exit_: SystemExit) -> int:
         exact = int.__index__(value)
         return exact & 0xFF if -(2**63) <= exact < 2**63 else 0xFF
     stderr = getattr(sys, "stderr", None)
-    with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
+    with contextlib.suppress(BaseException):  # as in CPython, a failed print still exits 1
         if stderr is not None:
-            print(value, file=stderr)
+            stderr.write(str(value))
         else:  # CPython falls back to the C stderr
-            os.write(2, f"{value}\n".encode(errors="backslashreplace"))
+            os.write(2, str(value).encode(errors="backslashreplace"))
+    _stdio.write_stderr("\n")  # apart, as CPython writes it: to C's stderr if that failed
     return 1
 
 
