@@ -280,6 +280,7 @@ def test_a_failing_excepthook_is_reported_before_buffered_output_as_under_python
 
 FAILING_HOOK = "def hook(*exc): raise ValueError('hook')\nsys.excepthook = hook\n"
 UNWRITABLE = "class Unwritable:\n    def write(self, text): raise OSError('no')\n    def flush(self): pass\n"
+SHOWING = "import os\nclass Showing:\n    def write(self, text): os.write(2, text.encode())\n    def flush(self): os.write(2, b'<flush>')\n"
 
 
 @pytest.mark.parametrize(
@@ -291,6 +292,7 @@ UNWRITABLE = "class Unwritable:\n    def write(self, text): raise OSError('no')\
         "sys.stderr = None\nsys.excepthook = None\n1/0",
         UNWRITABLE + "sys.stderr = Unwritable()\nsys.exit('message')",
         "sys.stderr = None\nclass Late:\n    def __del__(self): 1/0\nlate = Late()\ndel late",
+        SHOWING + "sys.stderr = Showing()\nsys.exit('message')",
     ],
     ids=[
         "none-traceback",
@@ -299,6 +301,7 @@ UNWRITABLE = "class Unwritable:\n    def write(self, text): raise OSError('no')\
         "none-excepthook-is-none",
         "unwritable-exit-message",
         "none-unraisable",
+        "written-without-a-flush",
     ],
 )
 def test_what_python_prints_without_a_usable_sys_stderr_goes_where_python_sends_it(
@@ -306,3 +309,11 @@ def test_what_python_prints_without_a_usable_sys_stderr_goes_where_python_sends_
 ) -> None:
     assert_same_as_python(server, "-c", "import sys\n" + program, cwd=tmp_path)
 
+
+@pytest.mark.parametrize("stderr", ["None", "io.StringIO()"])
+def test_interactive_prompts_go_to_descriptor_2_whatever_sys_stderr_is_as_under_python(
+    server, tmp_path: Path, stderr: str
+) -> None:
+    statements = f"import io, sys\nsys.stderr = {stderr}\nsys.ps1 = 'in: '\n6 * 7\n".encode()
+    out = assert_same_as_python(server, "-i", input=statements, cwd=tmp_path)
+    assert out.stderr.count(b"in: ") == 2, out.stderr

@@ -308,13 +308,10 @@ _original_input = builtins.input
 def write_stderr(text: str) -> None:
     """Write to ``sys.stderr`` as CPython's ``PySys_WriteStderr`` does: where
     it is None or missing, or its ``write`` fails, to descriptor 2 (C's
-    stderr) instead. Then flush it, ignoring a failure."""
+    stderr) instead; and, like it, without flushing."""
     try:
         sys.stderr.write(text)
     except BaseException:  # noqa: BLE001 - CPython clears whatever the program's stream raised
         with contextlib.suppress(OSError):
             os.write(2, text.encode(errors="backslashreplace"))
-        return
-    with contextlib.suppress(BaseException):
-        sys.stderr.flush()
 
