@@ -175,6 +175,19 @@ def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, t
 # one for stderr silently; either makes the status 120, whatever was raised.
 
 A_STREAM = "import sys\nclass Stream:\n    def write(self, text): pass\n"
+# A finaliser that says how many threads the process has left, once a thread
+# that has ended is gone from /proc as well (the kernel lists it a moment
+# after it can be joined).
+COUNT_THREADS_AT_EXIT = (
+    "import os, time\n"
+    "class Late:\n"
+    "    def __del__(self, os=os, time=time):\n"
+    "        for _ in range(100):\n"
+    "            if len(os.listdir('/proc/self/task')) == 1: break\n"
+    "            time.sleep(0.001)\n"
+    "        os.write(2, b'threads: %d\\n' % len(os.listdir('/proc/self/task')))\n"
+    "late = Late()\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -192,9 +205,7 @@ A_STREAM = "import sys\nclass Stream:\n    def write(self, text): pass\n"
         "sys.unraisablehook = lambda u: print('hook:', u.exc_type, u.object, u.err_msg, file=sys.stderr)",
         A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nsys.exit(3)",
         A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nraise KeyboardInterrupt",
-        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nimport os\n"
-        "class Late:\n    def __del__(self): os.write(2, b'threads: %d\\n' % len(os.listdir('/proc/self/task')))\n"
-        "late = Late()",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\n" + COUNT_THREADS_AT_EXIT,
     ],
     ids=[
         "raises",
