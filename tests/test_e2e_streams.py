@@ -263,9 +263,7 @@ def test_streams_that_are_none_missing_or_closed_are_not_flushed_at_exit_as_unde
     [("print('unflushed')", 120), ("print('x' * 100000)", 1)],
     ids=["at-exit", "in-print"],
 )
-def test_output_to_a_pipe_nobody_reads_fails_as_under_python(
-    server, tmp_path: Path, program: str, status: int
-) -> None:
+def test_output_to_a_pipe_nobody_reads_fails_as_under_python(server, tmp_path: Path, program: str, status: int) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:

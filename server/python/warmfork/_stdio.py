@@ -314,4 +314,3 @@ def write_stderr(text: str) -> None:
     except BaseException:  # noqa: BLE001 - CPython clears whatever the program's stream raised
         with contextlib.suppress(OSError):
             os.write(2, text.encode(errors="backslashreplace"))
-
