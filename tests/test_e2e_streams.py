@@ -166,3 +166,163 @@ def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, t
     ]
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (1, b"")
     assert not marker.exists()
+
+
+# -- the flush at exit -------------------------------------------------------------
+# CPython's flush_std_files: sys.stdout, then sys.stderr, each skipped if None,
+# missing or closed (a `closed` that fails counts as open). A stdout that fails
+# to flush is reported through sys.unraisablehook ("Exception ignored in: ..."),
+# one for stderr silently; either makes the status 120, whatever was raised.
+
+A_STREAM = "import sys\nclass Stream:\n    def write(self, text): pass\n"
+# A finaliser that says how many threads the process has left, once a thread
+# that has ended is gone from /proc as well (the kernel lists it a moment
+# after it can be joined).
+COUNT_THREADS_AT_EXIT = (
+    "import os, time\n"
+    "class Late:\n"
+    "    def __del__(self, os=os, time=time):\n"
+    "        for _ in range(100):\n"
+    "            if len(os.listdir('/proc/self/task')) == 1: break\n"
+    "            time.sleep(0.001)\n"
+    "        os.write(2, b'threads: %d\\n' % len(os.listdir('/proc/self/task')))\n"
+    "late = Late()\n"
+)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        A_STREAM + "    def flush(self): raise OSError('full')\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): raise KeyboardInterrupt\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): raise SystemExit(5)\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): self.deeper()\n    def deeper(self): 1/0\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): 1/0\n    @property\n    def closed(self): raise KeyboardInterrupt\n"
+        "sys.stdout = Stream()",
+        A_STREAM + "    def flush(self): 1/0\n    def __repr__(self): raise ValueError\nsys.stdout = Stream()",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nsys.stderr = None",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\n"
+        "sys.unraisablehook = lambda u: print('hook:', u.exc_type, u.object, u.err_msg, file=sys.stderr)",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nsys.exit(3)",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\nraise KeyboardInterrupt",
+        A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\n" + COUNT_THREADS_AT_EXIT,
+    ],
+    ids=[
+        "raises",
+        "keyboard-interrupt",
+        "system-exit",
+        "deep-traceback",
+        "closed-raises",
+        "repr-raises",
+        "no-stderr",
+        "unraisablehook",
+        "after-sys-exit",
+        "after-sigint",
+        "then-finalizers-see-no-other-thread",
+    ],
+)
+def test_a_stdout_that_fails_to_flush_at_exit_is_reported_and_gives_120_as_under_python(
+    server, tmp_path: Path, program: str
+) -> None:
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.status in (120, -2), out
+
+
+@pytest.mark.parametrize(
+    "flush",
+    ["    def flush(self): raise OSError('full')\n", "    def flush(self): raise KeyboardInterrupt\n", ""],
+    ids=["raises", "keyboard-interrupt", "missing"],
+)
+def test_a_stderr_that_fails_to_flush_at_exit_gives_120_silently_as_under_python(
+    server, tmp_path: Path, flush: str
+) -> None:
+    out = assert_same_as_python(server, "-c", A_STREAM + flush + "sys.stderr = Stream()\nprint('out')", cwd=tmp_path)
+    assert (out.status, out.stdout, out.stderr) == (120, b"out\n", b"")
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import sys\nsys.stdout = None",
+        "import sys\ndel sys.stdout, sys.stderr",
+        "import sys\nprint('lost')\nsys.stdout.close()",
+        A_STREAM + "    closed = True\n    def flush(self): 1/0\nsys.stdout = sys.stderr = Stream()",
+        A_STREAM + "    class closed:\n        def __bool__(self): raise KeyboardInterrupt\n"
+        "    closed = closed()\n    def flush(self): print('flushed', file=sys.__stderr__)\nsys.stdout = Stream()",
+    ],
+    ids=["none", "missing", "closed", "closed-is-true", "closed-bool-raises"],
+)
+def test_streams_that_are_none_missing_or_closed_are_not_flushed_at_exit_as_under_python(
+    server, tmp_path: Path, program: str
+) -> None:
+    assert_same_as_python(server, "-c", program, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("program", "status"),
+    [("print('unflushed')", 120), ("print('x' * 100000)", 1)],
+    ids=["at-exit", "in-print"],
+)
+def test_output_to_a_pipe_nobody_reads_fails_as_under_python(server, tmp_path: Path, program: str, status: int) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = assert_same_as_python(server, "-c", program, cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert out.status == status
+    assert b"BrokenPipeError: [Errno 32] Broken pipe\n" in out.stderr
+
+
+def test_a_failing_excepthook_is_reported_before_buffered_output_as_under_python(server, tmp_path: Path) -> None:
+    # CPython flushes the C stdout there, not sys.stdout: what the program
+    # printed to a pipe comes out at exit, after the report.
+    program = "import sys\nprint('printed')\ndef hook(*exc): raise ValueError('hook')\nsys.excepthook = hook\n1/0"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert out.stdout.startswith(b"Error in sys.excepthook:\n") and out.stdout.endswith(b"printed\n")
+
+
+# -- when sys.stderr is gone ---------------------------------------------------------
+# What CPython prints with PySys_WriteStderr goes to descriptor 2 (C's stderr)
+# when sys.stderr is None, missing or fails to write; a traceback it prints
+# with PyErr_Display is dropped when sys.stderr is None.
+
+FAILING_HOOK = "def hook(*exc): raise ValueError('hook')\nsys.excepthook = hook\n"
+UNWRITABLE = "class Unwritable:\n    def write(self, text): raise OSError('no')\n    def flush(self): pass\n"
+SHOWING = "import os\nclass Showing:\n    def write(self, text): os.write(2, text.encode())\n    def flush(self): os.write(2, b'<flush>')\n"
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "sys.stderr = None\n1/0",
+        "sys.stderr = None\n" + FAILING_HOOK + "1/0",
+        "sys.stderr = None\ndel sys.excepthook\n1/0",
+        "sys.stderr = None\nsys.excepthook = None\n1/0",
+        UNWRITABLE + "sys.stderr = Unwritable()\nsys.exit('message')",
+        "sys.stderr = None\nclass Late:\n    def __del__(self): 1/0\nlate = Late()\ndel late",
+        SHOWING + "sys.stderr = Showing()\nsys.exit('message')",
+    ],
+    ids=[
+        "none-traceback",
+        "none-failing-excepthook",
+        "none-no-excepthook",
+        "none-excepthook-is-none",
+        "unwritable-exit-message",
+        "none-unraisable",
+        "written-without-a-flush",
+    ],
+)
+def test_what_python_prints_without_a_usable_sys_stderr_goes_where_python_sends_it(
+    server, tmp_path: Path, program: str
+) -> None:
+    assert_same_as_python(server, "-c", "import sys\n" + program, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("stderr", ["None", "io.StringIO()"])
+def test_interactive_prompts_go_to_descriptor_2_whatever_sys_stderr_is_as_under_python(
+    server, tmp_path: Path, stderr: str
+) -> None:
+    statements = f"import io, sys\nsys.stderr = {stderr}\nsys.ps1 = 'in: '\n6 * 7\n".encode()
+    out = assert_same_as_python(server, "-i", input=statements, cwd=tmp_path)
+    assert out.stderr.count(b"in: ") == 2, out.stderr

@@ -29,6 +29,7 @@ mod prefault;
 mod reload;
 mod server;
 mod terminal_input;
+mod unraisable;
 mod watch;
 mod worker;
 
@@ -263,5 +264,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<modules::ModuleNames>()?;
     m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
+    m.add_function(wrap_pyfunction!(unraisable::write_unraisable, m)?)?;
     Ok(())
 }

@@ -39,6 +39,10 @@ def guard_input(reader: object, original: Callable[..., str]) -> None:
 def input(*args: object, **kwargs: object) -> str:
     """The builtin ``input``, once the client's job is in its terminal's foreground."""
 
+def write_unraisable(error: BaseException, object: object) -> None:
+    """Report ``error`` through ``sys.unraisablehook`` as CPython's
+    ``PyErr_WriteUnraisable(object)`` does at exit, with no Python frame running."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

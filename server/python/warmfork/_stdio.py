@@ -305,38 +305,12 @@ def _guard_input(reader: TerminalReader) -> None:
 _original_input = builtins.input
 
 
-def flush(*, quietly: bool = False) -> bool:
-    """Flush ``sys.stdout`` and ``sys.stderr`` as CPython does at exit.
-
-    Returns False when stdout could not be flushed (CPython then exits 120),
-    after reporting it the way CPython does; ``quietly``, a failure is
-    neither reported nor returned, as when CPython's last flush happens as
-    the streams are freed, after the modules have been finalised.
-    """
-    ok = True
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name, None)
-        if stream is None or getattr(stream, "closed", False):
-            continue
-        try:
-            stream.flush()
-        except Exception as exc:  # noqa: BLE001 - any failure is reported, as CPython does
-            if name == "stdout" and not quietly:
-                ok = False
-                _report_unraisable(stream, exc)
-    return ok
-
-
 def write_stderr(text: str) -> None:
-    """Write to ``sys.stderr`` and flush, if there is one; as CPython's
-    ``PySys_WriteStderr``, a failure is ignored."""
-    err = getattr(sys, "stderr", None)
-    if err is None:
-        return
-    with contextlib.suppress(Exception):
-        err.write(text)
-        err.flush()
-
-
-def _report_unraisable(stream: object, exc: BaseException) -> None:
-    write_stderr(f"Exception ignored in: {stream!r}\n{type(exc).__name__}: {exc}\n")
+    """Write to ``sys.stderr`` as CPython's ``PySys_WriteStderr`` does: where
+    it is None or missing, or its ``write`` fails, to descriptor 2 (C's
+    stderr) instead; and, like it, without flushing."""
+    try:
+        sys.stderr.write(text)
+    except BaseException:  # noqa: BLE001 - CPython clears whatever the program's stream raised
+        with contextlib.suppress(OSError):
+            os.write(2, text.encode(errors="backslashreplace"))

@@ -157,7 +157,7 @@ def run_handler(handler: Callable[[], object]) -> int:
     An uncaught exception goes through ``sys.excepthook`` and gives 1;
     ``SystemExit`` gives its code; then non-daemon threads are joined,
     ``atexit`` callbacks run and the standard streams are flushed (a failed
-    flush of stdout gives 120). :class:`~warmfork.errors.Unsupported`
+    flush gives 120). :class:`~warmfork.errors.Unsupported`
     propagates untouched so the caller can refuse the run.
     """
     try:
@@ -187,11 +187,12 @@ def exit_code(exit_: SystemExit) -> int:
         exact = int.__index__(value)
         return exact & 0xFF if -(2**63) <= exact < 2**63 else 0xFF
     stderr = getattr(sys, "stderr", None)
-    with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
+    with contextlib.suppress(BaseException):  # as in CPython, a failed print still exits 1
         if stderr is not None:
-            print(value, file=stderr)
+            stderr.write(str(value))
         else:  # CPython falls back to the C stderr
-            os.write(2, f"{value}\n".encode(errors="backslashreplace"))
+            os.write(2, str(value).encode(errors="backslashreplace"))
+    _stdio.write_stderr("\n")  # apart, as CPython writes it: to C's stderr if that failed
     return 1
 
 
@@ -209,12 +210,45 @@ def _finalize(code: int) -> int:
     atexit._run_exitfuncs()
     # As Py_RunMain: a failed final flush overrides the exit status, but not
     # a death by SIGINT.
-    if not _stdio.flush() and code >= 0:
+    if not _flush_std_files() and code >= 0:
         code = 120
     _signals_off()
     _finalize_modules()
-    _stdio.flush(quietly=True)  # what finalisers printed
+    # What finalisers printed. CPython flushes it as it frees the streams,
+    # after the modules, and says nothing of a failure then.
+    _flush_std_files(quietly=True)
     return code
+
+
+def _flush_std_files(*, quietly: bool = False) -> bool:
+    """CPython's ``flush_std_files``: flush ``sys.stdout``, then
+    ``sys.stderr``, each unless it is None, missing or closed (a ``closed``
+    that cannot be read counts as open). Returns False if either flush
+    raised, whatever it raised. Unless ``quietly``, stdout's failure is
+    reported through ``sys.unraisablehook`` ("Exception ignored in: ...");
+    stderr's never is."""
+    flushed = True
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name, None)
+        if stream is None or _is_closed(stream):
+            continue
+        try:
+            stream.flush()
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: this is the program's object failing
+            flushed = False
+            if name == "stdout" and not quietly:
+                from ._native import write_unraisable
+
+                exc.__traceback__ = _program_frames(exc.__traceback__)
+                write_unraisable(exc, stream)
+    return flushed
+
+
+def _is_closed(stream: object) -> bool:
+    try:
+        return bool(stream.closed)  # type: ignore[attr-defined]
+    except BaseException:  # noqa: BLE001 - as CPython's file_is_closed, which clears any error
+        return False
 
 
 def rehearse_finalization() -> None:
@@ -356,7 +390,8 @@ def _excepthook(exc: BaseException) -> None:
         error.__traceback__ = _program_frames(error.__traceback__)
         if error.__context__ is exc:  # CPython calls the hook with no exception being handled
             error.__context__ = None
-        _stdio.flush(quietly=True)
+        # CPython's fflush(stdout) before this is C's stdout, not sys.stdout:
+        # what the program printed to a pipe stays buffered until exit.
         _stdio.write_stderr("Error in sys.excepthook:\n")
         _display(error)
         _stdio.write_stderr("\nOriginal exception was:\n")

@@ -496,16 +496,19 @@ def _is_compound(source: str) -> bool:
 
 def _prompt(name: str) -> str:
     """``sys.ps1`` or ``sys.ps2`` as text; as in CPython, a prompt that is
-    missing or cannot be made text is empty rather than an error."""
+    missing or cannot be made UTF-8 text is empty rather than an error."""
     try:
-        return str(getattr(sys, name))
+        prompt = str(getattr(sys, name))
+        prompt.encode()
     except Exception:  # noqa: BLE001 - any failure of the program's object
         return ""
+    return prompt
 
 
 def _read_line(prompt: str) -> str:
     """A line with its newline, '' at end of input. On a terminal ``input``
-    gives readline editing; otherwise CPython writes the prompt to stderr."""
+    gives readline editing; otherwise CPython writes the prompt to C's
+    stderr, descriptor 2, whatever ``sys.stderr`` is."""
     stdin, stdout = sys.stdin, sys.stdout
     if stdin is None:
         return ""
@@ -514,7 +517,8 @@ def _read_line(prompt: str) -> str:
             return input(prompt) + "\n"
         except EOFError:
             return ""
-    _write_stderr(prompt)
+    with contextlib.suppress(OSError):
+        os.write(2, prompt.encode())
     return stdin.readline()
 
 
