@@ -191,6 +191,10 @@ def test_an_uncaught_keyboard_interrupt_ends_the_program_by_sigint(server, tmp_p
         ("sys.exit(-(2**70))", 255, b""),
         ("sys.exit(2**63 - 1)", 255, b""),
         ("sys.stderr = None\nsys.exit('to the C stderr')", 1, b"to the C stderr\n"),
+        # The newline comes even when the code's text cannot be had or written.
+        ("class Unprintable:\n    def __str__(self): raise ValueError\nsys.exit(Unprintable())", 1, b"\n"),
+        ("sys.stderr = None\nsys.exit(type('Unprintable', (), {'__str__': lambda self: 1 / 0})())", 1, b"\n"),
+        ("sys.stderr = type('No', (), {'write': lambda s, t: 1 / 0, 'flush': lambda s: 0})()\nsys.exit(2j)", 1, b"\n"),
         ("exit(5)", 5, b""),
         ("quit(6)", 6, b""),
     ],

@@ -186,13 +186,27 @@ def exit_code(exit_: SystemExit) -> int:
         # CPython reads a C long: beyond one, -1 (so 255).
         exact = int.__index__(value)
         return exact & 0xFF if -(2**63) <= exact < 2**63 else 0xFF
-    stderr = getattr(sys, "stderr", None)
-    with contextlib.suppress(Exception):  # as in CPython, a failed print still exits 1
-        if stderr is not None:
-            print(value, file=stderr)
-        else:  # CPython falls back to the C stderr
-            os.write(2, f"{value}\n".encode(errors="backslashreplace"))
+    _report_exit_value(value)
     return 1
+
+
+def _report_exit_value(value: object) -> None:
+    """As ``_Py_HandleSystemExit`` reports a code that is no integer: its
+    text to ``sys.stderr`` (to the C stderr if there is none), then a newline
+    as ``PySys_WriteStderr`` writes one, to the C stderr if ``sys.stderr``
+    fails. Each step fails silently and on its own, so a code whose ``str()``
+    raises, or a ``sys.stderr`` that refuses the text, still leaves the newline."""
+    stderr = getattr(sys, "stderr", None)
+    with contextlib.suppress(Exception):
+        if stderr is None:
+            os.write(2, str(value).encode(errors="backslashreplace"))
+        else:
+            stderr.write(str(value))
+    try:
+        stderr.write("\n")  # type: ignore[union-attr]  # None has no write: the C stderr then
+    except Exception:  # noqa: BLE001 - any failure of the program's stream
+        with contextlib.suppress(OSError):
+            os.write(2, b"\n")
 
 
 def _finalize(code: int) -> int:
