@@ -129,6 +129,7 @@ FAILING = {
     "error_in_an_imported_module": ("-c", "import fails"),
     "syntax_error_in_a_script": ("broken.py",),
     "syntax_error_in_dash_c": ("-c", "x = (1,"),
+    "non_utf8_comment_in_a_script": ("latin_comment.py",),
     "exception_with_a_cause": ("-c", "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('v') from e"),
     "missing_script": ("no_such_script.py",),
     "missing_module": ("-m", "no_such_module"),
@@ -140,6 +141,7 @@ FAILING = {
 def test_a_failing_program_gives_pythons_traceback_and_status(server, tmp_path: Path, name: str) -> None:
     (tmp_path / "fails.py").write_text("def f(x):\n    return x['missing']\n\nf({})\n")
     (tmp_path / "broken.py").write_text("def f(:\n    pass\n")
+    (tmp_path / "latin_comment.py").write_bytes(b"print('runs under compile()')  # caf\xe9\n")
     (tmp_path / "pkgdir").mkdir()
     out = assert_same_as_python(server, *FAILING[name], cwd=tmp_path)
     assert out.status != 0

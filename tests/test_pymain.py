@@ -310,6 +310,43 @@ def test_non_utf8_script_without_cookie_is_rejected_like_python(tmp_path: Path) 
     assert "Non-UTF-8 code starting with '\\xe9' in file" in out.stderr
 
 
+# Sources python's file parser rejects, each with its own message and place;
+# compile() of the same bytes (the string parser) words them differently, or
+# runs the file.
+UNPARSABLE_SOURCES = {
+    "null_byte": b"x = 1\x00\n",
+    "null_byte_on_a_later_line": b"print(1)\nprint(2)\nx = 'a\x00b'\n",
+    "null_byte_after_a_syntax_error": b"def f(:\n  x\x00\n",
+    "null_byte_in_a_latin1_file": b"# coding: latin-1\nx = '\xe9\x00'\n",
+    "non_utf8_in_a_comment": b"print(1)  # \xff\n",
+    "coding_cookie_after_code": b"x = 1\n# coding: latin-1\nprint('\xe9')\n",
+    "unknown_coding_cookie": b"# coding: bogus\nprint(1)\n",
+    "coding_cookie_of_a_codec_that_is_not_ascii_based": b"# coding: utf-16\nprint(1)\n",
+    "byte_order_mark_and_another_coding_cookie": b"\xef\xbb\xbf# coding: latin-1\nprint(1)\n",
+}
+
+
+@pytest.mark.parametrize("source", list(UNPARSABLE_SOURCES))
+@pytest.mark.parametrize("how", ["script", "stdin", "pythonstartup"])
+def test_a_source_python_cannot_parse_fails_with_pythons_message(tmp_path: Path, source: str, how: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_bytes(UNPARSABLE_SOURCES[source])
+    if how == "script":
+        out = same("bad.py", cwd=tmp_path)
+    elif how == "stdin":
+        out = same("-", cwd=tmp_path, stdin=bad.read_bytes())
+    else:  # printed, and the prompt comes anyway
+        out = same("-q", "-i", cwd=tmp_path, stdin=b"", env={"PYTHONSTARTUP": str(bad)})
+    assert out.stdout == ""
+    assert "SyntaxError: " in out.stderr
+
+
+def test_the_programs_file_is_closed_before_it_runs(tmp_path: Path) -> None:
+    program = "print(open(__file__ if __file__ != '<stdin>' else '/dev/null').fileno())\n"
+    assert same(write(tmp_path / "first_open.py", program).name, cwd=tmp_path).stdout == "3\n"
+    assert same("-", cwd=tmp_path, stdin=program.encode()).stdout == "3\n"
+
+
 def test_pythonpath_entries_follow_path0(tmp_path: Path) -> None:
     write(tmp_path / "lib" / "extra.py", "WHERE = 'lib'\n")
     code = "import sys, extra; print(sys.path[:3], extra.WHERE)"

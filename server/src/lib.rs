@@ -28,6 +28,7 @@ mod pool;
 mod prefault;
 mod reload;
 mod server;
+mod source_file;
 mod terminal_input;
 mod watch;
 mod worker;
@@ -263,5 +264,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<modules::ModuleNames>()?;
     m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
+    m.add_function(wrap_pyfunction!(source_file::run_source_file, m)?)?;
     Ok(())
 }

@@ -39,6 +39,10 @@ def guard_input(reader: object, original: Callable[..., str]) -> None:
 def input(*args: object, **kwargs: object) -> str:
     """The builtin ``input``, once the client's job is in its terminal's foreground."""
 
+def run_source_file(fd: int, filename: bytes, namespace: dict[str, object], skip_first_line: bool) -> None:
+    """Parse the source file open at ``fd`` with CPython's file parser and run it
+    in ``namespace``, as python runs a script; ``fd`` is closed once parsed."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

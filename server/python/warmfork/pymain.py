@@ -22,7 +22,6 @@ import _imp
 import _tracemalloc
 import ast
 import builtins
-import codecs
 import codeop
 import contextlib
 import faulthandler
@@ -31,7 +30,6 @@ import importlib.machinery
 import importlib.util
 import marshal
 import os
-import re
 import runpy
 import sys
 import types
@@ -44,7 +42,6 @@ from .errors import Unsupported
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
 _COPYRIGHT = 'Type "help", "copyright", "credits" or "license" for more information.'
 _MAGIC = importlib.util.MAGIC_NUMBER
-_CODING_COOKIE = re.compile(rb"[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")
 _COMPOUND_STATEMENTS = (
     ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, getattr(ast, "TryStar", ast.Try), ast.With,
     ast.AsyncWith, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
@@ -323,36 +320,57 @@ def _run_module(name: str, *, set_argv0: bool) -> None:
 def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> None:
     sys.audit("cpython.run_file", filename)
     try:
-        with open(filename, "rb") as file:
-            source = file.read()
+        fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         _write_stderr(f"{config.program}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}\n")
         raise SystemExit(2) from None
-    # CPython looks for a .pyc's magic number only at the very start of the file.
-    is_pyc = filename.endswith(".pyc") or (not config.skip_first_line and source[:2] == _MAGIC[:2])
-    if config.skip_first_line and not is_pyc:
-        newline = source.find(b"\n")
-        source = source[newline:] if newline >= 0 else b""  # the newline stays: line numbers hold
-    _exec_file(filename, source, namespace, is_pyc=is_pyc, inspect=config.inspect)
+    is_pyc = filename.endswith(".pyc") or (not config.skip_first_line and _starts_with_magic(fd))
+    _exec_file(filename, fd, namespace, is_pyc=is_pyc, inspect=config.inspect, skip_first_line=config.skip_first_line)
+
+
+def _starts_with_magic(fd: int) -> bool:
+    """``maybe_pyc_file``: CPython looks for a .pyc's magic number only at the
+    very start of a file it can seek back in (not a pipe)."""
+    try:
+        return os.pread(fd, 2, 0) == _MAGIC[:2]
+    except OSError:
+        return False
 
 
 def _run_stdin(config: pyoptions.Config, namespace: dict[str, object]) -> None:
     sys.audit("cpython.run_stdin")
-    source = sys.stdin.buffer.read() if sys.stdin is not None else b""
-    _exec_file("<stdin>", source, namespace, is_pyc=False, inspect=config.inspect)
+    try:
+        fd = os.dup(0)
+    except OSError:  # no descriptor 0: python's C stdin then reads as an empty file
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    _exec_file("<stdin>", fd, namespace, is_pyc=False, inspect=config.inspect)
 
 
-def _exec_file(filename: str, source: bytes, namespace: dict[str, object], *, is_pyc: bool, inspect: bool) -> None:
-    """``_PyRun_SimpleFileObject``: ``__file__`` and the loader are set while
-    the file runs. ``__file__`` goes again afterwards, unless ``SystemExit``
-    ends the process (which ``-i`` prevents): then atexit still sees it."""
+def _exec_file(
+    filename: str, fd: int, namespace: dict[str, object], *, is_pyc: bool, inspect: bool, skip_first_line: bool = False
+) -> None:
+    """``_PyRun_SimpleFileObject`` on the file open at ``fd``, which it closes:
+    ``__file__`` and the loader are set while the file runs. ``__file__`` goes
+    again afterwards, unless ``SystemExit`` ends the process (which ``-i``
+    prevents): then atexit still sees it.
+
+    Source goes through CPython's own file parser, as under python, so that
+    coding cookies, byte-order marks, null bytes and bytes that are not UTF-8
+    meet the same errors (see ``server/src/source_file.rs``)."""
+    from ._native import run_source_file  # here: the rest of this module runs without the extension
+
     namespace["__file__"] = filename
     namespace["__cached__"] = None
     if filename != "<stdin>":
         loader = importlib.machinery.SourcelessFileLoader if is_pyc else importlib.machinery.SourceFileLoader
         namespace["__loader__"] = loader("__main__", filename)
     try:
-        exec(_pyc_code(source) if is_pyc else _compile_file(source, filename), namespace)  # noqa: S102
+        if is_pyc:
+            with open(fd, "rb") as file:
+                code = _pyc_code(file.read())
+            exec(code, namespace)  # noqa: S102 - running it is the point
+        else:
+            run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
     except SystemExit:
         if inspect:
             _forget_file(namespace)
@@ -366,32 +384,6 @@ def _exec_file(filename: str, source: bytes, namespace: dict[str, object], *, is
 def _forget_file(namespace: dict[str, object]) -> None:
     namespace.pop("__file__", None)
     namespace.pop("__cached__", None)
-
-
-def _compile_file(source: bytes, filename: str) -> types.CodeType:
-    """Compile as CPython's file parser does, including its message for a file
-    that is not UTF-8 and declares no encoding (``compile`` words it differently)."""
-    try:
-        return compile(source, filename, "exec", dont_inherit=True)
-    except SyntaxError:
-        if _declares_encoding(source):
-            raise
-        try:
-            source.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            line = source.count(b"\n", 0, bad.start) + 1
-            raise SyntaxError(
-                f"Non-UTF-8 code starting with '\\x{source[bad.start]:02x}' in file {filename} on line {line}, "
-                "but no encoding declared; see https://peps.python.org/pep-0263/ for details"
-            ) from None
-        raise
-
-
-def _declares_encoding(source: bytes) -> bool:
-    """A byte-order mark or a PEP 263 coding cookie in the first two lines."""
-    if source.startswith(codecs.BOM_UTF8):
-        return True
-    return any(_CODING_COOKIE.match(line) for line in source.split(b"\n", 2)[:2])
 
 
 def _pyc_code(data: bytes) -> types.CodeType:
@@ -412,13 +404,12 @@ def _run_startup_file(config: pyoptions.Config, namespace: dict[str, object]) ->
         return
     sys.audit("cpython.run_startup", path)
     try:
-        with open(path, "rb") as file:
-            source = file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         _write_stderr("Could not open PYTHONSTARTUP\n")
         _print_exception(exc)
         return
-    run = functools.partial(_exec_file, path, source, namespace, is_pyc=path.endswith(".pyc"), inspect=False)
+    run = functools.partial(_exec_file, path, fd, namespace, is_pyc=path.endswith(".pyc"), inspect=False)
     _call_printing_errors(run)
 
 
