@@ -129,6 +129,13 @@ def test_symlinked_script_puts_the_real_directory_first_on_sys_path(tmp_path: Pa
     assert f"path0 '{tmp_path}/real'" in same("link.py", cwd=tmp_path).stdout
 
 
+def test_dev_stdin_as_the_script_puts_the_directory_its_link_names_first_on_sys_path(tmp_path: Path) -> None:
+    # python reads the link once (/proc/self/fd/0) before realpath, which
+    # cannot resolve a pipe.
+    out = same("/dev/stdin", cwd=tmp_path, stdin=SHOW_MAIN.encode())
+    assert "path0 '/proc/self/fd'" in out.stdout
+
+
 def test_dash_c_gets_its_args_and_an_empty_path0(tmp_path: Path) -> None:
     out = same("-c", "import sys; print(sys.argv, repr(sys.path[0]), sorted(globals()))", "-x", "y", cwd=tmp_path)
     assert out.stdout.startswith("['-c', '-x', 'y'] ''")

@@ -293,11 +293,28 @@ def _program_path0(config: pyoptions.Config) -> str:
     path = config.argv[0]
     try:
         if path:  # realpath(3) fails on '', where os.path.realpath gives the cwd
+            path = _read_link_once(path)
             path = os.path.realpath(path, strict=True)
     except OSError:
         pass
     directory, sep, _ = path.rpartition(os.sep)
     return (directory or os.sep) if sep else ""
+
+
+def _read_link_once(path: str) -> str:
+    """What CPython makes of the script's path before ``realpath``: where it is
+    a symlink, its target, read once. That counts where ``realpath`` fails:
+    ``/dev/stdin`` gives ``/proc/self/fd/0``, a pipe realpath cannot resolve."""
+    try:
+        link = os.readlink(path)
+    except OSError:
+        return path
+    if link.startswith(os.sep):
+        return link
+    if os.sep not in link:
+        return path  # a link within the script's own directory
+    directory, sep, _ = path.rpartition(os.sep)
+    return f"{directory}{sep}{link}"
 
 
 def _run_command(command: str, namespace: dict[str, object]) -> None:
