@@ -437,6 +437,21 @@ def test_dash_i_reports_a_missing_module_with_runpy_frames(tmp_path: Path) -> No
     assert 'File "<frozen runpy>"' in out.stderr and out.stdout == "still here\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "status"),
+    [(("-i", "missing.py"), {}, 0), (("missing.py",), {"PYTHONINSPECT": "1"}, 2)],
+    ids=["dash_i_prompts", "pythoninspect_without_a_prompt"],
+)
+def test_a_script_that_cannot_be_opened_is_no_exception_to_inspect(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], status: int
+) -> None:
+    # python says so and returns 2 (no SystemExit to print): the prompt, if
+    # it comes, decides the status.
+    out = same(*args, cwd=tmp_path, stdin=b"print('prompted')\n", env=env)
+    assert "can't open file" in out.stderr and "SystemExit" not in out.stderr
+    assert out.status == status
+
+
 def test_dash_i_alone_prints_the_banner_and_runs_pythonstartup(tmp_path: Path) -> None:
     write(tmp_path / "startup.py", "greeting = 'hello'\n")
     out = same("-i", cwd=tmp_path, stdin=b"greeting\n", env={"PYTHONSTARTUP": str(tmp_path / "startup.py")})

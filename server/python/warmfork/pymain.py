@@ -178,7 +178,7 @@ def _run(config: pyoptions.Config) -> None:
     if not config.quiet and not config.runs_code and stdin_is_interactive:
         _write_stderr(f"Python {sys.version} on {sys.platform}\n" + ("" if config.no_site else f"{_COPYRIGHT}\n"))
 
-    program: Callable[[], None]
+    program: Callable[[], int | None]
     if config.run_command is not None:
         program = functools.partial(_run_command, config.run_command, namespace)
     elif config.run_module is not None:
@@ -197,13 +197,17 @@ def _run(config: pyoptions.Config) -> None:
     _run_then_inspect(config, program, namespace)
 
 
-def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], namespace: dict[str, object]) -> None:
+def _run_then_inspect(
+    config: pyoptions.Config, program: Callable[[], int | None], namespace: dict[str, object]
+) -> None:
     """Run ``program``, then ``pymain_repl``.
 
     Under ``-i``/``PYTHONINSPECT`` CPython prints an uncaught exception, even
     ``SystemExit``, and carries on: into the prompt when stdin is interactive,
     else to exit status 1. A program may also set ``PYTHONINSPECT`` itself to
-    get the prompt after a failure.
+    get the prompt after a failure. A status ``program`` returns (a script
+    that cannot be opened) is no exception: nothing is printed, and the
+    prompt, if it comes, decides the status.
     """
 
     def prompt_follows() -> bool:
@@ -211,8 +215,9 @@ def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], nam
         return (config.inspect or late) and config.runs_code and (os.isatty(0) or config.interactive)
 
     failure: BaseException | None = None
+    status = None
     try:
-        program()
+        status = program()
     except BaseException as exc:
         if not config.inspect and (isinstance(exc, SystemExit) or not prompt_follows()):
             raise
@@ -227,6 +232,8 @@ def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], nam
         _interact(namespace)
     elif failure is not None:
         raise SystemExit(1)
+    elif status:
+        raise SystemExit(status)
 
 
 def _fresh_main_module() -> dict[str, object]:
@@ -334,15 +341,17 @@ def _run_module(name: str, *, set_argv0: bool) -> None:
     runpy._run_module_as_main(name, set_argv0)  # type: ignore[attr-defined]
 
 
-def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> None:
+def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:
+    """``pymain_run_file``: 2 for a file that cannot be opened, said without an exception."""
     sys.audit("cpython.run_file", filename)
     try:
         fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         _write_stderr(f"{config.program}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}\n")
-        raise SystemExit(2) from None
+        return 2
     is_pyc = filename.endswith(".pyc") or (not config.skip_first_line and _starts_with_magic(fd))
     _exec_file(filename, fd, namespace, is_pyc=is_pyc, inspect=config.inspect, skip_first_line=config.skip_first_line)
+    return None
 
 
 def _starts_with_magic(fd: int) -> bool:
