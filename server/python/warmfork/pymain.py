@@ -249,10 +249,16 @@ def _fresh_main_module() -> dict[str, object]:
 
 def _abspath(path: str) -> str:
     """``_Py_abspath``: the working directory joined on, without normalising
-    (``__file__`` of ``python ./x.py`` is ``/cwd/./x.py``)."""
-    if path in ("", "."):
-        return os.getcwd()
-    return path if os.path.isabs(path) else f"{os.getcwd()}{os.sep}{path}"
+    (``__file__`` of ``python ./x.py`` is ``/cwd/./x.py``). Where the working
+    directory has no name (it was deleted), the path stays as given, as
+    python keeps it."""
+    if os.path.isabs(path):
+        return path
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return path
+    return cwd if path in ("", ".") else f"{cwd}{os.sep}{path}"
 
 
 def _is_import_path_entry(path: str) -> bool:
@@ -286,15 +292,19 @@ def _set_sys_path(config: pyoptions.Config, importer_path: str | None) -> None:
         sys.path[:] = extra + [entry for entry in sys.path if entry not in extra]
     if importer_path is not None:
         sys.path.insert(0, importer_path)
-    elif not config.safe_path:
-        sys.path.insert(0, _program_path0(config))
+    elif not config.safe_path and (path0 := _program_path0(config)) is not None:
+        sys.path.insert(0, path0)
 
 
-def _program_path0(config: pyoptions.Config) -> str:
-    """``_PyPathConfig_ComputeSysPath0``: the working directory for ``-m``, ''
-    for ``-c`` and stdin, else the directory of the script with symlinks resolved."""
+def _program_path0(config: pyoptions.Config) -> str | None:
+    """``_PyPathConfig_ComputeSysPath0``: the working directory for ``-m``
+    (None, so nothing, when it has no name), '' for ``-c`` and stdin, else the
+    directory of the script with symlinks resolved."""
     if config.run_module is not None:
-        return os.getcwd()
+        try:
+            return os.getcwd()
+        except OSError:
+            return None
     if config.run_command is not None:
         return ""
     path = config.argv[0]
