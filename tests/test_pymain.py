@@ -462,6 +462,18 @@ def test_prompt_statements_cut_short_by_end_of_input_still_run(tmp_path: Path) -
     same("-q", "-i", cwd=tmp_path, stdin=b"if 1:\n  print(7)")
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [b"# caf\xe9\n", b"'\xff' + \\\n'x'\n", b"1\x00 ignored\n2\n", b"x = 1\x00\n"],
+    ids=["not_utf8", "not_utf8_on_a_continued_line", "null_byte", "null_byte_then_a_line"],
+)
+def test_the_prompt_reads_bytes_that_are_not_utf8_or_null_as_python_does(tmp_path: Path, typed: bytes) -> None:
+    # Undecodable bytes are a SyntaxError of their line; a null byte ends
+    # its line there and joins the next line to it.
+    out = same("-q", "-i", cwd=tmp_path, stdin=typed + b"print('after')\n")
+    assert out.status == 0
+
+
 def test_pythoninspect_without_a_terminal_prints_and_exits_1(tmp_path: Path) -> None:
     out = same("-c", "raise SystemExit(3)", cwd=tmp_path, env={"PYTHONINSPECT": "1"})
     assert out.status == 1 and "SystemExit: 3" in out.stderr

@@ -501,6 +501,7 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
     lines: list[str] = []
     while True:
         line = _read_line(_prompt("ps2" if lines else "ps1"))
+        _check_decodable(line)
         if not line:
             _write_stderr("\n")
             if not lines:
@@ -513,6 +514,17 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
         code = compiler(source, "<stdin>", "single")
         if code is not None and not (line.strip() and _is_compound(source)):
             return code
+
+
+def _check_decodable(line: str) -> None:
+    """The prompt's tokenizer decodes each line strictly, where ``sys.stdin``
+    and ``input`` keep undecodable bytes as surrogates: raise the
+    ``SyntaxError`` python raises for them."""
+    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    try:
+        line.encode(encoding, "surrogateescape").decode(encoding)
+    except UnicodeError as error:
+        raise SyntaxError(f"(unicode error) {error}", ("<stdin>", 0, 0, "", 0, -1)) from None
 
 
 def _is_compound(source: str) -> bool:
@@ -532,7 +544,10 @@ def _prompt(name: str) -> str:
 
 def _read_line(prompt: str) -> str:
     """A line with its newline, '' at end of input. On a terminal ``input``
-    gives readline editing; otherwise CPython writes the prompt to stderr."""
+    gives readline editing; otherwise CPython writes the prompt to stderr and
+    reads with ``fgets``, measuring what it read with ``strlen``: a line
+    loses what follows a null byte, its newline included, and goes on with
+    the next line."""
     stdin, stdout = sys.stdin, sys.stdout
     if stdin is None:
         return ""
@@ -542,7 +557,10 @@ def _read_line(prompt: str) -> str:
         except EOFError:
             return ""
     _write_stderr(prompt)
-    return stdin.readline()
+    line = stdin.readline()
+    while "\0" in line:
+        line = line[: line.index("\0")] + stdin.readline()
+    return line
 
 
 def _print_exception(exc: BaseException) -> None:
