@@ -474,6 +474,26 @@ def test_the_prompt_reads_bytes_that_are_not_utf8_or_null_as_python_does(tmp_pat
     assert out.status == 0
 
 
+# What the prompt reads, each ended by print('next'): where a statement ends
+# is the interactive tokenizer's call, which codeop alone does not make.
+PROMPT_INPUTS = {
+    "a_comment": b"# a comment\n",
+    "an_indented_comment": b"   # a comment\n",
+    "spaces_inside_a_block": b"if 1:\n  print(1)\n   \n  print(2)\n\n",
+    "an_empty_line_after_an_if": b"if 1:\n\n  print(1)\n\n",
+    "an_empty_line_after_a_decorator": b"@property\n\ndef f(): pass\n\n",
+    "a_backslash_continuation": b"x = 1 + \\\n2\nx\n",
+    "an_empty_line_after_a_backslash": b"x = 1 + \\\n\n",
+    "windows_newlines": b"if 1:\r\n  print(2)\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("typed", list(PROMPT_INPUTS))
+def test_the_prompt_ends_statements_where_python_does(tmp_path: Path, typed: str) -> None:
+    out = same("-q", "-i", cwd=tmp_path, stdin=PROMPT_INPUTS[typed] + b"print('next')\n")
+    assert out.stdout.endswith("next\n")
+
+
 def test_pythoninspect_without_a_terminal_prints_and_exits_1(tmp_path: Path) -> None:
     out = same("-c", "raise SystemExit(3)", cwd=tmp_path, env={"PYTHONINSPECT": "1"})
     assert out.status == 1 and "SystemExit: 3" in out.stderr

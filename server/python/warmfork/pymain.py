@@ -494,9 +494,12 @@ def _interact(namespace: dict[str, object]) -> None:
 def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
     """One complete statement from stdin, or None at end of input.
 
-    As in CPython, a compound statement ends only at a blank line, a line cut
-    short by end of input asks for more, end of input prints a newline, and a
-    statement pending at end of input still runs.
+    As in CPython's interactive tokenizer: newlines are translated, a
+    compound statement ends only at an empty line (one of spaces or a
+    comment does not end it), an empty line ends any statement not inside
+    brackets or a string, a backslash at the end of a line continues it, a
+    line cut short by end of input asks for more, end of input prints a
+    newline, and a statement pending at end of input still runs.
     """
     lines: list[str] = []
     while True:
@@ -507,13 +510,43 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
             if not lines:
                 return None
             return compiler.compiler("".join(lines), "<stdin>", "single", incomplete_input=False)
-        lines.append(line)
-        if not line.endswith("\n"):
+        lines.append(line.replace("\r\n", "\n").replace("\r", "\n"))
+        if not lines[-1].endswith("\n"):
             continue
         source = "".join(lines)
-        code = compiler(source, "<stdin>", "single")
-        if code is not None and not (line.strip() and _is_compound(source)):
+        if lines[-1] == "\n" and len(lines) > 1:
+            code = _end_at_empty_line(compiler, source)
+        else:
+            code = _compile_or_read_on(compiler, source)
+        if code is not None and not (lines[-1] != "\n" and _is_compound(source)):
             return code
+
+
+def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
+    """codeop's verdict: the statement, or None where more input may complete
+    it; that includes a line ended by a backslash, which codeop calls an error."""
+    try:
+        return compiler(source, "<stdin>", "single")
+    except SyntaxError as error:
+        if source.endswith("\\\n") and error.msg == "unexpected EOF while parsing":
+            return None
+        raise
+
+
+def _end_at_empty_line(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
+    """The statement an empty line ends, compiled as it stands; None where a
+    bracket or a triple-quoted string is still open, as python's tokenizer
+    then reads on. Without the empty line the statement was incomplete (or
+    a compound one, which compiles), so an error is the empty line's: it is
+    placed there, where python's parser meets it."""
+    try:
+        return compiler.compiler(source, "<stdin>", "single", incomplete_input=False)
+    except SyntaxError as error:
+        message = str(error.msg)
+        if message.endswith("was never closed") or message.startswith("unterminated triple-quoted string"):
+            return None
+        line = source.count("\n")
+        raise type(error)(message, ("<stdin>", line, 1, "", line, 1)) from None
 
 
 def _check_decodable(line: str) -> None:
@@ -529,8 +562,9 @@ def _check_decodable(line: str) -> None:
 
 def _is_compound(source: str) -> bool:
     """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
-    the interactive grammar ends with a blank line; codeop does not insist."""
-    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source, mode="single").body)
+    the interactive grammar ends with an empty line; codeop does not insist.
+    (Parsed as a module: one of comments alone is no statement.)"""
+    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source).body)
 
 
 def _prompt(name: str) -> str:
