@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import CLIENT, start_server
 from support.differential import (
+    Outcome,
     assert_same_as_python,
     env_for,
     reference,
@@ -204,24 +205,42 @@ def test_the_working_directory_is_the_clients(server, tmp_path: Path) -> None:
     assert out.stdout == f"{tmp_path}\nrelative read\n".encode()
 
 
+def in_a_deleted_directory(
+    run: Callable[..., subprocess.CompletedProcess[bytes]], parent: Path, name: str
+) -> subprocess.CompletedProcess[bytes]:
+    """``run(cwd=..., preexec_fn=...)`` started in a directory deleted just before."""
+    doomed = parent / name
+    doomed.mkdir()
+    # Popen enters `cwd` before it calls preexec_fn: the process starts in a deleted directory.
+    return run(cwd=doomed, preexec_fn=lambda: os.rmdir(os.getcwd()))
+
+
 def test_a_program_still_runs_in_a_deleted_working_directory(server, tmp_path: Path) -> None:
     program = (
         "import os\nprint('ran')\n"
         "try:\n    os.getcwd()\nexcept FileNotFoundError:\n    print('cwd is gone')\n"
         "print(os.listdir('.'))\n"
     )
+    ours = in_a_deleted_directory(lambda **kw: warmfork(server, "-c", program, **kw), tmp_path, "for-warmfork")
+    theirs = in_a_deleted_directory(lambda **kw: reference("-c", program, **kw), tmp_path, "for-python")
+    assert ours.returncode == theirs.returncode == 0, ours.stderr
+    assert ours.stdout == theirs.stdout == b"ran\ncwd is gone\n[]\n"
 
-    def run_in_deleted_dir(run: Callable[..., subprocess.CompletedProcess[bytes]], name: str) -> bytes:
-        doomed = tmp_path / name
-        doomed.mkdir()
-        # Popen enters `cwd` before it calls preexec_fn: the client starts in a deleted directory.
-        done = run(cwd=doomed, preexec_fn=lambda: os.rmdir(os.getcwd()))
-        assert done.returncode == 0, done.stderr
-        return done.stdout
 
-    ours = run_in_deleted_dir(lambda **kw: warmfork(server, "-c", program, **kw), "for-warmfork")
-    theirs = run_in_deleted_dir(lambda **kw: reference("-c", program, **kw), "for-python")
-    assert ours == theirs == b"ran\ncwd is gone\n[]\n"
+@pytest.mark.parametrize(
+    "args",
+    [("-m", "json.tool"), ("-m", "no_such_module"), ("gone.py",)],
+    ids=["module", "missing_module", "relative_script"],
+)
+def test_in_a_deleted_working_directory_sys_path_and_the_scripts_path_are_pythons(
+    server, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # python puts nothing first on sys.path for -m when it cannot name the
+    # working directory, and keeps a script's path relative.
+    ours = in_a_deleted_directory(lambda **kw: warmfork(server, *args, input=b"{}", **kw), tmp_path, "for-warmfork")
+    theirs = in_a_deleted_directory(lambda **kw: reference(*args, input=b"{}", **kw), tmp_path, "for-python")
+    assert Outcome.of(ours) == Outcome.of(theirs)
+    assert b"FileNotFoundError" not in ours.stderr
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o027, 0o077])

@@ -129,6 +129,7 @@ FAILING = {
     "error_in_an_imported_module": ("-c", "import fails"),
     "syntax_error_in_a_script": ("broken.py",),
     "syntax_error_in_dash_c": ("-c", "x = (1,"),
+    "non_utf8_comment_in_a_script": ("latin_comment.py",),
     "exception_with_a_cause": ("-c", "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('v') from e"),
     "missing_script": ("no_such_script.py",),
     "missing_module": ("-m", "no_such_module"),
@@ -140,6 +141,7 @@ FAILING = {
 def test_a_failing_program_gives_pythons_traceback_and_status(server, tmp_path: Path, name: str) -> None:
     (tmp_path / "fails.py").write_text("def f(x):\n    return x['missing']\n\nf({})\n")
     (tmp_path / "broken.py").write_text("def f(:\n    pass\n")
+    (tmp_path / "latin_comment.py").write_bytes(b"print('runs under compile()')  # caf\xe9\n")
     (tmp_path / "pkgdir").mkdir()
     out = assert_same_as_python(server, *FAILING[name], cwd=tmp_path)
     assert out.status != 0
@@ -191,6 +193,10 @@ def test_an_uncaught_keyboard_interrupt_ends_the_program_by_sigint(server, tmp_p
         ("sys.exit(-(2**70))", 255, b""),
         ("sys.exit(2**63 - 1)", 255, b""),
         ("sys.stderr = None\nsys.exit('to the C stderr')", 1, b"to the C stderr\n"),
+        # The newline comes even when the code's text cannot be had or written.
+        ("class Unprintable:\n    def __str__(self): raise ValueError\nsys.exit(Unprintable())", 1, b"\n"),
+        ("sys.stderr = None\nsys.exit(type('Unprintable', (), {'__str__': lambda self: 1 / 0})())", 1, b"\n"),
+        ("sys.stderr = type('No', (), {'write': lambda s, t: 1 / 0, 'flush': lambda s: 0})()\nsys.exit(2j)", 1, b"\n"),
         ("exit(5)", 5, b""),
         ("quit(6)", 6, b""),
     ],

@@ -129,6 +129,13 @@ def test_symlinked_script_puts_the_real_directory_first_on_sys_path(tmp_path: Pa
     assert f"path0 '{tmp_path}/real'" in same("link.py", cwd=tmp_path).stdout
 
 
+def test_dev_stdin_as_the_script_puts_the_directory_its_link_names_first_on_sys_path(tmp_path: Path) -> None:
+    # python reads the link once (/proc/self/fd/0) before realpath, which
+    # cannot resolve a pipe.
+    out = same("/dev/stdin", cwd=tmp_path, stdin=SHOW_MAIN.encode())
+    assert "path0 '/proc/self/fd'" in out.stdout
+
+
 def test_dash_c_gets_its_args_and_an_empty_path0(tmp_path: Path) -> None:
     out = same("-c", "import sys; print(sys.argv, repr(sys.path[0]), sorted(globals()))", "-x", "y", cwd=tmp_path)
     assert out.stdout.startswith("['-c', '-x', 'y'] ''")
@@ -310,6 +317,43 @@ def test_non_utf8_script_without_cookie_is_rejected_like_python(tmp_path: Path) 
     assert "Non-UTF-8 code starting with '\\xe9' in file" in out.stderr
 
 
+# Sources python's file parser rejects, each with its own message and place;
+# compile() of the same bytes (the string parser) words them differently, or
+# runs the file.
+UNPARSABLE_SOURCES = {
+    "null_byte": b"x = 1\x00\n",
+    "null_byte_on_a_later_line": b"print(1)\nprint(2)\nx = 'a\x00b'\n",
+    "null_byte_after_a_syntax_error": b"def f(:\n  x\x00\n",
+    "null_byte_in_a_latin1_file": b"# coding: latin-1\nx = '\xe9\x00'\n",
+    "non_utf8_in_a_comment": b"print(1)  # \xff\n",
+    "coding_cookie_after_code": b"x = 1\n# coding: latin-1\nprint('\xe9')\n",
+    "unknown_coding_cookie": b"# coding: bogus\nprint(1)\n",
+    "coding_cookie_of_a_codec_that_is_not_ascii_based": b"# coding: utf-16\nprint(1)\n",
+    "byte_order_mark_and_another_coding_cookie": b"\xef\xbb\xbf# coding: latin-1\nprint(1)\n",
+}
+
+
+@pytest.mark.parametrize("source", list(UNPARSABLE_SOURCES))
+@pytest.mark.parametrize("how", ["script", "stdin", "pythonstartup"])
+def test_a_source_python_cannot_parse_fails_with_pythons_message(tmp_path: Path, source: str, how: str) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_bytes(UNPARSABLE_SOURCES[source])
+    if how == "script":
+        out = same("bad.py", cwd=tmp_path)
+    elif how == "stdin":
+        out = same("-", cwd=tmp_path, stdin=bad.read_bytes())
+    else:  # printed, and the prompt comes anyway
+        out = same("-q", "-i", cwd=tmp_path, stdin=b"", env={"PYTHONSTARTUP": str(bad)})
+    assert out.stdout == ""
+    assert "SyntaxError: " in out.stderr
+
+
+def test_the_programs_file_is_closed_before_it_runs(tmp_path: Path) -> None:
+    program = "print(open(__file__ if __file__ != '<stdin>' else '/dev/null').fileno())\n"
+    assert same(write(tmp_path / "first_open.py", program).name, cwd=tmp_path).stdout == "3\n"
+    assert same("-", cwd=tmp_path, stdin=program.encode()).stdout == "3\n"
+
+
 def test_pythonpath_entries_follow_path0(tmp_path: Path) -> None:
     write(tmp_path / "lib" / "extra.py", "WHERE = 'lib'\n")
     code = "import sys, extra; print(sys.path[:3], extra.WHERE)"
@@ -393,6 +437,21 @@ def test_dash_i_reports_a_missing_module_with_runpy_frames(tmp_path: Path) -> No
     assert 'File "<frozen runpy>"' in out.stderr and out.stdout == "still here\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "status"),
+    [(("-i", "missing.py"), {}, 0), (("missing.py",), {"PYTHONINSPECT": "1"}, 2)],
+    ids=["dash_i_prompts", "pythoninspect_without_a_prompt"],
+)
+def test_a_script_that_cannot_be_opened_is_no_exception_to_inspect(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], status: int
+) -> None:
+    # python says so and returns 2 (no SystemExit to print): the prompt, if
+    # it comes, decides the status.
+    out = same(*args, cwd=tmp_path, stdin=b"print('prompted')\n", env=env)
+    assert "can't open file" in out.stderr and "SystemExit" not in out.stderr
+    assert out.status == status
+
+
 def test_dash_i_alone_prints_the_banner_and_runs_pythonstartup(tmp_path: Path) -> None:
     write(tmp_path / "startup.py", "greeting = 'hello'\n")
     out = same("-i", cwd=tmp_path, stdin=b"greeting\n", env={"PYTHONSTARTUP": str(tmp_path / "startup.py")})
@@ -401,6 +460,38 @@ def test_dash_i_alone_prints_the_banner_and_runs_pythonstartup(tmp_path: Path) -
 
 def test_prompt_statements_cut_short_by_end_of_input_still_run(tmp_path: Path) -> None:
     same("-q", "-i", cwd=tmp_path, stdin=b"if 1:\n  print(7)")
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [b"# caf\xe9\n", b"'\xff' + \\\n'x'\n", b"1\x00 ignored\n2\n", b"x = 1\x00\n"],
+    ids=["not_utf8", "not_utf8_on_a_continued_line", "null_byte", "null_byte_then_a_line"],
+)
+def test_the_prompt_reads_bytes_that_are_not_utf8_or_null_as_python_does(tmp_path: Path, typed: bytes) -> None:
+    # Undecodable bytes are a SyntaxError of their line; a null byte ends
+    # its line there and joins the next line to it.
+    out = same("-q", "-i", cwd=tmp_path, stdin=typed + b"print('after')\n")
+    assert out.status == 0
+
+
+# What the prompt reads, each ended by print('next'): where a statement ends
+# is the interactive tokenizer's call, which codeop alone does not make.
+PROMPT_INPUTS = {
+    "a_comment": b"# a comment\n",
+    "an_indented_comment": b"   # a comment\n",
+    "spaces_inside_a_block": b"if 1:\n  print(1)\n   \n  print(2)\n\n",
+    "an_empty_line_after_an_if": b"if 1:\n\n  print(1)\n\n",
+    "an_empty_line_after_a_decorator": b"@property\n\ndef f(): pass\n\n",
+    "a_backslash_continuation": b"x = 1 + \\\n2\nx\n",
+    "an_empty_line_after_a_backslash": b"x = 1 + \\\n\n",
+    "windows_newlines": b"if 1:\r\n  print(2)\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("typed", list(PROMPT_INPUTS))
+def test_the_prompt_ends_statements_where_python_does(tmp_path: Path, typed: str) -> None:
+    out = same("-q", "-i", cwd=tmp_path, stdin=PROMPT_INPUTS[typed] + b"print('next')\n")
+    assert out.stdout.endswith("next\n")
 
 
 def test_pythoninspect_without_a_terminal_prints_and_exits_1(tmp_path: Path) -> None:

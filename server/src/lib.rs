@@ -28,6 +28,7 @@ mod pool;
 mod prefault;
 mod reload;
 mod server;
+mod source_file;
 mod terminal_input;
 mod unraisable;
 mod watch;
@@ -265,5 +266,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
     m.add_function(wrap_pyfunction!(unraisable::write_unraisable, m)?)?;
+    m.add_function(wrap_pyfunction!(source_file::run_source_file, m)?)?;
     Ok(())
 }

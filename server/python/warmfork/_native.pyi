@@ -43,6 +43,10 @@ def write_unraisable(error: BaseException, object: object) -> None:
     """Report ``error`` through ``sys.unraisablehook`` as CPython's
     ``PyErr_WriteUnraisable(object)`` does at exit, with no Python frame running."""
 
+def run_source_file(fd: int, filename: bytes, namespace: dict[str, object], skip_first_line: bool) -> None:
+    """Parse the source file open at ``fd`` with CPython's file parser and run it
+    in ``namespace``, as python runs a script; ``fd`` is closed once parsed."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

@@ -22,7 +22,6 @@ import _imp
 import _tracemalloc
 import ast
 import builtins
-import codecs
 import codeop
 import contextlib
 import faulthandler
@@ -31,7 +30,6 @@ import importlib.machinery
 import importlib.util
 import marshal
 import os
-import re
 import runpy
 import sys
 import types
@@ -44,7 +42,6 @@ from .errors import Unsupported
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
 _COPYRIGHT = 'Type "help", "copyright", "credits" or "license" for more information.'
 _MAGIC = importlib.util.MAGIC_NUMBER
-_CODING_COOKIE = re.compile(rb"[ \t\f]*#.*?coding[:=][ \t]*[-\w.]+")
 _COMPOUND_STATEMENTS = (
     ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, getattr(ast, "TryStar", ast.Try), ast.With,
     ast.AsyncWith, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
@@ -181,7 +178,7 @@ def _run(config: pyoptions.Config) -> None:
     if not config.quiet and not config.runs_code and stdin_is_interactive:
         _write_stderr(f"Python {sys.version} on {sys.platform}\n" + ("" if config.no_site else f"{_COPYRIGHT}\n"))
 
-    program: Callable[[], None]
+    program: Callable[[], int | None]
     if config.run_command is not None:
         program = functools.partial(_run_command, config.run_command, namespace)
     elif config.run_module is not None:
@@ -200,13 +197,17 @@ def _run(config: pyoptions.Config) -> None:
     _run_then_inspect(config, program, namespace)
 
 
-def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], namespace: dict[str, object]) -> None:
+def _run_then_inspect(
+    config: pyoptions.Config, program: Callable[[], int | None], namespace: dict[str, object]
+) -> None:
     """Run ``program``, then ``pymain_repl``.
 
     Under ``-i``/``PYTHONINSPECT`` CPython prints an uncaught exception, even
     ``SystemExit``, and carries on: into the prompt when stdin is interactive,
     else to exit status 1. A program may also set ``PYTHONINSPECT`` itself to
-    get the prompt after a failure.
+    get the prompt after a failure. A status ``program`` returns (a script
+    that cannot be opened) is no exception: nothing is printed, and the
+    prompt, if it comes, decides the status.
     """
 
     def prompt_follows() -> bool:
@@ -214,8 +215,9 @@ def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], nam
         return (config.inspect or late) and config.runs_code and (os.isatty(0) or config.interactive)
 
     failure: BaseException | None = None
+    status = None
     try:
-        program()
+        status = program()
     except BaseException as exc:
         if not config.inspect and (isinstance(exc, SystemExit) or not prompt_follows()):
             raise
@@ -230,6 +232,8 @@ def _run_then_inspect(config: pyoptions.Config, program: Callable[[], None], nam
         _interact(namespace)
     elif failure is not None:
         raise SystemExit(1)
+    elif status:
+        raise SystemExit(status)
 
 
 def _fresh_main_module() -> dict[str, object]:
@@ -245,10 +249,16 @@ def _fresh_main_module() -> dict[str, object]:
 
 def _abspath(path: str) -> str:
     """``_Py_abspath``: the working directory joined on, without normalising
-    (``__file__`` of ``python ./x.py`` is ``/cwd/./x.py``)."""
-    if path in ("", "."):
-        return os.getcwd()
-    return path if os.path.isabs(path) else f"{os.getcwd()}{os.sep}{path}"
+    (``__file__`` of ``python ./x.py`` is ``/cwd/./x.py``). Where the working
+    directory has no name (it was deleted), the path stays as given, as
+    python keeps it."""
+    if os.path.isabs(path):
+        return path
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return path
+    return cwd if path in ("", ".") else f"{cwd}{os.sep}{path}"
 
 
 def _is_import_path_entry(path: str) -> bool:
@@ -282,25 +292,46 @@ def _set_sys_path(config: pyoptions.Config, importer_path: str | None) -> None:
         sys.path[:] = extra + [entry for entry in sys.path if entry not in extra]
     if importer_path is not None:
         sys.path.insert(0, importer_path)
-    elif not config.safe_path:
-        sys.path.insert(0, _program_path0(config))
+    elif not config.safe_path and (path0 := _program_path0(config)) is not None:
+        sys.path.insert(0, path0)
 
 
-def _program_path0(config: pyoptions.Config) -> str:
-    """``_PyPathConfig_ComputeSysPath0``: the working directory for ``-m``, ''
-    for ``-c`` and stdin, else the directory of the script with symlinks resolved."""
+def _program_path0(config: pyoptions.Config) -> str | None:
+    """``_PyPathConfig_ComputeSysPath0``: the working directory for ``-m``
+    (None, so nothing, when it has no name), '' for ``-c`` and stdin, else the
+    directory of the script with symlinks resolved."""
     if config.run_module is not None:
-        return os.getcwd()
+        try:
+            return os.getcwd()
+        except OSError:
+            return None
     if config.run_command is not None:
         return ""
     path = config.argv[0]
     try:
         if path:  # realpath(3) fails on '', where os.path.realpath gives the cwd
+            path = _read_link_once(path)
             path = os.path.realpath(path, strict=True)
     except OSError:
         pass
     directory, sep, _ = path.rpartition(os.sep)
     return (directory or os.sep) if sep else ""
+
+
+def _read_link_once(path: str) -> str:
+    """What CPython makes of the script's path before ``realpath``: where it is
+    a symlink, its target, read once. That counts where ``realpath`` fails:
+    ``/dev/stdin`` gives ``/proc/self/fd/0``, a pipe realpath cannot resolve."""
+    try:
+        link = os.readlink(path)
+    except OSError:
+        return path
+    if link.startswith(os.sep):
+        return link
+    if os.sep not in link:
+        return path  # a link within the script's own directory
+    directory, sep, _ = path.rpartition(os.sep)
+    return f"{directory}{sep}{link}"
 
 
 def _run_command(command: str, namespace: dict[str, object]) -> None:
@@ -320,39 +351,62 @@ def _run_module(name: str, *, set_argv0: bool) -> None:
     runpy._run_module_as_main(name, set_argv0)  # type: ignore[attr-defined]
 
 
-def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> None:
+def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:
+    """``pymain_run_file``: 2 for a file that cannot be opened, said without an exception."""
     sys.audit("cpython.run_file", filename)
     try:
-        with open(filename, "rb") as file:
-            source = file.read()
+        fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         _write_stderr(f"{config.program}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}\n")
-        raise SystemExit(2) from None
-    # CPython looks for a .pyc's magic number only at the very start of the file.
-    is_pyc = filename.endswith(".pyc") or (not config.skip_first_line and source[:2] == _MAGIC[:2])
-    if config.skip_first_line and not is_pyc:
-        newline = source.find(b"\n")
-        source = source[newline:] if newline >= 0 else b""  # the newline stays: line numbers hold
-    _exec_file(filename, source, namespace, is_pyc=is_pyc, inspect=config.inspect)
+        return 2
+    is_pyc = filename.endswith(".pyc") or (not config.skip_first_line and _starts_with_magic(fd))
+    _exec_file(filename, fd, namespace, is_pyc=is_pyc, inspect=config.inspect, skip_first_line=config.skip_first_line)
+    return None
+
+
+def _starts_with_magic(fd: int) -> bool:
+    """``maybe_pyc_file``: CPython looks for a .pyc's magic number only at the
+    very start of a file it can seek back in (not a pipe)."""
+    try:
+        return os.pread(fd, 2, 0) == _MAGIC[:2]
+    except OSError:
+        return False
 
 
 def _run_stdin(config: pyoptions.Config, namespace: dict[str, object]) -> None:
     sys.audit("cpython.run_stdin")
-    source = sys.stdin.buffer.read() if sys.stdin is not None else b""
-    _exec_file("<stdin>", source, namespace, is_pyc=False, inspect=config.inspect)
+    try:
+        fd = os.dup(0)
+    except OSError:  # no descriptor 0: python's C stdin then reads as an empty file
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    _exec_file("<stdin>", fd, namespace, is_pyc=False, inspect=config.inspect)
 
 
-def _exec_file(filename: str, source: bytes, namespace: dict[str, object], *, is_pyc: bool, inspect: bool) -> None:
-    """``_PyRun_SimpleFileObject``: ``__file__`` and the loader are set while
-    the file runs. ``__file__`` goes again afterwards, unless ``SystemExit``
-    ends the process (which ``-i`` prevents): then atexit still sees it."""
+def _exec_file(
+    filename: str, fd: int, namespace: dict[str, object], *, is_pyc: bool, inspect: bool, skip_first_line: bool = False
+) -> None:
+    """``_PyRun_SimpleFileObject`` on the file open at ``fd``, which it closes:
+    ``__file__`` and the loader are set while the file runs. ``__file__`` goes
+    again afterwards, unless ``SystemExit`` ends the process (which ``-i``
+    prevents): then atexit still sees it.
+
+    Source goes through CPython's own file parser, as under python, so that
+    coding cookies, byte-order marks, null bytes and bytes that are not UTF-8
+    meet the same errors (see ``server/src/source_file.rs``)."""
+    from ._native import run_source_file  # here: the rest of this module runs without the extension
+
     namespace["__file__"] = filename
     namespace["__cached__"] = None
     if filename != "<stdin>":
         loader = importlib.machinery.SourcelessFileLoader if is_pyc else importlib.machinery.SourceFileLoader
         namespace["__loader__"] = loader("__main__", filename)
     try:
-        exec(_pyc_code(source) if is_pyc else _compile_file(source, filename), namespace)  # noqa: S102
+        if is_pyc:
+            with open(fd, "rb") as file:
+                code = _pyc_code(file.read())
+            exec(code, namespace)  # noqa: S102 - running it is the point
+        else:
+            run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
     except SystemExit:
         if inspect:
             _forget_file(namespace)
@@ -366,32 +420,6 @@ def _exec_file(filename: str, source: bytes, namespace: dict[str, object], *, is
 def _forget_file(namespace: dict[str, object]) -> None:
     namespace.pop("__file__", None)
     namespace.pop("__cached__", None)
-
-
-def _compile_file(source: bytes, filename: str) -> types.CodeType:
-    """Compile as CPython's file parser does, including its message for a file
-    that is not UTF-8 and declares no encoding (``compile`` words it differently)."""
-    try:
-        return compile(source, filename, "exec", dont_inherit=True)
-    except SyntaxError:
-        if _declares_encoding(source):
-            raise
-        try:
-            source.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            line = source.count(b"\n", 0, bad.start) + 1
-            raise SyntaxError(
-                f"Non-UTF-8 code starting with '\\x{source[bad.start]:02x}' in file {filename} on line {line}, "
-                "but no encoding declared; see https://peps.python.org/pep-0263/ for details"
-            ) from None
-        raise
-
-
-def _declares_encoding(source: bytes) -> bool:
-    """A byte-order mark or a PEP 263 coding cookie in the first two lines."""
-    if source.startswith(codecs.BOM_UTF8):
-        return True
-    return any(_CODING_COOKIE.match(line) for line in source.split(b"\n", 2)[:2])
 
 
 def _pyc_code(data: bytes) -> types.CodeType:
@@ -412,13 +440,12 @@ def _run_startup_file(config: pyoptions.Config, namespace: dict[str, object]) ->
         return
     sys.audit("cpython.run_startup", path)
     try:
-        with open(path, "rb") as file:
-            source = file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         _write_stderr("Could not open PYTHONSTARTUP\n")
         _print_exception(exc)
         return
-    run = functools.partial(_exec_file, path, source, namespace, is_pyc=path.endswith(".pyc"), inspect=False)
+    run = functools.partial(_exec_file, path, fd, namespace, is_pyc=path.endswith(".pyc"), inspect=False)
     _call_printing_errors(run)
 
 
@@ -467,31 +494,77 @@ def _interact(namespace: dict[str, object]) -> None:
 def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
     """One complete statement from stdin, or None at end of input.
 
-    As in CPython, a compound statement ends only at a blank line, a line cut
-    short by end of input asks for more, end of input prints a newline, and a
-    statement pending at end of input still runs.
+    As in CPython's interactive tokenizer: newlines are translated, a
+    compound statement ends only at an empty line (one of spaces or a
+    comment does not end it), an empty line ends any statement not inside
+    brackets or a string, a backslash at the end of a line continues it, a
+    line cut short by end of input asks for more, end of input prints a
+    newline, and a statement pending at end of input still runs.
     """
     lines: list[str] = []
     while True:
         line = _read_line(_prompt("ps2" if lines else "ps1"))
+        _check_decodable(line)
         if not line:
             _write_stderr("\n")
             if not lines:
                 return None
             return compiler.compiler("".join(lines), "<stdin>", "single", incomplete_input=False)
-        lines.append(line)
-        if not line.endswith("\n"):
+        lines.append(line.replace("\r\n", "\n").replace("\r", "\n"))
+        if not lines[-1].endswith("\n"):
             continue
         source = "".join(lines)
-        code = compiler(source, "<stdin>", "single")
-        if code is not None and not (line.strip() and _is_compound(source)):
+        if lines[-1] == "\n" and len(lines) > 1:
+            code = _end_at_empty_line(compiler, source)
+        else:
+            code = _compile_or_read_on(compiler, source)
+        if code is not None and not (lines[-1] != "\n" and _is_compound(source)):
             return code
+
+
+def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
+    """codeop's verdict: the statement, or None where more input may complete
+    it; that includes a line ended by a backslash, which codeop calls an error."""
+    try:
+        return compiler(source, "<stdin>", "single")
+    except SyntaxError as error:
+        if source.endswith("\\\n") and error.msg == "unexpected EOF while parsing":
+            return None
+        raise
+
+
+def _end_at_empty_line(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
+    """The statement an empty line ends, compiled as it stands; None where a
+    bracket or a triple-quoted string is still open, as python's tokenizer
+    then reads on. Without the empty line the statement was incomplete (or
+    a compound one, which compiles), so an error is the empty line's: it is
+    placed there, where python's parser meets it."""
+    try:
+        return compiler.compiler(source, "<stdin>", "single", incomplete_input=False)
+    except SyntaxError as error:
+        message = str(error.msg)
+        if message.endswith("was never closed") or message.startswith("unterminated triple-quoted string"):
+            return None
+        line = source.count("\n")
+        raise type(error)(message, ("<stdin>", line, 1, "", line, 1)) from None
+
+
+def _check_decodable(line: str) -> None:
+    """The prompt's tokenizer decodes each line strictly, where ``sys.stdin``
+    and ``input`` keep undecodable bytes as surrogates: raise the
+    ``SyntaxError`` python raises for them."""
+    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    try:
+        line.encode(encoding, "surrogateescape").decode(encoding)
+    except UnicodeError as error:
+        raise SyntaxError(f"(unicode error) {error}", ("<stdin>", 0, 0, "", 0, -1)) from None
 
 
 def _is_compound(source: str) -> bool:
     """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
-    the interactive grammar ends with a blank line; codeop does not insist."""
-    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source, mode="single").body)
+    the interactive grammar ends with an empty line; codeop does not insist.
+    (Parsed as a module: one of comments alone is no statement.)"""
+    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source).body)
 
 
 def _prompt(name: str) -> str:
@@ -508,7 +581,10 @@ def _prompt(name: str) -> str:
 def _read_line(prompt: str) -> str:
     """A line with its newline, '' at end of input. On a terminal ``input``
     gives readline editing; otherwise CPython writes the prompt to C's
-    stderr, descriptor 2, whatever ``sys.stderr`` is."""
+    stderr, descriptor 2, whatever ``sys.stderr`` is, and reads with
+    ``fgets``, measuring what it read with ``strlen``: a line loses what
+    follows a null byte, its newline included, and goes on with the next
+    line."""
     stdin, stdout = sys.stdin, sys.stdout
     if stdin is None:
         return ""
@@ -519,7 +595,10 @@ def _read_line(prompt: str) -> str:
             return ""
     with contextlib.suppress(OSError):
         os.write(2, prompt.encode())
-    return stdin.readline()
+    line = stdin.readline()
+    while "\0" in line:
+        line = line[: line.index("\0")] + stdin.readline()
+    return line
 
 
 def _print_exception(exc: BaseException) -> None:
