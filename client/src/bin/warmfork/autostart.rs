@@ -48,7 +48,7 @@ fn start_with<'p>(
     if let Some(dir) = CBuf::<128>::join(&[path.dir()]) {
         let _ = rustix::fs::mkdir(dir.as_c_str(), Mode::from_raw_mode(0o700));
     }
-    connect::private_dir(path)?;
+    connect::private_dir(path, rustix::process::geteuid())?;
     let lock_name = beside(b".start").map_err(system("name the server start lock"))?;
     let lock = rustix::fs::open(
         lock_name.as_c_str(),

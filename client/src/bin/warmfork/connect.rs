@@ -4,6 +4,7 @@ use rustix::fd::OwnedFd;
 use rustix::fs::FileType;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::process::Uid;
 use warmfork::socket_path::{DEFAULT_NAME, Inputs, MAX_SOCKET_PATH_LEN, socket_path};
 
 use crate::cstr::CBuf;
@@ -111,20 +112,20 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     }
     // And only through a directory no one else can write to: otherwise the
     // socket could be swapped for another between two runs.
-    private_dir(path)?;
+    private_dir(path, me)?;
     Ok(socket)
 }
 
-/// Checks that the directory of the socket `path` belongs to this user and
-/// that no one else can write to it.
-pub fn private_dir(path: &SocketPath) -> Result<(), Failure<'_>> {
+/// Checks that the directory of the socket `path` belongs to `me`, this
+/// process's effective user, and that no one else can write to it.
+pub fn private_dir(path: &SocketPath, me: Uid) -> Result<(), Failure<'_>> {
     let dir = path.dir();
     let dir_name = CBuf::<{ MAX_SOCKET_PATH_LEN + 1 }>::join(&[dir]).ok_or(Failure::PathTooLong)?;
     let stat = rustix::fs::stat(dir_name.as_c_str()).map_err(|errno| Failure::System {
         call: "stat the socket directory",
         errno,
     })?;
-    if stat.st_uid != rustix::process::geteuid().as_raw() || stat.st_mode & 0o022 != 0 {
+    if stat.st_uid != me.as_raw() || stat.st_mode & 0o022 != 0 {
         return Err(Failure::UnsafeDir {
             dir,
             owner: stat.st_uid,
