@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,24 @@ def test_the_clients_umask_is_honoured(server, tmp_path: Path, mask: int) -> Non
     program = "import os, sys\nopen(sys.argv[1], 'w').close()\nprint(oct(os.umask(0)), oct(os.stat(sys.argv[1]).st_mode & 0o777))"
     ours = warmfork(server, "-c", program, "made-by-warmfork", cwd=tmp_path, preexec_fn=lambda: os.umask(mask))
     assert ours.stdout == f"{oct(mask)} {oct(0o666 & ~mask)}\n".encode(), ours.stderr
+
+
+def test_the_clients_umask_is_honoured_without_proc(server, tmp_path: Path) -> None:
+    # The client reads its umask from /proc/self/status; without /proc (here
+    # a tmpfs over it, in a mount namespace of the client's own) it asks the
+    # kernel instead.
+    program = "import os\nprint(oct(os.umask(0)))"
+    hide_proc = 'mount -t tmpfs none /proc && umask "$0" && exec "$@"'
+    unshare = shutil.which("unshare")
+    assert unshare is not None, "unshare (util-linux) is needed; install it"
+    ours = subprocess.run(
+        [unshare, "--mount", "sh", "-c", hide_proc, "027", CLIENT, "-c", program],
+        env=env_for(server, None),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (ours.returncode, ours.stdout) == (0, b"0o27\n"), ours.stderr
 
 
 def test_random_differs_between_runs(server, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ mod cstr;
 mod failure;
 mod fallback;
 mod mem;
+mod proc_status;
 mod pty;
 mod relay;
 mod reply;
@@ -32,7 +33,6 @@ mod syscall;
 mod terminal;
 mod watchdog;
 
-use rustix::fs::Mode;
 use warmfork::reply::MAX_REPLY_LEN;
 
 use crate::failure::Failure;
@@ -42,8 +42,8 @@ fn main(process: &mut Process) -> ! {
     // Before any other descriptor is opened: see `Descriptors::gather`.
     let mut fds = request::Descriptors::gather();
     // From here on, signals meant for the program are held, not lost.
-    let ignored = signals::ignored();
-    let mut signals = signals::Forwarder::install(ignored);
+    let status = proc_status::ProcStatus::read();
+    let mut signals = signals::Forwarder::install(status.ignored);
     let path = match connect::SocketPath::of(process) {
         Ok(path) => path,
         Err(failure) => failure.exit(),
@@ -61,7 +61,7 @@ fn main(process: &mut Process) -> ! {
     let mut request = Request {
         process,
         fds: &mut fds,
-        ignored,
+        status: &status,
         relay,
     };
     let failure = match run(&mut request, &path, &mut buf, &mut signals) {
@@ -76,12 +76,12 @@ fn main(process: &mut Process) -> ! {
     failure.exit()
 }
 
-/// What the client sends, besides its umask, and the pseudo-terminal it
-/// relays, if any.
+/// What the client sends, and the pseudo-terminal it relays, if any.
 struct Request<'a> {
     process: &'a Process,
     fds: &'a mut request::Descriptors,
-    ignored: u64,
+    /// The signals it ignores and its umask.
+    status: &'a proc_status::ProcStatus,
     relay: Option<relay::Relay>,
 }
 
@@ -99,14 +99,11 @@ fn run<'a>(
         },
         connected => connected?,
     };
-    // `umask` can only be read by setting it; put it straight back.
-    let umask = rustix::process::umask(Mode::empty());
-    rustix::process::umask(umask);
     request::send(
         &socket,
         request.process,
-        umask.bits(),
-        request.ignored,
+        request.status.umask().bits(),
+        request.status.ignored,
         request.fds,
     )?;
     request.fds.close_terminal();

@@ -264,35 +264,3 @@ pub fn release_all() {
 pub fn release(number: i32) {
     let _ = syscall::unblock(bit(number));
 }
-
-/// The signals this process ignores (`SigIgn` in `/proc/self/status`), which
-/// it inherited from whoever started it, as `nohup` ignores SIGHUP. Without
-/// `/proc`, none.
-pub fn ignored() -> SigSet {
-    let Ok(status) = rustix::fs::open(
-        "/proc/self/status",
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return 0;
-    };
-    let mut buf = [0u8; 4096];
-    let len = rustix::io::read(&status, &mut buf).unwrap_or(0);
-    // The process ends soon; closing is left to the kernel.
-    core::mem::forget(status);
-    parse_sig_ign(&buf[..len]).unwrap_or(0)
-}
-
-/// The mask of the `SigIgn:` line of a `/proc/PID/status` text.
-fn parse_sig_ign(status: &[u8]) -> Option<SigSet> {
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"SigIgn:"))?;
-    let digits = line.iter().skip_while(|b| b.is_ascii_whitespace());
-    let mut mask: SigSet = 0;
-    for &digit in digits {
-        let value = (digit as char).to_digit(16)?;
-        mask = mask.checked_mul(16)? | SigSet::from(value);
-    }
-    Some(mask)
-}
