@@ -27,10 +27,12 @@ from conftest import CLIENT, Server, start_server
 from support.differential import Outcome, env_for, reference, warmfork
 from support.raw_client import ERROR, EXIT, INTERNAL, RawClient, close_all, run_frame, stdio_and_cwd
 from support.server_process import (
+    can_unshare_pids,
     children_of,
     has_ended,
     launch,
     process_state,
+    server_in_pid_namespace,
     settled_fd_count,
     stop,
     wait_listening,
@@ -393,3 +395,21 @@ def test_a_server_out_of_fds_does_not_call_a_well_formed_request_malformed(short
             connection.close()
     note(f"EXIT (0, 0) or ERROR {INTERNAL} (INTERNAL) for each", "; ".join(f"{n} x {a}" for a, n in answers.items()))
     assert set(answers) <= {"EXIT (0, 0)"} | {a for a in answers if a.startswith(f"ERROR {INTERNAL} ")}, answers
+
+
+# -- a server in a container ---------------------------------------------------
+
+
+@pytest.mark.skipif(not can_unshare_pids(), reason="needs unshare --pid")
+def test_a_client_outside_the_servers_pid_namespace_is_served(tmp_path: Path, note: Note) -> None:
+    # The server cannot name such a client's pid (SO_PEERCRED reads 0); it
+    # once took that for a failure to read the credentials and hung up on
+    # every client, who exited 203 without a word from the server.
+    with server_in_pid_namespace(tmp_path) as srv:
+        fds_before = settled(srv)
+        done = srv.run("-c", "import sys; print('served'); sys.exit(4)")
+        note("exit 4, 'served'", f"{describe(done.returncode)}, {done.stdout!r} {done.stderr!r}")
+        assert (done.returncode, done.stdout, done.stderr) == (4, b"served\n", b"")
+        assert "credentials" not in srv.log.read_text()
+        assert_nothing_left_behind(srv, fds_before)
+

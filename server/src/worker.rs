@@ -176,9 +176,7 @@ fn run_request(
     // descriptor limit decides which numbers can be installed) and act on
     // the client's job (see `_stdio.py`); 0 when it cannot be known (a
     // client in another pid namespace reads as 0 too).
-    let client_pid = rustix::net::sockopt::socket_peercred(&connection)
-        .map(|cred| cred.pid.as_raw_nonzero().get())
-        .unwrap_or(0);
+    let client_pid = crate::listener::peer(connection.as_fd()).map_or(0, |peer| peer.pid);
     crate::limits::adopt(client_pid, own);
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
