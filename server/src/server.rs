@@ -556,7 +556,6 @@ impl Server<'_, '_> {
                 None => match self.fork_idle(Fork::OnDemand) {
                     Ok(idle) => idle,
                     Err(message) => {
-                        log::warning(&message);
                         refuse(
                             &self.connections[index].socket,
                             ErrorCode::Internal,
