@@ -24,13 +24,16 @@ from pathlib import Path
 
 import pytest
 from conftest import CLIENT, Server, start_server
+from support import process_limit
 from support.differential import Outcome, env_for, reference, warmfork
 from support.raw_client import ERROR, EXIT, INTERNAL, RawClient, close_all, run_frame, stdio_and_cwd
 from support.server_process import (
+    can_unshare_pids,
     children_of,
     has_ended,
     launch,
     process_state,
+    server_in_pid_namespace,
     settled_fd_count,
     stop,
     wait_listening,
@@ -393,3 +396,72 @@ def test_a_server_out_of_fds_does_not_call_a_well_formed_request_malformed(short
             connection.close()
     note(f"EXIT (0, 0) or ERROR {INTERNAL} (INTERNAL) for each", "; ".join(f"{n} x {a}" for a, n in answers.items()))
     assert set(answers) <= {"EXIT (0, 0)"} | {a for a in answers if a.startswith(f"ERROR {INTERNAL} ")}, answers
+
+
+# -- a server in a container ---------------------------------------------------
+
+
+@pytest.mark.skipif(not can_unshare_pids(), reason="needs unshare --pid")
+def test_a_client_outside_the_servers_pid_namespace_is_served(tmp_path: Path, note: Note) -> None:
+    # The server cannot name such a client's pid (SO_PEERCRED reads 0); it
+    # once took that for a failure to read the credentials and hung up on
+    # every client, who exited 203 without a word from the server.
+    with server_in_pid_namespace(tmp_path) as srv:
+        fds_before = settled(srv)
+        done = srv.run("-c", "import sys; print('served'); sys.exit(4)")
+        note("exit 4, 'served'", f"{describe(done.returncode)}, {done.stdout!r} {done.stderr!r}")
+        assert (done.returncode, done.stdout, done.stderr) == (4, b"served\n", b"")
+        assert "credentials" not in srv.log.read_text()
+        assert_nothing_left_behind(srv, fds_before)
+
+
+# -- a server that cannot fork -------------------------------------------------
+
+
+@pytest.mark.skipif(not (process_limit.supported() and can_unshare_pids()), reason="needs root and a pids cgroup")
+def test_a_server_that_cannot_fork_refuses_runs_it_has_no_worker_for_and_recovers(tmp_path: Path, note: Note) -> None:
+    # As at RLIMIT_NPROC: fork fails with EAGAIN. The server once took the
+    # failed fork's -1 for a worker's pid and SIGKILLed "it": kill(-1)
+    # signals every process it may, as root the whole machine. Here it runs
+    # in a pid namespace of its own, so such a kill reaches only its workers.
+    with (
+        server_in_pid_namespace(tmp_path) as srv,
+        process_limit.pids_cgroup(f"warmfork-test-{os.getpid()}") as group,
+    ):
+        fds_before = settled(srv)
+        running = start_client(srv, ANNOUNCE + "import time\ntime.sleep(2)\nprint('done')\n", tmp_path)
+        read_line(running)
+        settled(srv)  # its replacement forked: four idle workers
+        process_limit.confine(group, srv.process.pid)
+        confined = time.monotonic()
+        runs = [srv.run("-c", f"print({n})", timeout=20) for n in range(6)]
+        busy_from = process_limit.cpu_seconds(srv.process.pid)
+        time.sleep(2)
+        busy = process_limit.cpu_seconds(srv.process.pid) - busy_from
+        running_out, _ = running.communicate(timeout=20)
+        process_limit.release(group)
+        seconds = time.monotonic() - confined
+        recovered = wait_until(lambda: srv.run("-c", "pass").returncode == 0, timeout=10)
+        settled(srv)
+        idle = children_of(srv.process.pid)
+        warnings = srv.log.read_text().count("cannot fork a worker")
+        after = [srv.run("-c", f"print({n})") for n in range(5)]
+        assert_nothing_left_behind(srv, fds_before)
+    note(
+        "idle workers serve 4 runs, then 201 'cannot fork'; the running client ends 0; the server idles; "
+        "once forks work again it serves and refills",
+        f"{[describe(run.returncode) for run in runs]}; running client {describe(running.returncode)} "
+        f"{running_out!r}; {busy:.2f} s CPU in 2 s; recovered {recovered}, {len(idle)} idle workers; "
+        f"{warnings} fork warnings",
+    )
+    assert (running.returncode, running_out) == (0, b"done\n"), "the run in progress was killed"
+    assert [(run.returncode, run.stdout) for run in runs[:4]] == [(0, f"{n}\n".encode()) for n in range(4)]
+    for run in runs[4:]:
+        assert run.returncode == 201, run
+        assert run.stderr.startswith(b"warmfork: server refused the run: cannot fork a worker: "), run.stderr
+        assert b"try again" in run.stderr, run.stderr
+    assert busy < 0.5, f"the server spun: {busy:.2f} s of CPU in 2 s"
+    # One a run that ended or was refused, and one a second of retrying.
+    assert warnings <= len(runs) + 1 + seconds, f"{warnings} warnings about forks in {seconds:.1f} s: a flood"
+    assert recovered and len(idle) == 4, idle
+    assert [(run.returncode, run.stdout) for run in after] == [(0, f"{n}\n".encode()) for n in range(5)]

@@ -105,7 +105,7 @@ pub fn spawn_replacement(
         }
     }
     drop(ready_write);
-    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| {
+    let pid = crate::pool::forked(pid).ok_or_else(|| {
         format!(
             "cannot fork the fresh server: {}",
             std::io::Error::last_os_error()

@@ -16,7 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -201,6 +201,47 @@ impl Listener {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Who is at the other end of a client's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The user the client runs as.
+    pub uid: rustix::process::Uid,
+    /// The client's pid, 0 when this server's pid namespace cannot name it
+    /// (a client on the host of a server in a container).
+    pub pid: libc::pid_t,
+}
+
+/// The credentials of the process that connected on `socket`
+/// (`SO_PEERCRED`). rustix's `socket_peercred` fails on a peer whose pid
+/// reads 0, which would turn every client outside this server's pid
+/// namespace away.
+pub fn peer(socket: BorrowedFd<'_>) -> std::io::Result<Peer> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given, as
+    // SO_PEERCRED expects.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Peer {
+        uid: rustix::process::Uid::from_raw(cred.uid),
+        pid: cred.pid,
+    })
 }
 
 /// The directory of the socket `path`, made sure of with [`private_dir`].

@@ -56,6 +56,16 @@ impl Process {
     }
 }
 
+/// The child a `fork` in this process returned, `None` when it failed.
+///
+/// `fork` returns -1 on failure (no processes left under `RLIMIT_NPROC` or
+/// a pids cgroup, no memory), which rustix's `Pid::from_raw` takes for a
+/// pid: a "child" -1 passed on to `kill` signals every process the server
+/// may signal, as root the whole machine.
+pub fn forked(raw: libc::pid_t) -> Option<Pid> {
+    if raw > 0 { Pid::from_raw(raw) } else { None }
+}
+
 /// An idle worker and the server's end of its channel.
 #[derive(Debug)]
 pub struct IdleWorker {

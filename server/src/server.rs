@@ -447,13 +447,13 @@ impl Server<'_, '_> {
                     return;
                 }
             };
-            match rustix::net::sockopt::socket_peercred(&socket) {
-                Ok(cred) if cred.uid == self.uid => {}
-                Ok(cred) => {
+            match crate::listener::peer(socket.as_fd()) {
+                Ok(peer) if peer.uid == self.uid => {}
+                Ok(peer) => {
                     log::warning(&format!(
                         "refused a client of uid {} (pid {})",
-                        cred.uid.as_raw(),
-                        cred.pid.as_raw_nonzero()
+                        peer.uid.as_raw(),
+                        peer.pid
                     ));
                     let message =
                         "this server belongs to another user; start your own with warmfork-server";
@@ -556,7 +556,6 @@ impl Server<'_, '_> {
                 None => match self.fork_idle(Fork::OnDemand) {
                     Ok(idle) => idle,
                     Err(message) => {
-                        log::warning(&message);
                         refuse(
                             &self.connections[index].socket,
                             ErrorCode::Internal,

@@ -20,6 +20,7 @@ use warmfork::{ErrorCode, ExitStatus, FdSet, Reply, RunRequest};
 
 use crate::descriptors;
 use crate::incoming::{Incoming, Progress};
+use crate::pool;
 use crate::prefault::{Learner, Role};
 
 /// The Python callables a worker runs.
@@ -51,10 +52,12 @@ pub fn fork(py: Python<'_>) -> Result<Option<Pid>, String> {
     let fork_error = std::io::Error::last_os_error();
     // SAFETY: in the parent right after fork (or its failure), GIL held.
     unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
-    match Pid::from_raw(pid) {
-        Some(pid) => Ok(Some(pid)),
-        None => Err(format!("cannot fork a worker: {fork_error}")),
-    }
+    pool::forked(pid).map(Some).ok_or_else(|| {
+        format!(
+            "cannot fork a worker: {fork_error}; the server is at its limit of processes \
+             or memory (RLIMIT_NPROC, a cgroup); try again once other runs have ended"
+        )
+    })
 }
 
 /// Sends `reply` on `connection`, ignoring a client that has gone.
@@ -176,9 +179,7 @@ fn run_request(
     // descriptor limit decides which numbers can be installed) and act on
     // the client's job (see `_stdio.py`); 0 when it cannot be known (a
     // client in another pid namespace reads as 0 too).
-    let client_pid = rustix::net::sockopt::socket_peercred(&connection)
-        .map(|cred| cred.pid.as_raw_nonzero().get())
-        .unwrap_or(0);
+    let client_pid = crate::listener::peer(connection.as_fd()).map_or(0, |peer| peer.pid);
     crate::limits::adopt(client_pid, own);
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);

@@ -3,4 +3,4 @@
 import pytest
 
 # The helpers assert; let pytest explain their failures as it does in tests.
-pytest.register_assert_rewrite("support.differential", "support.raw_client", "support.server_process")
+pytest.register_assert_rewrite("support.differential", "support.raw_client", "support.server_process", "support.process_limit")

@@ -5,15 +5,18 @@ directory itself), watching its descriptors, and stopping it once idle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from conftest import Server
+from conftest import SERVER_STARTUP_TIMEOUT, Server
 
 
 def launch(sock: Path, *, preexec_fn: Callable[[], object] | None = None) -> subprocess.Popen[bytes]:
@@ -122,3 +125,65 @@ def stop_when_idle(server: Server) -> int:
     """
     settled_fd_count(server.process.pid)
     return server.stop()
+
+
+def can_unshare_pids() -> bool:
+    """Whether ``unshare --pid`` is there (it needs root, or user namespaces)."""
+    return shutil.which("unshare") is not None and os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def server_in_pid_namespace(tmp_path: Path) -> Iterator[Server]:
+    """A server (``--no-reload``) in a pid namespace of its own, as in a
+    container: its clients' pids mean nothing there, and a ``kill(-1)`` it
+    sends reaches only its own workers. Its ``process`` is the server itself,
+    seen from here."""
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "default.sock"
+    log = tmp_path / "server.log"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    command = [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), "--no-reload"]
+    with log.open("wb") as out:
+        wrapper = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--kill-child", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        wait_listening(sock, wrapper, SERVER_STARTUP_TIMEOUT)
+        (pid,) = children_of(wrapper.pid)
+        yield Server(socket=sock, process=_Adopted(pid, wrapper), log=log, env=env)  # type: ignore[arg-type]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(wrapper.pid, signal.SIGKILL)  # --kill-child: the server goes too
+        wrapper.wait()
+
+
+class _Adopted:
+    """The bits of ``Popen`` the tests use, for a process this one did not
+    start: the server, a child of ``unshare``."""
+
+    def __init__(self, pid: int, wrapper: subprocess.Popen[bytes]) -> None:
+        self.pid = pid
+        self._wrapper = wrapper
+
+    def poll(self) -> int | None:
+        # The server is its namespace's init: when it ends, so does unshare.
+        return self._wrapper.poll()
+
+    def send_signal(self, number: int) -> None:
+        os.kill(self.pid, number)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._wrapper.wait(timeout)
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._wrapper.returncode
