@@ -48,10 +48,10 @@ def test_a_second_server_is_told_the_pid_of_the_running_one(tmp_path: Path) -> N
     assert str(first.process.pid) in message, message
 
 
-def stop_within(process: subprocess.Popen[bytes], seconds: float) -> int | None:
-    """SIGTERM ``process``; its status, or None if it is still running after
-    ``seconds`` (it is then killed)."""
-    process.send_signal(signal.SIGTERM)
+def stop_within(process: subprocess.Popen[bytes], seconds: float, signum: int = signal.SIGTERM) -> int | None:
+    """Send ``process`` ``signum``; its status, or None if it is still
+    running after ``seconds`` (it is then killed)."""
+    process.send_signal(signum)
     try:
         return process.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
@@ -60,12 +60,30 @@ def stop_within(process: subprocess.Popen[bytes], seconds: float) -> int | None:
         return None
 
 
-def test_the_server_removes_its_socket_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_the_server_removes_its_socket_on_sigterm_or_sighup(tmp_path: Path, signum: int) -> None:
+    # SIGHUP: the terminal a server was started at has closed.
     srv = start_server(tmp_path)
     assert srv.run("-c", "pass").returncode == 0
     settled_fd_count(srv.process.pid)  # idle, waiting for clients
-    assert stop_within(srv.process, 10) == 0
+    assert stop_within(srv.process, 10, signum) == 0
     assert not srv.socket.exists()
+    assert f"stopped by {signal.Signals(signum).name}" in srv.log.read_text()
+
+
+def test_a_server_started_under_nohup_serves_on_after_sighup(tmp_path: Path) -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        srv = start_server(tmp_path)  # inherits SIGHUP ignored, as from nohup
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        srv.process.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        assert srv.process.poll() is None
+        assert srv.run("-c", "print('served')").stdout == b"served\n"
+    finally:
+        stop_when_idle(srv)
 
 
 def test_sigterm_during_warm_up_stops_the_server_and_removes_its_socket(tmp_path: Path) -> None:

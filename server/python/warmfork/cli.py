@@ -70,7 +70,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warmfork-server",
         description="Serve warmfork clients from a warm Python interpreter. "
-        "Runs in the foreground until SIGINT or SIGTERM, then removes its socket. "
+        "Runs in the foreground until SIGINT, SIGTERM or SIGHUP, then removes its socket. "
         "Also: `warmfork-server status` and `warmfork-server stop`.",
     )
     _add_socket_options(parser)
@@ -101,7 +101,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         type=_seconds,
         default=DEFAULT_GRACE,
-        help=f"on SIGTERM or Ctrl-C, how long runs in progress may finish before they are killed "
+        help=f"on SIGTERM, SIGHUP or Ctrl-C, how long runs in progress may finish before they are killed "
         f"(default: {DEFAULT_GRACE:g}; a second signal ends them at once)",
     )
     parser.add_argument(

@@ -46,7 +46,8 @@ _warm_globals: dict[str, object] = {}
 
 
 class _Stopped(BaseException):
-    """Raised by the SIGTERM handler to leave the serving loop."""
+    """Raised by the SIGTERM and SIGHUP handler to leave the serving loop;
+    its argument is the signal's name."""
 
 
 def serve(
@@ -112,8 +113,10 @@ def serve(
             path = listener.path or Path("?")
     except OSError as exc:
         raise ServerError(str(exc)) from None
-    # From here on SIGTERM stops the server cleanly, warm-up included.
-    previous = signal.signal(signal.SIGTERM, _stop)
+    # From here on SIGTERM stops the server cleanly, warm-up included, and
+    # so does SIGHUP (the terminal of a server started there closing), unless
+    # the server was started to ignore it (`nohup`).
+    previous = {signum: signal.signal(signum, _stop) for signum in _STOP_SIGNALS if not _ignored(signum)}
     # Python's signal handler writes to this pipe, so a signal wakes the
     # serving loop whenever it arrives, not only while it waits in poll.
     wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -150,11 +153,12 @@ def serve(
             ready_fd=report_on,
             inherited_fds=still_inherited,
         )
-    except _Stopped:
-        _log("stopped by SIGTERM")
+    except _Stopped as stop:
+        _log(f"stopped by {stop.args[0]}")
     finally:
         signal.set_wakeup_fd(previous_wakeup)
-        signal.signal(signal.SIGTERM, previous)
+        for signum, disposition in previous.items():
+            signal.signal(signum, disposition)
         os.close(wakeup_read)
         os.close(wakeup_write)
         if ready_fd is not None:
@@ -362,8 +366,15 @@ def _native_thread_count() -> int:
         return 1
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _ignored(signum: int) -> bool:
+    return signal.getsignal(signum) == signal.SIG_IGN
+
+
 def _stop(signum: int, frame: object) -> None:
-    raise _Stopped
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def _log(message: str) -> None:
