@@ -25,6 +25,7 @@ import builtins
 import codeop
 import contextlib
 import faulthandler
+import fcntl
 import functools
 import importlib.machinery
 import importlib.util
@@ -35,6 +36,7 @@ import sys
 import types
 import warnings
 from collections.abc import Callable
+from typing import TextIO
 
 from . import _inherited, _stdio, _worker, pyoptions
 from .errors import Unsupported
@@ -375,11 +377,21 @@ def _starts_with_magic(fd: int) -> bool:
 
 def _run_stdin(config: pyoptions.Config, namespace: dict[str, object]) -> None:
     sys.audit("cpython.run_stdin")
+    _exec_file("<stdin>", _stdin_to_parse(), namespace, is_pyc=False, inspect=config.inspect)
+
+
+def _stdin_to_parse() -> int:
+    """A descriptor of its own for descriptor 0; or, where python's C stdin
+    reads as an empty file (there is no descriptor 0, or it is open only for
+    writing, which fdopen(3) refuses), one of an empty file."""
     try:
         fd = os.dup(0)
-    except OSError:  # no descriptor 0: python's C stdin then reads as an empty file
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    _exec_file("<stdin>", fd, namespace, is_pyc=False, inspect=config.inspect)
+    except OSError:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+        os.close(fd)
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return fd
 
 
 def _exec_file(
@@ -595,10 +607,19 @@ def _read_line(prompt: str) -> str:
             return ""
     with contextlib.suppress(OSError):
         os.write(2, prompt.encode())
-    line = stdin.readline()
+    line = _fgets(stdin)
     while "\0" in line:
-        line = line[: line.index("\0")] + stdin.readline()
+        line = line[: line.index("\0")] + _fgets(stdin)
     return line
+
+
+def _fgets(stdin: TextIO) -> str:
+    """A line of ``stdin``; '' where reading fails, which python's reader
+    takes for the end of input, as ``fgets`` returns the same for both."""
+    try:
+        return stdin.readline()
+    except OSError:
+        return ""
 
 
 def _print_exception(exc: BaseException) -> None:
