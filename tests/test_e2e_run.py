@@ -171,6 +171,17 @@ def test_an_uncaught_program_on_stdin_gives_pythons_traceback(server, tmp_path: 
     assert out.stderr.endswith(b"RuntimeError: late\n")
 
 
+@pytest.mark.parametrize("args", [("-",), ("-i", "-")], ids=["program", "prompt"])
+def test_a_stdin_open_only_for_writing_reads_as_empty_as_under_python(
+    server, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # Regression: fdopen(3) refused the descriptor ('OSError: Invalid
+    # argument', status 1), and the prompt's read raised EBADF; python's C
+    # stdin reads nothing from it, and the run ends with 0.
+    with (tmp_path / "written").open("ab") as stdin:
+        out = assert_same_as_python(server, *args, stdin=stdin, cwd=tmp_path)
+    assert out.status == 0
+
 def test_an_uncaught_keyboard_interrupt_ends_the_program_by_sigint(server, tmp_path: Path) -> None:
     out = assert_same_as_python(server, "-c", "raise KeyboardInterrupt", cwd=tmp_path)
     assert out.status == -2

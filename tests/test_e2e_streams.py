@@ -228,6 +228,31 @@ def test_a_stdout_that_fails_to_flush_at_exit_is_reported_and_gives_120_as_under
     assert out.status in (120, -2), out
 
 
+FAILING_STDOUT = A_STREAM + "    def flush(self): 1/0\nsys.stdout = Stream()\n"
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nprint('not reached', file=sys.stderr)",
+        "print(threading.current_thread() is threading.main_thread(), file=sys.stderr)",
+        "import os\npid = os.fork()\nif pid:\n    print('child status', os.waitpid(pid, 0)[1] >> 8, file=sys.stderr)",
+        "sys.exit(3)",
+        "raise ValueError('in the hook')",
+    ],
+    ids=["sigint", "main-thread", "fork", "sys-exit", "raises"],
+)
+def test_an_unraisablehook_reporting_the_exit_flush_runs_as_under_python(server, tmp_path: Path, hook: str) -> None:
+    # Regression: the hook ran on a thread of its own, so a SIGINT it got was
+    # raised in warmfork's code after it (status 201), a child it forked
+    # ended with 0 when the thread did, and it was not the main thread.
+    body = "".join(f"        {line}\n" for line in hook.splitlines())
+    program = "import threading\n" + FAILING_STDOUT + "class Hook:\n    def __call__(self, u):\n" + body
+    program += "    def __repr__(self): return 'the hook'\nsys.unraisablehook = Hook()\n"
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path)
+    assert out.status == 120
+
+
 @pytest.mark.parametrize(
     "flush",
     ["    def flush(self): raise OSError('full')\n", "    def flush(self): raise KeyboardInterrupt\n", ""],

@@ -30,7 +30,6 @@ mod reload;
 mod server;
 mod source_file;
 mod terminal_input;
-mod unraisable;
 mod watch;
 mod worker;
 
@@ -265,7 +264,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<modules::ModuleNames>()?;
     m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
-    m.add_function(wrap_pyfunction!(unraisable::write_unraisable, m)?)?;
     m.add_function(wrap_pyfunction!(source_file::run_source_file, m)?)?;
     Ok(())
 }

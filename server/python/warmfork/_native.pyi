@@ -39,10 +39,6 @@ def guard_input(reader: object, original: Callable[..., str]) -> None:
 def input(*args: object, **kwargs: object) -> str:
     """The builtin ``input``, once the client's job is in its terminal's foreground."""
 
-def write_unraisable(error: BaseException, object: object) -> None:
-    """Report ``error`` through ``sys.unraisablehook`` as CPython's
-    ``PyErr_WriteUnraisable(object)`` does at exit, with no Python frame running."""
-
 def run_source_file(fd: int, filename: bytes, namespace: dict[str, object], skip_first_line: bool) -> None:
     """Parse the source file open at ``fd`` with CPython's file parser and run it
     in ``namespace``, as python runs a script; ``fd`` is closed once parsed."""

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _inherited, _stdio
+from . import _inherited, _stdio, _unraisable
 from .errors import Unsupported
 
 if TYPE_CHECKING:
@@ -232,16 +232,23 @@ def _flush_std_files(*, quietly: bool = False) -> bool:
         stream = getattr(sys, name, None)
         if stream is None or _is_closed(stream):
             continue
-        try:
-            stream.flush()
-        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: this is the program's object failing
+        failure = _flush(stream)
+        if failure is not None:
             flushed = False
             if name == "stdout" and not quietly:
-                from ._native import write_unraisable
-
-                exc.__traceback__ = _program_frames(exc.__traceback__)
-                write_unraisable(exc, stream)
+                failure.__traceback__ = _program_frames(failure.__traceback__)
+                # Here, with no exception being handled, as in C.
+                _unraisable.write_unraisable(failure, stream)
     return flushed
+
+
+def _flush(stream: object) -> BaseException | None:
+    """What ``stream.flush()`` raised, if anything."""
+    try:
+        stream.flush()  # type: ignore[attr-defined]
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt too: this is the program's object failing
+        return exc
+    return None
 
 
 def _is_closed(stream: object) -> bool:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import _imp
 import _tracemalloc
-import ast
 import builtins
-import codeop
 import contextlib
 import faulthandler
+import fcntl
 import functools
 import importlib.machinery
 import importlib.util
@@ -36,16 +35,12 @@ import types
 import warnings
 from collections.abc import Callable
 
-from . import _inherited, _stdio, _worker, pyoptions
+from . import _inherited, _prompt, _stdio, _worker, pyoptions
 from .errors import Unsupported
 
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
 _COPYRIGHT = 'Type "help", "copyright", "credits" or "license" for more information.'
 _MAGIC = importlib.util.MAGIC_NUMBER
-_COMPOUND_STATEMENTS = (
-    ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, getattr(ast, "TryStar", ast.Try), ast.With,
-    ast.AsyncWith, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
-)  # fmt: skip
 
 
 def main() -> None:
@@ -128,7 +123,7 @@ def _print_help(program: str, option: str) -> None:
         raise Unsupported(f"{option}: this server does not know its python executable to ask for the help text")
     import subprocess  # only here: it imports `threading` (see `_worker._finalize`)
 
-    _flush_standard_streams()
+    _prompt.flush_standard_streams()
     subprocess.run([program, option], executable=sys.executable, check=False)
 
 
@@ -190,7 +185,7 @@ def _run(config: pyoptions.Config) -> None:
     elif stdin_is_interactive:
         _run_startup_file(config, namespace)
         _run_interactive_hook()
-        _interact(namespace)
+        _prompt.interact(namespace)
         return
     else:
         program = functools.partial(_run_stdin, config, namespace)
@@ -226,10 +221,10 @@ def _run_then_inspect(
     if failure is not None:
         if isinstance(failure, KeyboardInterrupt) and not prompt:
             raise failure  # the caller makes it a death by SIGINT
-        _print_exception(failure)
+        _prompt.print_exception(failure)
     if prompt:
         _run_interactive_hook()
-        _interact(namespace)
+        _prompt.interact(namespace)
     elif failure is not None:
         raise SystemExit(1)
     elif status:
@@ -375,11 +370,21 @@ def _starts_with_magic(fd: int) -> bool:
 
 def _run_stdin(config: pyoptions.Config, namespace: dict[str, object]) -> None:
     sys.audit("cpython.run_stdin")
+    _exec_file("<stdin>", _stdin_to_parse(), namespace, is_pyc=False, inspect=config.inspect)
+
+
+def _stdin_to_parse() -> int:
+    """A descriptor of its own for descriptor 0; or, where python's C stdin
+    reads as an empty file (there is no descriptor 0, or it is open only for
+    writing, which fdopen(3) refuses), one of an empty file."""
     try:
         fd = os.dup(0)
-    except OSError:  # no descriptor 0: python's C stdin then reads as an empty file
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    _exec_file("<stdin>", fd, namespace, is_pyc=False, inspect=config.inspect)
+    except OSError:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+        os.close(fd)
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return fd
 
 
 def _exec_file(
@@ -443,10 +448,10 @@ def _run_startup_file(config: pyoptions.Config, namespace: dict[str, object]) ->
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         _write_stderr("Could not open PYTHONSTARTUP\n")
-        _print_exception(exc)
+        _prompt.print_exception(exc)
         return
     run = functools.partial(_exec_file, path, fd, namespace, is_pyc=path.endswith(".pyc"), inspect=False)
-    _call_printing_errors(run)
+    _prompt.call_printing_errors(run)
 
 
 def _run_interactive_hook() -> None:
@@ -455,167 +460,7 @@ def _run_interactive_hook() -> None:
     if hook is None:
         return
     sys.audit("cpython.run_interactivehook", hook)
-    _call_printing_errors(hook, preface="Failed calling sys.__interactivehook__\n")
-
-
-def _call_printing_errors(function: Callable[[], object], *, preface: str = "") -> None:
-    """Call ``function``; print what it raises (bar ``SystemExit``, which
-    exits) after ``preface``, as CPython's ``PyErr_Print`` would."""
-    try:
-        function()
-    except SystemExit:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - printed, as CPython prints it
-        _write_stderr(preface)
-        _print_exception(exc)
-
-
-def _interact(namespace: dict[str, object]) -> None:
-    """``PyRun_InteractiveLoop``: read a statement, run it, print what it raised."""
-    for name, prompt in (("ps1", ">>> "), ("ps2", "... ")):
-        if not hasattr(sys, name):
-            setattr(sys, name, prompt)
-    compiler = codeop.CommandCompiler()
-    while True:
-        try:
-            code = _read_statement(compiler)
-        except KeyboardInterrupt:
-            _write_stderr("\nKeyboardInterrupt\n")
-            continue
-        except (SyntaxError, ValueError, OverflowError) as exc:
-            _print_exception(exc.with_traceback(None))  # the compiler's frames are no one's business
-            continue
-        if code is None:
-            return
-        _call_printing_errors(functools.partial(exec, code, namespace))
-        _flush_standard_streams()
-
-
-def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
-    """One complete statement from stdin, or None at end of input.
-
-    As in CPython's interactive tokenizer: newlines are translated, a
-    compound statement ends only at an empty line (one of spaces or a
-    comment does not end it), an empty line ends any statement not inside
-    brackets or a string, a backslash at the end of a line continues it, a
-    line cut short by end of input asks for more, end of input prints a
-    newline, and a statement pending at end of input still runs.
-    """
-    lines: list[str] = []
-    while True:
-        line = _read_line(_prompt("ps2" if lines else "ps1"))
-        _check_decodable(line)
-        if not line:
-            _write_stderr("\n")
-            if not lines:
-                return None
-            return compiler.compiler("".join(lines), "<stdin>", "single", incomplete_input=False)
-        lines.append(line.replace("\r\n", "\n").replace("\r", "\n"))
-        if not lines[-1].endswith("\n"):
-            continue
-        source = "".join(lines)
-        if lines[-1] == "\n" and len(lines) > 1:
-            code = _end_at_empty_line(compiler, source)
-        else:
-            code = _compile_or_read_on(compiler, source)
-        if code is not None and not (lines[-1] != "\n" and _is_compound(source)):
-            return code
-
-
-def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
-    """codeop's verdict: the statement, or None where more input may complete
-    it; that includes a line ended by a backslash, which codeop calls an error."""
-    try:
-        return compiler(source, "<stdin>", "single")
-    except SyntaxError as error:
-        if source.endswith("\\\n") and error.msg == "unexpected EOF while parsing":
-            return None
-        raise
-
-
-def _end_at_empty_line(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
-    """The statement an empty line ends, compiled as it stands; None where a
-    bracket or a triple-quoted string is still open, as python's tokenizer
-    then reads on. Without the empty line the statement was incomplete (or
-    a compound one, which compiles), so an error is the empty line's: it is
-    placed there, where python's parser meets it."""
-    try:
-        return compiler.compiler(source, "<stdin>", "single", incomplete_input=False)
-    except SyntaxError as error:
-        message = str(error.msg)
-        if message.endswith("was never closed") or message.startswith("unterminated triple-quoted string"):
-            return None
-        line = source.count("\n")
-        raise type(error)(message, ("<stdin>", line, 1, "", line, 1)) from None
-
-
-def _check_decodable(line: str) -> None:
-    """The prompt's tokenizer decodes each line strictly, where ``sys.stdin``
-    and ``input`` keep undecodable bytes as surrogates: raise the
-    ``SyntaxError`` python raises for them."""
-    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
-    try:
-        line.encode(encoding, "surrogateescape").decode(encoding)
-    except UnicodeError as error:
-        raise SyntaxError(f"(unicode error) {error}", ("<stdin>", 0, 0, "", 0, -1)) from None
-
-
-def _is_compound(source: str) -> bool:
-    """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
-    the interactive grammar ends with an empty line; codeop does not insist.
-    (Parsed as a module: one of comments alone is no statement.)"""
-    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source).body)
-
-
-def _prompt(name: str) -> str:
-    """``sys.ps1`` or ``sys.ps2`` as text; as in CPython, a prompt that is
-    missing or cannot be made UTF-8 text is empty rather than an error."""
-    try:
-        prompt = str(getattr(sys, name))
-        prompt.encode()
-    except Exception:  # noqa: BLE001 - any failure of the program's object
-        return ""
-    return prompt
-
-
-def _read_line(prompt: str) -> str:
-    """A line with its newline, '' at end of input. On a terminal ``input``
-    gives readline editing; otherwise CPython writes the prompt to C's
-    stderr, descriptor 2, whatever ``sys.stderr`` is, and reads with
-    ``fgets``, measuring what it read with ``strlen``: a line loses what
-    follows a null byte, its newline included, and goes on with the next
-    line."""
-    stdin, stdout = sys.stdin, sys.stdout
-    if stdin is None:
-        return ""
-    if stdout is not None and stdin.isatty() and stdout.isatty():
-        try:
-            return input(prompt) + "\n"
-        except EOFError:
-            return ""
-    with contextlib.suppress(OSError):
-        os.write(2, prompt.encode())
-    line = stdin.readline()
-    while "\0" in line:
-        line = line[: line.index("\0")] + stdin.readline()
-    return line
-
-
-def _print_exception(exc: BaseException) -> None:
-    """``PyErr_Print``: report as an uncaught exception is reported (the same
-    cut of warmfork's own frames, the same fallback), and keep it in
-    ``sys.last_*`` for ``pdb.pm()``."""
-    _worker._excepthook(exc)  # the one place that knows how python reports them
-    _flush_standard_streams()
+    _prompt.call_printing_errors(hook, preface="Failed calling sys.__interactivehook__\n")
 
 
 _write_stderr = _stdio.write_stderr
-
-
-def _flush_standard_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass

@@ -1,0 +1,200 @@
+"""The interactive prompt of ``python -i`` and of ``python`` on a terminal:
+CPython's ``PyRun_InteractiveLoop``, and the ``PyErr_Print`` it and the
+rest of the inspect path (``-i`` after a failure, ``PYTHONSTARTUP``,
+``sys.__interactivehook__``) report errors with.
+
+A statement is read a line at a time, with ``sys.ps1`` and ``sys.ps2``, and
+ends where python's interactive tokenizer ends it; then it runs in
+``__main__``, and what it raises is printed, and the prompt goes on.
+"""
+
+from __future__ import annotations
+
+import ast
+import codeop
+import contextlib
+import functools
+import os
+import sys
+import types
+from collections.abc import Callable
+from typing import TextIO
+
+from . import _stdio, _worker
+
+_COMPOUND_STATEMENTS = (
+    ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, getattr(ast, "TryStar", ast.Try), ast.With,
+    ast.AsyncWith, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Match,
+)  # fmt: skip
+
+
+def call_printing_errors(function: Callable[[], object], *, preface: str = "") -> None:
+    """Call ``function``; print what it raises (bar ``SystemExit``, which
+    exits) after ``preface``, as CPython's ``PyErr_Print`` would."""
+    try:
+        function()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - printed, as CPython prints it
+        _write_stderr(preface)
+        print_exception(exc)
+
+
+def interact(namespace: dict[str, object]) -> None:
+    """``PyRun_InteractiveLoop``: read a statement, run it, print what it raised."""
+    for name, prompt in (("ps1", ">>> "), ("ps2", "... ")):
+        if not hasattr(sys, name):
+            setattr(sys, name, prompt)
+    compiler = codeop.CommandCompiler()
+    while True:
+        try:
+            code = _read_statement(compiler)
+        except KeyboardInterrupt:
+            _write_stderr("\nKeyboardInterrupt\n")
+            continue
+        except (SyntaxError, ValueError, OverflowError) as exc:
+            print_exception(exc.with_traceback(None))  # the compiler's frames are no one's business
+            continue
+        if code is None:
+            return
+        call_printing_errors(functools.partial(exec, code, namespace))
+        flush_standard_streams()
+
+
+def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
+    """One complete statement from stdin, or None at end of input.
+
+    As in CPython's interactive tokenizer: newlines are translated, a
+    compound statement ends only at an empty line (one of spaces or a
+    comment does not end it), an empty line ends any statement not inside
+    brackets or a string, a backslash at the end of a line continues it, a
+    line cut short by end of input asks for more, end of input prints a
+    newline, and a statement pending at end of input still runs.
+    """
+    lines: list[str] = []
+    while True:
+        line = _read_line(_prompt_string("ps2" if lines else "ps1"))
+        _check_decodable(line)
+        if not line:
+            _write_stderr("\n")
+            if not lines:
+                return None
+            return compiler.compiler("".join(lines), "<stdin>", "single", incomplete_input=False)
+        lines.append(line.replace("\r\n", "\n").replace("\r", "\n"))
+        if not lines[-1].endswith("\n"):
+            continue
+        source = "".join(lines)
+        if lines[-1] == "\n" and len(lines) > 1:
+            code = _end_at_empty_line(compiler, source)
+        else:
+            code = _compile_or_read_on(compiler, source)
+        if code is not None and not (lines[-1] != "\n" and _is_compound(source)):
+            return code
+
+
+def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
+    """codeop's verdict: the statement, or None where more input may complete
+    it; that includes a line ended by a backslash, which codeop calls an error."""
+    try:
+        return compiler(source, "<stdin>", "single")
+    except SyntaxError as error:
+        if source.endswith("\\\n") and error.msg == "unexpected EOF while parsing":
+            return None
+        raise
+
+
+def _end_at_empty_line(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
+    """The statement an empty line ends, compiled as it stands; None where a
+    bracket or a triple-quoted string is still open, as python's tokenizer
+    then reads on. Without the empty line the statement was incomplete (or
+    a compound one, which compiles), so an error is the empty line's: it is
+    placed there, where python's parser meets it."""
+    try:
+        return compiler.compiler(source, "<stdin>", "single", incomplete_input=False)
+    except SyntaxError as error:
+        message = str(error.msg)
+        if message.endswith("was never closed") or message.startswith("unterminated triple-quoted string"):
+            return None
+        line = source.count("\n")
+        raise type(error)(message, ("<stdin>", line, 1, "", line, 1)) from None
+
+
+def _check_decodable(line: str) -> None:
+    """The prompt's tokenizer decodes each line strictly, where ``sys.stdin``
+    and ``input`` keep undecodable bytes as surrogates: raise the
+    ``SyntaxError`` python raises for them."""
+    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    try:
+        line.encode(encoding, "surrogateescape").decode(encoding)
+    except UnicodeError as error:
+        raise SyntaxError(f"(unicode error) {error}", ("<stdin>", 0, 0, "", 0, -1)) from None
+
+
+def _is_compound(source: str) -> bool:
+    """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
+    the interactive grammar ends with an empty line; codeop does not insist.
+    (Parsed as a module: one of comments alone is no statement.)"""
+    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source).body)
+
+
+def _prompt_string(name: str) -> str:
+    """``sys.ps1`` or ``sys.ps2`` as text; as in CPython, a prompt that is
+    missing or cannot be made UTF-8 text is empty rather than an error."""
+    try:
+        prompt = str(getattr(sys, name))
+        prompt.encode()
+    except Exception:  # noqa: BLE001 - any failure of the program's object
+        return ""
+    return prompt
+
+
+def _read_line(prompt: str) -> str:
+    """A line with its newline, '' at end of input. On a terminal ``input``
+    gives readline editing; otherwise CPython writes the prompt to C's
+    stderr, descriptor 2, whatever ``sys.stderr`` is, and reads with
+    ``fgets``, measuring what it read with ``strlen``: a line loses what
+    follows a null byte, its newline included, and goes on with the next
+    line."""
+    stdin, stdout = sys.stdin, sys.stdout
+    if stdin is None:
+        return ""
+    if stdout is not None and stdin.isatty() and stdout.isatty():
+        try:
+            return input(prompt) + "\n"
+        except EOFError:
+            return ""
+    with contextlib.suppress(OSError):
+        os.write(2, prompt.encode())
+    line = _fgets(stdin)
+    while "\0" in line:
+        line = line[: line.index("\0")] + _fgets(stdin)
+    return line
+
+
+def _fgets(stdin: TextIO) -> str:
+    """A line of ``stdin``; '' where reading fails, which python's reader
+    takes for the end of input, as ``fgets`` returns the same for both."""
+    try:
+        return stdin.readline()
+    except OSError:
+        return ""
+
+
+def print_exception(exc: BaseException) -> None:
+    """``PyErr_Print``: report as an uncaught exception is reported (the same
+    cut of warmfork's own frames, the same fallback), and keep it in
+    ``sys.last_*`` for ``pdb.pm()``."""
+    _worker._excepthook(exc)  # the one place that knows how python reports them
+    flush_standard_streams()
+
+
+def flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+_write_stderr = _stdio.write_stderr
