@@ -278,7 +278,19 @@ impl Server<'_, '_> {
             return Ok(!self.connections.is_empty());
         }
         if listener_ready && self.accepting() {
+            let accepted = self.connections.len();
             self.accept();
+            // A client sends its request as soon as it has connected, so it
+            // is usually there already: read it now, not after another poll.
+            let ready = Ready {
+                socket: true,
+                pidfd: false,
+            };
+            for index in (accepted..self.connections.len()).rev() {
+                if !self.step(index, ready, now) {
+                    self.connections.swap_remove(index);
+                }
+            }
         }
         // Every run that became ready this turn has started; only now fork.
         if self.refill_due(now) {
