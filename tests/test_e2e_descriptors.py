@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import os
 import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,44 @@ def test_a_client_descriptor_on_the_workers_own_number_wins_and_the_status_arriv
     script = f"exec {HIGH_FD}<{data} {HIGH_FD + 1}<{data}; $W -c 'import os; print(os.pread({HIGH_FD}, 9, 0)); raise SystemExit(7)'"
     ours = bash(server, script)
     assert (ours.returncode, ours.stdout, ours.stderr) == (7, b"b'mine\\n'\n", b"")
+
+
+# Programs that clear or reuse every number, warmfork's own at HIGH_FD and up
+# among them: the status still arrives, as under python.
+CLOBBERS_THE_WORKERS_DESCRIPTORS = {
+    "closerange": "os.closerange(3, 65536)\n",
+    "dup2-devnull-over-all": "null = os.open(os.devnull, os.O_RDWR)\nfor fd in range(3, 2048):\n    os.dup2(null, fd)\n",
+}
+
+
+@pytest.mark.parametrize("clobber", list(CLOBBERS_THE_WORKERS_DESCRIPTORS))
+@pytest.mark.parametrize("ending", ["raise SystemExit(7)", "1/0", "os.kill(os.getpid(), signal.SIGTERM)", "os._exit(6)"])
+def test_a_program_that_closes_or_reuses_every_descriptor_still_ends_with_its_status(
+    server: Server, clobber: str, ending: str
+) -> None:
+    program = "import os, signal\n" + CLOBBERS_THE_WORKERS_DESCRIPTORS[clobber] + "print('cleared', flush=True)\n" + ending + "\n"
+    assert_same_as_python(server, "-c", program)
+
+
+def test_the_workers_status_never_goes_into_a_socket_the_program_put_on_its_number(server: Server) -> None:
+    # A program that dup2s a socket of its own over every number at 1000
+    # and up (the worker's connection to its client among them) once got
+    # the worker's EXIT frame written into that socket, to whoever was at
+    # the other end.
+    ours_end, peer = socket.socketpair()
+    with ours_end, peer:
+        program = (
+            "import os\n"
+            f"for fd in [n for n in map(int, os.listdir('/proc/self/fd')) if n >= {HIGH_FD}]:\n"
+            f"    os.dup2({ours_end.fileno()}, fd)\n"
+            "raise SystemExit(3)\n"
+        )
+        done = warmfork(server, "-c", program, pass_fds=(ours_end.fileno(),))
+        ours_end.close()
+        peer.settimeout(5)
+        received = peer.recv(100)
+    assert (done.returncode, done.stdout, done.stderr) == (3, b"", b"")
+    assert received == b"", f"the program's socket received {received!r}"
 
 
 def test_more_descriptors_than_a_run_can_pass_is_the_clients_own_failure(server: Server) -> None:

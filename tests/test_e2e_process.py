@@ -358,3 +358,14 @@ def test_parallel_clients_each_get_their_own_output_and_status(server, tmp_path:
     elapsed = time.monotonic() - started
     assert results == [((f"I am {n}\n".encode(), b""), n) for n in range(8)]
     assert elapsed < 3, f"8 runs of 0.5 s took {elapsed:.1f} s: they did not run in parallel"
+
+
+def test_os_setsid_fails_as_for_python_run_as_a_shells_job(server, tmp_path: Path) -> None:
+    # The program already leads a session of its own, with no controlling
+    # terminal; python run by an interactive shell leads its job's process
+    # group, and setsid() refuses it (EPERM) just the same.
+    program = "import os\ntry:\n    os.setsid()\nexcept PermissionError as e:\n    print('refused', e.errno)\n"
+    ours = warmfork(server, "-c", program, cwd=tmp_path)
+    theirs = reference("-c", program, cwd=tmp_path, preexec_fn=os.setpgrp)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+    assert ours.stdout == b"refused 1\n"

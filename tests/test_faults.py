@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -262,7 +263,18 @@ def test_a_server_whose_log_cannot_be_written_serves_on(tmp_path: Path, note: No
     assert [(done.returncode, done.stdout) for done in runs] == [(0, b"0\n"), (0, b"1\n"), (0, b"2\n")]
 
 
-# -- the socket file deleted under a running server ----------------------------
+# -- the socket file or its directory gone under a running server ------------
+
+
+def control(command: str, sock: Path) -> subprocess.CompletedProcess[str]:
+    """``warmfork-server COMMAND --socket SOCK``."""
+    return subprocess.run(
+        [sys.executable, "-m", "warmfork", command, "--socket", os.fspath(sock)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_a_deleted_socket_turns_new_clients_away_and_connected_ones_are_served(tmp_path: Path, note: Note) -> None:
@@ -286,27 +298,72 @@ def test_a_deleted_socket_turns_new_clients_away_and_connected_ones_are_served(t
         with os.fdopen(read_end, "rb") as output:
             connected_output = output.read()
         running_out, _ = running.communicate(timeout=20)
-        settled(srv)
-        status = subprocess.run(
-            [sys.executable, "-m", "warmfork", "stop", "--socket", os.fspath(srv.socket)],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
+        # No one can reach it any more: it stops by itself once its runs end.
         stopped = srv.process.wait(timeout=10)
+        status = control("status", srv.socket)
         left = children_of(srv.process.pid)
     finally:
         srv.stop()
     note(
-        "new client 202; running client exit 3 with its output; connected client served; `stop` works",
+        "new client 202; running client exit 3 with its output; connected client served; the server stops by itself",
         f"new client {describe(newcomer.returncode)}; running client {describe(running.returncode)};"
-        f" connected client {connected_output!r}; stop exit {status.returncode}, server exit {stopped}",
+        f" connected client {connected_output!r}; server exit {stopped}, status exit {status.returncode}",
     )
     assert newcomer.returncode == 202, newcomer.stderr
     assert (running.returncode, running_out) == (3, b"done\n")
     assert (EXIT, (0, 0)) in replies and connected_output == b"connected before\n", (replies, connected_output)
-    assert (status.returncode, stopped) == (0, 0), status.stdout + status.stderr
+    assert stopped == 0
+    assert "the socket" in srv.log.read_text() and "is gone" in srv.log.read_text()
+    assert status.returncode == 3, status.stdout
     assert left == {}, f"the stopped server left children: {left}"
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced-by-another-servers"])
+def test_a_server_whose_socket_directory_goes_serves_its_runs_to_the_end_and_stops(
+    tmp_path: Path, note: Note, how: str
+) -> None:
+    # A user's runtime directory (/run/user/UID) is removed at logout. The
+    # server, unreachable, once lived on for ever: its lock file gone with
+    # the directory, `status` and `stop` could not find it either.
+    srv = start_server(tmp_path)
+    successor = None
+    try:
+        running = start_client(
+            srv, ANNOUNCE + "import time\ntime.sleep(3)\nprint('done')\nraise SystemExit(3)\n", tmp_path
+        )
+        read_line(running)
+        old_dir = srv.socket.parent
+        if how == "removed":
+            shutil.rmtree(old_dir)
+        else:
+            old_dir.rename(tmp_path / "moved-aside")
+            old_dir.mkdir(mode=0o700)
+            successor = launch(srv.socket)
+            wait_listening(srv.socket, successor)
+        newcomer = srv.run("-c", "print('served')")
+        running_out, _ = running.communicate(timeout=20)
+        stopped = srv.process.wait(timeout=10)
+        status = control("status", srv.socket)
+        left = children_of(srv.process.pid)
+    finally:
+        srv.stop()
+        if successor is not None:
+            stop(successor)
+    expected_newcomer = 202 if how == "removed" else 0
+    note(
+        f"running client exit 3 with its output; new client {describe(expected_newcomer)}; the old server stops",
+        f"running client {describe(running.returncode)} {running_out!r}; new client {describe(newcomer.returncode)};"
+        f" old server exit {stopped}; status exit {status.returncode}",
+    )
+    assert (running.returncode, running_out) == (3, b"done\n")
+    assert newcomer.returncode == expected_newcomer, newcomer.stderr
+    assert stopped == 0
+    assert "is gone" in srv.log.read_text()
+    assert left == {}, f"the stopped server left children: {left}"
+    if successor is None:
+        assert status.returncode == 3, status.stdout
+    else:
+        assert (status.returncode, f"(pid {successor.pid})" in status.stdout) == (0, True), status.stdout
 
 
 # -- a server with 32 descriptors ----------------------------------------------

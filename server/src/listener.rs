@@ -190,6 +190,30 @@ impl Listener {
         &self.path
     }
 
+    /// Whether the socket file this listener created has left its path:
+    /// deleted, or its directory removed or replaced (a user's runtime
+    /// directory goes at logout). No new client can reach this server then,
+    /// nor can `status` and `stop`, whose lock file may have gone with it.
+    /// A socket systemd owns, or one handed to another server, is not this
+    /// one's to watch.
+    pub fn is_gone(&self) -> bool {
+        let Some(inode) = self.inode else {
+            return false;
+        };
+        if self.handed_over.load(Ordering::Relaxed) {
+            return false;
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => (meta.dev(), meta.ino()) != inode,
+            // Only what says the file is not there: a failure to look
+            // (out of memory, say) is no reason to stop.
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ),
+        }
+    }
+
     /// Removes the socket file if it is still the one this listener created
     /// (another server may have replaced it after this one was stopped).
     pub fn remove(&self) {

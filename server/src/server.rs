@@ -41,6 +41,9 @@ const REFILL_DELAY: Duration = Duration::from_millis(20);
 /// How long the server waits after a failed fork before it refills again.
 const REFILL_RETRY: Duration = Duration::from_secs(1);
 
+/// How often the server checks that its socket file is still in place.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
 /// Why a worker is forked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fork {
@@ -101,6 +104,8 @@ struct Server<'a, 'py> {
     retry_at: Option<Instant>,
     /// Keeps the served code fresh, when asked to (see `reload.rs`).
     reload: Option<Reload>,
+    /// When to check next that the socket file is still in place.
+    socket_check_at: Instant,
     /// The socket has been handed to a fresh server; this one only lets its
     /// runs in progress finish.
     retiring: bool,
@@ -141,6 +146,7 @@ pub fn serve(
         refill_by: None,
         retry_at: None,
         reload,
+        socket_check_at: Instant::now() + SOCKET_CHECK,
         retiring: false,
         spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
         inherited,
@@ -152,7 +158,8 @@ pub fn serve(
     loop {
         match server.turn() {
             Ok(true) => {}
-            // Retired: a fresh server has the socket and every run has ended.
+            // Retired (a fresh server has the socket, or the socket is
+            // gone) and every run has ended.
             Ok(false) => return Ok(()),
             Err(stop) => {
                 server.shutdown();
@@ -274,9 +281,11 @@ impl Server<'_, '_> {
         if !dead_idle.is_empty() {
             self.pool.reap_dead(&dead_idle);
         }
+        self.check_socket(now);
         if self.retiring {
             return Ok(!self.connections.is_empty());
         }
+
         if listener_ready && self.accepting() {
             let accepted = self.connections.len();
             self.accept();
@@ -324,13 +333,43 @@ impl Server<'_, '_> {
         };
         if reload.step(self.listener, running, now) == reload::Outcome::Retire {
             self.listener.hand_over();
-            self.retiring = true;
-            self.pool.clear();
-            // A retiring server forks no more workers ahead: no refill to
-            // wake for.
-            self.refill_by = None;
-            self.retry_at = None;
+            self.retire();
         }
+    }
+
+    /// Takes no more clients, only serves those it has; the loop ends once
+    /// their runs have.
+    fn retire(&mut self) {
+        self.retiring = true;
+        self.pool.clear();
+        // A retiring server forks no more workers ahead: no refill to
+        // wake for.
+        self.refill_by = None;
+        self.retry_at = None;
+    }
+
+    /// Retires a server whose socket file has left its path: no one can
+    /// reach it any more, and it would hold its memory for ever, out of
+    /// sight of `status` and `stop` too once the directory is gone.
+    fn check_socket(&mut self, now: Instant) {
+        if self.retiring || now < self.socket_check_at {
+            return;
+        }
+        self.socket_check_at = now + SOCKET_CHECK;
+        if !self.listener.is_gone() {
+            return;
+        }
+        log::warning(&format!(
+            "the socket {} is gone (deleted, or its directory removed or replaced): \
+             no new client can reach this server; it stops once its {} client(s) are served",
+            self.listener.path().display(),
+            self.connections.len()
+        ));
+        // A replacement would take over a socket no one can reach either.
+        if let Some(mut reload) = self.reload.take() {
+            reload.abandon();
+        }
+        self.retire();
     }
 
     /// Waits, without the GIL, until something needs attention. Returns
@@ -344,6 +383,7 @@ impl Server<'_, '_> {
             .filter_map(|c| c.deadline)
             .chain(self.refill_by)
             .chain(self.retry_at)
+            .chain((!self.retiring).then_some(self.socket_check_at))
             .chain(self.reload.as_ref().and_then(Reload::deadline))
             .min()
             .map(|d| {

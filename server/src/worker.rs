@@ -184,6 +184,7 @@ fn run_request(
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
     let connection = &connection;
+    let identity = file_identity(connection);
     if let Some(learner) = &mut learner {
         learner.keep_clear_of(&targets);
     }
@@ -204,12 +205,22 @@ fn run_request(
     if rustix::process::getpid() != worker {
         end_forked_child(py, outcome);
     }
+    // The program may have closed the connection's number or put a file of
+    // its own there (`os.closerange(3, 65536)`, `dup2`): the worker's last
+    // word must not go into the program's socket. The server, which holds
+    // the connection too, then reports the status once this worker has
+    // exited with it.
+    let connected = identity.is_some() && file_identity(connection) == identity;
     let status = match outcome {
         Ok(Outcome::Exited(code)) => ExitStatus::Exited(code),
         Ok(Outcome::Signaled(signal)) => ExitStatus::Signaled(signal),
+        Ok(Outcome::Unsupported(_)) if !connected => exit(REFUSED),
         Ok(Outcome::Unsupported(message)) => fail(connection_fd, ErrorCode::Unsupported, &message),
         Err(error) => {
             error.print(py);
+            if !connected {
+                exit(REFUSED)
+            }
             fail(
                 connection_fd,
                 ErrorCode::Internal,
@@ -220,7 +231,9 @@ fn run_request(
     ignore_hang_up();
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
-    send_reply(connection, &Reply::Exit(status));
+    if connected {
+        send_reply(connection, &Reply::Exit(status));
+    }
     // The program is over and flushed: let go of the client's files now, so
     // that a pipe or a `$(...)` reading its output (or a `>(gzip ...)` one
     // of its other descriptors) ends with the client, not after this
@@ -232,7 +245,7 @@ fn run_request(
     }
     // A client relaying a pseudo-terminal waits for this worker's exit, which
     // nothing else may then delay.
-    if !request.fds.contains(FdSet::CONTROLLING_TTY) {
+    if connected && !request.fds.contains(FdSet::CONTROLLING_TTY) {
         give_way(connection);
         if let Some(learner) = learner {
             learner.finish();
@@ -242,6 +255,13 @@ fn run_request(
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(signal) => die_by(signal),
     }
+}
+
+/// Which file `fd` is (device and inode), `None` when it is closed.
+fn file_identity(fd: impl AsFd) -> Option<(u64, u64)> {
+    rustix::fs::fstat(fd)
+        .ok()
+        .map(|stat| (stat.st_dev, stat.st_ino))
 }
 
 enum Outcome {
