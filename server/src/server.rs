@@ -285,7 +285,6 @@ impl Server<'_, '_> {
         if self.retiring {
             return Ok(!self.connections.is_empty());
         }
-
         if listener_ready && self.accepting() {
             let accepted = self.connections.len();
             self.accept();
