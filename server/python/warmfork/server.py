@@ -41,6 +41,10 @@ MAX_POOL = 1024
 #: and well within what the server's clock arithmetic holds.
 MAX_SECONDS = 86400.0
 
+#: How far a file's change time may lag ``time.time_ns()`` (a kernel tick
+#: is at most 10 ms).
+_CLOCK_MARGIN_NS = 20_000_000
+
 # The warm-up file's globals: kept alive so what it loaded stays loaded.
 _warm_globals: dict[str, object] = {}
 
@@ -96,7 +100,12 @@ def serve(
     except ValueError as exc:
         raise ServerError(str(exc)) from None
     started = time.monotonic()
-    started_at = time.time_ns()  # for the files' modification times
+    # For the files' change times, which the kernel takes from a clock that
+    # lags this one by up to a tick: without the margin, an edit made just
+    # after this point could look older. A server replacing another starts
+    # at least 0.25 s after the edit that started it, so the margin never
+    # makes it replace itself for that one.
+    started_at = time.time_ns() - _CLOCK_MARGIN_NS
     activated = _activation_fds()
     ready_fd = _ready_fd()
     inherited = _inherited_fds(activated or ())
@@ -282,11 +291,15 @@ def _watched_files(warmup: str | os.PathLike[str] | None) -> list[str]:
 
 
 def _changed_since(files: list[str], since_ns: int) -> str | None:
-    """The first of ``files`` modified (or gone) since ``since_ns``: an edit
-    made while this server warmed up, which the code it loaded may predate."""
+    """The first of ``files`` changed (or gone) since ``since_ns``: an edit
+    made while this server warmed up, which the code it loaded may predate.
+    The inode's change time, not only the modification time: a file moved
+    into place (`mv`, `cp -p`, an archive) keeps an old modification time,
+    but its change time is that of the move."""
     for file in files:
         try:
-            if os.stat(file).st_mtime_ns > since_ns:
+            st = os.stat(file)
+            if max(st.st_mtime_ns, st.st_ctime_ns) > since_ns:
                 return file
         except OSError:
             return file

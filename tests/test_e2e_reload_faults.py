@@ -1,0 +1,95 @@
+"""Reloading under stress and faults: edits during bursts of runs, edits in
+quick succession, files that go odd, servers told to stop mid-hand-over,
+and what many reloads leave behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from conftest import CLIENT, start_server
+from test_e2e_reload import control, wait_for_log
+
+PAIR = ["-c", "import mod_a, mod_b; print(mod_a.VALUE, mod_b.VALUE)"]
+
+
+def test_an_edit_during_a_burst_of_runs_fails_none_and_mixes_no_code(tmp_path: Path) -> None:
+    (tmp_path / "mod_a.py").write_text("VALUE = 'old'\n")
+    (tmp_path / "mod_b.py").write_text("VALUE = 'old'\n")
+    server = start_server(tmp_path, "--preload", "mod_a,mod_b", reload=True)
+    results: list[tuple[float, float, int, bytes, bytes]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            done = subprocess.run([CLIENT, *PAIR], env=server.env, capture_output=True, timeout=60, check=False)
+            results.append((began, time.monotonic(), done.returncode, done.stdout, done.stderr))
+
+    try:
+        wait_for_log(server, "watching")
+        loops = [threading.Thread(target=loop) for _ in range(6)]
+        for thread in loops:
+            thread.start()
+        time.sleep(1)
+        edited = time.monotonic()
+        (tmp_path / "mod_a.py").write_text("VALUE = 'new'\n")
+        (tmp_path / "mod_b.py").write_text("VALUE = 'new'\n")
+        time.sleep(3)
+        stop.set()
+        for thread in loops:
+            thread.join()
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+    assert results
+    for began, ended, code, out, err in results:
+        assert code == 0, err
+        assert out in (b"old old\n", b"new new\n"), out
+        # Started well after the edit was settled: new code.
+        if began > edited + 1.5:
+            assert out == b"new new\n"
+        assert ended - began < 5, (ended - began, out)
+    assert any(out == b"new new\n" for *_, out, _ in results)
+    print(len(results), max(e - b for b, e, *_ in results))
+
+
+def slow_warmup_server(tmp_path: Path, value: str = "old"):
+    """A server whose warm-up imports ``settings_mod`` and then takes 1.5 s."""
+    module = tmp_path / "settings_mod.py"
+    module.write_text(f"VALUE = '{value}'\n")
+    warmup = tmp_path / "warm.py"
+    warmup.write_text("import time\nimport settings_mod\ntime.sleep(1.5)\n")
+    server = start_server(tmp_path, "--warmup", os.fspath(warmup), reload=True)
+    wait_for_log(server, "watching", timeout=30)
+    return server, module
+
+
+SHOW = ["-c", "import settings_mod; print(settings_mod.VALUE)"]
+
+
+def test_a_file_moved_into_place_while_the_fresh_server_warms_up_is_served(tmp_path: Path) -> None:
+    server, module = slow_warmup_server(tmp_path)
+    try:
+        module.write_text("VALUE = 'first'\n")
+        wait_for_log(server, "handing the socket to a fresh server")
+        time.sleep(0.5)  # the fresh server has imported the first edit and warms up
+        # As `mv` from elsewhere, `cp -p` or an archive: the new file keeps an old time.
+        staged = tmp_path / "staged.py"
+        staged.write_text("VALUE = 'second'\n")
+        os.utime(staged, (1_000_000_000, 1_000_000_000))
+        os.replace(staged, module)
+        deadline = time.monotonic() + 20
+        out = b""
+        while time.monotonic() < deadline:
+            out = server.run(*SHOW, timeout=60).stdout
+            if out == b"second\n":
+                break
+            time.sleep(0.2)
+        assert out == b"second\n", server.log.read_text()
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
