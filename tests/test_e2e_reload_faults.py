@@ -5,12 +5,14 @@ and what many reloads leave behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 from conftest import CLIENT, start_server
+from support.server_process import has_ended, wait_until
 from test_e2e_reload import control, wait_for_log
 
 PAIR = ["-c", "import mod_a, mod_b; print(mod_a.VALUE, mod_b.VALUE)"]
@@ -90,6 +92,74 @@ def test_a_file_moved_into_place_while_the_fresh_server_warms_up_is_served(tmp_p
                 break
             time.sleep(0.2)
         assert out == b"second\n", server.log.read_text()
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+
+
+def fresh_pid(log: str) -> int:
+    """The pid of the latest fresh server the log names."""
+    marker = "handing the socket to a fresh server (pid "
+    return int(log[log.rindex(marker) + len(marker) :].split(")")[0])
+
+
+def test_stop_during_a_hand_over_stops_both_servers(tmp_path: Path) -> None:
+    server, module = slow_warmup_server(tmp_path)
+    try:
+        module.write_text("VALUE = 'new'\n")
+        fresh = fresh_pid(wait_for_log(server, "handing the socket to a fresh server"))
+        status = control("status", "--socket", os.fspath(server.socket))
+        assert f"pid {server.process.pid}" in status.stdout  # not ready: still the old one's
+        began = time.monotonic()
+        stopped = control("stop", "--socket", os.fspath(server.socket))
+        assert stopped.returncode == 0, stopped.stdout
+        assert time.monotonic() - began < 5
+        assert server.process.wait(timeout=5) is not None
+        assert wait_until(lambda: has_ended(fresh))
+        assert not server.socket.exists()
+        assert control("status", "--socket", os.fspath(server.socket)).returncode == 3
+    finally:
+        server.stop()
+
+
+def test_a_fresh_server_stopped_before_it_is_ready_leaves_the_old_one_serving(tmp_path: Path) -> None:
+    server, module = slow_warmup_server(tmp_path)
+    try:
+        module.write_text("VALUE = 'new'\n")
+        fresh = fresh_pid(wait_for_log(server, "handing the socket to a fresh server"))
+        os.kill(fresh, signal.SIGTERM)
+        done = server.run(*SHOW, timeout=60)
+        assert (done.returncode, done.stdout) == (0, b"old\n"), done.stderr
+        log = wait_for_log(server, "serves on with the code it has")
+        assert server.process.poll() is None
+        status = control("status", "--socket", os.fspath(server.socket))
+        assert f"pid {server.process.pid}" in status.stdout, (status.stdout, log)
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+
+
+def test_stop_while_the_old_server_finishes_a_run_stops_the_fresh_one_at_once(tmp_path: Path) -> None:
+    module = tmp_path / "settings_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    server = start_server(tmp_path, "--preload", "settings_mod", reload=True)
+    try:
+        wait_for_log(server, "watching")
+        slow = subprocess.Popen([CLIENT, "-c", "import time; time.sleep(6); print('slow')"], env=server.env, stdout=subprocess.PIPE)
+        time.sleep(0.3)
+        module.write_text("VALUE = 'new'\n")
+        assert server.run(*SHOW, timeout=60).stdout == b"new\n"
+        fresh = fresh_pid(server.log.read_text())
+        status = control("status", "--socket", os.fspath(server.socket))
+        assert f"pid {fresh}" in status.stdout
+        began = time.monotonic()
+        stopped = control("stop", "--socket", os.fspath(server.socket))
+        assert (stopped.returncode, time.monotonic() - began < 3) == (0, True), stopped.stdout
+        assert f"pid {fresh}" in stopped.stdout
+        assert control("status", "--socket", os.fspath(server.socket)).returncode == 3
+        # The old server is no one's to stop: it finishes its run and exits.
+        assert slow.communicate(timeout=30)[0] == b"slow\n"
+        assert server.process.wait(timeout=10) == 0
     finally:
         control("stop", "--socket", os.fspath(server.socket))
         server.stop()

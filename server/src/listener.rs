@@ -170,9 +170,27 @@ impl Listener {
         self.handed_over.store(false, Ordering::Relaxed);
     }
 
-    /// Records that a replacement server now owns the socket file.
+    /// Records that a replacement server now owns the socket file, and lets
+    /// go of this server's hold on the lock. The lock is one open file
+    /// shared with the replacement, held until the last descriptor of it
+    /// closes: kept here, it would outlive the replacement while this server
+    /// finishes its runs, and `stop` (which waits for the lock) would wait
+    /// for those too, `status` name a stopped server, and a new server be
+    /// turned away. The descriptor's number stays the listener's, now on
+    /// /dev/null, so everything that holds it (workers close it) stays right.
     pub fn hand_over(&self) {
         self.handed_over.store(true, Ordering::Relaxed);
+        if let Ok(null) =
+            rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        {
+            // SAFETY: `lock` is this listener's own descriptor; dup3 replaces
+            // what it refers to in one step, so the number is never free for
+            // another to take. Unlocking instead would unlock the
+            // replacement's hold as well (flock locks belong to the open file).
+            unsafe {
+                libc::dup3(null.as_raw_fd(), self.lock.as_raw_fd(), libc::O_CLOEXEC);
+            }
+        }
     }
 
     /// The listening socket.
