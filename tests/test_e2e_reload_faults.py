@@ -5,14 +5,16 @@ and what many reloads leave behind."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
-from conftest import CLIENT, start_server
-from support.server_process import has_ended, wait_until
+from conftest import CLIENT, Server, start_server
+from support.server_process import children_of, has_ended, process_state, settled_fd_count, wait_listening, wait_until
 from test_e2e_reload import control, wait_for_log
 
 PAIR = ["-c", "import mod_a, mod_b; print(mod_a.VALUE, mod_b.VALUE)"]
@@ -162,4 +164,126 @@ def test_stop_while_the_old_server_finishes_a_run_stops_the_fresh_one_at_once(tm
         assert server.process.wait(timeout=10) == 0
     finally:
         control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+
+
+def servers_in(log: str) -> list[int]:
+    """The pids of the servers a log says started serving, in order."""
+    return [int(pid) for pid in re.findall(r"serving on .* \(pid (\d+)\)", log)]
+
+
+def test_twenty_edits_in_a_row_leave_one_server_with_its_first_descriptors_and_no_zombie(tmp_path: Path) -> None:
+    module = tmp_path / "settings_mod.py"
+    module.write_text("VALUE = 0\n")
+    server = start_server(tmp_path, "--preload", "settings_mod", reload=True)
+    try:
+        wait_for_log(server, "watching")
+        first = settled_fd_count(server.process.pid)
+        for edit in range(1, 21):
+            module.write_text(f"VALUE = {edit}\n")
+            assert server.run(*SHOW, timeout=60).stdout == f"{edit}\n".encode()
+        assert server.process.wait(timeout=10) == 0
+        log = server.log.read_text()
+        *retired, last = servers_in(log)
+        assert len(retired) == 20, log
+        # Every server but the last has exited, and nothing reaps them but
+        # their parents: no zombie, here or among the last one's children.
+        assert wait_until(lambda: all(process_state(pid) is None for pid in retired), 10)
+        status = control("status", "--socket", os.fspath(server.socket))
+        assert f"pid {last}" in status.stdout
+        assert settled_fd_count(last) == first
+        assert "Z" not in children_of(last).values()
+        assert server.log.read_text().count("is ready; this one") == 20
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+
+
+def test_a_daemon_reloads_into_the_same_log_and_its_lock_names_the_fresh_server(tmp_path: Path) -> None:
+    module = tmp_path / "settings_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "default.sock"
+    log = Path(f"{sock}.log")
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    started = subprocess.run(
+        [sys.executable, "-m", "warmfork", "--daemon", "--socket", os.fspath(sock), "--preload", "settings_mod"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        wait_for_log_file(log, "watching")
+        module.write_text("VALUE = 'new'\n")
+        done = subprocess.run([CLIENT, *SHOW], env=env, capture_output=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (0, b"new\n"), done.stderr
+        first, fresh = servers_in(wait_for_log_file(log, "is ready; this one"))
+        assert wait_until(lambda: has_ended(first))
+        assert f"pid {fresh}" in control("status", "--socket", os.fspath(sock)).stdout
+        assert Path(f"{sock}.lock").read_text().strip() == str(fresh)
+        # The fresh server logs where the first did, and is as detached.
+        assert os.readlink(f"/proc/{fresh}/fd/2") == os.fspath(log)
+        assert os.getsid(fresh) != os.getsid(0)
+        stopped = control("stop", "--socket", os.fspath(sock))
+        assert stopped.returncode == 0, stopped.stdout
+        assert wait_until(lambda: has_ended(fresh))
+        assert "stopped by SIGTERM" in log.read_text()
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
+def wait_for_log_file(log: Path, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (content := log.read_text(errors="replace") if log.exists() else ""):
+        assert time.monotonic() < deadline, content
+        time.sleep(0.05)
+    return content
+
+
+def server_with_inotify_limits(tmp_path: Path, limits: dict[str, int], *args: str) -> Server:
+    """A server (reload on) in a user namespace of its own whose inotify
+    limits are ``limits`` (``max_inotify_watches``, ``max_inotify_instances``):
+    reaching them there leaves the machine's own alone. The namespace maps
+    root to root, so the server sees its clients as they are."""
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "default.sock"
+    log = tmp_path / "server.log"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    setup = "".join(f"echo {value} > /proc/sys/user/{name} && " for name, value in limits.items())
+    command = [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), *args]
+    with log.open("wb") as out:
+        # `exec`: the process started here is the server itself.
+        process = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", f'{setup}exec "$@"', "sh", *command],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )
+    server = Server(socket=sock, process=process, log=log, env=env)
+    try:
+        wait_listening(sock, process)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def test_the_inotify_watch_limit_reached_is_said_and_the_server_serves(tmp_path: Path) -> None:
+    (tmp_path / "settings_mod.py").write_text("VALUE = 'old'\n")
+    server = server_with_inotify_limits(tmp_path, {"max_inotify_watches": 2}, "--preload", "settings_mod")
+    try:
+        assert server.run(*SHOW, timeout=60).stdout == b"old\n"
+        log = wait_for_log(server, "watching")
+        assert "max_user_watches" in log, log
+    finally:
+        server.stop()
+
+
+def test_no_inotify_instance_left_means_serving_without_reloading(tmp_path: Path) -> None:
+    (tmp_path / "settings_mod.py").write_text("VALUE = 'old'\n")
+    server = server_with_inotify_limits(tmp_path, {"max_inotify_instances": 0}, "--preload", "settings_mod")
+    try:
+        done = server.run(*SHOW, timeout=60)
+        assert (done.returncode, done.stdout) == (0, b"old\n"), server.log.read_text()
+        assert "edits do not take effect" in server.log.read_text()
+    finally:
         server.stop()

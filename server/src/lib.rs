@@ -183,13 +183,29 @@ fn serve(
         prepare: &prepare,
         run: &run,
     };
-    let reload = if watch.is_empty() || restart.is_empty() {
+    let watcher = if watch.is_empty() || restart.is_empty() {
         None
     } else {
-        let (watcher, count) = watch::Watcher::new(watch).map_err(PyOSError::new_err)?;
-        log::info(&format!(
-            "watching {count} files of the loaded code for changes"
-        ));
+        // Watching is a convenience: a server that cannot watch serves anyway.
+        match watch::Watcher::new(watch) {
+            Ok((watcher, count)) => {
+                log::info(&format!(
+                    "watching {count} files of the loaded code for changes"
+                ));
+                if let Some(why) = watcher.unwatched() {
+                    log::warning(why);
+                }
+                Some(watcher)
+            }
+            Err((_, why)) => {
+                log::warning(&format!(
+                    "{why}; serving without reloading: edits do not take effect until the server is restarted"
+                ));
+                None
+            }
+        }
+    };
+    let reload = if let Some(watcher) = watcher {
         let restart = restart
             .iter()
             .map(|arg| CString::new(arg.as_os_str().as_bytes()))
@@ -208,6 +224,8 @@ fn serve(
             ready_timeout,
             changed,
         ))
+    } else {
+        None
     };
     server::serve(
         py,

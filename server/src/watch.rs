@@ -32,14 +32,28 @@ pub struct Watcher {
     inotify: OwnedFd,
     /// Per watch descriptor: its directory and the names watched in it.
     dirs: HashMap<i32, (PathBuf, HashSet<OsString>)>,
+    /// Why some files are not watched, if some are not.
+    unwatched: Option<String>,
 }
 
 impl Watcher {
     /// Starts watching `files`. Files in directories that cannot be watched
-    /// are skipped (the count of watched files is returned with it).
-    pub fn new(files: Vec<PathBuf>) -> Result<(Watcher, usize), String> {
-        let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)
-            .map_err(|e| format!("cannot watch for changed files: {e}"))?;
+    /// are skipped (the count of watched files is returned with it; see
+    /// [`Watcher::unwatched`]). Fails, giving back `files`, when no watching
+    /// is possible at all.
+    pub fn new(files: Vec<PathBuf>) -> Result<(Watcher, usize), (Vec<PathBuf>, String)> {
+        let inotify = match inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK) {
+            Ok(inotify) => inotify,
+            Err(e) => {
+                let hint = if e == rustix::io::Errno::MFILE {
+                    " (the limit of inotify instances is reached: raise it with \
+                     sysctl fs.inotify.max_user_instances=...)"
+                } else {
+                    ""
+                };
+                return Err((files, format!("cannot watch for changed files: {e}{hint}")));
+            }
+        };
         // The `_SELF` events are the directory's own: moved aside or removed.
         let mask = WatchFlags::CLOSE_WRITE
             | WatchFlags::MOVED_TO
@@ -49,6 +63,8 @@ impl Watcher {
             | WatchFlags::DELETE_SELF;
         let mut dirs: HashMap<i32, (PathBuf, HashSet<OsString>)> = HashMap::new();
         let mut watched = 0;
+        let mut failed: Option<(PathBuf, rustix::io::Errno)> = None;
+        let mut skipped = 0;
         for file in &files {
             let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
                 continue;
@@ -58,8 +74,13 @@ impl Watcher {
             } else {
                 dir
             };
-            let Ok(wd) = inotify::add_watch(&inotify, dir, mask) else {
-                continue;
+            let wd = match inotify::add_watch(&inotify, dir, mask) {
+                Ok(wd) => wd,
+                Err(e) => {
+                    failed.get_or_insert_with(|| (dir.to_owned(), e));
+                    skipped += 1;
+                    continue;
+                }
             };
             dirs.entry(wd)
                 .or_insert_with(|| (dir.to_owned(), HashSet::new()))
@@ -67,22 +88,50 @@ impl Watcher {
                 .insert(name.to_owned());
             watched += 1;
         }
+        // Said, not only skipped: an edit there would go unnoticed, and the
+        // one who edits cannot tell why.
+        let unwatched = failed.map(|(dir, e)| {
+            let hint = if e == rustix::io::Errno::NOSPC {
+                " (the limit of inotify watches, /proc/sys/fs/inotify/max_user_watches, is reached: \
+                 raise it with sysctl fs.inotify.max_user_watches=...)"
+            } else {
+                ""
+            };
+            format!(
+                "cannot watch {skipped} of the {} files of the loaded code (first {}: {e}){hint}; \
+                 edits to them do not take effect until the server is restarted",
+                files.len(),
+                dir.display()
+            )
+        });
         Ok((
             Watcher {
                 files,
                 inotify,
                 dirs,
+                unwatched,
             },
             watched,
         ))
     }
 
+    /// Why some of the files are not watched, if some are not.
+    pub fn unwatched(&self) -> Option<&str> {
+        self.unwatched.as_deref()
+    }
+
     /// Watches the same files again, by their names: a directory replaced
     /// since (moved aside and written anew) is watched where it is now.
+    /// When that is not possible at all, the watch goes on as it was.
     pub fn rewatch(&mut self) -> Result<(), String> {
-        let (fresh, _) = Watcher::new(std::mem::take(&mut self.files))?;
-        *self = fresh;
-        Ok(())
+        match Watcher::new(std::mem::take(&mut self.files)) {
+            Ok((fresh, _)) => *self = fresh,
+            Err((files, message)) => {
+                self.files = files;
+                return Err(message);
+            }
+        }
+        self.unwatched().map_or(Ok(()), |why| Err(why.to_owned()))
     }
 
     /// The descriptor to poll.
