@@ -13,14 +13,24 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import CLIENT, Server, start_server
-from support.server_process import children_of, has_ended, process_state, settled_fd_count, wait_listening, wait_until
+from support.server_process import (
+    children_of,
+    has_ended,
+    process_state,
+    settled_fd_count,
+    wait_listening,
+    wait_until,
+)
 from test_e2e_reload import control, wait_for_log
 
 PAIR = ["-c", "import mod_a, mod_b; print(mod_a.VALUE, mod_b.VALUE)"]
 
 
-def test_an_edit_during_a_burst_of_runs_fails_none_and_mixes_no_code(tmp_path: Path) -> None:
+def test_an_edit_during_a_burst_of_runs_fails_none_and_mixes_no_code(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "mod_a.py").write_text("VALUE = 'old'\n")
     (tmp_path / "mod_b.py").write_text("VALUE = 'old'\n")
     server = start_server(tmp_path, "--preload", "mod_a,mod_b", reload=True)
@@ -30,8 +40,16 @@ def test_an_edit_during_a_burst_of_runs_fails_none_and_mixes_no_code(tmp_path: P
     def loop() -> None:
         while not stop.is_set():
             began = time.monotonic()
-            done = subprocess.run([CLIENT, *PAIR], env=server.env, capture_output=True, timeout=60, check=False)
-            results.append((began, time.monotonic(), done.returncode, done.stdout, done.stderr))
+            done = subprocess.run(
+                [CLIENT, *PAIR],
+                env=server.env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            results.append(
+                (began, time.monotonic(), done.returncode, done.stdout, done.stderr)
+            )
 
     try:
         wait_for_log(server, "watching")
@@ -75,7 +93,9 @@ def slow_warmup_server(tmp_path: Path, value: str = "old"):
 SHOW = ["-c", "import settings_mod; print(settings_mod.VALUE)"]
 
 
-def test_a_file_moved_into_place_while_the_fresh_server_warms_up_is_served(tmp_path: Path) -> None:
+def test_a_file_moved_into_place_while_the_fresh_server_warms_up_is_served(
+    tmp_path: Path,
+) -> None:
     server, module = slow_warmup_server(tmp_path)
     try:
         module.write_text("VALUE = 'first'\n")
@@ -111,7 +131,9 @@ def test_stop_during_a_hand_over_stops_both_servers(tmp_path: Path) -> None:
         module.write_text("VALUE = 'new'\n")
         fresh = fresh_pid(wait_for_log(server, "handing the socket to a fresh server"))
         status = control("status", "--socket", os.fspath(server.socket))
-        assert f"pid {server.process.pid}" in status.stdout  # not ready: still the old one's
+        assert (
+            f"pid {server.process.pid}" in status.stdout
+        )  # not ready: still the old one's
         began = time.monotonic()
         stopped = control("stop", "--socket", os.fspath(server.socket))
         assert stopped.returncode == 0, stopped.stdout
@@ -124,7 +146,9 @@ def test_stop_during_a_hand_over_stops_both_servers(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_a_fresh_server_stopped_before_it_is_ready_leaves_the_old_one_serving(tmp_path: Path) -> None:
+def test_a_fresh_server_stopped_before_it_is_ready_leaves_the_old_one_serving(
+    tmp_path: Path,
+) -> None:
     server, module = slow_warmup_server(tmp_path)
     try:
         module.write_text("VALUE = 'new'\n")
@@ -141,13 +165,19 @@ def test_a_fresh_server_stopped_before_it_is_ready_leaves_the_old_one_serving(tm
         server.stop()
 
 
-def test_stop_while_the_old_server_finishes_a_run_stops_the_fresh_one_at_once(tmp_path: Path) -> None:
+def test_stop_while_the_old_server_finishes_a_run_stops_the_fresh_one_at_once(
+    tmp_path: Path,
+) -> None:
     module = tmp_path / "settings_mod.py"
     module.write_text("VALUE = 'old'\n")
     server = start_server(tmp_path, "--preload", "settings_mod", reload=True)
     try:
         wait_for_log(server, "watching")
-        slow = subprocess.Popen([CLIENT, "-c", "import time; time.sleep(6); print('slow')"], env=server.env, stdout=subprocess.PIPE)
+        slow = subprocess.Popen(
+            [CLIENT, "-c", "import time; time.sleep(6); print('slow')"],
+            env=server.env,
+            stdout=subprocess.PIPE,
+        )
         time.sleep(0.3)
         module.write_text("VALUE = 'new'\n")
         assert server.run(*SHOW, timeout=60).stdout == b"new\n"
@@ -156,7 +186,9 @@ def test_stop_while_the_old_server_finishes_a_run_stops_the_fresh_one_at_once(tm
         assert f"pid {fresh}" in status.stdout
         began = time.monotonic()
         stopped = control("stop", "--socket", os.fspath(server.socket))
-        assert (stopped.returncode, time.monotonic() - began < 3) == (0, True), stopped.stdout
+        assert (stopped.returncode, time.monotonic() - began < 3) == (0, True), (
+            stopped.stdout
+        )
         assert f"pid {fresh}" in stopped.stdout
         assert control("status", "--socket", os.fspath(server.socket)).returncode == 3
         # The old server is no one's to stop: it finishes its run and exits.
@@ -172,7 +204,9 @@ def servers_in(log: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"serving on .* \(pid (\d+)\)", log)]
 
 
-def test_twenty_edits_in_a_row_leave_one_server_with_its_first_descriptors_and_no_zombie(tmp_path: Path) -> None:
+def test_twenty_edits_in_a_row_leave_one_server_with_its_first_descriptors_and_no_zombie(
+    tmp_path: Path,
+) -> None:
     module = tmp_path / "settings_mod.py"
     module.write_text("VALUE = 0\n")
     server = start_server(tmp_path, "--preload", "settings_mod", reload=True)
@@ -188,7 +222,9 @@ def test_twenty_edits_in_a_row_leave_one_server_with_its_first_descriptors_and_n
         assert len(retired) == 20, log
         # Every server but the last has exited, and nothing reaps them but
         # their parents: no zombie, here or among the last one's children.
-        assert wait_until(lambda: all(process_state(pid) is None for pid in retired), 10)
+        assert wait_until(
+            lambda: all(process_state(pid) is None for pid in retired), 10
+        )
         status = control("status", "--socket", os.fspath(server.socket))
         assert f"pid {last}" in status.stdout
         assert settled_fd_count(last) == first
@@ -199,7 +235,9 @@ def test_twenty_edits_in_a_row_leave_one_server_with_its_first_descriptors_and_n
         server.stop()
 
 
-def test_a_daemon_reloads_into_the_same_log_and_its_lock_names_the_fresh_server(tmp_path: Path) -> None:
+def test_a_daemon_reloads_into_the_same_log_and_its_lock_names_the_fresh_server(
+    tmp_path: Path,
+) -> None:
     module = tmp_path / "settings_mod.py"
     module.write_text("VALUE = 'old'\n")
     sock_dir = tmp_path / "sock"
@@ -208,14 +246,30 @@ def test_a_daemon_reloads_into_the_same_log_and_its_lock_names_the_fresh_server(
     log = Path(f"{sock}.log")
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
     started = subprocess.run(
-        [sys.executable, "-m", "warmfork", "--daemon", "--socket", os.fspath(sock), "--preload", "settings_mod"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "warmfork",
+            "--daemon",
+            "--socket",
+            os.fspath(sock),
+            "--preload",
+            "settings_mod",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert started.returncode == 0, started.stderr
     try:
         wait_for_log_file(log, "watching")
         module.write_text("VALUE = 'new'\n")
-        done = subprocess.run([CLIENT, *SHOW], env=env, capture_output=True, timeout=60, check=False)
+        done = subprocess.run(
+            [CLIENT, *SHOW], env=env, capture_output=True, timeout=60, check=False
+        )
         assert (done.returncode, done.stdout) == (0, b"new\n"), done.stderr
         first, fresh = servers_in(wait_for_log_file(log, "is ready; this one"))
         assert wait_until(lambda: has_ended(first))
@@ -234,13 +288,17 @@ def test_a_daemon_reloads_into_the_same_log_and_its_lock_names_the_fresh_server(
 
 def wait_for_log_file(log: Path, text: str, timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
-    while text not in (content := log.read_text(errors="replace") if log.exists() else ""):
+    while text not in (
+        content := log.read_text(errors="replace") if log.exists() else ""
+    ):
         assert time.monotonic() < deadline, content
         time.sleep(0.05)
     return content
 
 
-def server_with_inotify_limits(tmp_path: Path, limits: dict[str, int], *args: str) -> Server:
+def server_with_inotify_limits(
+    tmp_path: Path, limits: dict[str, int], *args: str
+) -> Server:
     """A server (reload on) in a user namespace of its own whose inotify
     limits are ``limits`` (``max_inotify_watches``, ``max_inotify_instances``):
     reaching them there leaves the machine's own alone. The namespace maps
@@ -250,13 +308,28 @@ def server_with_inotify_limits(tmp_path: Path, limits: dict[str, int], *args: st
     sock = sock_dir / "default.sock"
     log = tmp_path / "server.log"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
-    setup = "".join(f"echo {value} > /proc/sys/user/{name} && " for name, value in limits.items())
+    setup = "".join(
+        f"echo {value} > /proc/sys/user/{name} && " for name, value in limits.items()
+    )
     command = [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), *args]
     with log.open("wb") as out:
         # `exec`: the process started here is the server itself.
         process = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "sh", "-c", f'{setup}exec "$@"', "sh", *command],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            [
+                "unshare",
+                "--user",
+                "--map-root-user",
+                "sh",
+                "-c",
+                f'{setup}exec "$@"',
+                "sh",
+                *command,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
         )
     server = Server(socket=sock, process=process, log=log, env=env)
     try:
@@ -267,9 +340,13 @@ def server_with_inotify_limits(tmp_path: Path, limits: dict[str, int], *args: st
     return server
 
 
-def test_the_inotify_watch_limit_reached_is_said_and_the_server_serves(tmp_path: Path) -> None:
+def test_the_inotify_watch_limit_reached_is_said_and_the_server_serves(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "settings_mod.py").write_text("VALUE = 'old'\n")
-    server = server_with_inotify_limits(tmp_path, {"max_inotify_watches": 2}, "--preload", "settings_mod")
+    server = server_with_inotify_limits(
+        tmp_path, {"max_inotify_watches": 2}, "--preload", "settings_mod"
+    )
     try:
         assert server.run(*SHOW, timeout=60).stdout == b"old\n"
         log = wait_for_log(server, "watching")
@@ -278,12 +355,107 @@ def test_the_inotify_watch_limit_reached_is_said_and_the_server_serves(tmp_path:
         server.stop()
 
 
-def test_no_inotify_instance_left_means_serving_without_reloading(tmp_path: Path) -> None:
+def test_no_inotify_instance_left_means_serving_without_reloading(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "settings_mod.py").write_text("VALUE = 'old'\n")
-    server = server_with_inotify_limits(tmp_path, {"max_inotify_instances": 0}, "--preload", "settings_mod")
+    server = server_with_inotify_limits(
+        tmp_path, {"max_inotify_instances": 0}, "--preload", "settings_mod"
+    )
     try:
         done = server.run(*SHOW, timeout=60)
         assert (done.returncode, done.stdout) == (0, b"old\n"), server.log.read_text()
         assert "edits do not take effect" in server.log.read_text()
     finally:
+        server.stop()
+
+
+def test_a_python_gone_since_the_server_started_leaves_it_serving_and_says_why(
+    tmp_path: Path,
+) -> None:
+    # A venv of its own, whose python goes away once the server runs (the
+    # venv removed, a python upgraded away).
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "lib" / "python3.11").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(
+        (Path(sys.executable).parent.parent / "pyvenv.cfg").read_text()
+    )
+    (site_packages,) = (Path(sys.executable).parent.parent / "lib").glob(
+        "python3*/site-packages"
+    )
+    (venv / "lib" / "python3.11" / "site-packages").symlink_to(site_packages)
+    python = venv / "bin" / "python"
+    python.symlink_to(os.path.realpath(sys.executable))
+    module = tmp_path / "settings_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "default.sock"
+    log = tmp_path / "server.log"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "warmfork",
+                "--socket",
+                os.fspath(sock),
+                "--preload",
+                "settings_mod",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    server = Server(socket=sock, process=process, log=log, env=env)
+    try:
+        wait_for_log(server, "watching")
+        python.unlink()
+        module.write_text("VALUE = 'new'\n")
+        began = time.monotonic()
+        done = server.run(*SHOW, timeout=60)
+        assert (done.returncode, done.stdout) == (0, b"old\n"), done.stderr
+        assert time.monotonic() - began < 3
+        text = wait_for_log(server, "serves on with the code it has")
+        assert f"cannot start a fresh server with {python}" in text, text
+        assert server.process.poll() is None
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("how", "expected", "longest"),
+    [
+        ("deleted", b"old\n", 7.0),  # waits the 5 s a missing file is given, once
+        ("directory", b"old\n", 2.0),
+        ("symlink", b"linked\n", 2.0),
+    ],
+)
+def test_a_module_file_deleted_or_replaced_by_a_directory_or_a_symlink(
+    tmp_path: Path, how: str, expected: bytes, longest: float
+) -> None:
+    module = tmp_path / "settings_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    server = start_server(tmp_path, "--preload", "settings_mod", reload=True)
+    try:
+        wait_for_log(server, "watching")
+        module.unlink()
+        if how == "directory":
+            module.mkdir()
+        elif how == "symlink":
+            target = tmp_path / "elsewhere.py"
+            target.write_text("VALUE = 'linked'\n")
+            module.symlink_to(target)
+        for _ in range(3):
+            began = time.monotonic()
+            done = server.run(*SHOW, timeout=60)
+            assert (done.returncode, done.stdout) == (0, expected), done.stderr
+            assert time.monotonic() - began < longest
+            longest = 1.0  # after the first, no run waits
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
         server.stop()
