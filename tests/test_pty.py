@@ -227,6 +227,33 @@ def test_ctrl_z_stops_the_program_with_the_terminal_restored_and_fg_continues_it
     assert modes(terminal, tmp_path, "after") == before
 
 
+def test_bg_then_fg_gives_the_program_the_keyboard_again(terminal: Terminal, tmp_path: Path) -> None:
+    # After `bg` the program goes on (test_terminal.py) with the terminal the
+    # shell's; `fg` makes it raw again and keys reach the program.
+    (tmp_path / "counter.py").write_text(COUNTER)
+    before = modes(terminal, tmp_path, "before")
+    terminal.type(PTY + "warmfork counter.py")
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
+    terminal.keys("C-z")
+    terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")
+    terminal.type("bg")
+    last = max(ticks(terminal.wait_for(at_shell_prompt, what="the prompt after bg")))
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 2, what="the counter to go on after bg")
+    assert not is_raw(terminal), "the terminal is raw while the shell has it"
+    terminal.type("fg")
+    terminal.wait_for(lambda screen: has_line(screen, "WARMFORK_PTY=1 warmfork counter.py"), what="fg")
+    deadline = time.monotonic() + 10
+    while not is_raw(terminal):
+        assert time.monotonic() < deadline, "the terminal is not raw after fg"
+        time.sleep(0.05)
+    terminal.keys("C-c")
+    terminal.wait_for(
+        lambda screen: at_shell_prompt(screen) and has_line(screen, "KeyboardInterrupt"), what="the end of the run"
+    )
+    assert terminal.last_status() == 130
+    assert modes(terminal, tmp_path, "after") == before
+
+
 def test_a_run_started_in_the_background_waits_for_fg_and_then_has_the_terminal(
     terminal: Terminal, tmp_path: Path
 ) -> None:

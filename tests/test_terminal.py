@@ -118,9 +118,10 @@ def test_ctrl_z_stops_the_program_and_fg_continues_it(terminal: Terminal, tmp_pa
     assert terminal.last_status() == 130
 
 
-def test_bg_lets_a_stopped_run_go_on_in_the_background(terminal: Terminal, tmp_path: Path) -> None:
+@MODES
+def test_bg_lets_a_stopped_run_go_on_in_the_background(terminal: Terminal, tmp_path: Path, mode: str) -> None:
     (tmp_path / "counter.py").write_text(COUNTER)
-    terminal.type("warmfork counter.py")
+    terminal.type(mode + "warmfork counter.py")
     terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
     terminal.keys("C-z")
     stopped = terminal.wait_for(lambda screen: "Stopped" in screen and at_shell_prompt(screen), what="Stopped")

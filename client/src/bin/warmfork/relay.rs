@@ -21,6 +21,7 @@ use rustix::termios::{LocalModes, SpecialCodeIndex, Termios};
 use crate::signals::Forwarder;
 use crate::start::stdio_fd;
 use crate::suspend::{Keys, Scanner};
+use crate::terminal;
 
 /// Bytes moved per read, each way.
 const CHUNK: usize = 4096;
@@ -77,7 +78,7 @@ impl Relay {
         let at_signals = signals
             .signals()
             .map(|fd| watch(&mut fds, &mut used, fd, PollFlags::IN));
-        let at_keyboard = (self.keyboard_open && !typing)
+        let at_keyboard = (self.keyboard_open && !typing && terminal::is_raw())
             .then(|| watch(&mut fds, &mut used, stdio_fd(0), PollFlags::IN));
         let master_flags = if typing {
             PollFlags::IN | PollFlags::OUT
@@ -87,7 +88,19 @@ impl Relay {
         let at_master = self
             .master_open
             .then(|| watch(&mut fds, &mut used, self.master.as_fd(), master_flags));
-        if rustix::event::poll(&mut fds[..used], None).is_err() {
+        // In the background after `bg`, look every so often for the `fg`
+        // that gives the keyboard back (`terminal::is_paused`).
+        const BACKGROUND_CHECK: Timespec = Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        let paused = terminal::is_paused();
+        let timeout = paused.then_some(&BACKGROUND_CHECK);
+        let polled = rustix::event::poll(&mut fds[..used], timeout);
+        if paused {
+            terminal::resume_in_foreground();
+        }
+        if polled.is_err() {
             return false;
         }
         let revents = |at: Option<usize>| at.map_or(PollFlags::empty(), |i| fds[i].revents());

@@ -31,6 +31,9 @@ const OFF: u8 = 0;
 const AS_FOUND: u8 = 1;
 /// `MODE`: the client has put the terminal in raw mode.
 const RAW: u8 = 2;
+/// `MODE`: as found, while the job runs in the background after `bg`; raw
+/// again once it is in the foreground (`fg`).
+const PAUSED: u8 = 3;
 
 static MODE: AtomicU8 = AtomicU8::new(OFF);
 static SAVED: Saved = Saved(UnsafeCell::new(MaybeUninit::uninit()));
@@ -129,8 +132,11 @@ pub fn restore() {
     let Some(modes) = saved() else {
         return;
     };
-    if MODE.load(Ordering::Relaxed) != RAW {
-        return;
+    match MODE.load(Ordering::Relaxed) {
+        RAW => {}
+        // Already as found, and the watchdog told so.
+        PAUSED => return MODE.store(AS_FOUND, Ordering::Relaxed),
+        _ => return,
     }
     let _ = rustix::termios::tcsetattr(tty(), OptionalActions::Now, &modes.found);
     MODE.store(AS_FOUND, Ordering::Relaxed);
@@ -151,16 +157,51 @@ pub fn release() {
     }
 }
 
+/// Whether the client relays the keyboard: the terminal is raw, so the
+/// client is in the foreground. In the background (after `bg`) a read of
+/// the terminal would stop the client with SIGTTIN, and the keys are the
+/// shell's.
+pub fn is_raw() -> bool {
+    MODE.load(Ordering::Relaxed) == RAW
+}
+
 /// Runs `stop`, which stops this process, with the terminal's modes as found
 /// for as long as it is stopped (the shell prints its prompt and reads a
-/// line), and raw again once it continues, if it was raw before.
+/// line), and raw again once it continues in the foreground (`fg`), if it
+/// was raw before. Continued in the background (`bg`), it stays as found and
+/// the program goes on as it would under python, until
+/// `resume_in_foreground` sees the `fg` that follows.
 pub fn while_stopped(stop: impl FnOnce()) {
-    let was_raw = MODE.load(Ordering::Relaxed) == RAW;
+    // Stopped again in the background (`kill -TSTP`), it is still to be
+    // raw at the next `fg`.
+    let was_raw = is_raw() || is_paused();
     restore();
     stop();
     if was_raw {
-        // In the background (`bg`), this stops the client with SIGTTOU until
-        // `fg`, as it would any full-screen program.
+        // Not raw in the background: setting modes there would stop the
+        // client with SIGTTOU while the program it relays runs on.
+        MODE.store(PAUSED, Ordering::Relaxed);
+        resume_in_foreground();
+    }
+}
+
+/// Whether the job runs in the background after `bg`, its terminal as
+/// found. Nothing tells a running process that `fg` gave it the terminal
+/// (bash sends no SIGCONT to a job that runs), so the relay then calls
+/// `resume_in_foreground` every so often.
+pub fn is_paused() -> bool {
+    MODE.load(Ordering::Relaxed) == PAUSED
+}
+
+/// Makes the terminal raw again if the job had been sent to the background
+/// by `bg` and is now in the foreground.
+pub fn resume_in_foreground() {
+    if !is_paused() {
+        return;
+    }
+    let foreground =
+        rustix::termios::tcgetpgrp(tty()).is_ok_and(|group| group == rustix::process::getpgrp());
+    if foreground {
         enter_raw();
     }
 }
