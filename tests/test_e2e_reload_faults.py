@@ -296,6 +296,27 @@ def wait_for_log_file(log: Path, text: str, timeout: float = 30) -> str:
     return content
 
 
+def launch(tmp_path: Path, python: list[str | Path], *args: str) -> Server:
+    """Start ``python -m warmfork`` (``python`` may be a command that ends in
+    one) with reload on, on a socket of its own, its output in
+    ``tmp_path/server.log``, in ``tmp_path``; it is not waited for."""
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "default.sock"
+    log = tmp_path / "server.log"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*python, "-m", "warmfork", "--socket", os.fspath(sock), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+        )
+    return Server(socket=sock, process=process, log=log, env=env)
+
+
 def server_with_inotify_limits(
     tmp_path: Path, limits: dict[str, int], *args: str
 ) -> Server:
@@ -303,37 +324,14 @@ def server_with_inotify_limits(
     limits are ``limits`` (``max_inotify_watches``, ``max_inotify_instances``):
     reaching them there leaves the machine's own alone. The namespace maps
     root to root, so the server sees its clients as they are."""
-    sock_dir = tmp_path / "sock"
-    sock_dir.mkdir(mode=0o700)
-    sock = sock_dir / "default.sock"
-    log = tmp_path / "server.log"
-    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
     setup = "".join(
         f"echo {value} > /proc/sys/user/{name} && " for name, value in limits.items()
     )
-    command = [sys.executable, "-m", "warmfork", "--socket", os.fspath(sock), *args]
-    with log.open("wb") as out:
-        # `exec`: the process started here is the server itself.
-        process = subprocess.Popen(
-            [
-                "unshare",
-                "--user",
-                "--map-root-user",
-                "sh",
-                "-c",
-                f'{setup}exec "$@"',
-                "sh",
-                *command,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
-    server = Server(socket=sock, process=process, log=log, env=env)
+    # `exec`: the process started here is the server itself.
+    wrap = ["unshare", "--user", "--map-root-user", "sh", "-c", f'{setup}exec "$@"', "sh"]
+    server = launch(tmp_path, [*wrap, sys.executable], *args)
     try:
-        wait_listening(sock, process)
+        wait_listening(server.socket, server.process)
     except BaseException:
         server.stop()
         raise
@@ -389,29 +387,7 @@ def test_a_python_gone_since_the_server_started_leaves_it_serving_and_says_why(
     python.symlink_to(os.path.realpath(sys.executable))
     module = tmp_path / "settings_mod.py"
     module.write_text("VALUE = 'old'\n")
-    sock_dir = tmp_path / "sock"
-    sock_dir.mkdir(mode=0o700)
-    sock = sock_dir / "default.sock"
-    log = tmp_path / "server.log"
-    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "warmfork",
-                "--socket",
-                os.fspath(sock),
-                "--preload",
-                "settings_mod",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-        )
-    server = Server(socket=sock, process=process, log=log, env=env)
+    server = launch(tmp_path, [python], "--preload", "settings_mod")
     try:
         wait_for_log(server, "watching")
         python.unlink()
