@@ -472,6 +472,18 @@ def test_a_client_outside_the_servers_pid_namespace_is_served(tmp_path: Path, no
         assert_nothing_left_behind(srv, fds_before)
 
 
+@pytest.mark.skipif(not can_unshare_pids(), reason="needs unshare --pid")
+def test_a_client_in_a_container_is_served_by_a_server_outside_it(server: Server, note: Note) -> None:
+    # The other way round: the client cannot name the server's pid
+    # (SO_PEERCRED reads 0), which rustix's credentials type cannot hold; the
+    # client took that for a failure and exited 204 on every run.
+    done = server.run(
+        "-c", "import sys; print('served'); sys.exit(4)", client=("unshare", "--pid", "--fork", CLIENT)
+    )
+    note("exit 4, 'served'", f"{describe(done.returncode)}, {done.stdout!r} {done.stderr!r}")
+    assert (done.returncode, done.stdout, done.stderr) == (4, b"served\n", b"")
+
+
 # -- a server that cannot fork -------------------------------------------------
 
 

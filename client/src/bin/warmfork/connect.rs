@@ -1,6 +1,6 @@
 //! Finding the server: the socket path rule and `connect`.
 
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::FileType;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
@@ -102,12 +102,12 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     })?;
     // The request carries the whole environment and the client's files: only
     // a server running as this user may have them.
-    let peer = rustix::net::sockopt::socket_peercred(&socket).map_err(system("SO_PEERCRED"))?;
+    let peer = crate::syscall::peer_uid(socket.as_fd()).map_err(system("SO_PEERCRED"))?;
     let me = rustix::process::geteuid();
-    if peer.uid != me {
+    if peer != me {
         return Err(Failure::ForeignServer {
             path: path.as_bytes(),
-            uid: peer.uid.as_raw(),
+            uid: peer.as_raw(),
         });
     }
     // And only through a directory no one else can write to: otherwise the

@@ -1,6 +1,7 @@
 //! The few system calls the client needs that rustix keeps out of its public
 //! API (they live in its unstable runtime module, meant for runtimes such as
-//! origin): ending the process, and masking signals into a signalfd.
+//! origin): ending the process, and masking signals into a signalfd; and
+//! those whose rustix wrapper does not fit (see each).
 
 use core::ffi::{CStr, c_char};
 
@@ -17,6 +18,7 @@ mod nr {
     pub const KILL: usize = 62;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
     pub const CLOSE_RANGE: usize = 436;
+    pub const GETSOCKOPT: usize = 55;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -29,6 +31,7 @@ mod nr {
     pub const KILL: usize = 129;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
     pub const CLOSE_RANGE: usize = 436;
+    pub const GETSOCKOPT: usize = 209;
 }
 
 /// A kernel signal set: bit N-1 stands for signal N. The kernel's `sigset_t`
@@ -40,14 +43,14 @@ pub const fn bit(number: i32) -> SigSet {
     1 << (number - 1)
 }
 
-/// A raw system call with up to four arguments; returns the kernel's result
+/// A raw system call with up to five arguments; returns the kernel's result
 /// (a negative errno on failure).
 ///
 /// # Safety
 ///
 /// The arguments must be what system call `nr` expects; pointers among them
 /// must be valid for what the call reads or writes.
-unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+unsafe fn syscall5(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> isize {
     let ret: isize;
     // SAFETY: the caller vouches for the arguments; the asm clobbers only
     // what the kernel's syscall ABI says it clobbers.
@@ -56,7 +59,7 @@ unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isi
         core::arch::asm!(
             "syscall",
             inlateout("rax") nr as isize => ret,
-            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3,
+            in("rdi") a0, in("rsi") a1, in("rdx") a2, in("r10") a3, in("r8") a4,
             lateout("rcx") _, lateout("r11") _,
             options(nostack),
         );
@@ -65,11 +68,22 @@ unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isi
             "svc 0",
             in("x8") nr,
             inlateout("x0") a0 as isize => ret,
-            in("x1") a1, in("x2") a2, in("x3") a3,
+            in("x1") a1, in("x2") a2, in("x3") a3, in("x4") a4,
             options(nostack),
         );
     }
     ret
+}
+
+/// [`syscall5`] for the calls that take four arguments or fewer.
+///
+/// # Safety
+///
+/// As for [`syscall5`].
+unsafe fn syscall4(nr: usize, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    // SAFETY: the caller vouches for the arguments; a fifth that the call
+    // does not read changes nothing.
+    unsafe { syscall5(nr, a0, a1, a2, a3, 0) }
 }
 
 fn result(ret: isize) -> Result<usize, Errno> {
@@ -169,6 +183,37 @@ pub fn raise(signal: i32) -> Result<(), Errno> {
     // SAFETY: no pointer is passed.
     let ret = unsafe { syscall4(nr::KILL, pid as usize, signal as usize, 0, 0) };
     result(ret).map(drop)
+}
+
+/// `getsockopt(socket, SOL_SOCKET, SO_PEERCRED)`: the effective user id of
+/// the process at the other end of the connected Unix socket `socket`. Raw
+/// rather than rustix's `socket_peercred`, whose credentials type cannot
+/// hold the pid 0 the kernel reports for a peer outside this process's pid
+/// namespace (a server on the host, seen from a container): it failed there.
+pub fn peer_uid(socket: BorrowedFd<'_>) -> Result<rustix::process::Uid, Errno> {
+    // The same on every architecture the client supports.
+    const SOL_SOCKET: usize = 1;
+    const SO_PEERCRED: usize = 17;
+    // `struct ucred`: pid, uid, gid, 32 bits each.
+    let mut credentials = [0u32; 3];
+    let mut len = core::mem::size_of_val(&credentials) as u32;
+    // SAFETY: `credentials` is writable for `len` bytes and `len` is a
+    // writable socklen_t, as getsockopt expects.
+    let ret = unsafe {
+        syscall5(
+            nr::GETSOCKOPT,
+            socket.as_raw_fd() as usize,
+            SOL_SOCKET,
+            SO_PEERCRED,
+            credentials.as_mut_ptr() as usize,
+            &mut len as *mut u32 as usize,
+        )
+    };
+    result(ret)?;
+    if (len as usize) < core::mem::size_of_val(&credentials) {
+        return Err(Errno::INVAL);
+    }
+    Ok(rustix::process::Uid::from_raw(credentials[1]))
 }
 
 /// `close_range(first, ~0, 0)` (Linux 5.9): closes every descriptor from
