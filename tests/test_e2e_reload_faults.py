@@ -296,18 +296,20 @@ def wait_for_log_file(log: Path, text: str, timeout: float = 30) -> str:
     return content
 
 
-def launch(tmp_path: Path, python: list[str | Path], *args: str) -> Server:
+def launch(tmp_path: Path, python: list[str | Path], *args: str, relative: bool = False) -> Server:
     """Start ``python -m warmfork`` (``python`` may be a command that ends in
-    one) with reload on, on a socket of its own, its output in
-    ``tmp_path/server.log``, in ``tmp_path``; it is not waited for."""
+    one) with reload on, on a socket of its own (named by a path relative to
+    ``tmp_path`` if ``relative``), its output in ``tmp_path/server.log``, in
+    ``tmp_path``; it is not waited for."""
     sock_dir = tmp_path / "sock"
     sock_dir.mkdir(mode=0o700)
     sock = sock_dir / "default.sock"
     log = tmp_path / "server.log"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    named = sock.relative_to(tmp_path) if relative else sock
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*python, "-m", "warmfork", "--socket", os.fspath(sock), *args],
+            [*python, "-m", "warmfork", "--socket", os.fspath(named), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -375,14 +377,13 @@ def test_a_python_gone_since_the_server_started_leaves_it_serving_and_says_why(
     # venv removed, a python upgraded away).
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "lib" / "python3.11").mkdir(parents=True)
+    lib = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    lib.mkdir(parents=True)
     (venv / "pyvenv.cfg").write_text(
         (Path(sys.executable).parent.parent / "pyvenv.cfg").read_text()
     )
-    (site_packages,) = (Path(sys.executable).parent.parent / "lib").glob(
-        "python3*/site-packages"
-    )
-    (venv / "lib" / "python3.11" / "site-packages").symlink_to(site_packages)
+    site_packages = Path(sys.executable).parent.parent / lib.relative_to(venv) / "site-packages"
+    (lib / "site-packages").symlink_to(site_packages)
     python = venv / "bin" / "python"
     python.symlink_to(os.path.realpath(sys.executable))
     module = tmp_path / "settings_mod.py"
@@ -432,6 +433,44 @@ def test_a_module_file_deleted_or_replaced_by_a_directory_or_a_symlink(
             assert (done.returncode, done.stdout) == (0, expected), done.stderr
             assert time.monotonic() - began < longest
             longest = 1.0  # after the first, no run waits
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+
+
+# -- a warm-up that changes directory ------------------------------------------
+
+
+def test_a_relative_socket_path_stays_served_after_a_warm_up_that_changes_directory(tmp_path: Path) -> None:
+    # The server looks its socket up again every 2 s, to stop once it is
+    # gone: relative to wherever the warm-up left it, it was "gone" at once,
+    # and the server stopped, leaving the socket file behind.
+    (tmp_path / "warm.py").write_text("import os\nos.chdir('/')\n")
+    server = launch(tmp_path, [sys.executable], "--no-reload", "--warmup", "warm.py", relative=True)
+    try:
+        wait_listening(server.socket, server.process)
+        time.sleep(3)
+        done = server.run("-c", "import os; print(os.getcwd())", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (0, f"{tmp_path}\n".encode()), server.log.read_text()
+        assert server.process.poll() is None, server.log.read_text()
+    finally:
+        assert server.stop() == 0
+    assert not server.socket.exists()
+
+
+def test_a_server_whose_warm_up_changes_directory_is_replaced_from_where_it_started(tmp_path: Path) -> None:
+    # The fresh server runs the same command line, `--warmup warm.py` and the
+    # relative socket path included: from "/", where the warm-up had left
+    # the old server, it found neither.
+    (tmp_path / "settings_mod.py").write_text("VALUE = 'old'\n")
+    (tmp_path / "warm.py").write_text("import os\nimport settings_mod\nos.chdir('/')\n")
+    server = launch(tmp_path, [sys.executable], "--warmup", "warm.py", relative=True)
+    try:
+        wait_listening(server.socket, server.process)
+        wait_for_log(server, "watching")
+        (tmp_path / "settings_mod.py").write_text("VALUE = 'new'\n")
+        wait_for_log(server, "is ready", timeout=30)
+        assert server.run(*SHOW, timeout=60).stdout == b"new\n", server.log.read_text()
     finally:
         control("stop", "--socket", os.fspath(server.socket))
         server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -10,7 +11,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from . import _inherited, _native, _worker
@@ -180,7 +181,8 @@ def _prepare(
     handler: Callable[[], object] | None, preload: Iterable[str], warmup: str | os.PathLike[str] | None
 ) -> None:
     """Warm up, then make the interpreter ready to be forked."""
-    _warm_up(preload, warmup)
+    with _staying_in_the_working_directory():
+        _warm_up(preload, warmup)
     if handler is None:
         _default_handler()
         _forget_script_dir()
@@ -342,6 +344,26 @@ def _failure(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
     return f"{traceback.format_exception_only(exc)[-1].strip()}{where}; --log-level debug shows the traceback"
+
+
+@contextlib.contextmanager
+def _staying_in_the_working_directory() -> Iterator[None]:
+    """Go back to the server's working directory after the warm-up, should
+    it have changed it. Runs do not care (a worker moves into its client's),
+    but the server does: it looks up a relative ``--socket`` path again
+    while it serves (to notice the socket gone) and to remove it, and a
+    fresh server replacing it after an edit starts with the same command
+    line, relative paths and all, in this server's working directory."""
+    try:
+        here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # started in a directory already gone: nothing to keep
+        yield
+        return
+    try:
+        yield
+        os.fchdir(here)
+    finally:
+        os.close(here)
 
 
 def _forget_script_dir() -> None:
