@@ -494,6 +494,17 @@ def test_the_prompt_ends_statements_where_python_does(tmp_path: Path, typed: str
     assert out.stdout.endswith("next\n")
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [b"if 1:\n  print(1)\n  \\\n\nprint(9)\n", b"if 1:\n  print(1)\n  \\\n\n\nprint(9)\n"],
+    ids=["then_a_statement", "then_another_empty_line"],
+)
+def test_an_empty_line_after_a_backslash_in_a_block_continues_it_as_in_python(tmp_path: Path, typed: bytes) -> None:
+    # The empty line is the continued line, so it does not end the block:
+    # a statement right after it is a SyntaxError, as in python; it was run.
+    same("-q", "-i", cwd=tmp_path, stdin=typed)
+
+
 def test_pythoninspect_without_a_terminal_prints_and_exits_1(tmp_path: Path) -> None:
     out = same("-c", "raise SystemExit(3)", cwd=tmp_path, env={"PYTHONINSPECT": "1"})
     assert out.status == 1 and "SystemExit: 3" in out.stderr

@@ -85,11 +85,27 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
             continue
         source = "".join(lines)
         if lines[-1] == "\n" and len(lines) > 1:
+            if _continues_a_block(lines):
+                continue
             code = _end_at_empty_line(compiler, source)
         else:
             code = _compile_or_read_on(compiler, source)
         if code is not None and not (lines[-1] != "\n" and _is_compound(source)):
             return code
+
+
+def _continues_a_block(lines: list[str]) -> bool:
+    """Whether the empty line last in ``lines`` continues a line that ended
+    with a backslash inside a compound statement: python's tokenizer then
+    takes it as the rest of that line, not as the empty line that ends the
+    block. (Outside a block, such an empty line ends the statement, with an
+    error.)"""
+    if not lines[-2].endswith("\\\n"):
+        return False
+    try:
+        return _is_compound("".join(lines[:-2]))
+    except SyntaxError:
+        return False
 
 
 def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
