@@ -4,9 +4,11 @@ and falling back to plain python when warmfork cannot run the program."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -130,6 +132,20 @@ def test_an_option_the_server_refuses_runs_under_the_fallback(server: Server) ->
         "-O", "-c", "import sys; print(sys.flags.optimize)", env={"WARMFORK_FALLBACK": "python3"}
     )
     assert (done.returncode, done.stdout) == (0, b"1\n")
+
+
+def test_a_fallback_found_but_not_executable_is_reported_as_such(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "notrunnable").write_text("#!/bin/sh\n")
+    env = {
+        **os.environ,
+        "WARMFORK_SOCKET": os.fspath(tmp_path / "none.sock"),
+        "WARMFORK_FALLBACK": "notrunnable",
+        "PATH": os.fspath(tmp_path / "bin"),
+    }
+    done = subprocess.run([CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 204
+    assert done.stderr.endswith(b"notrunnable (WARMFORK_FALLBACK): permission denied\n"), done.stderr
 
 
 def test_a_fallback_that_cannot_run_says_so_and_exits_204(tmp_path: Path) -> None:
@@ -286,6 +302,44 @@ def test_a_server_command_that_fails_is_reported_with_its_log(tmp_path: Path) ->
     assert done.returncode == 202
     assert b"exited with status 3" in done.stderr
     assert Path(f"{sock}.log").read_text() == "no numpy here\n"
+
+
+def test_a_server_command_that_fails_gives_way_to_the_fallback_and_says_so(tmp_path: Path) -> None:
+    # No server is running, so the fallback runs the program (it once exited
+    # 202); the failed start is still reported, or it would go unnoticed.
+    sock = tmp_path / "s" / "default.sock"
+    env = {
+        **os.environ,
+        "WARMFORK_SOCKET": os.fspath(sock),
+        "WARMFORK_SERVER": "echo no numpy here >&2; exit 3",
+        "WARMFORK_FALLBACK": sys.executable,
+    }
+    done = subprocess.run([CLIENT, "-c", "print('by python')"], env=env, capture_output=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (0, b"by python\n"), done.stderr
+    assert b"exited with status 3" in done.stderr
+
+
+def test_ctrl_c_while_the_client_waits_for_a_server_to_start_ends_it_as_python(tmp_path: Path) -> None:
+    # A server command that never listens: the client waited out its 60 s
+    # with SIGINT held; python would have ended at once.
+    sock = tmp_path / "s" / "default.sock"
+    pid_file = tmp_path / "server.pid"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": f"echo $$ > {pid_file}; exec sleep 60"}
+    client = subprocess.Popen([CLIENT, "-c", "print('never')"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        out, err = client.communicate(timeout=20)
+        assert (client.returncode, out) == (-signal.SIGINT, b""), err
+        assert time.monotonic() - began < 10
+    finally:
+        client.kill()
+        client.wait()
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def test_daemon_returns_once_ready_and_logs_to_the_socket_directory(tmp_path: Path) -> None:

@@ -190,6 +190,50 @@ def test_a_signal_that_arrives_before_the_worker_is_known_is_delivered_once_it_i
         stop_when_idle(own)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_held_for_a_server_that_does_not_answer_ends_the_client_as_python(tmp_path: Path, signum: int) -> None:
+    # A wedged server (here a stopped one) never starts the program: the
+    # held signal once kept the client alive until a worker came, for ever;
+    # python would have ended at once. It ends it after a second now, and
+    # the server, once it goes on, does not run the program of a client
+    # that has gone.
+    own = start_server(tmp_path, name="stopped")
+    try:
+        own.process.send_signal(signal.SIGSTOP)
+        try:
+            process = start(own, "-c", "open('ran', 'w')", cwd=tmp_path)
+            bit_of = 1 << (signum - 1)
+            assert wait_until(lambda: blocked_signals(process.pid) & bit_of, timeout=10)
+            process.send_signal(signum)
+            began = time.monotonic()
+            status = process.wait(timeout=10)
+            waited = time.monotonic() - began
+        finally:
+            own.process.send_signal(signal.SIGCONT)
+        # The request still holds the client's stdout: it ends once the
+        # server has dropped it.
+        assert finish(process) == Outcome(-signum, b"", b"")
+        assert (status, 0.5 < waited < 10) == (-signum, True), waited
+        assert wait_until(lambda: "went away before its run started" in own.log.read_text(), timeout=10)
+        assert not (tmp_path / "ran").exists()
+    finally:
+        stop_when_idle(own)
+
+
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_death_by_a_signal_the_client_was_started_ignoring_is_a_death_by_signal_as_python(
+    server, tmp_path: Path
+) -> None:
+    # The program puts SIGINT back to its default and raises it: python dies
+    # of it; the client, which inherited SIGINT ignored, exited 130 instead.
+    program = "import os, signal\nsignal.signal(signal.SIGINT, signal.SIG_DFL)\nos.kill(os.getpid(), signal.SIGINT)\n"
+    outcomes = [finish(start(side, "-c", program, cwd=tmp_path, preexec_fn=ignore_sigint)) for side in (server, None)]
+    assert outcomes[0] == outcomes[1] == Outcome(-signal.SIGINT, b"", b"")
+
+
 def test_sighup_ignored_by_the_client_stays_ignored_in_the_program(server, tmp_path: Path) -> None:
     program = (
         "import os, signal, sys\n"

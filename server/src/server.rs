@@ -595,6 +595,15 @@ impl Server<'_, '_> {
             }
             Err(_) => return false,
         };
+        // A client killed while its request waited (in the backlog while the
+        // server replaced itself, say) has gone for good: its program must
+        // not run unattended, writing to a terminal someone else now uses.
+        if client_hung_up(&self.connections[index].socket) {
+            log::info(&format!(
+                "the client of {summary} went away before its run started; nothing was run"
+            ));
+            return false;
+        }
         // A hand-off that fails for the worker's sake (it died) is retried
         // with another; one that keeps failing is the request's (say too
         // many descriptors in flight for the user's limit): refused.

@@ -10,6 +10,7 @@
 //! the first starts the server, the others find it already listening, so
 //! exactly one server starts.
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -18,8 +19,9 @@ use rustix::process::{Pid, WaitId, WaitIdOptions};
 use crate::connect::{self, SocketPath};
 use crate::cstr::CBuf;
 use crate::failure::Failure;
+use crate::signals::Forwarder;
 use crate::start::Process;
-use crate::{request, signals, syscall};
+use crate::{reply, request, signals, syscall};
 
 /// How long a started server has to accept connections.
 const READY_TIMEOUT_MS: u32 = 60_000;
@@ -29,15 +31,62 @@ const POLL_MS: u32 = 10;
 
 /// Starts the server named by `WARMFORK_SERVER`, unless another client just
 /// did, and returns a connection to it. `None` when no command is set.
-pub fn start<'p>(process: &Process, path: &'p SocketPath) -> Option<Result<OwnedFd, Failure<'p>>> {
+/// Signals that arrive meanwhile are held as while waiting for the worker
+/// (see `signals.rs`).
+pub fn start<'p>(
+    process: &Process,
+    path: &'p SocketPath,
+    signals: &mut Forwarder,
+) -> Option<Result<OwnedFd, Failure<'p>>> {
     let command = process.var(b"WARMFORK_SERVER").filter(|c| !c.is_empty())?;
-    Some(start_with(process, path, command))
+    let mut waiting = Waiting {
+        signals,
+        held_ms: 0,
+    };
+    Some(start_with(process, path, command, &mut waiting))
+}
+
+/// The client's waits while a server starts: short pauses that take in the
+/// signals arriving meanwhile.
+struct Waiting<'s> {
+    signals: &'s mut Forwarder,
+    /// How long a signal that would end python has been held.
+    held_ms: u32,
+}
+
+impl Waiting<'_> {
+    /// Waits [`POLL_MS`]. A signal that would end python and has been held
+    /// for [`signals::HOLD`] ends the client, as it would have ended python:
+    /// no program has started yet.
+    fn pause(&mut self) {
+        let pause = Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(POLL_MS) * 1_000_000,
+        };
+        let timed_out = match self.signals.signals() {
+            Some(fd) => {
+                let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+                matches!(rustix::event::poll(&mut fds, Some(&pause)), Ok(0))
+            }
+            None => matches!(rustix::event::poll(&mut [], Some(&pause)), Ok(0)),
+        };
+        self.signals.receive(|_| false);
+        if self.signals.hold().is_none() {
+            self.held_ms = 0;
+        } else if timed_out {
+            self.held_ms += POLL_MS;
+            if i64::from(self.held_ms) >= signals::HOLD.tv_sec * 1000 {
+                reply::give_up_on_held_signal(self.signals);
+            }
+        }
+    }
 }
 
 fn start_with<'p>(
     process: &Process,
     path: &'p SocketPath,
     command: &'static [u8],
+    waiting: &mut Waiting<'_>,
 ) -> Result<OwnedFd, Failure<'p>> {
     // The socket path is at most 107 bytes; these names fit.
     let beside =
@@ -59,10 +108,19 @@ fn start_with<'p>(
         call: "open the server start lock",
         errno,
     })?;
-    rustix::fs::flock(&lock, FlockOperation::LockExclusive).map_err(|errno| Failure::System {
-        call: "flock the server start lock",
-        errno,
-    })?;
+    // Not a blocking flock, which the held signals could not interrupt.
+    loop {
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(Errno::WOULDBLOCK | Errno::INTR) => waiting.pause(),
+            Err(errno) => {
+                return Err(Failure::System {
+                    call: "flock the server start lock",
+                    errno,
+                });
+            }
+        }
+    }
     // Another client may have started it while this one waited for the lock.
     if let Ok(socket) = connect::connect(path) {
         return Ok(socket);
@@ -107,11 +165,7 @@ fn start_with<'p>(
                 code: -1,
             });
         }
-        let pause = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: i64::from(POLL_MS) * 1_000_000,
-        };
-        let _ = rustix::event::poll(&mut [], Some(&pause));
+        waiting.pause();
         waited += POLL_MS;
     }
 }

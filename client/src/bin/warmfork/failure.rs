@@ -80,20 +80,34 @@ impl Failure<'_> {
             }
             // Plain python inherits them all.
             Failure::TooManyFds { .. } => true,
+            // No server is running; but say why, or a broken server command
+            // would go unnoticed, each run paying for another start.
+            Failure::ServerDidNotStart { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether the failure is worth a line on stderr even when the fallback
+    /// interpreter runs the program instead.
+    pub fn warns_before_fallback(&self) -> bool {
+        matches!(self, Failure::ServerDidNotStart { .. })
     }
 
     /// Prints the failure as one line on stderr and exits with its code,
     /// with the user's terminal as it was found (`WARMFORK_PTY=1`).
     pub fn exit(&self) -> ! {
         crate::terminal::restore();
+        crate::syscall::exit(self.report())
+    }
+
+    /// Prints the failure as one line on stderr; returns its exit code.
+    pub fn report(&self) -> i32 {
         let mut line = Line::new();
         let code = self.describe(&mut line);
         line.push(b"\n");
         // Nothing useful is left to do if stderr is gone.
         let _ = rustix::io::write(crate::start::stdio_fd(2), line.as_bytes());
-        crate::syscall::exit(code)
+        code
     }
 
     fn describe(&self, line: &mut Line) -> i32 {

@@ -17,12 +17,21 @@ use crate::terminal;
 /// The longest interpreter path the client builds.
 const MAX_PATH: usize = 4096;
 
+/// Whether `WARMFORK_FALLBACK` names an interpreter.
+pub fn is_set(process: &Process) -> bool {
+    interpreter(process).is_some()
+}
+
+fn interpreter(process: &Process) -> Option<&'static [u8]> {
+    process
+        .var(b"WARMFORK_FALLBACK")
+        .filter(|name| !name.is_empty())
+}
+
 /// Replaces this process with the fallback interpreter. Returns `None` when
 /// no fallback is configured, or the failure to report when it cannot run.
 pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
-    let name = process
-        .var(b"WARMFORK_FALLBACK")
-        .filter(|name| !name.is_empty())?;
+    let name = interpreter(process)?;
     // The interpreter must start with the signal mask the client was given,
     // and the terminal as the user had it (`WARMFORK_PTY=1`).
     signals::release_all();
@@ -43,7 +52,10 @@ pub fn exec(process: &mut Process) -> Option<Failure<'static>> {
                 continue;
             };
             match process.exec(path.as_c_str()) {
-                Errno::NOENT | Errno::NOTDIR | Errno::ACCESS => {}
+                Errno::NOENT | Errno::NOTDIR => {}
+                // As a shell: a file found but not executable is what is
+                // reported if no later one runs.
+                Errno::ACCESS => last = Errno::ACCESS,
                 errno => {
                     last = errno;
                     break;

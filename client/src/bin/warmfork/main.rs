@@ -69,6 +69,9 @@ fn main(process: &mut Process) -> ! {
         Err(failure) => failure,
     };
     if failure.allows_fallback() {
+        if failure.warns_before_fallback() && fallback::is_set(process) {
+            failure.report();
+        }
         if let Some(fallback_failure) = fallback::exec(process) {
             fallback_failure.exit();
         }
@@ -93,10 +96,12 @@ fn run<'a>(
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
     request.fds.check()?;
     let socket = match connect::connect(path) {
-        Err(failure @ Failure::NoServer { .. }) => match autostart::start(request.process, path) {
-            Some(started) => started?,
-            None => return Err(failure),
-        },
+        Err(failure @ Failure::NoServer { .. }) => {
+            match autostart::start(request.process, path, signals) {
+                Some(started) => started?,
+                None => return Err(failure),
+            }
+        }
         connected => connected?,
     };
     request::send(

@@ -95,13 +95,19 @@ impl Relay {
             tv_nsec: 100_000_000,
         };
         let paused = terminal::is_paused();
-        let timeout = paused.then_some(&BACKGROUND_CHECK);
+        let timeout = if paused {
+            Some(&BACKGROUND_CHECK)
+        } else {
+            signals.hold()
+        };
         let polled = rustix::event::poll(&mut fds[..used], timeout);
         if paused {
             terminal::resume_in_foreground();
         }
-        if polled.is_err() {
-            return false;
+        match polled {
+            Ok(0) if !paused => crate::reply::give_up_on_held_signal(signals),
+            Ok(_) => {}
+            Err(_) => return false,
         }
         let revents = |at: Option<usize>| at.map_or(PollFlags::empty(), |i| fds[i].revents());
         let (socket_ready, signals_ready, keyboard_ready, master_ready) = (

@@ -88,14 +88,24 @@ fn ready(socket: &OwnedFd, signals: &mut Forwarder) -> bool {
         PollFd::new(socket, PollFlags::IN),
         PollFd::new(&signalfd, PollFlags::IN),
     ];
-    if rustix::event::poll(&mut fds, None).is_err() {
-        return false;
+    match rustix::event::poll(&mut fds, signals.hold()) {
+        Ok(0) => give_up_on_held_signal(signals),
+        Ok(_) => {}
+        Err(_) => return false,
     }
     let (socket_ready, signal_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
     if signal_ready {
         signals.receive(|_| false);
     }
     socket_ready
+}
+
+/// Ends the client by the signal that waited [`signals::HOLD`] for a worker
+/// in vain (a wait that timed out for any other reason returns).
+pub fn give_up_on_held_signal(signals: &Forwarder) {
+    if let Some(number) = signals.held_too_long() {
+        finish(ExitStatus::Signaled(number));
+    }
 }
 
 /// `recvmsg` with room for the pidfd a `STARTED` frame carries, which a
@@ -125,13 +135,14 @@ pub fn finish(status: ExitStatus) -> ! {
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(number) => {
-            // The client installs no handlers, so once unblocked the signal
-            // has its default action, unless whoever started the client
-            // ignored it, as python's own process would have had it.
+            // The program died of it, so python's process would have, even
+            // if whoever started the client had it ignored (the program may
+            // have restored the default): the default action, unblocked.
+            let _ = crate::syscall::default_action(i32::from(number));
             signals::release(i32::from(number));
             let _ = crate::syscall::raise(i32::from(number));
-            // Still here: the signal is ignored, blocked or stops rather than
-            // kills. Report it as a shell reports a death by signal.
+            // Still here: the signal stops rather than kills, or cannot be
+            // raised. Report it as a shell reports a death by signal.
             exit(128 + i32::from(number))
         }
     }

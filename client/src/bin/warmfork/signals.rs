@@ -5,8 +5,13 @@
 //! client. The client blocks those signals from the start and reads them
 //! from a signalfd, so none is lost and none ends the client before the
 //! program's status is known: a signal that arrives before the worker is
-//! known is kept and delivered once it is. Signals go to the worker through
-//! the pidfd it sends with `STARTED`, which cannot name a recycled pid.
+//! known is kept and delivered once it is. But not for ever: python would
+//! have ended at once, and a server that is busy replacing itself, still
+//! starting or wedged may not start the program for a long while, so a
+//! signal that would end python and has waited [`HOLD`] for the worker ends
+//! the client instead (the server then drops the run). Signals go to the
+//! worker through the pidfd it sends with `STARTED`, which cannot name a
+//! recycled pid.
 //!
 //! A signal the terminal sent (Ctrl-C, Ctrl-Z, Ctrl-\\, a resize, a hang-up)
 //! went to the client's whole foreground process group, which under python
@@ -25,6 +30,7 @@
 //! namespace numbers processes differently: then the worker alone is
 //! signalled.
 
+use rustix::event::Timespec;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
@@ -58,6 +64,17 @@ const FORWARDED: SigSet = bit(libc_sig::INT)
     | bit(libc_sig::IO)
     | bit(libc_sig::PWR)
     | REAL_TIME;
+
+/// The forwarded signals whose default action ends a process.
+const ENDS_PROCESS: SigSet = FORWARDED & !(bit(libc_sig::CONT) | bit(libc_sig::WINCH));
+
+/// How long a signal that would end python waits for the worker to be known
+/// before it ends the client instead: long enough for a server that is
+/// merely busy, short enough for a person pressing Ctrl-C.
+pub const HOLD: Timespec = Timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
 
 /// SIGRTMIN (34, as the C library numbers it) to SIGRTMAX (64).
 const REAL_TIME: SigSet = !0 << 33;
@@ -128,6 +145,20 @@ impl Forwarder {
     /// The signalfd to poll, if forwarding works.
     pub fn signals(&self) -> Option<BorrowedFd<'_>> {
         self.signals.as_ref().map(AsFd::as_fd)
+    }
+
+    /// How long to wait for the worker before [`Forwarder::held_too_long`]
+    /// is asked: [`HOLD`] while a signal that would end python is held for
+    /// a worker not yet known, for ever otherwise.
+    pub fn hold(&self) -> Option<&'static Timespec> {
+        (self.worker.is_none() && self.pending & ENDS_PROCESS != 0).then_some(&HOLD)
+    }
+
+    /// After waiting [`Forwarder::hold`] in vain: the held signal the
+    /// client is to end by, as python would have ended by it.
+    pub fn held_too_long(&self) -> Option<u8> {
+        let ending = self.pending & ENDS_PROCESS;
+        (self.worker.is_none() && ending != 0).then(|| ending.trailing_zeros() as u8 + 1)
     }
 
     /// The worker is known: deliver what arrived before it was.

@@ -10,6 +10,7 @@ use rustix::io::Errno;
 
 #[cfg(target_arch = "x86_64")]
 mod nr {
+    pub const RT_SIGACTION: usize = 13;
     pub const RT_SIGPROCMASK: usize = 14;
     pub const CLONE: usize = 56;
     pub const EXECVE: usize = 59;
@@ -27,6 +28,7 @@ mod nr {
     pub const CLONE: usize = 220;
     pub const EXECVE: usize = 221;
     pub const EXIT_GROUP: usize = 94;
+    pub const RT_SIGACTION: usize = 134;
     pub const RT_SIGPROCMASK: usize = 135;
     pub const KILL: usize = 129;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
@@ -117,6 +119,28 @@ pub fn block(set: SigSet) -> Result<(), Errno> {
 /// Unblocks the signals in `set`.
 pub fn unblock(set: SigSet) -> Result<(), Errno> {
     sigprocmask(1, set) // SIG_UNBLOCK
+}
+
+/// `rt_sigaction(signal, SIG_DFL)`: gives `signal` its default action,
+/// whatever this process inherited (an ignored SIGINT under `nohup` or a
+/// shell's background job).
+pub fn default_action(signal: i32) -> Result<(), Errno> {
+    // The kernel's `struct sigaction` (handler, flags, restorer, mask; 32
+    // bytes on the architectures the client supports): all zero is
+    // SIG_DFL with no flags and an empty mask.
+    let action = [0usize; 4];
+    // SAFETY: `action` is readable for the kernel's sigaction size; no old
+    // action is written.
+    let ret = unsafe {
+        syscall4(
+            nr::RT_SIGACTION,
+            signal as usize,
+            action.as_ptr() as usize,
+            0,
+            8,
+        )
+    };
+    result(ret).map(drop)
 }
 
 /// `signalfd4(-1, set, SFD_CLOEXEC | SFD_NONBLOCK)`: a descriptor that
