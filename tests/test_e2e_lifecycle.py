@@ -304,6 +304,33 @@ def test_a_server_command_that_fails_is_reported_with_its_log(tmp_path: Path) ->
     assert Path(f"{sock}.log").read_text() == "no numpy here\n"
 
 
+def test_a_server_the_client_starts_does_not_keep_the_first_clients_soft_limits_or_cpus(tmp_path: Path) -> None:
+    # It serves every later run: a soft CPU limit of the first would end it
+    # after that much CPU, a taskset would pin every run to its CPUs.
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(SERVER)}
+    first_cpu = min(os.sched_getaffinity(0))
+    script = f'ulimit -S -t 1000; exec taskset -c {first_cpu} "$@"'
+    try:
+        done = subprocess.run(
+            ["bash", "-c", script, "bash", CLIENT, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, b"1\n"), done.stderr  # the run keeps its client's
+        pid = int(Path(f"{sock}.lock").read_text())
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        cpu_time = next(line for line in limits.splitlines() if line.startswith("Max cpu time"))
+        assert cpu_time.split()[3:5] == ["unlimited", "unlimited"], cpu_time
+        assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
 def test_a_server_command_that_fails_gives_way_to_the_fallback_and_says_so(tmp_path: Path) -> None:
     # No server is running, so the fallback runs the program (it once exited
     # 202); the failed start is still reported, or it would go unnoticed.

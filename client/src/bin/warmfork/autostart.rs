@@ -193,6 +193,7 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             // Nothing else the client has: a server lives on, and a pipe it
             // held (from `$(warmfork ...)`) would never reach end of file.
             close_from(3);
+            shed_client_settings();
             signals::release_all();
             let argv = [
                 c"sh".as_ptr(),
@@ -206,6 +207,48 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
             syscall::exit(127)
         }
     }
+}
+
+/// The server outlives this client and serves every run after it, so it
+/// should not keep what the shell set for this one: soft resource limits
+/// (`ulimit -S -t 5` would end the server after five seconds of CPU) go up
+/// to the hard ones, the CPU affinity (`taskset`) to every CPU, the nice
+/// value back to 0 where that is allowed. Each run takes its own client's
+/// anyway. Hard limits and a higher nice value cannot be undone without
+/// privilege; the stack limit decides the server's memory layout and the
+/// core-dump size whether dumps were wanted, so those two stay.
+fn shed_client_settings() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let resources = [
+        Resource::Cpu,
+        Resource::Fsize,
+        Resource::Data,
+        Resource::Rss,
+        Resource::Nproc,
+        Resource::Nofile,
+        Resource::Memlock,
+        Resource::As,
+        Resource::Locks,
+        Resource::Sigpending,
+        Resource::Msgqueue,
+        Resource::Rttime,
+    ];
+    for resource in resources {
+        let limit = getrlimit(resource);
+        if limit.current != limit.maximum {
+            let raised = Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            let _ = setrlimit(resource, raised);
+        }
+    }
+    let mut every = rustix::thread::CpuSet::new();
+    for cpu in 0..rustix::thread::CpuSet::MAX_CPU {
+        every.set(cpu);
+    }
+    let _ = rustix::thread::sched_setaffinity(None, &every);
+    let _ = rustix::process::setpriority_process(None, 0);
 }
 
 /// Closes every descriptor from `first` on, in a child about to exec: with
