@@ -455,6 +455,37 @@ def test_a_server_out_of_fds_does_not_call_a_well_formed_request_malformed(short
     assert set(answers) <= {"EXIT (0, 0)"} | {a for a in answers if a.startswith(f"ERROR {INTERNAL} ")}, answers
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_server_out_of_fds_waits_for_one_without_spinning_or_flooding_its_log(
+    short_of_fds: Server, note: Note
+) -> None:
+    # Connections that send nothing hold the server's descriptors for the
+    # request timeout. The listener stayed readable, so the server polled
+    # and failed to accept in a loop: a CPU at 100 % and a warning per turn
+    # (1.9 million lines in 6 s).
+    fds_before = settled(short_of_fds)
+    connections = []
+    try:
+        for _ in range(FD_LIMIT + 8):
+            connections.append(RawClient(short_of_fds.socket, timeout=20))
+        began = cpu_seconds(short_of_fds.process.pid)
+        time.sleep(2)
+        used = cpu_seconds(short_of_fds.process.pid) - began
+        warnings = short_of_fds.log.read_text().count("out of file descriptors")
+    finally:
+        for connection in connections:
+            connection.close()
+    note("under 0.2 s of CPU in 2 s, one warning", f"{used:.2f} s of CPU, {warnings} warning(s)")
+    assert used < 0.2, used
+    assert warnings == 1
+    assert_nothing_left_behind(short_of_fds, fds_before)
+
+
 # -- a server in a container ---------------------------------------------------
 
 

@@ -49,6 +49,12 @@ pub fn restore_descriptor_limit() {
     }
 }
 
+/// This process's soft limit on open descriptors, for messages.
+pub fn descriptor_limit() -> String {
+    limit(0, libc::RLIMIT_NOFILE as c_int)
+        .map_or_else(|| "unknown".into(), |l| l.rlim_cur.to_string())
+}
+
 /// Every resource `getrlimit` knows (`RLIMIT_CPU` .. `RLIMIT_RTTIME`).
 const RESOURCES: std::ops::Range<c_int> = 0..16;
 

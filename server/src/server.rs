@@ -44,6 +44,11 @@ const REFILL_RETRY: Duration = Duration::from_secs(1);
 /// How often the server checks that its socket file is still in place.
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
 
+/// How long the server stops accepting when it has no descriptor left for a
+/// new connection, unless a connection ends first: the listener stays
+/// readable meanwhile, and polling it would spin.
+const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(250);
+
 /// Why a worker is forked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fork {
@@ -102,6 +107,11 @@ struct Server<'a, 'py> {
     /// When to try refilling again after a fork failed, unless a run ends
     /// first.
     retry_at: Option<Instant>,
+    /// Out of descriptors for new connections: when to try accepting
+    /// again, unless a connection ends first.
+    accept_at: Option<Instant>,
+    /// Said so in the log, once until a connection is accepted again.
+    out_of_fds_logged: bool,
     /// Keeps the served code fresh, when asked to (see `reload.rs`).
     reload: Option<Reload>,
     /// When to check next that the socket file is still in place.
@@ -145,6 +155,8 @@ pub fn serve(
         prefault: Schedule::new(settings.pool),
         refill_by: None,
         retry_at: None,
+        accept_at: None,
+        out_of_fds_logged: false,
         reload,
         socket_check_at: Instant::now() + SOCKET_CHECK,
         retiring: false,
@@ -273,9 +285,10 @@ impl Server<'_, '_> {
         for index in (0..self.connections.len()).rev() {
             if !self.step(index, ready[index], now) {
                 self.connections.swap_remove(index);
-                // What a failed fork lacked (memory, descriptors) may be
-                // back now that a run has ended.
+                // What a failed fork or accept lacked (memory, descriptors)
+                // may be back now that a run has ended.
                 self.retry_at = None;
+                self.accept_at = None;
             }
         }
         if !dead_idle.is_empty() {
@@ -284,6 +297,9 @@ impl Server<'_, '_> {
         self.check_socket(now);
         if self.retiring {
             return Ok(!self.connections.is_empty());
+        }
+        if self.accept_at.is_some_and(|at| at <= now) {
+            self.accept_at = None;
         }
         if listener_ready && self.accepting() {
             let accepted = self.connections.len();
@@ -308,9 +324,12 @@ impl Server<'_, '_> {
     }
 
     /// Whether new clients are accepted: not while a change of the code is
-    /// being dealt with (they wait in the backlog), nor once retired.
+    /// being dealt with (they wait in the backlog), nor while the server is
+    /// out of descriptors, nor once retired.
     fn accepting(&self) -> bool {
-        !self.retiring && self.reload.as_ref().is_none_or(Reload::accepting)
+        !self.retiring
+            && self.accept_at.is_none()
+            && self.reload.as_ref().is_none_or(Reload::accepting)
     }
 
     fn reload_due(&self, now: Instant) -> bool {
@@ -382,6 +401,7 @@ impl Server<'_, '_> {
             .filter_map(|c| c.deadline)
             .chain(self.refill_by)
             .chain(self.retry_at)
+            .chain(self.accept_at)
             .chain((!self.retiring).then_some(self.socket_check_at))
             .chain(self.reload.as_ref().and_then(Reload::deadline))
             .min()
@@ -487,10 +507,22 @@ impl Server<'_, '_> {
                 self.listener.socket(),
                 SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             ) {
-                Ok(socket) => socket,
+                Ok(socket) => {
+                    self.out_of_fds_logged = false;
+                    socket
+                }
                 Err(Errno::AGAIN | Errno::INTR) => return,
                 Err(Errno::MFILE | Errno::NFILE) => {
-                    log::warning("out of file descriptors; waiting clients wait until a run ends");
+                    self.accept_at = Some(Instant::now() + OUT_OF_FDS_PAUSE);
+                    if std::mem::replace(&mut self.out_of_fds_logged, true) {
+                        return;
+                    }
+                    log::warning(&format!(
+                        "out of file descriptors (the soft limit is {}); new clients wait \
+                         until a connection or run ends, and are tried every {:?}",
+                        crate::limits::descriptor_limit(),
+                        OUT_OF_FDS_PAUSE
+                    ));
                     return;
                 }
                 Err(e) => {
