@@ -96,6 +96,25 @@ def test_sigterm_during_warm_up_stops_the_server_and_removes_its_socket(tmp_path
     assert not srv.socket.exists()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_signal_during_a_fork_hook_stops_the_server(tmp_path: Path, signum: int) -> None:
+    # os.register_at_fork hooks (logging's, asyncio's) run Python code in
+    # every fork: the stop handler raised there, and the hook's caller only
+    # reported the exception ("Exception ignored") and served on.
+    warmup = tmp_path / "fork_hook.py"
+    warmup.write_text("import os, time\nos.register_at_fork(after_in_parent=lambda: time.sleep(0.3))\n")
+    srv = start_server(tmp_path, "--warmup", os.fspath(warmup), "--pool", "4")
+    deadline = time.monotonic() + 30
+    while "serving on" not in srv.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # into the refill: four forks of 0.3 s each
+    status = stop_within(srv.process, 10, signum)
+    log = srv.log.read_text()
+    assert status in (0, 130), log
+    assert "Exception ignored" not in log, log
+    assert not srv.socket.exists()
+
+
 def test_sigterm_while_the_server_is_busy_with_clients_still_stops_it(tmp_path: Path) -> None:
     srv = start_server(tmp_path)
     assert srv.run("-c", "pass").returncode == 0

@@ -11,6 +11,7 @@ use rustix::io::Errno;
 use crate::listener::Listener;
 use crate::log;
 use crate::pool::Process;
+use crate::sigmask::{Blocked, default_caught_signals};
 
 /// The names `LISTEN_FDNAMES` gives descriptors 3 and 4 on a hand-over.
 pub const FD_NAMES: &str = "warmfork:warmfork-lock";
@@ -76,19 +77,17 @@ pub fn spawn_replacement(
         program.to_string_lossy()
     );
     // A signal that reaches the child before it execs must act as it would
-    // on the fresh server: the server's handlers (Python's, which only note
-    // the signal for the interpreter) would take it, and exec would forget
-    // it. So signals wait, blocked, until the child has dropped the
-    // handlers, as posix_spawn does it: `kill -TERM` of the pid just logged
-    // stops the fresh server, however soon it comes.
-    let blocked = block_all_signals();
+    // on the fresh server, so signals wait, blocked, until the child has
+    // dropped the server's handlers, as posix_spawn does it: `kill -TERM`
+    // of the pid just logged stops the fresh server, however soon it comes.
+    let blocked = Blocked::all();
     // SAFETY: the server is single-threaded, so the child may allocate and
     // call libc freely; it only rearranges descriptors, sets variables and
     // execs (or exits).
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         default_caught_signals();
-        restore_signal_mask(&blocked);
+        drop(blocked);
         // SAFETY: descriptor juggling on numbers this process owns, then
         // exec; nothing returns to the server's code.
         unsafe {
@@ -113,7 +112,7 @@ pub fn spawn_replacement(
             libc::_exit(127);
         }
     }
-    restore_signal_mask(&blocked);
+    drop(blocked);
     drop(ready_write);
     let pid = crate::pool::forked(pid).ok_or_else(|| {
         format!(
@@ -122,43 +121,6 @@ pub fn spawn_replacement(
         )
     })?;
     Ok((Process::of_child(pid, "the fresh server")?, ready_read))
-}
-
-/// Blocks every signal that can be blocked; returns the mask it replaced.
-fn block_all_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data that sigfillset and sigprocmask fill
-    // in; both only touch the sets passed.
-    unsafe {
-        let mut all = std::mem::zeroed::<libc::sigset_t>();
-        let mut previous = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut previous);
-        previous
-    }
-}
-
-/// Sets the signal mask back to `mask`, as [`block_all_signals`] found it.
-fn restore_signal_mask(mask: &libc::sigset_t) {
-    // SAFETY: sigprocmask reads the set passed and writes nothing else.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
-}
-
-/// Sets every signal this process catches back to its default action, as
-/// exec will; ignored ones stay ignored (`nohup`), as exec leaves them.
-fn default_caught_signals() {
-    for signal in 1..=libc::SIGRTMAX() {
-        // SAFETY: querying and setting dispositions runs no code; the
-        // sigaction structure is plain data.
-        unsafe {
-            let mut current = std::mem::zeroed::<libc::sigaction>();
-            if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
-                && current.sa_sigaction != libc::SIG_IGN
-                && current.sa_sigaction != libc::SIG_DFL
-            {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-    }
 }
 
 /// In a fresh server, just before it serves: tells the server that started

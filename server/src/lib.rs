@@ -28,6 +28,7 @@ mod pool;
 mod prefault;
 mod reload;
 mod server;
+mod sigmask;
 mod source_file;
 mod terminal_input;
 mod watch;

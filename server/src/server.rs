@@ -112,6 +112,9 @@ struct Server<'a, 'py> {
     accept_at: Option<Instant>,
     /// Said so in the log, once until a connection is accepted again.
     out_of_fds_logged: bool,
+    /// What a signal's Python handler raised just before a fork (the
+    /// server's stop), for the loop to act on.
+    interrupted: Option<PyErr>,
     /// Keeps the served code fresh, when asked to (see `reload.rs`).
     reload: Option<Reload>,
     /// When to check next that the socket file is still in place.
@@ -157,6 +160,7 @@ pub fn serve(
         retry_at: None,
         accept_at: None,
         out_of_fds_logged: false,
+        interrupted: None,
         reload,
         socket_check_at: Instant::now() + SOCKET_CHECK,
         retiring: false,
@@ -273,6 +277,9 @@ impl Server<'_, '_> {
     fn turn(&mut self) -> PyResult<bool> {
         // A signal that arrived while the loop was busy (forking, say) was
         // only noted by Python's C handler; act on it now.
+        if let Some(stop) = self.interrupted.take() {
+            return Err(stop);
+        }
         self.py.check_signals()?;
         let (listener_ready, ready, dead_idle, reload_ready) = self.wait()?;
         let now = Instant::now();
@@ -722,6 +729,7 @@ impl Server<'_, '_> {
         for _ in 0..self.pool.missing() {
             match self.fork_idle(Fork::Ahead) {
                 Ok(idle) => self.pool.put(idle),
+                Err(_) if self.interrupted.is_some() => return,
                 Err(message) => {
                     // Not again at every turn: a failing fork (out of
                     // memory, processes or descriptors) would flood the log.
@@ -734,6 +742,13 @@ impl Server<'_, '_> {
     }
 
     fn fork_idle(&mut self, fork: Fork) -> Result<pool::IdleWorker, String> {
+        // A signal noted since the turn began is acted on by the loop: its
+        // Python handler would otherwise run in a fork hook, which reports
+        // and drops what it raises (the server's stop).
+        if let Err(stop) = self.py.check_signals() {
+            self.interrupted = Some(stop);
+            return Err("the server is stopping".into());
+        }
         let close = self.fds();
         // A worker forked for a waiting request must not make it wait for a
         // learner's scan of its memory.

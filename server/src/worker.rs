@@ -22,6 +22,7 @@ use crate::descriptors;
 use crate::incoming::{Incoming, Progress};
 use crate::pool;
 use crate::prefault::{Learner, Role};
+use crate::sigmask::Blocked;
 
 /// The Python callables a worker runs.
 #[derive(Debug)]
@@ -39,6 +40,9 @@ pub struct Hooks<'a, 'py> {
 /// server's loop.
 pub fn fork(py: Python<'_>) -> Result<Option<Pid>, String> {
     let _ = py; // the GIL must be held for the hooks below
+    // The hooks run Python code: a signal handled there would raise the
+    // server's stop in a hook, which drops it (see `sigmask.rs`).
+    let blocked = Blocked::all();
     // SAFETY: called with the GIL held on the only thread of the process
     // (the server checks there is no other), as `PyOS_BeforeFork` requires.
     unsafe { pyo3::ffi::PyOS_BeforeFork() };
@@ -52,6 +56,7 @@ pub fn fork(py: Python<'_>) -> Result<Option<Pid>, String> {
     let fork_error = std::io::Error::last_os_error();
     // SAFETY: in the parent right after fork (or its failure), GIL held.
     unsafe { pyo3::ffi::PyOS_AfterFork_Parent() };
+    drop(blocked);
     pool::forked(pid).map(Some).ok_or_else(|| {
         format!(
             "cannot fork a worker: {fork_error}; the server is at its limit of processes \
