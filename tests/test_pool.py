@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from conftest import CLIENT, start_server
@@ -69,3 +70,28 @@ def read_until_exit(client: RawClient) -> None:
             continue
         if any(reply.kind == EXIT for reply in replies):
             return
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_workers_that_die_at_once_are_replaced_after_a_pause_and_logged(tmp_path: Path) -> None:
+    # A fork hook that ends every child: each replacement died as it was
+    # forked, and the server forked the next at once, some 2700 a second,
+    # and said nothing.
+    warmup = tmp_path / "fork_hook.py"
+    warmup.write_text("import os\nos.register_at_fork(after_in_child=lambda: os._exit(3))\n")
+    server = start_server(tmp_path, "--warmup", os.fspath(warmup), "--pool", "2")
+    try:
+        assert wait_until(lambda: "serving on" in server.log.read_text(), timeout=30)
+        began = cpu_seconds(server.process.pid)
+        time.sleep(3)
+        used = cpu_seconds(server.process.pid) - began
+        log = server.log.read_text()
+    finally:
+        server.stop()
+    assert used < 0.5, used
+    assert log.count("ended before it had a request (exit 3)") == 1, log

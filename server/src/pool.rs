@@ -20,7 +20,7 @@ use rustix::io::Errno;
 use rustix::net::{
     AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitIdStatus};
 
 use crate::prefault::Role;
 use crate::worker::{self, Hooks};
@@ -120,15 +120,18 @@ impl Pool {
     }
 
     /// Removes and reaps the idle workers that have exited (killed by
-    /// someone, or failed to start).
-    pub fn reap_dead(&mut self, dead: &[RawFd]) {
+    /// someone, or failed to start); returns how the first of them ended.
+    pub fn reap_dead(&mut self, dead: &[RawFd]) -> Option<(Pid, Option<WaitIdStatus>)> {
+        let mut first = None;
         self.idle.retain(|w| {
             let gone = dead.contains(&w.process.pidfd.as_raw_fd());
             if gone {
-                let _ = reap(&w.process);
+                let status = reap(&w.process);
+                first.get_or_insert((w.process.pid, status));
             }
             !gone
         });
+        first
     }
 
     /// Every descriptor the pool holds.
@@ -228,7 +231,7 @@ fn send_all(channel: &OwnedFd, bytes: &[u8], rights: &[BorrowedFd<'_>]) -> rusti
 }
 
 /// Collects the status of an exited worker without waiting.
-pub fn reap(process: &Process) -> Option<rustix::process::WaitIdStatus> {
+pub fn reap(process: &Process) -> Option<WaitIdStatus> {
     use rustix::process::{WaitId, WaitIdOptions};
     rustix::process::waitid(
         WaitId::PidFd(process.pidfd.as_fd()),

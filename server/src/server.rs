@@ -15,7 +15,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
-use rustix::process::{Signal, Uid};
+use rustix::process::{Pid, Signal, Uid, WaitIdStatus};
 use warmfork::{ErrorCode, ExitStatus, Reply};
 
 use crate::incoming::{Incoming, Progress};
@@ -48,6 +48,9 @@ const SOCKET_CHECK: Duration = Duration::from_secs(2);
 /// new connection, unless a connection ends first: the listener stays
 /// readable meanwhile, and polling it would spin.
 const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(250);
+
+/// How often idle workers that end before any request are logged.
+const IDLE_DEATH_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a worker is forked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +118,8 @@ struct Server<'a, 'py> {
     /// What a signal's Python handler raised just before a fork (the
     /// server's stop), for the loop to act on.
     interrupted: Option<PyErr>,
+    /// When an idle worker's end was last logged.
+    idle_death_logged_at: Option<Instant>,
     /// Keeps the served code fresh, when asked to (see `reload.rs`).
     reload: Option<Reload>,
     /// When to check next that the socket file is still in place.
@@ -161,6 +166,7 @@ pub fn serve(
         accept_at: None,
         out_of_fds_logged: false,
         interrupted: None,
+        idle_death_logged_at: None,
         reload,
         socket_check_at: Instant::now() + SOCKET_CHECK,
         retiring: false,
@@ -298,8 +304,8 @@ impl Server<'_, '_> {
                 self.accept_at = None;
             }
         }
-        if !dead_idle.is_empty() {
-            self.pool.reap_dead(&dead_idle);
+        if let Some((pid, status)) = self.pool.reap_dead(&dead_idle) {
+            self.idle_worker_died(pid, status, now);
         }
         self.check_socket(now);
         if self.retiring {
@@ -328,6 +334,29 @@ impl Server<'_, '_> {
             self.refill();
         }
         Ok(true)
+    }
+
+    /// An idle worker has no program yet: one that ended was killed, or the
+    /// server's own code failed in it (a fork hook, the worker's set-up),
+    /// and would in its replacement too. So the refill waits
+    /// [`REFILL_RETRY`] rather than fork in a loop, and the log says so, at
+    /// most once every [`IDLE_DEATH_LOG_EVERY`].
+    fn idle_worker_died(&mut self, pid: Pid, status: Option<WaitIdStatus>, now: Instant) {
+        self.retry_at = Some(now + REFILL_RETRY);
+        if self
+            .idle_death_logged_at
+            .is_some_and(|at| now < at + IDLE_DEATH_LOG_EVERY)
+        {
+            return;
+        }
+        self.idle_death_logged_at = Some(now);
+        let how = status.map_or_else(|| "ended".into(), |s| describe(exit_status(s)));
+        log::warning(&format!(
+            "an idle worker (pid {}) ended before it had a request ({how}); \
+             forking its replacement in {:?} (its own messages, if any, are above)",
+            pid.as_raw_nonzero(),
+            REFILL_RETRY
+        ));
     }
 
     /// Whether new clients are accepted: not while a change of the code is
@@ -805,6 +834,14 @@ fn client_hung_up(socket: &OwnedFd) -> bool {
     }
 }
 
+/// An exit status in words, for the log.
+fn describe(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(code) => format!("exit {code}"),
+        ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
+    }
+}
+
 fn exit_status(status: rustix::process::WaitIdStatus) -> ExitStatus {
     match status.terminating_signal() {
         Some(signal) => ExitStatus::Signaled(signal as u8),
@@ -850,10 +887,7 @@ fn report_end(
     let status = exit_status(status);
     worker::send_reply(socket, &Reply::Exit(status));
     let took = started.elapsed();
-    let status = match status {
-        ExitStatus::Exited(code) => format!("exit {code}"),
-        ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
-    };
+    let status = describe(status);
     // Tenths of a millisecond, rounded, in integers: formatting a float takes
     // a deep stack, and stack pages too are shared with the workers.
     let tenths = (took.as_micros() + 50) / 100;
