@@ -31,6 +31,7 @@ from support.raw_client import ERROR, EXIT, INTERNAL, RawClient, close_all, run_
 from support.server_process import (
     can_unshare_pids,
     children_of,
+    cpu_seconds,
     has_ended,
     launch,
     process_state,
@@ -453,12 +454,6 @@ def test_a_server_out_of_fds_does_not_call_a_well_formed_request_malformed(short
             connection.close()
     note(f"EXIT (0, 0) or ERROR {INTERNAL} (INTERNAL) for each", "; ".join(f"{n} x {a}" for a, n in answers.items()))
     assert set(answers) <= {"EXIT (0, 0)"} | {a for a in answers if a.startswith(f"ERROR {INTERNAL} ")}, answers
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system time ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_server_out_of_fds_waits_for_one_without_spinning_or_flooding_its_log(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import CLIENT, start_server
 from support.raw_client import EXIT, RawClient, close_all, parse_replies, run_frame, stdio_and_cwd
-from support.server_process import children_of, has_ended, wait_until
+from support.server_process import children_of, cpu_seconds, has_ended, wait_until
 
 
 def test_a_run_that_lasts_does_not_keep_the_pool_short(tmp_path: Path) -> None:
@@ -70,12 +70,6 @@ def read_until_exit(client: RawClient) -> None:
             continue
         if any(reply.kind == EXIT for reply in replies):
             return
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system time ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_idle_workers_that_die_at_once_are_replaced_after_a_pause_and_logged(tmp_path: Path) -> None:

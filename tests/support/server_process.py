@@ -96,6 +96,12 @@ def open_fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time ``pid`` has used."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def settled_fd_count(pid: int, timeout: float = 5.0) -> int:
     """``pid``'s descriptor count once it has stopped changing for a while
     (a server refills its pool of idle workers and reaps old ones after a run)."""
