@@ -98,7 +98,7 @@ def open_fd_count(pid: int) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User and system time ``pid`` has used."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
