@@ -241,6 +241,33 @@ def test_a_bad_request_gets_one_error_frame_and_the_server_keeps_serving(
     assert_still_serving(server)
 
 
+def test_descriptors_sent_with_a_later_byte_than_the_first_are_refused_and_closed(
+    server: Server, tmp_path: Path
+) -> None:
+    # protocol.md §4: descriptors come with the frame's first byte only; two
+    # of the four came with byte 10 and the run went ahead with them.
+    marker = tmp_path / "ran"
+    frame = good_frame(b"-c", f"open({os.fspath(marker)!r}, 'w')".encode())
+    read_end, write_end = os.pipe()
+    try:
+        with RawClient(server.socket) as client:
+            client.send(frame[:10], [write_end, write_end])
+            client.send(frame[10:], [write_end, write_end])
+            os.close(write_end)
+            write_end = -1
+            replies = client.replies()
+        assert [r.kind for r in replies] == [ERROR], replies
+        assert replies[0].code == BAD_REQUEST, replies
+        ready, _, _ = select.select([read_end], [], [], 5)
+        assert ready and os.read(read_end, 1) == b"", "the server still holds descriptors of the refused request"
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert not marker.exists()
+    assert_still_serving(server)
+
+
 @pytest.mark.parametrize(
     ("frame", "flags_fds"),
     [

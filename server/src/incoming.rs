@@ -113,7 +113,12 @@ impl Incoming {
         );
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
-                self.fds.extend(fds);
+                // Descriptors come with the frame's first byte (protocol.md
+                // §4); those with a later one are closed, and the count no
+                // longer matches the frame's.
+                if start == 0 {
+                    self.fds.extend(fds);
+                }
             }
         }
         let received = match &result {
