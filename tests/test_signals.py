@@ -234,6 +234,29 @@ def test_death_by_a_signal_the_client_was_started_ignoring_is_a_death_by_signal_
     assert outcomes[0] == outcomes[1] == Outcome(-signal.SIGINT, b"", b"")
 
 
+def test_a_client_that_hangs_up_while_the_server_stops_gets_its_program_a_sighup(tmp_path: Path) -> None:
+    # During the grace period the server watched only the workers: a client
+    # killed then left its program running to the end of the grace period.
+    own = start_server(tmp_path, name="stopping")
+    program = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGHUP, lambda *_: open('hup', 'w').close() or sys.exit(0))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    try:
+        client = start(own, "-c", program, cwd=tmp_path)
+        read_first_line(client)
+        own.process.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "stopping: waiting" in own.log.read_text(), timeout=10)
+        client.kill()
+        client.wait()
+        assert wait_until(lambda: (tmp_path / "hup").exists(), timeout=5), own.log.read_text()
+        assert own.process.wait(timeout=10) == 0
+    finally:
+        own.stop()
+
+
 def test_sighup_ignored_by_the_client_stays_ignored_in_the_program(server, tmp_path: Path) -> None:
     program = (
         "import os, signal, sys\n"

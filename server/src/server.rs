@@ -226,16 +226,24 @@ impl Server<'_, '_> {
             let left = deadline.saturating_duration_since(Instant::now());
             let overdue = left.is_zero();
             if !overdue {
-                let mut fds: Vec<PollFd<'_>> = self
-                    .connections
-                    .iter()
-                    .filter_map(|c| match &c.state {
-                        State::Running { worker, .. } => {
-                            Some(PollFd::new(&worker.pidfd, PollFlags::IN))
+                // The workers' ends, and their clients' hang-ups.
+                let mut fds: Vec<PollFd<'_>> = Vec::new();
+                for connection in &self.connections {
+                    if let State::Running {
+                        worker,
+                        client_gone,
+                        ..
+                    } = &connection.state
+                    {
+                        fds.push(PollFd::new(&worker.pidfd, PollFlags::IN));
+                        if !client_gone {
+                            fds.push(PollFd::new(
+                                &connection.socket,
+                                PollFlags::IN | PollFlags::RDHUP,
+                            ));
                         }
-                        State::Reading(_) => None,
-                    })
-                    .collect();
+                    }
+                }
                 let timeout = rustix::time::Timespec::try_from(left).ok();
                 let _ = self
                     .py
@@ -245,16 +253,22 @@ impl Server<'_, '_> {
                 }
             }
             let uid = self.uid;
-            self.connections.retain(|connection| {
+            self.connections.retain_mut(|connection| {
                 let State::Running {
                     worker,
                     started,
                     summary,
-                    ..
-                } = &connection.state
+                    client_gone,
+                } = &mut connection.state
                 else {
                     return false;
                 };
+                // As while serving: a client that hangs up during the grace
+                // period gets its program a SIGHUP, as a terminal would.
+                if !*client_gone && client_hung_up(&connection.socket) {
+                    *client_gone = true;
+                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+                }
                 let status = if overdue {
                     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
                     pool::reap_blocking(worker)
