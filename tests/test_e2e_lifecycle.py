@@ -324,9 +324,9 @@ def test_a_server_the_client_starts_does_not_keep_the_first_clients_soft_limits_
         assert (done.returncode, done.stdout) == (0, b"1\n"), done.stderr  # the run keeps its client's
         pid = int(Path(f"{sock}.lock").read_text())
         limits = Path(f"/proc/{pid}/limits").read_text()
-        cpu_time = next(line for line in limits.splitlines() if line.startswith("Max cpu time"))
-        assert cpu_time.split()[3:5] == ["unlimited", "unlimited"], cpu_time
-        assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)
+        soft, hard = next(line for line in limits.splitlines() if line.startswith("Max cpu time")).split()[3:5]
+        assert soft == hard, limits
+        assert os.sched_getaffinity(pid) >= os.sched_getaffinity(0)
     finally:
         control("stop", "--socket", os.fspath(sock))
 

@@ -474,3 +474,15 @@ def test_a_server_whose_warm_up_changes_directory_is_replaced_from_where_it_star
     finally:
         control("stop", "--socket", os.fspath(server.socket))
         server.stop()
+
+
+def test_a_warm_up_that_changes_directory_and_fails_leaves_no_socket_behind(tmp_path: Path) -> None:
+    # The relative socket path was removed from where the warm-up had moved.
+    (tmp_path / "warm.py").write_text("import os\nos.chdir('/')\nraise RuntimeError('broken')\n")
+    server = launch(tmp_path, [sys.executable], "--no-reload", "--warmup", "warm.py", relative=True)
+    try:
+        assert server.process.wait(timeout=30) == 1, server.log.read_text()
+    finally:
+        server.stop()
+    assert "broken" in server.log.read_text()
+    assert not server.socket.exists()

@@ -496,8 +496,12 @@ def test_the_prompt_ends_statements_where_python_does(tmp_path: Path, typed: str
 
 @pytest.mark.parametrize(
     "typed",
-    [b"if 1:\n  print(1)\n  \\\n\nprint(9)\n", b"if 1:\n  print(1)\n  \\\n\n\nprint(9)\n"],
-    ids=["then_a_statement", "then_another_empty_line"],
+    [
+        b"if 1:\n  print(1)\n  \\\n\nprint(9)\n",
+        b"if 1:\n  print(1)\n  \\\n\n\nprint(9)\n",
+        b"for i in range(2):\n  print(i)\n\\\n\nprint(9)\n",
+    ],
+    ids=["then_a_statement", "then_another_empty_line", "unindented_backslash"],
 )
 def test_an_empty_line_after_a_backslash_in_a_block_continues_it_as_in_python(tmp_path: Path, typed: bytes) -> None:
     # The empty line is the continued line, so it does not end the block:

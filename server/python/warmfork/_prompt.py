@@ -95,12 +95,14 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
 
 
 def _continues_a_block(lines: list[str]) -> bool:
-    """Whether the empty line last in ``lines`` continues a line that ended
-    with a backslash inside a compound statement: python's tokenizer then
-    takes it as the rest of that line, not as the empty line that ends the
-    block. (Outside a block, such an empty line ends the statement, with an
+    """Whether the empty line last in ``lines`` continues an indented line
+    that ended with a backslash inside a compound statement: python's
+    tokenizer then takes it as the rest of that line, not as the empty line
+    that ends the block. (Outside a block, or after a backslash at the start
+    of a line, such an empty line ends the statement, the first with an
     error.)"""
-    if not lines[-2].endswith("\\\n"):
+    continued = lines[-2]
+    if not continued.endswith("\\\n") or not continued[:1].isspace():
         return False
     try:
         return _is_compound("".join(lines[:-2]))

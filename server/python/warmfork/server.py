@@ -361,8 +361,10 @@ def _staying_in_the_working_directory() -> Iterator[None]:
         return
     try:
         yield
-        os.fchdir(here)
     finally:
+        # Also when the warm-up fails or is stopped: the socket file is
+        # removed by its path on the way out.
+        os.fchdir(here)
         os.close(here)
 
 

@@ -10,7 +10,7 @@
 //! the first starts the server, the others find it already listening, so
 //! exactly one server starts.
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::Timespec;
 use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -39,46 +39,34 @@ pub fn start<'p>(
     signals: &mut Forwarder,
 ) -> Option<Result<OwnedFd, Failure<'p>>> {
     let command = process.var(b"WARMFORK_SERVER").filter(|c| !c.is_empty())?;
-    let mut waiting = Waiting {
-        signals,
-        held_ms: 0,
-    };
+    let mut waiting = Waiting { signals };
     Some(start_with(process, path, command, &mut waiting))
 }
 
-/// The client's waits while a server starts: short pauses that take in the
-/// signals arriving meanwhile.
+/// The client's waits while a server starts: short pauses that leave the
+/// signals arriving meanwhile to the wait that forwards them (the
+/// pseudo-terminal relay acts on SIGWINCH there), only taking note of them.
 struct Waiting<'s> {
     signals: &'s mut Forwarder,
-    /// How long a signal that would end python has been held.
-    held_ms: u32,
 }
 
 impl Waiting<'_> {
-    /// Waits [`POLL_MS`]. A signal that would end python and has been held
-    /// for [`signals::HOLD`] ends the client, as it would have ended python:
-    /// no program has started yet.
+    /// Waits [`POLL_MS`]. A signal that would end python and has waited
+    /// long enough (see `signals.rs`) ends the client, as it would have
+    /// ended python: no program has started yet.
     fn pause(&mut self) {
-        let pause = Timespec {
+        self.signals.note_waiting();
+        let poll_ms = Timespec {
             tv_sec: 0,
             tv_nsec: i64::from(POLL_MS) * 1_000_000,
         };
-        let timed_out = match self.signals.signals() {
-            Some(fd) => {
-                let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-                matches!(rustix::event::poll(&mut fds, Some(&pause)), Ok(0))
-            }
-            None => matches!(rustix::event::poll(&mut [], Some(&pause)), Ok(0)),
-        };
-        self.signals.receive(|_| false);
-        if self.signals.hold().is_none() {
-            self.held_ms = 0;
-        } else if timed_out {
-            self.held_ms += POLL_MS;
-            if i64::from(self.held_ms) >= signals::HOLD.tv_sec * 1000 {
-                reply::give_up_on_held_signal(self.signals);
-            }
-        }
+        let pause = self
+            .signals
+            .hold()
+            .map_or(poll_ms, |left| left.min(poll_ms));
+        let _ = rustix::event::poll(&mut [], Some(&pause));
+        self.signals.note_waiting();
+        reply::give_up_on_held_signal(self.signals);
     }
 }
 
@@ -216,7 +204,9 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
 /// value back to 0 where that is allowed. Each run takes its own client's
 /// anyway. Hard limits and a higher nice value cannot be undone without
 /// privilege; the stack limit decides the server's memory layout and the
-/// core-dump size whether dumps were wanted, so those two stay.
+/// core-dump size whether dumps were wanted, so those two stay; the
+/// descriptor limit the server raises itself, keeping the one it started
+/// with for workers that cannot read their client's.
 fn shed_client_settings() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let resources = [
@@ -225,7 +215,6 @@ fn shed_client_settings() {
         Resource::Data,
         Resource::Rss,
         Resource::Nproc,
-        Resource::Nofile,
         Resource::Memlock,
         Resource::As,
         Resource::Locks,

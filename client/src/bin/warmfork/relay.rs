@@ -95,19 +95,18 @@ impl Relay {
             tv_nsec: 100_000_000,
         };
         let paused = terminal::is_paused();
+        let hold = signals.hold();
         let timeout = if paused {
             Some(&BACKGROUND_CHECK)
         } else {
-            signals.hold()
+            hold.as_ref()
         };
         let polled = rustix::event::poll(&mut fds[..used], timeout);
         if paused {
             terminal::resume_in_foreground();
         }
-        match polled {
-            Ok(0) if !paused => crate::reply::give_up_on_held_signal(signals),
-            Ok(_) => {}
-            Err(_) => return false,
+        if polled.is_err() {
+            return false;
         }
         let revents = |at: Option<usize>| at.map_or(PollFlags::empty(), |i| fds[i].revents());
         let (socket_ready, signals_ready, keyboard_ready, master_ready) = (
@@ -129,6 +128,7 @@ impl Relay {
             let master = &self.master;
             signals.receive(|number| on_signal(master, number));
         }
+        crate::reply::give_up_on_held_signal(signals);
         socket_ready
     }
 

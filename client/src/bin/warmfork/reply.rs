@@ -88,20 +88,20 @@ fn ready(socket: &OwnedFd, signals: &mut Forwarder) -> bool {
         PollFd::new(socket, PollFlags::IN),
         PollFd::new(&signalfd, PollFlags::IN),
     ];
-    match rustix::event::poll(&mut fds, signals.hold()) {
-        Ok(0) => give_up_on_held_signal(signals),
-        Ok(_) => {}
-        Err(_) => return false,
+    let hold = signals.hold();
+    if rustix::event::poll(&mut fds, hold.as_ref()).is_err() {
+        return false;
     }
     let (socket_ready, signal_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
     if signal_ready {
         signals.receive(|_| false);
     }
+    give_up_on_held_signal(signals);
     socket_ready
 }
 
-/// Ends the client by the signal that waited [`signals::HOLD`] for a worker
-/// in vain (a wait that timed out for any other reason returns).
+/// Ends the client by a signal that has waited too long for a worker (see
+/// `signals.rs`); returns otherwise.
 pub fn give_up_on_held_signal(signals: &Forwarder) {
     if let Some(number) = signals.held_too_long() {
         finish(ExitStatus::Signaled(number));

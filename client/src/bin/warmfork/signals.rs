@@ -8,7 +8,7 @@
 //! known is kept and delivered once it is. But not for ever: python would
 //! have ended at once, and a server that is busy replacing itself, still
 //! starting or wedged may not start the program for a long while, so a
-//! signal that would end python and has waited [`HOLD`] for the worker ends
+//! signal that would end python and has waited [`HOLD_NS`] for the worker ends
 //! the client instead (the server then drops the run). Signals go to the
 //! worker through the pidfd it sends with `STARTED`, which cannot name a
 //! recycled pid.
@@ -69,12 +69,10 @@ const FORWARDED: SigSet = bit(libc_sig::INT)
 const ENDS_PROCESS: SigSet = FORWARDED & !(bit(libc_sig::CONT) | bit(libc_sig::WINCH));
 
 /// How long a signal that would end python waits for the worker to be known
-/// before it ends the client instead: long enough for a server that is
-/// merely busy, short enough for a person pressing Ctrl-C.
-pub const HOLD: Timespec = Timespec {
-    tv_sec: 1,
-    tv_nsec: 0,
-};
+/// before it ends the client instead, counted from the first such signal:
+/// long enough for a server that is merely busy, short enough for a person
+/// pressing Ctrl-C.
+const HOLD_NS: u64 = 1_000_000_000;
 
 /// SIGRTMIN (34, as the C library numbers it) to SIGRTMAX (64).
 const REAL_TIME: SigSet = !0 << 33;
@@ -117,6 +115,9 @@ pub struct Forwarder {
     pending: SigSet,
     /// Those of `pending` that go to the worker's process group.
     pending_for_group: SigSet,
+    /// When the first signal that would end python came while no worker
+    /// was known (`syscall::monotonic_ns`).
+    held_since: Option<u64>,
 }
 
 impl Forwarder {
@@ -139,6 +140,7 @@ impl Forwarder {
             worker: None,
             pending: 0,
             pending_for_group: 0,
+            held_since: None,
         }
     }
 
@@ -147,18 +149,43 @@ impl Forwarder {
         self.signals.as_ref().map(AsFd::as_fd)
     }
 
-    /// How long to wait for the worker before [`Forwarder::held_too_long`]
-    /// is asked: [`HOLD`] while a signal that would end python is held for
-    /// a worker not yet known, for ever otherwise.
-    pub fn hold(&self) -> Option<&'static Timespec> {
-        (self.worker.is_none() && self.pending & ENDS_PROCESS != 0).then_some(&HOLD)
+    /// How long a wait for the worker may last before
+    /// [`Forwarder::held_too_long`] is to be asked: what is left of
+    /// [`HOLD_NS`] while a signal that would end python is held, no limit
+    /// otherwise.
+    pub fn hold(&self) -> Option<Timespec> {
+        let since = self.held_since.filter(|_| self.worker.is_none())?;
+        let left = HOLD_NS.saturating_sub(syscall::monotonic_ns().saturating_sub(since));
+        Some(Timespec {
+            tv_sec: (left / 1_000_000_000) as i64,
+            tv_nsec: (left % 1_000_000_000) as i64,
+        })
     }
 
-    /// After waiting [`Forwarder::hold`] in vain: the held signal the
-    /// client is to end by, as python would have ended by it.
+    /// Takes note of the signals that arrived but were not read from the
+    /// signalfd yet (while the client starts a server, it leaves them there
+    /// for the wait that forwards them).
+    pub fn note_waiting(&mut self) {
+        if let Ok(set) = syscall::sigpending() {
+            self.note_held(set);
+        }
+    }
+
+    fn note_held(&mut self, set: SigSet) {
+        if self.worker.is_none() && set & ENDS_PROCESS != 0 && self.held_since.is_none() {
+            self.held_since = Some(syscall::monotonic_ns());
+        }
+    }
+
+    /// Once a held signal has waited [`HOLD_NS`] for a worker in vain: the
+    /// signal the client is to end by, as python would have ended by it.
     pub fn held_too_long(&self) -> Option<u8> {
-        let ending = self.pending & ENDS_PROCESS;
-        (self.worker.is_none() && ending != 0).then(|| ending.trailing_zeros() as u8 + 1)
+        let left = self.hold()?;
+        if left.tv_sec > 0 || left.tv_nsec > 0 {
+            return None;
+        }
+        let ending = (self.pending | syscall::sigpending().unwrap_or(0)) & ENDS_PROCESS;
+        (ending != 0).then(|| ending.trailing_zeros() as u8 + 1)
     }
 
     /// The worker is known: deliver what arrived before it was.
@@ -206,6 +233,7 @@ impl Forwarder {
     /// Sends signal `number` to the worker, or to its whole process group.
     fn deliver(&mut self, number: i32, to_group: bool) {
         let Some(worker) = &self.worker else {
+            self.note_held(bit(number));
             self.pending |= bit(number);
             if to_group {
                 self.pending_for_group |= bit(number);

@@ -12,6 +12,8 @@ use rustix::io::Errno;
 mod nr {
     pub const RT_SIGACTION: usize = 13;
     pub const RT_SIGPROCMASK: usize = 14;
+    pub const RT_SIGPENDING: usize = 127;
+    pub const CLOCK_GETTIME: usize = 228;
     pub const CLONE: usize = 56;
     pub const EXECVE: usize = 59;
     pub const EXIT_GROUP: usize = 231;
@@ -30,6 +32,8 @@ mod nr {
     pub const EXIT_GROUP: usize = 94;
     pub const RT_SIGACTION: usize = 134;
     pub const RT_SIGPROCMASK: usize = 135;
+    pub const RT_SIGPENDING: usize = 136;
+    pub const CLOCK_GETTIME: usize = 113;
     pub const KILL: usize = 129;
     pub const PIDFD_SEND_SIGNAL: usize = 424;
     pub const CLOSE_RANGE: usize = 436;
@@ -119,6 +123,39 @@ pub fn block(set: SigSet) -> Result<(), Errno> {
 /// Unblocks the signals in `set`.
 pub fn unblock(set: SigSet) -> Result<(), Errno> {
     sigprocmask(1, set) // SIG_UNBLOCK
+}
+
+/// `rt_sigpending`: the blocked signals that have arrived and wait.
+pub fn sigpending() -> Result<SigSet, Errno> {
+    let mut set: SigSet = 0;
+    // SAFETY: `set` is a writable 8-byte signal set.
+    let ret = unsafe { syscall4(nr::RT_SIGPENDING, &mut set as *mut SigSet as usize, 8, 0, 0) };
+    result(ret).map(|_| set)
+}
+
+/// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds. A system call rather
+/// than the vDSO, which a libc-free program would have to find itself: it
+/// is read only while a signal waits (see `signals.rs`).
+pub fn monotonic_ns() -> u64 {
+    const CLOCK_MONOTONIC: usize = 1;
+    let mut now = [0i64; 2];
+    // SAFETY: `now` is a writable `struct timespec` (two 64-bit fields on
+    // the architectures the client supports).
+    let ret = unsafe {
+        syscall4(
+            nr::CLOCK_GETTIME,
+            CLOCK_MONOTONIC,
+            now.as_mut_ptr() as usize,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        return 0;
+    }
+    (now[0] as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now[1] as u64)
 }
 
 /// `rt_sigaction(signal, SIG_DFL)`: gives `signal` its default action,
