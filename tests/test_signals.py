@@ -9,6 +9,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import CLIENT, Server, start_server
 from support.differential import Outcome, env_for, shared_server
-from support.server_process import stop_when_idle, wait_until
+from support.server_process import settled_fd_count, stop_when_idle, wait_until
 
 server = shared_server()
 
@@ -57,7 +58,7 @@ def start(
     program = sys.executable if server is None else CLIENT
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
         [program, *args],
-        env=env_for(server),
+        env=kwargs.pop("env", env_for(server)),
         cwd=cwd,
         stdin=kwargs.pop("stdin", subprocess.DEVNULL),
         stdout=subprocess.PIPE,
@@ -190,8 +191,14 @@ def test_a_signal_that_arrives_before_the_worker_is_known_is_delivered_once_it_i
         stop_when_idle(own)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_held_for_a_server_that_does_not_answer_ends_the_client_as_python(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "environment"),
+    [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGTERM, 4)],
+    ids=["sigint", "sigterm", "sigterm-sending-400-kb"],
+)
+def test_a_signal_held_for_a_server_that_does_not_answer_ends_the_client_as_python(
+    tmp_path: Path, signum: int, environment: int
+) -> None:
     # A wedged server (here a stopped one) never starts the program: the
     # held signal once kept the client alive until a worker came, for ever;
     # python would have ended at once. It ends it after a second now, and
@@ -201,7 +208,10 @@ def test_a_signal_held_for_a_server_that_does_not_answer_ends_the_client_as_pyth
     try:
         own.process.send_signal(signal.SIGSTOP)
         try:
-            process = start(own, "-c", "open('ran', 'w')", cwd=tmp_path)
+            # 400 kB of environment do not fit in the socket's buffer: the
+            # client is still sending its request when the signal comes.
+            big = {f"BIG{n}": "x" * 100_000 for n in range(environment)}
+            process = start(own, "-c", "open('ran', 'w')", cwd=tmp_path, env={**env_for(own), **big})
             bit_of = 1 << (signum - 1)
             assert wait_until(lambda: blocked_signals(process.pid) & bit_of, timeout=10)
             process.send_signal(signum)
@@ -219,10 +229,37 @@ def test_a_signal_held_for_a_server_that_does_not_answer_ends_the_client_as_pyth
         # server has dropped it.
         assert finish(process) == Outcome(-signum, b"", b"")
         assert (status, 0.5 < waited < 5) == (-signum, True), waited
-        assert wait_until(lambda: "went away before its run started" in own.log.read_text(), timeout=10)
+        if environment:  # a request cut short: the server drops it unread
+            settled_fd_count(own.process.pid)
+        else:  # a whole request: the server drops it and says so
+            assert wait_until(lambda: "went away before its run started" in own.log.read_text(), timeout=10)
         assert not (tmp_path / "ran").exists()
     finally:
         stop_when_idle(own)
+
+
+def test_a_signal_held_while_the_servers_backlog_is_full_ends_the_client_as_python(tmp_path: Path) -> None:
+    # A server that accepts no one (wedged, or replacing itself) with a full
+    # backlog: the client's connect blocked, with SIGTERM held, for ever.
+    path = tmp_path / "full.sock"
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as first:
+        listener.bind(os.fspath(path))
+        listener.listen(0)
+        first.connect(os.fspath(path))  # the one connection a backlog of 0 takes
+        process = subprocess.Popen(
+            [CLIENT, "-c", "pass"],
+            env={**os.environ, "WARMFORK_SOCKET": os.fspath(path)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        term = 1 << (signal.SIGTERM - 1)
+        assert wait_until(lambda: blocked_signals(process.pid) & term, timeout=10)
+        time.sleep(0.3)
+        assert process.poll() is None, finish(process)  # it waits for room, as for a busy server
+        process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        status = process.wait(timeout=10)
+        assert (status, time.monotonic() - began < 5) == (-signal.SIGTERM, True)
 
 
 def ignore_sigint() -> None:

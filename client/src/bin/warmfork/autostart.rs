@@ -10,7 +10,6 @@
 //! the first starts the server, the others find it already listening, so
 //! exactly one server starts.
 
-use rustix::event::Timespec;
 use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -21,7 +20,7 @@ use crate::cstr::CBuf;
 use crate::failure::Failure;
 use crate::signals::Forwarder;
 use crate::start::Process;
-use crate::{reply, request, signals, syscall};
+use crate::{request, signals, syscall};
 
 /// How long a started server has to accept connections.
 const READY_TIMEOUT_MS: u32 = 60_000;
@@ -39,42 +38,14 @@ pub fn start<'p>(
     signals: &mut Forwarder,
 ) -> Option<Result<OwnedFd, Failure<'p>>> {
     let command = process.var(b"WARMFORK_SERVER").filter(|c| !c.is_empty())?;
-    let mut waiting = Waiting { signals };
-    Some(start_with(process, path, command, &mut waiting))
-}
-
-/// The client's waits while a server starts: short pauses that leave the
-/// signals arriving meanwhile to the wait that forwards them (the
-/// pseudo-terminal relay acts on SIGWINCH there), only taking note of them.
-struct Waiting<'s> {
-    signals: &'s mut Forwarder,
-}
-
-impl Waiting<'_> {
-    /// Waits [`POLL_MS`]. A signal that would end python and has waited
-    /// long enough (see `signals.rs`) ends the client, as it would have
-    /// ended python: no program has started yet.
-    fn pause(&mut self) {
-        self.signals.note_waiting();
-        let poll_ms = Timespec {
-            tv_sec: 0,
-            tv_nsec: i64::from(POLL_MS) * 1_000_000,
-        };
-        let pause = self
-            .signals
-            .hold()
-            .map_or(poll_ms, |left| left.min(poll_ms));
-        let _ = rustix::event::poll(&mut [], Some(&pause));
-        self.signals.note_waiting();
-        reply::give_up_on_held_signal(self.signals);
-    }
+    Some(start_with(process, path, command, signals))
 }
 
 fn start_with<'p>(
     process: &Process,
     path: &'p SocketPath,
     command: &'static [u8],
-    waiting: &mut Waiting<'_>,
+    signals: &mut Forwarder,
 ) -> Result<OwnedFd, Failure<'p>> {
     // The socket path is at most 107 bytes; these names fit.
     let beside =
@@ -100,7 +71,7 @@ fn start_with<'p>(
     loop {
         match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => break,
-            Err(Errno::WOULDBLOCK | Errno::INTR) => waiting.pause(),
+            Err(Errno::WOULDBLOCK | Errno::INTR) => signals.pause(POLL_MS),
             Err(errno) => {
                 return Err(Failure::System {
                     call: "flock the server start lock",
@@ -110,7 +81,7 @@ fn start_with<'p>(
         }
     }
     // Another client may have started it while this one waited for the lock.
-    if let Ok(socket) = connect::connect(path) {
+    if let Ok(socket) = connect::connect_waiting(path, signals) {
         return Ok(socket);
     }
     let log = rustix::fs::open(
@@ -130,7 +101,7 @@ fn start_with<'p>(
     })?;
     let mut waited = 0;
     loop {
-        match connect::connect(path) {
+        match connect::connect_waiting(path, signals) {
             Ok(socket) => return Ok(socket),
             Err(Failure::NoServer { .. }) => {}
             Err(other) => return Err(other),
@@ -153,7 +124,7 @@ fn start_with<'p>(
                 code: -1,
             });
         }
-        waiting.pause();
+        signals.pause(POLL_MS);
         waited += POLL_MS;
     }
 }

@@ -9,6 +9,7 @@ use warmfork::socket_path::{DEFAULT_NAME, Inputs, MAX_SOCKET_PATH_LEN, socket_pa
 
 use crate::cstr::CBuf;
 use crate::failure::Failure;
+use crate::signals::Forwarder;
 use crate::start::Process;
 
 /// The socket path chosen by the shared rule (see `warmfork::socket_path`).
@@ -80,10 +81,14 @@ impl SocketPath {
 pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     let system = |call| move |errno| Failure::System { call, errno };
     let address = SocketAddrUnix::new(path.as_bytes()).map_err(system("socket address"))?;
+    // Non-blocking, so that a server whose backlog is full (it accepts no
+    // one: wedged, or busy replacing itself) or whose buffer is full does
+    // not keep the client from the signals it holds (see `signals.rs`):
+    // connect then fails with EAGAIN, and sending waits in `poll`.
     let socket = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
-        SocketFlags::CLOEXEC,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )
     .map_err(system("socket"))?;
@@ -115,6 +120,22 @@ pub fn connect(path: &SocketPath) -> Result<OwnedFd, Failure<'_>> {
     private_dir(path, me)?;
     Ok(socket)
 }
+
+/// [`connect`], waiting while the server's backlog is full.
+pub fn connect_waiting<'p>(
+    path: &'p SocketPath,
+    signals: &mut Forwarder,
+) -> Result<OwnedFd, Failure<'p>> {
+    loop {
+        match connect(path) {
+            Err(failure) if failure.is_busy_server() => signals.pause(BUSY_PAUSE_MS),
+            connected => return connected,
+        }
+    }
+}
+
+/// How long the client waits before it tries a full backlog again.
+const BUSY_PAUSE_MS: u32 = 5;
 
 /// Checks that the directory of the socket `path` belongs to `me`, this
 /// process's effective user, and that no one else can write to it.

@@ -68,6 +68,12 @@ pub enum Failure<'a> {
 }
 
 impl Failure<'_> {
+    /// Whether this is a server that takes no connection now (its backlog is
+    /// full), rather than none at all: worth waiting for.
+    pub fn is_busy_server(&self) -> bool {
+        matches!(self, Failure::NoServer { errno, .. } if *errno == Errno::AGAIN)
+    }
+
     /// Whether plain python could do what warmfork could not: there is no
     /// server, or the server cannot honour this request.
     pub fn allows_fallback(&self) -> bool {

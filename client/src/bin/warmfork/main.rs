@@ -95,7 +95,7 @@ fn run<'a>(
     signals: &mut signals::Forwarder,
 ) -> Result<warmfork::ExitStatus, Failure<'a>> {
     request.fds.check()?;
-    let socket = match connect::connect(path) {
+    let socket = match connect::connect_waiting(path, signals) {
         Err(failure @ Failure::NoServer { .. }) => {
             match autostart::start(request.process, path, signals) {
                 Some(started) => started?,
@@ -110,6 +110,7 @@ fn run<'a>(
         request.status.umask().bits(),
         request.status.ignored,
         request.fds,
+        signals,
     )?;
     request.fds.close_terminal();
     let status = reply::wait(&socket, buf, signals, request.relay.as_mut());

@@ -66,7 +66,7 @@ pub fn wait<'b>(
                     signals.started(pidfd);
                 }
             }
-            Err(Errno::INTR) => {}
+            Err(Errno::INTR | Errno::AGAIN) => {}
             Err(Errno::CONNRESET) => return Err(Failure::Lost),
             Err(errno) => {
                 return Err(Failure::System {

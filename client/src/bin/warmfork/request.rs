@@ -11,6 +11,7 @@
 
 use core::mem::MaybeUninit;
 
+use rustix::event::PollFlags;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, RawDir};
 use rustix::io::{Errno, IoSlice};
@@ -19,6 +20,7 @@ use warmfork::request::{MAX_EXTRA_FDS, encode_fd_list, fd_list_len};
 use warmfork::{FdSet, RunHeader};
 
 use crate::failure::Failure;
+use crate::signals::Forwarder;
 use crate::start::{Process, inherited_fd, stdio_fd};
 
 /// Gather-list entries per `sendmsg`; far below `IOV_MAX` (1024), and a
@@ -244,6 +246,7 @@ pub fn send(
     umask: u32,
     ignored_signals: u64,
     fds: &Descriptors,
+    signals: &mut Forwarder,
 ) -> Result<bool, Failure<'static>> {
     let header = RunHeader {
         fds: fds.set,
@@ -297,6 +300,9 @@ pub fn send(
         match result {
             Ok(sent) => at.advance(sent, pieces),
             Err(Errno::INTR) => {}
+            // The socket is non-blocking (see `connect.rs`): a server that
+            // is not reading is waited for as for its status.
+            Err(Errno::AGAIN) => signals.wait_for(socket.as_fd(), PollFlags::OUT),
             Err(Errno::PIPE | Errno::CONNRESET) => return Ok(false),
             Err(errno) => {
                 return Err(Failure::System {

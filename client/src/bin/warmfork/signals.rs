@@ -30,7 +30,7 @@
 //! namespace numbers processes differently: then the worker alone is
 //! signalled.
 
-use rustix::event::Timespec;
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
@@ -175,6 +175,48 @@ impl Forwarder {
         if self.worker.is_none() && set & ENDS_PROCESS != 0 && self.held_since.is_none() {
             self.held_since = Some(syscall::monotonic_ns());
         }
+    }
+
+    /// Waits a few milliseconds for something the client cannot poll for (a
+    /// server to listen, or to have room in its backlog), taking note of
+    /// the signals that arrive meanwhile but leaving them to the wait that
+    /// forwards them (the pseudo-terminal relay acts on SIGWINCH there). A
+    /// signal that would end python and has waited long enough ends the
+    /// client, as it would have ended python.
+    pub fn pause(&mut self, millis: u32) {
+        self.note_waiting();
+        let most = Timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(millis) * 1_000_000,
+        };
+        let pause = self.hold().map_or(most, |left| left.min(most));
+        let _ = rustix::event::poll(&mut [], Some(&pause));
+        self.note_waiting();
+        crate::reply::give_up_on_held_signal(self);
+    }
+
+    /// Waits until `socket` is ready for `flags`, forwarding or holding the
+    /// signals that arrive meanwhile as while waiting for the status.
+    pub fn wait_for(&mut self, socket: BorrowedFd<'_>, flags: PollFlags) {
+        let hold = self.hold();
+        let signals_ready = match &self.signals {
+            Some(signalfd) => {
+                let mut fds = [
+                    PollFd::from_borrowed_fd(socket, flags),
+                    PollFd::new(signalfd, PollFlags::IN),
+                ];
+                let _ = rustix::event::poll(&mut fds, hold.as_ref());
+                !fds[1].revents().is_empty()
+            }
+            None => {
+                let _ = rustix::event::poll(&mut [PollFd::from_borrowed_fd(socket, flags)], None);
+                false
+            }
+        };
+        if signals_ready {
+            self.receive(|_| false);
+        }
+        crate::reply::give_up_on_held_signal(self);
     }
 
     /// Once a held signal has waited [`HOLD_NS`] for a worker in vain: the
