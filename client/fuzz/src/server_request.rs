@@ -210,9 +210,13 @@ fn expect(plan: &Plan, stream: &[u8]) -> Outcome {
     let mut frame_len = None;
     let mut fds = 0;
     // The pieces are contiguous and each is read only while the frame wants
-    // bytes, so every piece reached here has its first byte read.
+    // bytes, so every piece reached here has its first byte read. Only the
+    // descriptors of the piece with the frame's first byte count: those
+    // with a later byte are closed (protocol.md §4).
     for piece in plan.pieces.iter().filter(|p| p.len > 0) {
-        fds += piece.fds;
+        if piece.start == 0 {
+            fds += piece.fds;
+        }
         if fds > leading + RUN_FDS {
             return Outcome::Refused(ErrorCode::BadRequest);
         }
