@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -260,6 +261,53 @@ def test_a_signal_held_while_the_servers_backlog_is_full_ends_the_client_as_pyth
         began = time.monotonic()
         status = process.wait(timeout=10)
         assert (status, time.monotonic() - began < 5) == (-signal.SIGTERM, True)
+
+
+def ignore_and_block_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+
+
+def test_a_held_signal_ends_the_client_not_one_its_parent_blocked_and_ignored(tmp_path: Path) -> None:
+    # A SIGHUP the parent both blocked and ignored waits in the kernel too;
+    # it is not the client's to end by: python would end by the SIGTERM.
+    own = start_server(tmp_path, name="stopped")
+    try:
+        own.process.send_signal(signal.SIGSTOP)
+        try:
+            process = start(own, "-c", "pass", cwd=tmp_path, preexec_fn=ignore_and_block_sighup)
+            term = 1 << (signal.SIGTERM - 1)
+            assert wait_until(lambda: blocked_signals(process.pid) & term, timeout=10)
+            process.send_signal(signal.SIGHUP)
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=10)
+        finally:
+            own.process.send_signal(signal.SIGCONT)
+        assert status == -signal.SIGTERM
+        finish(process)
+    finally:
+        stop_when_idle(own)
+
+
+def test_without_a_signalfd_the_client_waits_without_spinning(server, tmp_path: Path) -> None:
+    # signalfd refused (a seccomp profile): the client's socket is
+    # non-blocking, and it once read it in a loop for the whole run.
+    strace = shutil.which("strace")
+    assert strace is not None, "strace is needed; scripts/setup installs it"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [strace, "-f", "-o", os.devnull, "-e", "trace=signalfd4", "-e", "inject=signalfd4:error=ENOSYS"]
+        + [os.fspath(CLIENT), "-c", "import time; time.sleep(1); print('slept')"],
+        env=env_for(server),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert (done.returncode, done.stdout) == (0, b"slept\n"), done.stderr
+    assert used < 0.4, used
 
 
 def ignore_sigint() -> None:

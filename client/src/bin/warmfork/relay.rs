@@ -128,7 +128,10 @@ impl Relay {
             let master = &self.master;
             signals.receive(|number| on_signal(master, number));
         }
-        crate::reply::give_up_on_held_signal(signals);
+        // A reply that has come (STARTED, say) is read before giving up.
+        if !socket_ready {
+            crate::reply::give_up_on_held_signal(signals);
+        }
         socket_ready
     }
 

@@ -82,6 +82,8 @@ pub fn wait<'b>(
 /// Returns false when only signals were handled.
 fn ready(socket: &OwnedFd, signals: &mut Forwarder) -> bool {
     let Some(signalfd) = signals.signals() else {
+        // No forwarding: wait for the socket alone (it is non-blocking).
+        let _ = rustix::event::poll(&mut [PollFd::new(socket, PollFlags::IN)], None);
         return true;
     };
     let mut fds = [
@@ -96,7 +98,10 @@ fn ready(socket: &OwnedFd, signals: &mut Forwarder) -> bool {
     if signal_ready {
         signals.receive(|_| false);
     }
-    give_up_on_held_signal(signals);
+    // A reply that has come (STARTED, say) is read before giving up.
+    if !socket_ready {
+        give_up_on_held_signal(signals);
+    }
     socket_ready
 }
 

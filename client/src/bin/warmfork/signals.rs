@@ -74,6 +74,10 @@ const ENDS_PROCESS: SigSet = FORWARDED & !(bit(libc_sig::CONT) | bit(libc_sig::W
 /// pressing Ctrl-C.
 const HOLD_NS: u64 = 1_000_000_000;
 
+/// The longest the client sleeps, while it sends its request, before it
+/// looks at the signals that have arrived.
+const WAIT_MS: u32 = 10;
+
 /// SIGRTMIN (34, as the C library numbers it) to SIGRTMAX (64).
 const REAL_TIME: SigSet = !0 << 33;
 
@@ -118,6 +122,8 @@ pub struct Forwarder {
     /// When the first signal that would end python came while no worker
     /// was known (`syscall::monotonic_ns`).
     held_since: Option<u64>,
+    /// The signals the signalfd takes: blocked, and not ignored.
+    watched: SigSet,
 }
 
 impl Forwarder {
@@ -141,6 +147,7 @@ impl Forwarder {
             pending: 0,
             pending_for_group: 0,
             held_since: None,
+            watched: set,
         }
     }
 
@@ -166,9 +173,14 @@ impl Forwarder {
     /// signalfd yet (while the client starts a server, it leaves them there
     /// for the wait that forwards them).
     pub fn note_waiting(&mut self) {
-        if let Ok(set) = syscall::sigpending() {
-            self.note_held(set);
-        }
+        self.note_held(self.waiting_in_kernel());
+    }
+
+    /// The signals of the signalfd's set that have arrived and not been
+    /// read (a signal whoever started the client blocked and ignored waits
+    /// there too, but is not the client's to act on).
+    fn waiting_in_kernel(&self) -> SigSet {
+        syscall::sigpending().unwrap_or(0) & self.watched
     }
 
     fn note_held(&mut self, set: SigSet) {
@@ -178,44 +190,32 @@ impl Forwarder {
     }
 
     /// Waits a few milliseconds for something the client cannot poll for (a
-    /// server to listen, or to have room in its backlog), taking note of
-    /// the signals that arrive meanwhile but leaving them to the wait that
+    /// server to listen, or to have room in its backlog). See
+    /// [`Forwarder::wait_for`].
+    pub fn pause(&mut self, millis: u32) {
+        self.wait_a_while(&mut [], millis);
+    }
+
+    /// Waits until `socket` is ready for `flags` (the request's send), or a
+    /// few milliseconds. See [`Forwarder::pause`].
+    pub fn wait_for(&mut self, socket: BorrowedFd<'_>, flags: PollFlags) {
+        self.wait_a_while(&mut [PollFd::from_borrowed_fd(socket, flags)], WAIT_MS);
+    }
+
+    /// Polls `fds` for at most `millis`, taking note of the signals that
+    /// arrive meanwhile but leaving them in the kernel for the wait that
     /// forwards them (the pseudo-terminal relay acts on SIGWINCH there). A
     /// signal that would end python and has waited long enough ends the
     /// client, as it would have ended python.
-    pub fn pause(&mut self, millis: u32) {
+    fn wait_a_while(&mut self, fds: &mut [PollFd<'_>], millis: u32) {
         self.note_waiting();
         let most = Timespec {
             tv_sec: 0,
             tv_nsec: i64::from(millis) * 1_000_000,
         };
-        let pause = self.hold().map_or(most, |left| left.min(most));
-        let _ = rustix::event::poll(&mut [], Some(&pause));
+        let timeout = self.hold().map_or(most, |left| left.min(most));
+        let _ = rustix::event::poll(fds, Some(&timeout));
         self.note_waiting();
-        crate::reply::give_up_on_held_signal(self);
-    }
-
-    /// Waits until `socket` is ready for `flags`, forwarding or holding the
-    /// signals that arrive meanwhile as while waiting for the status.
-    pub fn wait_for(&mut self, socket: BorrowedFd<'_>, flags: PollFlags) {
-        let hold = self.hold();
-        let signals_ready = match &self.signals {
-            Some(signalfd) => {
-                let mut fds = [
-                    PollFd::from_borrowed_fd(socket, flags),
-                    PollFd::new(signalfd, PollFlags::IN),
-                ];
-                let _ = rustix::event::poll(&mut fds, hold.as_ref());
-                !fds[1].revents().is_empty()
-            }
-            None => {
-                let _ = rustix::event::poll(&mut [PollFd::from_borrowed_fd(socket, flags)], None);
-                false
-            }
-        };
-        if signals_ready {
-            self.receive(|_| false);
-        }
         crate::reply::give_up_on_held_signal(self);
     }
 
@@ -226,7 +226,7 @@ impl Forwarder {
         if left.tv_sec > 0 || left.tv_nsec > 0 {
             return None;
         }
-        let ending = (self.pending | syscall::sigpending().unwrap_or(0)) & ENDS_PROCESS;
+        let ending = (self.pending | self.waiting_in_kernel()) & ENDS_PROCESS;
         (ending != 0).then(|| ending.trailing_zeros() as u8 + 1)
     }
 
