@@ -32,6 +32,20 @@ def test_a_file_left_open_in_main_is_flushed_and_closed_as_under_python(server, 
     assert (tmp_path / "out.txt").read_text() == expected
 
 
+def test_an_asyncio_loop_never_closed_ends_quietly_as_under_python(server, tmp_path: Path) -> None:
+    # Its __del__ runs in the last collection, when the modules it uses are
+    # cleared: python has cleared sys by then and says nothing; the worker
+    # printed an "Exception ignored in: BaseEventLoop.__del__" traceback.
+    (tmp_path / "legacy.py").write_text(
+        "import asyncio\n"
+        "async def main():\n    print('hello')\n"
+        "loop = asyncio.get_event_loop()\n"
+        "loop.run_until_complete(main())\n"
+    )
+    outcome = assert_same_as_python(server, "legacy.py", cwd=tmp_path)
+    assert outcome.stderr == b"", outcome
+
+
 def test_archives_left_open_in_a_module_the_program_imported_are_complete(server, tmp_path: Path) -> None:
     (tmp_path / "archives.py").write_text(
         "import gzip, zipfile\n"

@@ -307,7 +307,10 @@ def _finalize_modules() -> None:
     _as_finalization(_COLLECT)
     for module in reversed(alive):
         _clear_globals(module())
-    _as_finalization(_COLLECT)
+    # CPython collects once more only after it has cleared `sys` itself:
+    # what finalisers print or raise then (an asyncio loop never closed,
+    # whose __del__ meets modules already cleared) goes nowhere.
+    _as_finalization(_COLLECT_WITHOUT_STREAMS)
 
 
 def _delete_special() -> None:
@@ -349,6 +352,14 @@ def _drop_modules() -> list[weakref.ref[types.ModuleType]]:
 _COLLECT = compile("gc.collect()", "sys", "exec")
 _RESTORE_STREAMS = compile(
     "for name in ('stdin', 'stdout', 'stderr'): setattr(sys, name, getattr(sys, f'__{name}__', None))", "sys", "exec"
+)
+_COLLECT_WITHOUT_STREAMS = compile(
+    "streams = [getattr(sys, name, None) for name in ('stdout', 'stderr')]\n"
+    "sys.stdout = sys.stderr = None\n"
+    "gc.collect()\n"
+    "sys.stdout, sys.stderr = streams",
+    "sys",
+    "exec",
 )
 _DROP = compile("[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()", "sys", "exec")
 _SET_TO_NONE = compile("for name in names: namespace[name] = None", "sys", "exec")
