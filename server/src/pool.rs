@@ -122,6 +122,9 @@ impl Pool {
     /// Removes and reaps the idle workers that have exited (killed by
     /// someone, or failed to start); returns how the first of them ended.
     pub fn reap_dead(&mut self, dead: &[RawFd]) -> Option<(Pid, Option<WaitIdStatus>)> {
+        if dead.is_empty() {
+            return None;
+        }
         let mut first = None;
         self.idle.retain(|w| {
             let gone = dead.contains(&w.process.pidfd.as_raw_fd());

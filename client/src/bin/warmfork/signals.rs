@@ -190,14 +190,14 @@ impl Forwarder {
     }
 
     /// Waits a few milliseconds for something the client cannot poll for (a
-    /// server to listen, or to have room in its backlog). See
-    /// [`Forwarder::wait_for`].
+    /// server to listen, or to have room in its backlog), as
+    /// [`Forwarder::wait_a_while`] says.
     pub fn pause(&mut self, millis: u32) {
         self.wait_a_while(&mut [], millis);
     }
 
     /// Waits until `socket` is ready for `flags` (the request's send), or a
-    /// few milliseconds. See [`Forwarder::pause`].
+    /// few milliseconds, as [`Forwarder::wait_a_while`] says.
     pub fn wait_for(&mut self, socket: BorrowedFd<'_>, flags: PollFlags) {
         self.wait_a_while(&mut [PollFd::from_borrowed_fd(socket, flags)], WAIT_MS);
     }
