@@ -441,12 +441,18 @@ def test_a_module_file_deleted_or_replaced_by_a_directory_or_a_symlink(
 # -- a warm-up that changes directory ------------------------------------------
 
 
+def moving_warm_up_server(tmp_path: Path, warm_up: str, *args: str) -> Server:
+    """A server on a socket named relative to ``tmp_path``, whose warm-up
+    ``warm.py`` is ``warm_up`` and then changes into ``/``."""
+    (tmp_path / "warm.py").write_text(f"import os\n{warm_up}os.chdir('/')\n")
+    return launch(tmp_path, [sys.executable], "--warmup", "warm.py", *args, relative=True)
+
+
 def test_a_relative_socket_path_stays_served_after_a_warm_up_that_changes_directory(tmp_path: Path) -> None:
     # The server looks its socket up again every 2 s, to stop once it is
     # gone: relative to wherever the warm-up left it, it was "gone" at once,
     # and the server stopped, leaving the socket file behind.
-    (tmp_path / "warm.py").write_text("import os\nos.chdir('/')\n")
-    server = launch(tmp_path, [sys.executable], "--no-reload", "--warmup", "warm.py", relative=True)
+    server = moving_warm_up_server(tmp_path, "", "--no-reload")
     try:
         wait_listening(server.socket, server.process)
         time.sleep(3)
@@ -463,8 +469,7 @@ def test_a_server_whose_warm_up_changes_directory_is_replaced_from_where_it_star
     # relative socket path included: from "/", where the warm-up had left
     # the old server, it found neither.
     (tmp_path / "settings_mod.py").write_text("VALUE = 'old'\n")
-    (tmp_path / "warm.py").write_text("import os\nimport settings_mod\nos.chdir('/')\n")
-    server = launch(tmp_path, [sys.executable], "--warmup", "warm.py", relative=True)
+    server = moving_warm_up_server(tmp_path, "import settings_mod\n")
     try:
         wait_listening(server.socket, server.process)
         wait_for_log(server, "watching")
@@ -479,7 +484,7 @@ def test_a_server_whose_warm_up_changes_directory_is_replaced_from_where_it_star
 def test_a_warm_up_that_changes_directory_and_fails_leaves_no_socket_behind(tmp_path: Path) -> None:
     # The relative socket path was removed from where the warm-up had moved.
     (tmp_path / "warm.py").write_text("import os\nos.chdir('/')\nraise RuntimeError('broken')\n")
-    server = launch(tmp_path, [sys.executable], "--no-reload", "--warmup", "warm.py", relative=True)
+    server = launch(tmp_path, [sys.executable], "--warmup", "warm.py", "--no-reload", relative=True)
     try:
         assert server.process.wait(timeout=30) == 1, server.log.read_text()
     finally:
