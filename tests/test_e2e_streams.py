@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Server, start_server
 from support.differential import assert_same_as_python, reference, shared_server, warmfork
+from support.server_process import stop_when_idle
 
 server = shared_server()
 
@@ -149,6 +152,88 @@ def test_streams_take_encoding_and_error_handler_as_under_python(
 ) -> None:
     out = assert_same_as_python(server, "-c", SHOW_STREAMS, cwd=tmp_path, env=variables)
     assert out.stdout.count(b"/") == 3, out.stdout
+
+
+# UTF-8 mode (PEP 540) decides more than the streams: the default encoding of
+# open() and io.text_encoding (read from C) and sys.flags.utf8_mode, which
+# locale.getpreferredencoding reads. A run gets the mode python would start
+# in, whatever the server's.
+SHOW_UTF8_MODE = (
+    "import io, locale, sys\n"
+    "with open('out.txt', 'w', errors='backslashreplace') as out:\n    out.write('caf\\xe9')\n"
+    "print(sys.flags.utf8_mode, io.text_encoding(None), locale.getpreferredencoding(False), out.encoding)\n"
+    "print(open('out.txt', 'rb').read(), sys.stdout.encoding, sys.stdout.errors)\n"
+)
+
+UTF8_MODE_CASES = {
+    "utf8_locale": ({}, ()),
+    "LC_ALL_C": ({"LC_ALL": "C"}, ()),
+    "LANG_C_coerced": ({"LANG": "C"}, ()),
+    "POSIX": ({"LC_ALL": "POSIX"}, ()),
+    "unknown_locale": ({"LANG": "xx_XX.UTF-8"}, ()),
+    "C_not_coerced": ({"LC_ALL": "C", "PYTHONCOERCECLOCALE": "0"}, ()),
+    "C_PYTHONUTF8_0": ({"LC_ALL": "C", "PYTHONUTF8": "0"}, ()),
+    "PYTHONUTF8_1": ({"PYTHONUTF8": "1"}, ()),
+    "X_utf8": ({}, ("-X", "utf8")),
+    "C_X_utf8_0": ({"LC_ALL": "C", "PYTHONCOERCECLOCALE": "0"}, ("-X", "utf8=0")),
+    "C_X_utf8_over_variable": ({"LC_ALL": "C", "PYTHONUTF8": "0"}, ("-X", "utf8=1")),
+}
+
+
+@pytest.mark.parametrize(("variables", "options"), UTF8_MODE_CASES.values(), ids=UTF8_MODE_CASES.keys())
+def test_a_run_is_in_utf8_mode_as_python_would_be(
+    server, tmp_path: Path, variables: dict[str, str], options: tuple[str, ...]
+) -> None:
+    out = assert_same_as_python(server, *options, "-c", SHOW_UTF8_MODE, cwd=tmp_path, env=variables)
+    assert out.stdout.count(b"\n") == 2, out
+
+
+def test_files_are_utf8_under_lc_all_c_as_in_python(server, tmp_path: Path) -> None:
+    # Under LC_ALL=C python is in UTF-8 mode, so text files default to UTF-8;
+    # with the server's mode (off, in its UTF-8 locale) they were ASCII.
+    out = warmfork(server, "-c", SHOW_UTF8_MODE, cwd=tmp_path, env={"LC_ALL": "C"})
+    assert (out.returncode, out.stderr) == (0, b"")
+    assert out.stdout == b"1 utf-8 utf-8 utf-8\nb'caf\\xc3\\xa9' utf-8 surrogateescape\n"
+
+
+@pytest.fixture(scope="module")
+def c_locale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server started in the C locale, so in UTF-8 mode itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LC_ALL", "C")
+        srv = start_server(tmp_path_factory.mktemp("c-locale"))
+    yield srv
+    stop_when_idle(srv)
+
+
+@pytest.mark.parametrize(
+    "variables", [{}, {"LC_ALL": "C"}, {"PYTHONUTF8": "0"}], ids=["utf8_locale", "LC_ALL_C", "PYTHONUTF8_0"]
+)
+def test_a_server_in_utf8_mode_gives_runs_the_mode_python_would_have(
+    c_locale_server, tmp_path: Path, variables: dict[str, str]
+) -> None:
+    assert_same_as_python(c_locale_server, "-c", SHOW_UTF8_MODE, cwd=tmp_path, env=variables)
+
+
+def test_without_a_settable_utf8_mode_another_one_is_refused(tmp_path: Path) -> None:
+    # An interpreter whose mode warmfork cannot change keeps the old rule:
+    # a -X utf8 other than the server's is refused, one equal to it accepted.
+    program = (
+        "import sys\n"
+        "from warmfork import _stdio, pyoptions\n"
+        "def conflict(*options):\n"
+        "    config = pyoptions.parse_command_line(['python', *options, '-c', 'pass'])\n"
+        "    pyoptions.read_environment(config, {})\n"
+        "    return pyoptions.startup_conflict(config)\n"
+        "print(_stdio.utf8_mode_per_run(), conflict('-X', 'utf8'))\n"
+        "_stdio._per_run = False\n"
+        "print(conflict('-X', 'utf8=0'))\n"
+        "print(conflict('-X', 'utf8'))\n"
+    )
+    out = reference("-c", program, cwd=tmp_path)
+    lines = out.stdout.decode().splitlines()
+    assert (out.returncode, lines[:2]) == (0, ["True None", "None"]), out
+    assert "-X utf8 (or PYTHONUTF8) cannot be honoured" in lines[2], out
 
 
 def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, tmp_path: Path) -> None:

@@ -43,6 +43,12 @@ def run_source_file(fd: int, filename: bytes, namespace: dict[str, object], skip
     """Parse the source file open at ``fd`` with CPython's file parser and run it
     in ``namespace``, as python runs a script; ``fd`` is closed once parsed."""
 
+def utf8_mode_settable() -> bool:
+    """Whether this interpreter's UTF-8 mode can be changed by ``set_utf8_mode``."""
+
+def set_utf8_mode(on: bool) -> bool:
+    """Put the interpreter in UTF-8 mode or out of it (C code and ``sys.flags``); False if it cannot be."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

@@ -36,8 +36,29 @@ _NAMES = ("<stdin>", "<stdout>", "<stderr>")
 _COERCION_TARGETS = ("C.UTF-8", "C.utf8", "UTF-8")
 
 #: What :func:`install` last built the streams for: (unbuffered, whether
-#: ``PYTHON*`` variables were read).
-installed_with: tuple[bool, bool] | None = None
+#: ``PYTHON*`` variables were read, UTF-8 mode).
+installed_with: tuple[bool, bool, int] | None = None
+
+#: Whether this run is in UTF-8 mode (PEP 540), as its streams are built;
+#: :func:`set_up` decides it for the run.
+utf8_mode = sys.flags.utf8_mode
+
+# Whether a run can have a UTF-8 mode of its own (see `utf8_mode_per_run`);
+# the server finds out before it forks, so that workers share the answer.
+_per_run: bool | None = None
+
+
+def utf8_mode_per_run() -> bool:
+    """Whether a run can be put in or out of UTF-8 mode, whatever the
+    server's: this interpreter lets warmfork change the mode (see
+    ``server/src/utf8_mode.rs``), and its file system encoding, which is
+    fixed at start-up, is UTF-8, as python's is in either mode then."""
+    global _per_run
+    if _per_run is None:
+        from . import _native
+
+        _per_run = sys.getfilesystemencoding() == "utf-8" and _native.utf8_mode_settable()
+    return _per_run
 
 
 class StreamError(FatalError):
@@ -51,24 +72,35 @@ def set_up() -> None:
     """What a fresh python does for its standard streams, from the (client's)
     environment: take ``LC_CTYPE`` from it, then build ``sys.std*``."""
     use_environment = not sys.flags.ignore_environment
-    adopt_locale(use_environment)
+    c_locale = adopt_locale(use_environment)
+    variable = _variable(b"PYTHONUTF8", use_environment)
+    # As python's preconfig_init_utf8_mode: PYTHONUTF8 if valid (an invalid
+    # one stops the run later, with python's message), else on in the C
+    # locale, which python reads before coercing it. `-X utf8` comes later,
+    # with the other options (see `pymain`).
+    set_utf8_mode(int(variable) if variable in ("0", "1") else int(c_locale))
     unbuffered = env_flag(_variable(b"PYTHONUNBUFFERED", use_environment)) > 0
     install(unbuffered=unbuffered, use_environment=use_environment)
 
 
-def adopt_locale(use_environment: bool) -> None:
+def adopt_locale(use_environment: bool) -> bool:
     """Set ``LC_CTYPE`` from the environment, as python does at start-up, and
     coerce the C locale to a UTF-8 one as python does (PEP 538): unless
     ``LC_ALL`` is set or ``PYTHONCOERCECLOCALE=0``, the first of
     :data:`_COERCION_TARGETS` this system has becomes ``LC_CTYPE``, in the
-    environment too (``PYTHONCOERCECLOCALE=warn`` says so on stderr)."""
+    environment too (``PYTHONCOERCECLOCALE=warn`` says so on stderr).
+
+    Returns whether the environment's ``LC_CTYPE`` was the C (or POSIX)
+    locale, coerced or not."""
     try:
         ctype = _locale.setlocale(_locale.LC_CTYPE, "")
     except _locale.Error:  # a locale this system lacks: python is left in C
         ctype = _locale.setlocale(_locale.LC_CTYPE, "C")
+    if ctype not in ("C", "POSIX"):
+        return False
     coerce = _variable(b"PYTHONCOERCECLOCALE", use_environment)
     if ctype != "C" or coerce == "0" or os.environ._data.get(b"LC_ALL"):  # type: ignore[attr-defined]
-        return
+        return True
     for target in _COERCION_TARGETS:
         try:
             _locale.setlocale(_locale.LC_CTYPE, target)
@@ -81,7 +113,24 @@ def adopt_locale(use_environment: bool) -> None:
                 f"Python detected LC_CTYPE=C: LC_CTYPE coerced to {target} (set another locale "
                 "or PYTHONCOERCECLOCALE=0 to disable this locale coercion behavior).\n".encode(),
             )
+        break
+    return True
+
+
+def set_utf8_mode(mode: int) -> None:
+    """Put the run in UTF-8 mode (``mode`` 1) or out of it (0), as python
+    with that mode: the default encoding of files and ``sys.flags`` where
+    :func:`utf8_mode_per_run`, else (the server's mode stays) only the
+    streams built from here on, in the C locale."""
+    global utf8_mode
+    if not utf8_mode_per_run():
+        utf8_mode = sys.flags.utf8_mode or mode
         return
+    if mode != sys.flags.utf8_mode:
+        from . import _native
+
+        _native.set_utf8_mode(bool(mode))
+    utf8_mode = mode
 
 
 def stream_settings(use_environment: bool) -> tuple[str, str]:
@@ -99,7 +148,7 @@ def stream_settings(use_environment: bool) -> tuple[str, str]:
     """
     ctype = _locale.setlocale(_locale.LC_CTYPE)
     c_locale = ctype in ("C", "POSIX")
-    utf8 = sys.flags.utf8_mode or (c_locale and _variable(b"PYTHONUTF8", use_environment) != "0")
+    utf8 = utf8_mode
     encoding = "utf-8" if utf8 else _locale.nl_langinfo(_locale.CODESET) or "utf-8"
     errors = "surrogateescape" if utf8 or c_locale or ctype in _COERCION_TARGETS else "strict"
     value = _variable(b"PYTHONIOENCODING", use_environment)
@@ -284,7 +333,7 @@ def install(*, unbuffered: bool, use_environment: bool) -> None:
     encoding = stream_settings(use_environment)
     _replaced.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
     streams = [open_stream(fd, unbuffered=unbuffered, encoding=encoding) for fd in (0, 1, 2)]
-    installed_with = (unbuffered, use_environment)
+    installed_with = (unbuffered, use_environment, utf8_mode)
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
     stdin_raw = getattr(streams[0], "buffer", None)

@@ -130,7 +130,9 @@ def _print_help(program: str, option: str) -> None:
 def _apply_runtime_options(config: pyoptions.Config) -> None:
     """Make the settings a running interpreter can still take, in CPython's
     start-up order: streams, then fault handler and tracemalloc, then warnings."""
-    if _stdio.installed_with != (config.unbuffered, config.use_environment):
+    if config.utf8_mode is not None:  # -X utf8, which only the options say
+        _stdio.set_utf8_mode(config.utf8_mode)
+    if _stdio.installed_with != (config.unbuffered, config.use_environment, _stdio.utf8_mode):
         try:
             _stdio.install(unbuffered=config.unbuffered, use_environment=config.use_environment)
         except _stdio.StreamError as error:

@@ -381,6 +381,13 @@ def _code_has_debug_ranges() -> int:
 _SERVER_HAS_DEBUG_RANGES = _code_has_debug_ranges()  # fixed for the server's life: asked once
 
 
+def _utf8_mode_per_run() -> bool:
+    """Whether each run can have its own UTF-8 mode (see ``_stdio``)."""
+    from ._stdio import utf8_mode_per_run
+
+    return utf8_mode_per_run()
+
+
 def _frozen_modules_in_use() -> int:
     return int(getattr(os.__spec__, "origin", None) == "frozen")
 
@@ -421,7 +428,7 @@ _FIXED_SETTINGS = (
     ),
     _FixedSetting(
         "-X utf8 (or PYTHONUTF8)", "UTF-8 mode decides the encodings chosen at start-up",
-        "sys.flags.utf8_mode", lambda c: c.utf8_mode, lambda: sys.flags.utf8_mode,
+        "sys.flags.utf8_mode", lambda c: None if _utf8_mode_per_run() else c.utf8_mode, lambda: sys.flags.utf8_mode,
     ),
     _FixedSetting(
         "-X frozen_modules", "the standard library was imported when the server started",
