@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import start_server
+from conftest import Server, start_server
 from support.differential import assert_same_as_python, shared_server, warmfork
+from support.server_process import stop_when_idle
 
 server = shared_server()
 
@@ -284,3 +286,47 @@ def test_pythonhome_naming_the_servers_installation_is_not_refused(server, tmp_p
     assert (done.returncode, done.stdout, done.stderr) == (0, b"ran\n", b"")
     other = warmfork(server, "-c", "print('ran')", cwd=tmp_path, env={"PYTHONHOME": os.fspath(tmp_path)})
     assert other.returncode == 201 and b"PYTHONHOME=" in other.stderr
+
+
+# sys.flags shows how python started: for the settings a run takes, the run's
+# options and variables, whatever the server was started with.
+FLAG_CASES = {
+    "none": ((), {}),
+    "B": (("-B",), {}),
+    "P": (("-P",), {}),
+    "q": (("-q",), {}),
+    "s": (("-s",), {}),
+    "i": (("-i",), {}),
+    "int_max_str_digits": (("-X", "int_max_str_digits=1000"), {}),
+    "PYTHONINSPECT": ((), {"PYTHONINSPECT": "1"}),
+    "PYTHONSAFEPATH": ((), {"PYTHONSAFEPATH": "1"}),
+    "PYTHONDONTWRITEBYTECODE": ((), {"PYTHONDONTWRITEBYTECODE": "1"}),
+    "PYTHONNOUSERSITE": ((), {"PYTHONNOUSERSITE": "1"}),
+    "PYTHONINTMAXSTRDIGITS": ((), {"PYTHONINTMAXSTRDIGITS": "0"}),
+}
+
+
+@pytest.mark.parametrize(("options", "variables"), FLAG_CASES.values(), ids=FLAG_CASES.keys())
+def test_sys_flags_show_the_runs_options_as_under_python(
+    server, tmp_path: Path, options: tuple[str, ...], variables: dict[str, str]
+) -> None:
+    out = assert_same_as_python(
+        server, *options, "-c", "import sys; print(sys.flags)", cwd=tmp_path, env=variables, input=b""
+    )
+    assert out.stdout.startswith(b"sys.flags(debug=0, "), out
+
+
+@pytest.fixture(scope="module")
+def bytecode_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server started with flags of its own that a run does not have."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+        patch.setenv("PYTHONSAFEPATH", "1")
+        srv = start_server(tmp_path_factory.mktemp("flags"))
+    yield srv
+    stop_when_idle(srv)
+
+
+def test_sys_flags_do_not_show_the_servers_own_settings(bytecode_server, tmp_path: Path) -> None:
+    out = assert_same_as_python(bytecode_server, "-c", "import sys; print(sys.flags)", cwd=tmp_path)
+    assert b"dont_write_bytecode=0" in out.stdout and b"safe_path=False" in out.stdout, out

@@ -27,11 +27,11 @@ mod modules;
 mod pool;
 mod prefault;
 mod reload;
+mod run_flags;
 mod server;
 mod sigmask;
 mod source_file;
 mod terminal_input;
-mod utf8_mode;
 mod watch;
 mod worker;
 
@@ -285,7 +285,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
     m.add_function(wrap_pyfunction!(source_file::run_source_file, m)?)?;
-    m.add_function(wrap_pyfunction!(utf8_mode::utf8_mode_settable, m)?)?;
-    m.add_function(wrap_pyfunction!(utf8_mode::set_utf8_mode, m)?)?;
+    m.add_function(wrap_pyfunction!(run_flags::utf8_mode_settable, m)?)?;
+    m.add_function(wrap_pyfunction!(run_flags::set_utf8_mode, m)?)?;
+    m.add_function(wrap_pyfunction!(run_flags::set_flags, m)?)?;
     Ok(())
 }

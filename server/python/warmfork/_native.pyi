@@ -49,6 +49,9 @@ def utf8_mode_settable() -> bool:
 def set_utf8_mode(on: bool) -> bool:
     """Put the interpreter in UTF-8 mode or out of it (C code and ``sys.flags``); False if it cannot be."""
 
+def set_flags(changes: dict[str, object]) -> None:
+    """Make ``sys.flags`` show ``changes`` (field name to value)."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

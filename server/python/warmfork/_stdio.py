@@ -51,7 +51,7 @@ _per_run: bool | None = None
 def utf8_mode_per_run() -> bool:
     """Whether a run can be put in or out of UTF-8 mode, whatever the
     server's: this interpreter lets warmfork change the mode (see
-    ``server/src/utf8_mode.rs``), and its file system encoding, which is
+    ``server/src/run_flags.rs``), and its file system encoding, which is
     fixed at start-up, is UTF-8, as python's is in either mode then."""
     global _per_run
     if _per_run is None:

@@ -158,6 +158,28 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
     sys.warnoptions[:] = config.warnoptions
     _inherited.drop_server_warning_options()
     warnings._processoptions(config.warnoptions)  # type: ignore[attr-defined]  # what importing warnings does
+    _show_flags(config)
+
+
+def _show_flags(config: pyoptions.Config) -> None:
+    """Make ``sys.flags`` show the settings this run took, as python's shows
+    the options it started with (the others are the server's, which
+    :func:`pyoptions.startup_conflict` made sure are the run's too)."""
+    limit = config.int_max_str_digits
+    wanted = {
+        "inspect": int(config.inspect),
+        "interactive": int(config.interactive),
+        "dont_write_bytecode": int(config.dont_write_bytecode),
+        "no_user_site": int(config.no_user_site),
+        "quiet": int(config.quiet),
+        "safe_path": config.safe_path,
+        "int_max_str_digits": -1 if limit is None else limit,
+    }
+    changes = {name: value for name, value in wanted.items() if getattr(sys.flags, name) != value}
+    if changes:
+        from . import _native
+
+        _native.set_flags(changes)
 
 
 def _run(config: pyoptions.Config) -> None:

@@ -1,4 +1,8 @@
-//! UTF-8 mode per run.
+//! How a run's interpreter says it started: its UTF-8 mode and `sys.flags`.
+//!
+//! `sys.flags` is a struct sequence Python code cannot build, so the
+//! worker's copy, showing the options the run took, is built here
+//! ([`set_flags`]).
 //!
 //! python decides at start-up whether it is in UTF-8 mode (PEP 540: `-X
 //! utf8`, else `PYTHONUTF8`, else on in the C or POSIX locale) and keeps the
@@ -20,8 +24,9 @@
 use std::ffi::c_int;
 use std::sync::OnceLock;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::sigmask::Blocked;
 
@@ -43,14 +48,24 @@ pub fn set_utf8_mode(py: Python<'_>, on: bool) -> PyResult<bool> {
     let Some(field) = field(py) else {
         return Ok(false);
     };
-    let sys = py.import("sys")?;
-    let flags = with_field(&sys.getattr("flags")?, "utf8_mode", c_int::from(on))?;
+    let changes = PyDict::new(py);
+    changes.set_item("utf8_mode", c_int::from(on))?;
+    let flags = flags_with(py, &changes)?;
     // SAFETY: `field` is the verified address of an int inside `_PyRuntime`,
     // which lives as long as the process; the GIL is held, so no other
     // thread reads it meanwhile.
     unsafe { (field as *mut c_int).write(c_int::from(on)) };
-    sys.setattr("flags", flags)?;
+    py.import("sys")?.setattr("flags", flags)?;
     Ok(true)
+}
+
+/// Makes `sys.flags` show `changes` (field name to value), as for a python
+/// started with the options behind them; the interpreter's settings
+/// themselves are the caller's to change.
+#[pyfunction]
+pub fn set_flags(py: Python<'_>, changes: &Bound<'_, PyDict>) -> PyResult<()> {
+    let flags = flags_with(py, changes)?;
+    py.import("sys")?.setattr("flags", flags)
 }
 
 fn field(py: Python<'_>) -> Option<usize> {
@@ -203,41 +218,37 @@ fn runtime_state() -> Option<(usize, usize)> {
     None
 }
 
-/// A copy of the struct sequence `flags` (such as `sys.flags`, whose type
-/// cannot be instantiated from Python) with its field `name` set to `value`.
-fn with_field<'py>(
-    flags: &Bound<'py, PyAny>,
-    name: &str,
-    value: c_int,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = flags.py();
+/// A copy of `sys.flags` (a struct sequence, whose type cannot be
+/// instantiated from Python) with the fields `changes` names set to its
+/// values.
+fn flags_with<'py>(py: Python<'py>, changes: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+    let flags = py.import("sys")?.getattr("flags")?;
     let kind = flags.get_type();
     let names: Vec<String> = kind.getattr("__match_args__")?.extract()?;
     let fields: isize = kind.getattr("n_fields")?.extract()?;
     let unnamed: isize = kind.getattr("n_unnamed_fields")?.extract()?;
-    let index = names
-        .iter()
-        .position(|field| field == name)
-        .filter(|_| unnamed == 0)
-        .ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!("no field {name} to set"))
-        })?;
-    let value = value.into_pyobject(py)?.into_any();
-    // SAFETY: a new struct sequence of `flags`' own type gets each of its
-    // `n_fields` items exactly once, each a new reference (SetItem steals
-    // it), copied from `flags` but for `index`.
+    if unnamed != 0 {
+        return Err(PyValueError::new_err("sys.flags has unnamed fields"));
+    }
+    let mut items = (0..fields)
+        .map(|field| flags.get_item(field))
+        .collect::<PyResult<Vec<_>>>()?;
+    for (name, value) in changes.iter() {
+        let name: String = name.extract()?;
+        let index = names
+            .iter()
+            .position(|field| *field == name)
+            .ok_or_else(|| PyValueError::new_err(format!("sys.flags has no field {name}")))?;
+        items[index] = value;
+    }
+    // SAFETY: a new struct sequence of `sys.flags`' own type gets each of
+    // its `n_fields` items exactly once, each a new reference (SetItem
+    // steals it).
     unsafe {
         let copy =
             Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyStructSequence_New(kind.as_type_ptr()))?;
-        for field in 0..fields {
-            let item = if field == index as isize {
-                value.clone().into_ptr()
-            } else {
-                let item = pyo3::ffi::PyStructSequence_GetItem(flags.as_ptr(), field);
-                pyo3::ffi::Py_XINCREF(item);
-                item
-            };
-            pyo3::ffi::PyStructSequence_SetItem(copy.as_ptr(), field, item);
+        for (field, item) in (0..fields).zip(items) {
+            pyo3::ffi::PyStructSequence_SetItem(copy.as_ptr(), field, item.into_ptr());
         }
         Ok(copy)
     }
