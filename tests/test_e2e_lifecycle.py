@@ -393,6 +393,80 @@ def test_daemon_returns_once_ready_and_logs_to_the_socket_directory(tmp_path: Pa
     assert "from the daemon" in log and "exit 0" in log
 
 
+def test_daemon_keeps_none_of_the_starting_shells_descriptors(tmp_path: Path) -> None:
+    # `sh -c 'warmfork-server --daemon 5>&1 | cat'` never ended: the daemon
+    # held the pipe on descriptor 5.
+    sock = tmp_path / "d" / "default.sock"
+    read_end, write_end = os.pipe()
+    try:
+        started = subprocess.run(
+            [*SERVER, "--daemon", "--socket", os.fspath(sock)],
+            pass_fds=[write_end],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(write_end)
+        assert started.returncode == 0, started.stderr
+        ready, _, _ = select.select([read_end], [], [], 10)
+        assert ready and os.read(read_end, 1) == b"", "the daemon still holds the pipe"
+    finally:
+        os.close(read_end)
+        control("stop", "--socket", os.fspath(sock))
+
+
+def test_daemon_started_with_its_output_unread_still_starts_and_exits_0(tmp_path: Path) -> None:
+    sock = tmp_path / "d" / "default.sock"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `warmfork-server --daemon | (exec 0<&-; ...)`
+    try:
+        started = subprocess.run(
+            [*SERVER, "--daemon", "--socket", os.fspath(sock)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (started.returncode, started.stderr) == (0, "")
+        assert control("status", "--socket", os.fspath(sock)).returncode == 0
+    finally:
+        os.close(write_end)
+        control("stop", "--socket", os.fspath(sock))
+
+
+def test_daemon_whose_starter_is_interrupted_goes_on_starting(tmp_path: Path) -> None:
+    # Ctrl-C (or a kill) of `warmfork-server --daemon` during a slow warm-up
+    # printed tracebacks, and the server died of its write to the gone parent.
+    warmup = tmp_path / "slow.py"
+    warmup.write_text("import time\ntime.sleep(1.5)\n")
+    sock = tmp_path / "d" / "default.sock"
+    starter = subprocess.Popen(
+        [*SERVER, "--daemon", "--socket", os.fspath(sock), "--warmup", os.fspath(warmup)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        starter.send_signal(signal.SIGINT)
+        _, err = starter.communicate(timeout=30)
+        assert starter.returncode == 130, err
+        assert "not waiting any longer; the server (pid" in err and "Traceback" not in err, err
+        env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+        deadline = time.monotonic() + 30
+        while control("status", "--socket", os.fspath(sock)).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done = subprocess.run([CLIENT, "-c", "print('served')"], env=env, capture_output=True, timeout=30, check=False)
+        assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+    finally:
+        starter.kill()
+        starter.wait()
+        control("stop", "--socket", os.fspath(sock))
+    assert "Traceback" not in Path(f"{sock}.log").read_text()
+
+
 def test_daemon_checks_the_socket_directory_as_the_server_does_before_it_logs(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -6,6 +6,7 @@ is picked up."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,42 @@ def test_an_edit_of_a_preloaded_module_is_seen_by_the_next_run(reloading: tuple[
     status = control("status", "--socket", os.fspath(server.socket))
     assert status.returncode == 0
     assert f"pid {server.process.pid}" not in status.stdout
+
+
+def test_clients_are_refused_at_once_when_the_fresh_server_dies_while_the_old_one_finishes(
+    reloading: tuple[Server, Path],
+) -> None:
+    # The retiring server kept its copy of the listening socket: clients then
+    # waited in a backlog no one accepted from until its last run ended.
+    server, module = reloading
+    slow = subprocess.Popen([CLIENT, "-c", "import time; time.sleep(8)"], env=server.env)
+    try:
+        time.sleep(0.3)
+        module.write_text("VALUE = 'new'\n")
+        assert shown(server)[:2] == (0, b"new\n")
+        wait_for_log(server, "is ready; this one")  # the old server has let go
+        fresh = int(Path(f"{server.socket}.lock").read_text())
+        assert fresh != server.process.pid
+        os.kill(fresh, signal.SIGKILL)
+        gone_by = time.monotonic() + 10
+        while _alive(fresh) and time.monotonic() < gone_by:  # its descriptors close as it dies
+            time.sleep(0.01)
+        began = time.monotonic()
+        code, _, err = shown(server)
+        assert code == 202 and b"no server" in err, err
+        assert time.monotonic() - began < 3
+    finally:
+        slow.kill()
+        slow.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs still (a zombie has let go of its descriptors)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_an_edit_that_breaks_a_preloaded_module_leaves_the_old_code_serving(

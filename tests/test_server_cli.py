@@ -46,6 +46,7 @@ def server_cli(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
         ["--pool", "99999999999999999999"],
         ["--request-timeout", "-1"],
         ["--request-timeout", "nan"],
+        ["--request-timeout", "0"],
         ["--grace", "-1"],
         ["--grace", "1e300"],
         ["--daemon", "--request-timeout", "-1"],
@@ -59,6 +60,17 @@ def test_a_bad_option_value_exits_2_before_anything_starts(tmp_path: Path, args:
     assert f"argument {args[-2]}:" in out.splitlines()[-1], out
     assert "Traceback" not in out
     assert "serving on" not in out
+    assert list(sock_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--dae"], ["--no-rel"], ["--pre", "json"], ["stop", "--time", "1"]])
+def test_options_are_not_abbreviated(tmp_path: Path, args: list[str]) -> None:
+    # A fresh server that replaces this one after an edit gets the same
+    # command line but for --daemon, taken out by its exact name: an
+    # abbreviated --dae made every replacement daemonise itself and fail.
+    code, out, sock_dir = server_cli(tmp_path, *args)
+    assert code == 2, out
+    assert f"unrecognized arguments: {args[-2] if args[0] == 'stop' else args[0]}" in out, out
     assert list(sock_dir.iterdir()) == []
 
 
@@ -170,3 +182,31 @@ def test_a_socket_path_of_107_bytes_is_served(tmp_path: Path) -> None:
         assert process.returncode == 0, out
     finally:
         shutil.rmtree(sock_dir)
+
+
+def test_a_server_started_with_stderr_closed_keeps_its_lock_file_clean(tmp_path: Path) -> None:
+    # With descriptor 2 closed, the lock file took the number and got the
+    # log lines after the pid: `status` then read pid -1.
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "s.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    process = subprocess.Popen(
+        ["sh", "-c", 'exec 2>&- "$@"', "sh", *SERVER, "--no-reload", "--pool", "0"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        done = subprocess.run([CLIENT, "-c", "print('served')"], env=env, capture_output=True, timeout=30, check=False)
+        assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+        assert (sock_dir / "s.sock.lock").read_text() == f"{process.pid}\n"
+        status = subprocess.run([*SERVER, "status"], env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert (status.returncode, f"(pid {process.pid})" in status.stdout) == (0, True), status
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode == 0

@@ -171,24 +171,30 @@ impl Listener {
     }
 
     /// Records that a replacement server now owns the socket file, and lets
-    /// go of this server's hold on the lock. The lock is one open file
-    /// shared with the replacement, held until the last descriptor of it
-    /// closes: kept here, it would outlive the replacement while this server
-    /// finishes its runs, and `stop` (which waits for the lock) would wait
-    /// for those too, `status` name a stopped server, and a new server be
-    /// turned away. The descriptor's number stays the listener's, now on
-    /// /dev/null, so everything that holds it (workers close it) stays right.
+    /// go of this server's hold on the lock and on the socket. Each is one
+    /// open file shared with the replacement, alive until its last
+    /// descriptor closes: kept here, they would outlive the replacement
+    /// while this server finishes its runs. `stop` (which waits for the
+    /// lock) would wait for those runs too, `status` name a stopped server,
+    /// a new server be turned away, and clients of a replacement that died
+    /// would wait in a backlog no one accepts from, rather than be refused
+    /// (and start a server, or fall back). The descriptors' numbers stay the
+    /// listener's, now on /dev/null, so everything that holds them (workers
+    /// close them) stays right.
     pub fn hand_over(&self) {
         self.handed_over.store(true, Ordering::Relaxed);
         if let Ok(null) =
             rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         {
-            // SAFETY: `lock` is this listener's own descriptor; dup3 replaces
-            // what it refers to in one step, so the number is never free for
-            // another to take. Unlocking instead would unlock the
-            // replacement's hold as well (flock locks belong to the open file).
-            unsafe {
-                libc::dup3(null.as_raw_fd(), self.lock.as_raw_fd(), libc::O_CLOEXEC);
+            for fd in [&self.lock, &self.socket] {
+                // SAFETY: the listener's own descriptors; dup3 replaces what
+                // each refers to in one step, so the number is never free
+                // for another to take. Unlocking instead would unlock the
+                // replacement's hold as well (flock locks belong to the
+                // open file).
+                unsafe {
+                    libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC);
+                }
             }
         }
     }
@@ -343,7 +349,7 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;
-    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+    match lock_exclusive(&fd) {
         Ok(()) => {
             name_holder(&fd);
             Ok(fd)
@@ -360,6 +366,26 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
         Err(e) => Err(format!("cannot lock {}: {e}", lock_path.display())),
     }
 }
+
+/// Takes the exclusive lock on `lock`, or says why not. `status` and `stop`
+/// hold a shared lock for an instant to see whether a server runs: a lock
+/// refused that soon after is tried again, for [`LOCK_PATIENCE`] in all.
+fn lock_exclusive(lock: &OwnedFd) -> rustix::io::Result<()> {
+    let mut pause = std::time::Duration::from_millis(1);
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match rustix::fs::flock(lock, FlockOperation::NonBlockingLockExclusive) {
+            Err(Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long [`lock_exclusive`] keeps trying a lock another process holds.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Writes this process's pid into the lock file, for `status`, `stop` and
 /// the message a second server gets.
@@ -408,4 +434,39 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().as_bytes().to_vec();
     name.extend_from_slice(suffix.as_bytes());
     PathBuf::from(OsStr::from_bytes(&name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_held_for_an_instant_by_status_is_waited_for() {
+        let dir = std::env::temp_dir().join(format!("warmfork-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let socket = dir.join("s.sock");
+        // What `warmfork-server status` does: a shared lock, held briefly.
+        let probe = std::fs::File::create(with_suffix(&socket, ".lock")).expect("the lock file");
+        rustix::fs::flock(&probe, FlockOperation::LockShared).expect("a shared lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(probe);
+        });
+        let taken = lock(&socket);
+        release.join().expect("the probe's thread");
+        std::fs::remove_dir_all(&dir).expect("scratch removed");
+        assert!(taken.is_ok(), "{taken:?}");
+    }
+
+    #[test]
+    fn a_lock_another_server_holds_is_refused() {
+        let dir = std::env::temp_dir().join(format!("warmfork-lock-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let socket = dir.join("s.sock");
+        let first = lock(&socket).expect("the first server's lock");
+        let second = lock(&socket);
+        drop(first);
+        std::fs::remove_dir_all(&dir).expect("scratch removed");
+        assert!(second.is_err_and(|why| why.contains("already serving")));
+    }
 }

@@ -41,6 +41,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:  # no client could ever send its request in time
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS:g} seconds, not {text}")
+    return value
+
+
 def _server_name(text: str) -> str:
     if not text or "/" in text or text in (".", ".."):
         raise argparse.ArgumentTypeError(
@@ -67,8 +74,11 @@ def _add_socket_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve_parser() -> argparse.ArgumentParser:
+    # No abbreviations: a fresh server replacing this one after an edit gets
+    # the same command line, with --daemon taken out by its exact name.
     parser = argparse.ArgumentParser(
         prog="warmfork-server",
+        allow_abbrev=False,
         description="Serve warmfork clients from a warm Python interpreter. "
         "Runs in the foreground until SIGINT, SIGTERM or SIGHUP, then removes its socket. "
         "Also: `warmfork-server status` and `warmfork-server stop`.",
@@ -92,7 +102,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--request-timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=_timeout,
         default=10.0,
         help="how long a client has to send its request (default: 10)",
     )
@@ -126,7 +136,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _control_parser(command: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"warmfork-server {command}")
+    parser = argparse.ArgumentParser(prog=f"warmfork-server {command}", allow_abbrev=False)
     _add_socket_options(parser)
     if command == "stop":
         parser.add_argument(

@@ -21,13 +21,19 @@ def start(socket: Path, serve: Callable[[Callable[[], object]], object]) -> int:
     pid = os.fork()
     if pid:
         os.close(ready_write)
-        with os.fdopen(ready_read, "rb") as ready:
-            word = ready.read().decode(errors="replace")
+        try:
+            with os.fdopen(ready_read, "rb") as ready:
+                word = ready.read().decode(errors="replace")
+        except KeyboardInterrupt:
+            # The server is detached already and goes on starting, as a
+            # service manager's job does when its client stops waiting.
+            _say(2, f"warmfork-server: not waiting any longer; the server (pid {pid}) goes on starting: see {socket}.log")
+            return 130
         if word == "ready":
-            print(f"warmfork-server: serving on {socket} (pid {pid}); log in {socket}.log")
+            _say(1, f"warmfork-server: serving on {socket} (pid {pid}); log in {socket}.log")
             return 0
         reason = word or f"it exited; see {socket}.log"
-        print(f"warmfork-server: the server did not start: {reason}", file=sys.stderr)
+        _say(2, f"warmfork-server: the server did not start: {reason}")
         return 1
     os.close(ready_read)
     code = _detached(socket, serve, ready_write)
@@ -53,9 +59,15 @@ def _detached(socket: Path, serve: Callable[[Callable[[], object]], object], rea
     os.dup2(log, 2)
     os.close(null)
     os.close(log)
+    # Nothing else the starting shell had open stays open in the daemon: a
+    # pipe it holds (`$(warmfork-server --daemon)`, `| cat`) would never
+    # reach its end.
+    os.closerange(3, ready_write)
+    os.closerange(ready_write + 1, os.sysconf("SC_OPEN_MAX"))
 
     def on_ready() -> None:
-        os.write(ready_write, b"ready")
+        with contextlib.suppress(OSError):  # the parent stopped waiting (Ctrl-C, killed): serve anyway
+            os.write(ready_write, b"ready")
         os.close(ready_write)
 
     try:
@@ -68,3 +80,10 @@ def _detached(socket: Path, serve: Callable[[Callable[[], object]], object], rea
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _say(fd: int, line: str) -> None:
+    """Write ``line`` to ``fd``, unbuffered: a reader that has gone (``| head``)
+    must not turn the server's start into a failure."""
+    with contextlib.suppress(OSError):
+        os.write(fd, f"{line}\n".encode(errors="backslashreplace"))

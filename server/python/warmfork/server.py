@@ -96,10 +96,13 @@ def serve(
     for name, value in (("request_timeout", request_timeout), ("grace", grace)):
         if not 0 <= value <= MAX_SECONDS:  # False for NaN too
             raise ServerError(f"{name} must be 0 to {MAX_SECONDS:g} seconds, not {value}")
+    if request_timeout == 0:  # no client could ever send its request in time
+        raise ServerError(f"request_timeout must be more than 0 and at most {MAX_SECONDS:g} seconds, not 0")
     try:
         _native.set_log_level(log_level)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
+    _open_standard_descriptors()
     started = time.monotonic()
     # For the files' change times, which the kernel takes from a clock that
     # lags this one by up to a tick: without the margin, an edit made just
@@ -175,6 +178,19 @@ def serve(
             # Never reported ready: the server that started this one serves on.
             os.close(ready_fd)
         listener.close()
+
+
+def _open_standard_descriptors() -> None:
+    """Put ``/dev/null`` on each of descriptors 0, 1 and 2 that is closed, as
+    daemons do: the server's next file (its lock file) would otherwise take
+    the number and get its log lines."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            if opened != fd:
+                os.close(opened)
 
 
 def _prepare(
