@@ -4,6 +4,7 @@ prompt, the window's size and its changes, and reading a password."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -134,10 +135,12 @@ def test_bg_lets_a_stopped_run_go_on_in_the_background(terminal: Terminal, tmp_p
     assert has_line(screen, "status=130"), screen
 
 
-def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Terminal) -> None:
+@pytest.mark.parametrize("read", ["input()", "sys.stdin.read()", "sys.stdin.buffer.read()"])
+def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Terminal, read: str) -> None:
     # python in the background gets SIGTTIN on its read and the job stops,
-    # instead of taking the input meant for the shell.
-    terminal.run("""warmfork -c 'print("got", repr(input()))' &""")
+    # instead of taking the input meant for the shell (`read()` to the end
+    # took every line typed after it, `fg` included).
+    terminal.run(f"""warmfork -c 'import sys; print("got", repr({read}))' &""")
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -153,6 +156,31 @@ def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Te
     terminal.type("echo typed-for-the-shell")
     screen = terminal.wait_for(lambda screen: has_line(screen, "typed-for-the-shell"), what="the shell's echo")
     assert "got 'echo" not in screen
+
+
+def test_a_background_run_reads_another_terminal_as_python_does(terminal: Terminal) -> None:
+    # Job control is about the job's own terminal: a background read of
+    # another one goes ahead (it stopped the job, as if it read its own).
+    master, slave = os.openpty()
+    try:
+        terminal.run(f"""warmfork -c 'import sys; print("got", repr(sys.stdin.readline()))' < {os.ttyname(slave)} &""")
+        time.sleep(0.5)
+        os.write(master, b"line\n")
+        terminal.wait_for(lambda screen: "got 'line\\n'" in screen, what="the line read from the other terminal")
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_ctrl_c_during_a_terminal_read_shows_the_programs_frames_only(terminal: Terminal) -> None:
+    # The traceback ended in warmfork's own reader of the terminal.
+    terminal.type("warmfork -c 'import sys; sys.stdin.readline()'")
+    time.sleep(1.0)  # the read has begun
+    terminal.keys("C-c")
+    screen = terminal.wait_for(at_shell_prompt_after("KeyboardInterrupt"), what="the program's end")
+    traceback = screen.split("readline()'")[-1]
+    assert 'File "<string>", line 1, in <module>' in traceback and "warmfork" not in traceback, screen
+    assert has_line(terminal.run("echo status=$?"), "status=130")
 
 
 @pytest.mark.parametrize(

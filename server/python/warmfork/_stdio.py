@@ -260,13 +260,30 @@ class TerminalReader(io.FileIO):
     def __init__(self, fd: int, client: int) -> None:
         super().__init__(fd, "rb", closefd=False)
         self._client = client
+        self._terminal = os.fstat(fd).st_rdev
         # The SIGCONT handler a read replaced, while one is in progress.
         self._previous: object = _NOT_READING
 
+    # Every way FileIO reads: `sys.stdin.read()` reaches `readall` from C,
+    # past `readinto`.
     def readinto(self, buffer: Any) -> int | None:  # any writable buffer, as FileIO takes
         before = self.begin_read()
         try:
             return super().readinto(buffer)
+        finally:
+            self.end_read(before)
+
+    def readall(self) -> bytes:
+        before = self.begin_read()
+        try:
+            return super().readall()
+        finally:
+            self.end_read(before)
+
+    def read(self, size: int | None = -1) -> bytes | None:
+        before = self.begin_read()
+        try:
+            return super().read(size)
         finally:
             self.end_read(before)
 
@@ -307,14 +324,16 @@ class TerminalReader(io.FileIO):
 
     def _background_group(self) -> int | None:
         """The client's process group if it is in the background of its
-        terminal, else None."""
+        terminal, and that terminal is the one read, else None."""
         try:
             stat_line = Path(f"/proc/{self._client}/stat").read_bytes()
         except OSError:
             return None
         # After the command name: state ppid pgrp session tty_nr tpgid ...
         fields = stat_line.rsplit(b")", 1)[1].split()
-        group, foreground = int(fields[2]), int(fields[5])
+        group, terminal, foreground = int(fields[2]), int(fields[4]), int(fields[5])
+        if terminal != self._terminal:  # another terminal: no job control applies
+            return None
         return group if foreground not in (-1, group) else None
 
 

@@ -417,9 +417,23 @@ def _excepthook(exc: BaseException) -> None:
 
 
 def _program_frames(traceback: types.TracebackType | None) -> types.TracebackType | None:
-    while traceback is not None and traceback.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    """``traceback`` without warmfork's own frames at either end: those the
+    program runs below, and those of warmfork's code it called into (its
+    standard input's reads on a terminal)."""
+    while traceback is not None and _is_ours(traceback):
         traceback = traceback.tb_next
+    last_of_program = link = traceback
+    while link is not None:
+        if not _is_ours(link):
+            last_of_program = link
+        link = link.tb_next
+    if last_of_program is not None:
+        last_of_program.tb_next = None
     return traceback
+
+
+def _is_ours(traceback: types.TracebackType) -> bool:
+    return traceback.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
 
 
 def _display(exc: BaseException) -> None:
