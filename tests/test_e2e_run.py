@@ -330,3 +330,20 @@ def bytecode_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 def test_sys_flags_do_not_show_the_servers_own_settings(bytecode_server, tmp_path: Path) -> None:
     out = assert_same_as_python(bytecode_server, "-c", "import sys; print(sys.flags)", cwd=tmp_path)
     assert b"dont_write_bytecode=0" in out.stdout and b"safe_path=False" in out.stdout, out
+
+
+def test_a_program_raising_warmforks_unsupported_fails_as_any_exception(server, tmp_path: Path) -> None:
+    # Only warmfork's own check of the options, before the program starts,
+    # refuses a run: the program's uncaught Unsupported was taken for one
+    # (exit 201, no traceback, atexit skipped; WARMFORK_FALLBACK ran it twice).
+    program = (
+        "import atexit, warmfork\n"
+        "atexit.register(print, 'atexit ran')\n"
+        "open('runs', 'a').write('run\\n')\n"
+        "raise warmfork.Unsupported('mine')\n"
+    )
+    done = warmfork(server, "-c", program, cwd=tmp_path, env={"WARMFORK_FALLBACK": sys.executable})
+    assert (done.returncode, done.stdout) == (1, b"atexit ran\n"), done.stderr
+    assert done.stderr.endswith(b"warmfork.errors.Unsupported: mine\n"), done.stderr
+    assert b'File "<string>", line 4, in <module>' in done.stderr
+    assert (tmp_path / "runs").read_text() == "run\n"

@@ -151,23 +151,37 @@ def run(
         return str(refusal)
 
 
+# Whether an `Unsupported` raised now refuses the run (see `program_started`).
+_refusable = True
+
+
+def program_started() -> None:
+    """Say that the program runs from here on: an
+    :class:`~warmfork.errors.Unsupported` it raises (a program may import
+    warmfork too) is its own uncaught exception, reported as any other, not
+    a refusal of a run that has begun."""
+    global _refusable
+    _refusable = False
+
+
 def run_handler(handler: Callable[[], object]) -> int:
     """Call ``handler`` and finish as CPython's ``Py_RunMain`` does.
 
     An uncaught exception goes through ``sys.excepthook`` and gives 1;
     ``SystemExit`` gives its code; then non-daemon threads are joined,
     ``atexit`` callbacks run and the standard streams are flushed (a failed
-    flush gives 120). :class:`~warmfork.errors.Unsupported`
-    propagates untouched so the caller can refuse the run.
+    flush gives 120). :class:`~warmfork.errors.Unsupported` propagates
+    untouched so the caller can refuse the run, unless the handler has said
+    the program started (:func:`program_started`).
     """
     try:
         handler()
         code = 0
-    except Unsupported:
-        raise
     except SystemExit as exit_:
         code = exit_code(exit_)
-    except BaseException as exc:  # noqa: BLE001 - every uncaught exception ends the program
+    except BaseException as exc:
+        if isinstance(exc, Unsupported) and _refusable:
+            raise
         code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
         try:
             _excepthook(exc)

@@ -55,6 +55,7 @@ def main() -> None:
     sys.orig_argv = argv
     sys.argv = config.argv
     _apply_runtime_options(config)
+    _worker.program_started()
     _run(config)
 
 

@@ -91,13 +91,9 @@ def serve(
     """
     # Checked before the socket is bound, so a bad value never leaves a
     # server that says it serves and then exits.
-    if not 0 <= pool <= MAX_POOL:
-        raise ServerError(f"the pool size must be 0 to {MAX_POOL}, not {pool}")
-    for name, value in (("request_timeout", request_timeout), ("grace", grace)):
-        if not 0 <= value <= MAX_SECONDS:  # False for NaN too
-            raise ServerError(f"{name} must be 0 to {MAX_SECONDS:g} seconds, not {value}")
-    if request_timeout == 0:  # no client could ever send its request in time
-        raise ServerError(f"request_timeout must be more than 0 and at most {MAX_SECONDS:g} seconds, not 0")
+    _check_arguments(handler, socket, warmup, request_timeout, pool, grace, on_ready)
+    preload = _module_names(preload)
+    _check_main_thread()
     try:
         _native.set_log_level(log_level)
     except ValueError as exc:
@@ -139,6 +135,7 @@ def serve(
         _log(f"serving on {path} (pid {os.getpid()})")
         if on_ready is not None:
             on_ready()
+            _check_single_thread("on_ready")
         _worker.forget_relative_finders()
         _worker.note_server_modules()
         _inherited.note_server_state()
@@ -178,6 +175,55 @@ def serve(
             # Never reported ready: the server that started this one serves on.
             os.close(ready_fd)
         listener.close()
+
+
+def _check_arguments(
+    handler: object,
+    socket: object,
+    warmup: object,
+    request_timeout: object,
+    pool: object,
+    grace: object,
+    on_ready: object,
+) -> None:
+    """Refuse, with a :class:`ServerError` that names it, an argument of
+    :func:`serve` that is of the wrong kind or out of range."""
+    for name, function in (("handler", handler), ("on_ready", on_ready)):
+        if function is not None and not callable(function):
+            raise ServerError(f"{name} must be callable or None, not {function!r}")
+    for name, path in (("socket", socket), ("warmup", warmup)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ServerError(f"{name} must be a path or None, not {path!r}")
+    if isinstance(pool, bool) or not isinstance(pool, int) or not 0 <= pool <= MAX_POOL:
+        raise ServerError(f"the pool size must be a whole number from 0 to {MAX_POOL}, not {pool!r}")
+    for name, value in (("request_timeout", request_timeout), ("grace", grace)):
+        number = not isinstance(value, bool) and isinstance(value, (int, float))
+        if not number or not 0 <= value <= MAX_SECONDS:  # type: ignore[operator]  # False for NaN too
+            raise ServerError(f"{name} must be 0 to {MAX_SECONDS:g} seconds, not {value!r}")
+    if request_timeout == 0:  # no client could ever send its request in time
+        raise ServerError(f"request_timeout must be more than 0 and at most {MAX_SECONDS:g} seconds, not 0")
+
+
+def _module_names(preload: object) -> list[str]:
+    """``preload`` as a list, if it is a collection of module names."""
+    names = None
+    if not isinstance(preload, (str, bytes)):
+        with contextlib.suppress(TypeError):
+            names = list(preload)  # type: ignore[call-overload]
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise ServerError(f"preload must be a list of module names, not {preload!r}")
+    return names
+
+
+def _check_main_thread() -> None:
+    """The server handles signals, which Python delivers to the main thread
+    alone: refuse to start elsewhere rather than fail once the socket is bound."""
+    try:
+        previous = signal.set_wakeup_fd(-1)
+    except ValueError:
+        raise ServerError("serve() must be called from the main thread, which signals reach") from None
+    if previous != -1:
+        signal.set_wakeup_fd(previous)
 
 
 def _open_standard_descriptors() -> None:
@@ -395,16 +441,17 @@ def _forget_script_dir() -> None:
         del sys.path[0]
 
 
-def _check_single_thread() -> None:
+def _check_single_thread(culprit: str = "the warm-up") -> None:
     """A forked worker has only the thread that forked it; refuse to serve
-    if the warm-up left Python threads running, which workers would lack."""
+    if the warm-up (or ``culprit``) left Python threads running, which
+    workers would lack."""
     # Threads are only ever started through `threading` once it is imported;
     # importing it here would give every worker its after-fork hook to run.
     threading = sys.modules.get("threading")
     others = [] if threading is None else [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if others:
         raise ServerError(
-            f"the warm-up left {len(others)} thread(s) running ({', '.join(others)}); "
+            f"{culprit} left {len(others)} thread(s) running ({', '.join(others)}); "
             "a forked worker would not have them. Stop them before serving."
         )
     native = _native_thread_count()
