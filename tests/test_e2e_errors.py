@@ -85,6 +85,33 @@ def test_no_server_exits_202_naming_the_socket_and_how_to_start_one(tmp_path: Pa
     assert "warmfork-server" in stderr
 
 
+@pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with_fallback"])
+def test_a_connection_closed_before_the_program_started_ran_nothing(tmp_path: Path, fallback: bool) -> None:
+    # A server that stops (or whose warm-up fails) with requests still in
+    # its backlog closes their connections before any STARTED: that was 203
+    # "before the program finished", with no fallback, though nothing ran.
+    path = tmp_path / "s.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.fspath(path))
+    listener.listen()
+    env = {"WARMFORK_SOCKET": os.fspath(path), **({"WARMFORK_FALLBACK": "python3"} if fallback else {})}
+    env["PATH"] = os.environ["PATH"]
+    client = subprocess.Popen(
+        [CLIENT, "-c", "print('ran')"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+        out, err = client.communicate(timeout=30)
+    finally:
+        client.kill()
+        listener.close()
+    assert err.decode().startswith("warmfork: the server closed the connection before the program started"), err
+    assert b"nothing ran" in err and err.count(b"\n") == 1, err
+    assert (client.returncode, out) == ((0, b"ran\n") if fallback else (202, b""))
+
+
 def test_without_a_server_a_client_under_another_name_suggests_the_server_its_socket_needs(tmp_path: Path) -> None:
     sage = tmp_path / "sage"
     sage.symlink_to(CLIENT)

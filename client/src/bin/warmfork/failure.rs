@@ -50,8 +50,11 @@ pub enum Failure<'a> {
     Refused { code: ErrorCode, message: &'a [u8] },
     /// The server sent something that is not protocol version 1.
     Protocol(WireError),
-    /// The connection ended before an `EXIT` or `ERROR` frame.
+    /// The connection ended after `STARTED`, before an `EXIT` or `ERROR` frame.
     Lost,
+    /// The connection ended before `STARTED`: the server stopped (or failed
+    /// to warm up) with the request still waiting, and nothing ran.
+    NotStarted,
     /// A system call failed.
     System { call: &'static str, errno: Errno },
     /// The server started from `WARMFORK_SERVER` exited, or did not listen
@@ -86,6 +89,8 @@ impl Failure<'_> {
             }
             // Plain python inherits them all.
             Failure::TooManyFds { .. } => true,
+            // The program never started: running it now runs it once.
+            Failure::NotStarted => true,
             // No server is running; but say why, or a broken server command
             // would go unnoticed, each run paying for another start.
             Failure::ServerDidNotStart { .. } => true,
@@ -96,7 +101,10 @@ impl Failure<'_> {
     /// Whether the failure is worth a line on stderr even when the fallback
     /// interpreter runs the program instead.
     pub fn warns_before_fallback(&self) -> bool {
-        matches!(self, Failure::ServerDidNotStart { .. })
+        matches!(
+            self,
+            Failure::ServerDidNotStart { .. } | Failure::NotStarted
+        )
     }
 
     /// Prints the failure as one line on stderr and exits with its code,
@@ -197,6 +205,11 @@ impl Failure<'_> {
             Failure::Lost => {
                 line.push(b"the server closed the connection before the program finished (server stopped or crashed)");
                 EXIT_PROTOCOL
+            }
+            Failure::NotStarted => {
+                line.push(b"the server closed the connection before the program started (it was stopping, \
+                    or failed to start); nothing ran");
+                EXIT_NO_SERVER
             }
             Failure::System { call, errno } => {
                 line.push(call.as_bytes());

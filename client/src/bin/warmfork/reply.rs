@@ -26,6 +26,16 @@ pub fn wait<'b>(
     mut relay: Option<&mut Relay>,
 ) -> Result<ExitStatus, Failure<'b>> {
     let mut filled = 0;
+    // Whether the program has started (a `STARTED` frame came): a connection
+    // that ends before it ran nothing.
+    let mut started = false;
+    let lost = |started| {
+        if started {
+            Failure::Lost
+        } else {
+            Failure::NotStarted
+        }
+    };
     loop {
         // Frames are consumed from the front; `start` is where the next begins.
         let mut start = 0;
@@ -39,7 +49,11 @@ pub fn wait<'b>(
                     refused = Some((code, start + REPLY_FIXED_LEN..start + len));
                     break;
                 }
-                Reply::Started { .. } | Reply::Unknown(_) => start += len,
+                Reply::Started { .. } => {
+                    started = true;
+                    start += len;
+                }
+                Reply::Unknown(_) => start += len,
             }
         }
         if let Some((code, message)) = refused {
@@ -58,7 +72,7 @@ pub fn wait<'b>(
             continue;
         }
         match receive(socket, &mut buf[filled..]) {
-            Ok((0, _)) => return Err(Failure::Lost),
+            Ok((0, _)) => return Err(lost(started)),
             Ok((n, pidfd)) => {
                 filled += n;
                 // Only `STARTED` carries a descriptor: the worker's pidfd.
@@ -67,7 +81,7 @@ pub fn wait<'b>(
                 }
             }
             Err(Errno::INTR | Errno::AGAIN) => {}
-            Err(Errno::CONNRESET) => return Err(Failure::Lost),
+            Err(Errno::CONNRESET) => return Err(lost(started)),
             Err(errno) => {
                 return Err(Failure::System {
                     call: "recvmsg",
