@@ -518,3 +518,43 @@ def test_a_socket_passed_by_systemd_is_served_and_left_in_place(tmp_path: Path) 
         assert process.wait(timeout=15) == 0
     assert sock.exists()  # the socket file belongs to systemd
 
+
+def test_a_server_systemd_started_hands_its_socket_over_on_an_edit_and_it_stays_systemds(tmp_path: Path) -> None:
+    # The fresh server took the socket file for its own (and the path from
+    # its command line, another server's here): stopped, it removed it.
+    sock_dir = tmp_path / "activation"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "warmfork.sock"
+    module = tmp_path / "activated_mod.py"
+    module.write_text("VALUE = 'old'\n")
+    launcher = (
+        "import os, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+        "os.dup2(s.fileno(), 3); os.set_inheritable(3, True)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'warmfork', '--preload', 'activated_mod'])\n"
+    )
+    elsewhere = sock_dir / "not-this-one.sock"  # what the command line alone would name
+    server_env = {**os.environ, "PYTHONPATH": os.fspath(tmp_path), "WARMFORK_SOCKET": os.fspath(elsewhere)}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", launcher, sock], stdout=out, stderr=out, env=server_env)
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    show = [CLIENT, "-c", "import activated_mod; print(activated_mod.VALUE)"]
+    try:
+        deadline = time.monotonic() + 30
+        while "watching" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        module.write_text("VALUE = 'new'\n")
+        done = subprocess.run(show, env=env, capture_output=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (0, b"new\n"), log.read_text()
+        assert process.wait(timeout=15) == 0  # the old one retired
+        assert log.read_text().count(f"serving on {sock}") == 2, log.read_text()
+        assert control("stop", "--socket", os.fspath(sock)).returncode == 0
+    finally:
+        process.kill()
+        process.wait()
+        control("stop", "--socket", os.fspath(sock))
+    assert sock.exists()  # still systemd's
+    assert not elsewhere.exists()
+

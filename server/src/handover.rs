@@ -13,8 +13,11 @@ use crate::log;
 use crate::pool::Process;
 use crate::sigmask::{Blocked, default_caught_signals};
 
-/// The names `LISTEN_FDNAMES` gives descriptors 3 and 4 on a hand-over.
-pub const FD_NAMES: &str = "warmfork:warmfork-lock";
+/// The names `LISTEN_FDNAMES` gives descriptors 3 and 4 on a hand-over: the
+/// first says whose the socket file is, the server's (to remove when it
+/// stops) or systemd's (left in place).
+const FD_NAMES: &std::ffi::CStr = c"warmfork:warmfork-lock";
+const FD_NAMES_SYSTEMD_SOCKET: &std::ffi::CStr = c"systemd:warmfork-lock";
 
 /// The variable naming the descriptor a fresh server reports ready on.
 const READY_FD_VAR: &std::ffi::CStr = c"WARMFORK_READY_FD";
@@ -71,6 +74,11 @@ pub fn spawn_replacement(
     rustix::fs::fcntl_setfl(&ready_read, rustix::fs::OFlags::NONBLOCK)
         .map_err(|e| format!("cannot set up the ready pipe: {e}"))?;
     let [socket, lock] = listener.fds().map(|fd| fd.as_raw_fd());
+    let names = if listener.owns_file() {
+        FD_NAMES
+    } else {
+        FD_NAMES_SYSTEMD_SOCKET
+    };
     let ready = ready_write.as_raw_fd();
     let cannot_exec = format!(
         "warmfork-server: cannot start a fresh server with {}",
@@ -102,7 +110,6 @@ pub fn spawn_replacement(
             let listen_pid = CString::new(libc::getpid().to_string()).unwrap_or_default();
             libc::setenv(c"LISTEN_PID".as_ptr(), listen_pid.as_ptr(), 1);
             libc::setenv(c"LISTEN_FDS".as_ptr(), c"2".as_ptr(), 1);
-            let names = CString::new(FD_NAMES).unwrap_or_default();
             libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
             libc::setenv(READY_FD_VAR.as_ptr(), c"5".as_ptr(), 1);
             crate::limits::restore_descriptor_limit();

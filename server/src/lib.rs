@@ -116,9 +116,14 @@ impl Listener {
     /// Takes over the listening socket systemd passed as descriptor `fd`
     /// (socket activation).
     #[staticmethod]
-    #[pyo3(signature = (fd, lock_fd = None, path = None))]
-    fn inherit(fd: i32, lock_fd: Option<i32>, path: Option<PathBuf>) -> PyResult<Self> {
-        let inner = listener::Listener::inherit(fd, lock_fd, path.as_deref())
+    #[pyo3(signature = (fd, lock_fd = None, path = None, owns_file = true))]
+    fn inherit(
+        fd: i32,
+        lock_fd: Option<i32>,
+        path: Option<PathBuf>,
+        owns_file: bool,
+    ) -> PyResult<Self> {
+        let inner = listener::Listener::inherit(fd, lock_fd, path.as_deref(), owns_file)
             .map_err(PyOSError::new_err)?;
         Ok(Listener { inner: Some(inner) })
     }

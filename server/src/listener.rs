@@ -109,10 +109,14 @@ impl Listener {
     ///
     /// `path` names the socket when the address it was bound at is not its
     /// name (a server binds at a temporary name and renames it into place).
+    /// A replacement's socket file is its own to remove once it is ready if
+    /// `owns_file`; not if it is systemd's, handed over from a server that
+    /// systemd started.
     pub fn inherit(
         fd: RawFd,
         lock_fd: Option<RawFd>,
         path: Option<&Path>,
+        owns_file: bool,
     ) -> Result<Listener, String> {
         // SAFETY: systemd passes the listening socket as this descriptor and
         // nothing else in the process uses it; from here on it is ours.
@@ -145,7 +149,7 @@ impl Listener {
             .map_err(|e| format!("cannot set up the inherited lock: {e}"))?;
         // A socket handed over by a server is this server's to remove at the
         // end; one from systemd belongs to systemd.
-        let inode = if handed_over_lock {
+        let inode = if handed_over_lock && owns_file {
             std::fs::symlink_metadata(&path)
                 .ok()
                 .map(|m| (m.dev(), m.ino()))
@@ -197,6 +201,12 @@ impl Listener {
                 }
             }
         }
+    }
+
+    /// Whether the socket file is this server's (created by it, or handed
+    /// over by the server that created it), not systemd's.
+    pub fn owns_file(&self) -> bool {
+        self.inode.is_some()
     }
 
     /// The listening socket.

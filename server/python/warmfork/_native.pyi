@@ -26,8 +26,10 @@ class Listener:
 
     def __init__(self, path: str | PathLike[str]) -> None: ...
     @staticmethod
-    def inherit(fd: int, lock_fd: int | None = None, path: str | PathLike[str] | None = None) -> Listener:
-        """Take over a listening socket passed by systemd socket activation."""
+    def inherit(
+        fd: int, lock_fd: int | None = None, path: str | PathLike[str] | None = None, owns_file: bool = True
+    ) -> Listener:
+        """Take over a listening socket passed by systemd socket activation or a server replacing itself."""
     @property
     def path(self) -> Path | None: ...
     def close(self) -> None:

@@ -19,7 +19,9 @@ from .errors import ServerError
 
 # LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
 # matches FD_NAMES in server/src/handover.rs.
-_HANDOVER_NAMES = "warmfork:warmfork-lock"
+# LISTEN_FDNAMES of a hand-over (see server/src/handover.rs): the socket file
+# is the old server's, or systemd's.
+_HANDOVER_NAMES = {"warmfork:warmfork-lock": True, "systemd:warmfork-lock": False}
 
 #: A fresh server replacing this one after an edit may take this many times
 #: as long to warm up as this one took, and at least ``_READY_TIMEOUT_MIN``
@@ -108,15 +110,21 @@ def serve(
     started_at = time.time_ns() - _CLOCK_MARGIN_NS
     activated = _activation_fds()
     ready_fd = _ready_fd()
-    inherited = _inherited_fds(activated or ())
+    inherited = _inherited_fds(activated[:2] if activated else ())
     try:
         if activated is None:
             path = Path(socket) if socket is not None else _native.socket_path()
             listener = _native.Listener(path)
-        elif activated[1] is not None:
+        elif activated[1] is not None and activated[2]:
             # A server replacing itself: the same command line names the path.
             path = Path(socket) if socket is not None else _native.socket_path()
-            listener = _native.Listener.inherit(*activated, path)
+            listener = _native.Listener.inherit(activated[0], activated[1], path)
+        elif activated[1] is not None:
+            # Replacing a server systemd started: the socket's own address
+            # is its path (whatever the command line says), and it stays
+            # systemd's.
+            listener = _native.Listener.inherit(activated[0], activated[1], owns_file=False)
+            path = listener.path or Path("?")
         else:
             listener = _native.Listener.inherit(activated[0])
             path = listener.path or Path("?")
@@ -277,19 +285,22 @@ def _default_handler() -> Callable[[], object]:
     return main
 
 
-def _activation_fds() -> tuple[int, int | None] | None:
-    """The listening socket passed to this process, if any, and the lock
-    that goes with it: descriptor 3 when ``LISTEN_PID`` is this process and
-    ``LISTEN_FDS`` is at least 1 (systemd socket activation), and descriptor
-    4 too when a server replacing itself hands over its lock as well
-    (``LISTEN_FDNAMES=warmfork:warmfork-lock``). The variables are removed so
-    that nothing started later takes them for its own."""
+def _activation_fds() -> tuple[int, int | None, bool] | None:
+    """The listening socket passed to this process, if any, the lock that
+    goes with it, and whether the socket file is warmfork's: descriptor 3
+    when ``LISTEN_PID`` is this process and ``LISTEN_FDS`` is at least 1
+    (systemd socket activation, whose file is systemd's), and descriptor 4
+    too when a server replacing itself hands over its lock as well
+    (``LISTEN_FDNAMES`` one of :data:`_HANDOVER_NAMES`). The variables are
+    removed so that nothing started later takes them for its own."""
     pid = os.environ.pop("LISTEN_PID", None)
     count = os.environ.pop("LISTEN_FDS", None)
     names = os.environ.pop("LISTEN_FDNAMES", None)
     if pid != str(os.getpid()) or not count or not count.isdigit() or int(count) < 1:
         return None
-    return (3, 4) if count == "2" and names == _HANDOVER_NAMES else (3, None)
+    if count == "2" and names in _HANDOVER_NAMES:
+        return (3, 4, _HANDOVER_NAMES[names])
+    return (3, None, False)
 
 
 def _ready_fd() -> int | None:
