@@ -211,6 +211,31 @@ def test_a_package_replaced_by_a_broken_install_then_fixed_in_place_is_noticed(t
         server.stop()
 
 
+def test_a_deploy_that_points_a_link_at_another_release_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `current -> r1` swapped for `current -> r2` (`ln -sfn r2 current.tmp &&
+    # mv -T current.tmp current`) changes no file the server loaded, so it
+    # went unnoticed and r1 was served for good.
+    for release in ("r1", "r2"):
+        (tmp_path / release).mkdir()
+        (tmp_path / release / "deployed_mod.py").write_text(f"VALUE = {release!r}\n")
+    (tmp_path / "current").symlink_to("r1")
+    monkeypatch.setenv("PYTHONPATH", os.fspath(tmp_path / "current"))
+    server = start_server(tmp_path, "--preload", "deployed_mod", reload=True)
+    show = ["-c", "import deployed_mod; print(deployed_mod.VALUE)"]
+    try:
+        wait_for_log(server, "watching")
+        assert shown(server, show)[:2] == (0, b"r1\n")
+        (tmp_path / "current.tmp").symlink_to("r2")
+        os.rename(tmp_path / "current.tmp", tmp_path / "current")
+        wait_for_log(server, "changed: handing the socket to a fresh server")
+        assert shown(server, show)[:2] == (0, b"r2\n")
+    finally:
+        control("stop", "--socket", os.fspath(server.socket))
+        server.stop()
+
+
 def test_an_edit_made_while_the_server_warms_up_is_served(tmp_path: Path) -> None:
     # The module is loaded, then edited while the warm-up goes on: the first
     # run must not see the code the server loaded before the edit.

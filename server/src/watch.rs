@@ -175,13 +175,14 @@ impl Watcher {
         changed
     }
 
-    /// What the watched files are now.
+    /// What the watched files are now (a symbolic link among them is the
+    /// link itself: a deploy that points it elsewhere changes it).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot(
             self.files
                 .iter()
                 .map(|file| {
-                    std::fs::metadata(file).ok().map(|m| {
+                    std::fs::symlink_metadata(file).ok().map(|m| {
                         let changed = (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
                         (m.dev(), m.ino(), m.size(), changed)
                     })

@@ -359,13 +359,36 @@ def _identity(fd: int) -> tuple[int, int] | None:
 
 def _watched_files(warmup: str | os.PathLike[str] | None) -> list[str]:
     """The files of every module loaded so far, and the warm-up file: when
-    one changes, the server replaces itself so no run sees stale code."""
-    files = {os.path.realpath(warmup)} if warmup is not None else set()
+    one changes, the server replaces itself so no run sees stale code.
+
+    Each file is watched where its content is (its real path, so that an
+    edit through any link is seen), and so is every symbolic link on the
+    way to it: a deploy that points ``current`` at another release changes
+    no file, only a link."""
+    named = [os.fspath(warmup)] if warmup is not None else []
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
         if isinstance(file, str) and os.path.isfile(file):
-            files.add(os.path.realpath(file))
+            named.append(file)
+    files: set[str] = set()
+    is_link: dict[str, bool] = {}
+    for file in named:
+        files.add(os.path.realpath(file))
+        files.update(_links_on_the_way(os.path.abspath(file), is_link))
     return sorted(files)
+
+
+def _links_on_the_way(path: str, is_link: dict[str, bool]) -> list[str]:
+    """The symbolic links among ``path`` and the directories above it;
+    ``is_link`` caches what each directory is."""
+    links = []
+    while path not in ("/", ""):
+        if path not in is_link:
+            is_link[path] = os.path.islink(path)
+        if is_link[path]:
+            links.append(path)
+        path = os.path.dirname(path)
+    return links
 
 
 def _changed_since(files: list[str], since_ns: int) -> str | None:
@@ -376,7 +399,7 @@ def _changed_since(files: list[str], since_ns: int) -> str | None:
     but its change time is that of the move."""
     for file in files:
         try:
-            st = os.stat(file)
+            st = os.lstat(file)
             if max(st.st_mtime_ns, st.st_ctime_ns) > since_ns:
                 return file
         except OSError:
