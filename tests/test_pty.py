@@ -227,6 +227,20 @@ def test_ctrl_z_stops_the_program_with_the_terminal_restored_and_fg_continues_it
     assert modes(terminal, tmp_path, "after") == before
 
 
+def test_ctrl_z_does_nothing_to_a_program_that_ignores_sigtstp(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "deaf.py").write_text("import signal\nsignal.signal(signal.SIGTSTP, signal.SIG_IGN)\n" + COUNTER)
+    terminal.type(PTY + "warmfork deaf.py")
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
+    terminal.keys("C-z")
+    last = max(ticks(terminal.screen()))
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 5, what="the counter to go on after Ctrl-Z")
+    assert "Stopped" not in terminal.screen()
+    terminal.keys("C-c")
+    terminal.wait_for(
+        lambda screen: at_shell_prompt(screen) and has_line(screen, "KeyboardInterrupt"), what="the end of the run"
+    )
+
+
 def test_bg_then_fg_gives_the_program_the_keyboard_again(terminal: Terminal, tmp_path: Path) -> None:
     # After `bg` the program goes on (test_terminal.py) with the terminal the
     # shell's; `fg` makes it raw again and keys reach the program.

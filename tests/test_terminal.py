@@ -158,6 +158,20 @@ def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Te
     assert "got 'echo" not in screen
 
 
+def test_ctrl_z_does_nothing_to_a_program_that_ignores_sigtstp(terminal: Terminal) -> None:
+    terminal.type(
+        "warmfork -c 'import signal, time\nsignal.signal(signal.SIGTSTP, signal.SIG_IGN)\n"
+        "for i in range(100):\n    print(\"tick\", i, flush=True); time.sleep(0.2)'"
+    )
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
+    terminal.keys("C-z")
+    last = max(ticks(terminal.screen()))
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 5, what="the counter to go on after Ctrl-Z")
+    assert "Stopped" not in terminal.screen()
+    terminal.keys("C-c")
+    terminal.wait_for(lambda screen: at_shell_prompt(screen) and "KeyboardInterrupt" in screen, what="the end")
+
+
 def test_a_background_run_reads_another_terminal_as_python_does(terminal: Terminal) -> None:
     # Job control is about the job's own terminal: a background read of
     # another one goes ahead (it stopped the job, as if it read its own).

@@ -51,6 +51,31 @@ impl ProcStatus {
     }
 }
 
+/// What another process's status (the worker's) says of its signals.
+pub struct Signals {
+    /// `SigIgn`: the signals it ignores.
+    pub ignored: SigSet,
+}
+
+impl Signals {
+    /// Reads `path`, a `/proc/PID/status`; `None` when it cannot be read.
+    pub fn read(path: &core::ffi::CStr) -> Option<Signals> {
+        let mut buf = [0u8; 4096];
+        let status = read_status(path, &mut buf)?;
+        Some(Signals {
+            ignored: number(status, b"SigIgn:", 16)?,
+        })
+    }
+}
+
+/// The start of the status file at `path`, read into `buf`.
+fn read_status<'b>(path: &core::ffi::CStr, buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
+    let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let len = rustix::io::read(&file, &mut buf[..]).unwrap_or(0);
+    drop(file);
+    Some(&buf[..len])
+}
+
 /// The number, in `radix`, of the line of `status` that starts with `name`.
 fn number(status: &[u8], name: &[u8], radix: u32) -> Option<u64> {
     let line = status

@@ -272,6 +272,25 @@ impl Forwarder {
         self.deliver(libc_sig::TSTP, true);
     }
 
+    /// Whether the program ignores SIGTSTP, so that Ctrl-Z in its
+    /// pseudo-terminal must not stop it. (One that handles it is stopped
+    /// all the same, its handler wherever it has got to: a SIGTSTP the
+    /// program sends itself from its handler is dropped by the kernel, its
+    /// process group being orphaned, so the stop is the client's to make.)
+    fn program_ignores_suspend(&self) -> bool {
+        let Some(pid) = self
+            .worker
+            .as_ref()
+            .and_then(|worker| pid_of(worker.as_fd()))
+        else {
+            return false;
+        };
+        let pid = Decimal::of(pid);
+        CBuf::<32>::join(&[b"/proc/", pid.as_bytes(), b"/status"])
+            .and_then(|path| crate::proc_status::Signals::read(path.as_c_str()))
+            .is_some_and(|status| status.ignored & STOP != 0)
+    }
+
     /// Sends signal `number` to the worker, or to its whole process group.
     fn deliver(&mut self, number: i32, to_group: bool) {
         let Some(worker) = &self.worker else {
@@ -283,6 +302,10 @@ impl Forwarder {
             return;
         };
         if bit(number) & STOP != 0 {
+            // A program that ignores SIGTSTP goes on, as under python.
+            if self.program_ignores_suspend() {
+                return;
+            }
             // The worker is alone in its session, so the kernel discards a
             // SIGTSTP sent to it (its process group is orphaned); SIGSTOP
             // always stops. Then the client stops, as the terminal meant;
