@@ -33,7 +33,17 @@ from support.raw_client import (
     Reply,
     run_frame,
 )
-from support.terminal import PROMPT, PROMPT_MARK, Terminal, at_shell_prompt, client_terminal, has_line, ticks
+from support.terminal import (
+    DEAF_COUNTER,
+    PROMPT,
+    PROMPT_MARK,
+    Terminal,
+    assert_ctrl_z_leaves_it_counting,
+    at_shell_prompt,
+    client_terminal,
+    has_line,
+    ticks,
+)
 
 server = shared_server()
 
@@ -228,17 +238,8 @@ def test_ctrl_z_stops_the_program_with_the_terminal_restored_and_fg_continues_it
 
 
 def test_ctrl_z_does_nothing_to_a_program_that_ignores_sigtstp(terminal: Terminal, tmp_path: Path) -> None:
-    (tmp_path / "deaf.py").write_text("import signal\nsignal.signal(signal.SIGTSTP, signal.SIG_IGN)\n" + COUNTER)
-    terminal.type(PTY + "warmfork deaf.py")
-    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
-    terminal.keys("C-z")
-    last = max(ticks(terminal.screen()))
-    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 5, what="the counter to go on after Ctrl-Z")
-    assert "Stopped" not in terminal.screen()
-    terminal.keys("C-c")
-    terminal.wait_for(
-        lambda screen: at_shell_prompt(screen) and has_line(screen, "KeyboardInterrupt"), what="the end of the run"
-    )
+    (tmp_path / "deaf.py").write_text(DEAF_COUNTER)
+    assert_ctrl_z_leaves_it_counting(terminal, PTY + "warmfork deaf.py")
 
 
 def test_bg_then_fg_gives_the_program_the_keyboard_again(terminal: Terminal, tmp_path: Path) -> None:

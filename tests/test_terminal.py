@@ -16,8 +16,10 @@ from conftest import CLIENT
 from support import old_kernel
 from support.differential import env_for, shared_server
 from support.terminal import (
+    DEAF_COUNTER,
     PROMPT_MARK,
     Terminal,
+    assert_ctrl_z_leaves_it_counting,
     at_shell_prompt,
     client_terminal,
     count_lines_starting,
@@ -158,18 +160,9 @@ def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Te
     assert "got 'echo" not in screen
 
 
-def test_ctrl_z_does_nothing_to_a_program_that_ignores_sigtstp(terminal: Terminal) -> None:
-    terminal.type(
-        "warmfork -c 'import signal, time\nsignal.signal(signal.SIGTSTP, signal.SIG_IGN)\n"
-        "for i in range(100):\n    print(\"tick\", i, flush=True); time.sleep(0.2)'"
-    )
-    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
-    terminal.keys("C-z")
-    last = max(ticks(terminal.screen()))
-    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 5, what="the counter to go on after Ctrl-Z")
-    assert "Stopped" not in terminal.screen()
-    terminal.keys("C-c")
-    terminal.wait_for(lambda screen: at_shell_prompt(screen) and "KeyboardInterrupt" in screen, what="the end")
+def test_ctrl_z_does_nothing_to_a_program_that_ignores_sigtstp(terminal: Terminal, tmp_path: Path) -> None:
+    (tmp_path / "deaf.py").write_text(DEAF_COUNTER)
+    assert_ctrl_z_leaves_it_counting(terminal, f"warmfork {tmp_path / 'deaf.py'}")
 
 
 def test_a_background_run_reads_another_terminal_as_python_does(terminal: Terminal) -> None:

@@ -148,3 +148,24 @@ def has_line(screen: str, line: str) -> bool:
 def ticks(screen: str) -> list[int]:
     """The numbers of the ``tick N`` lines a counting program printed."""
     return [int(n) for n in re.findall(r"^tick (\d+)$", screen, re.MULTILINE)]
+
+
+#: Counts, ignoring SIGTSTP: Ctrl-Z must not stop it.
+DEAF_COUNTER = (
+    "import signal, time\nsignal.signal(signal.SIGTSTP, signal.SIG_IGN)\n"
+    "for i in range(100000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)\n"
+)
+
+
+def assert_ctrl_z_leaves_it_counting(terminal: Terminal, command: str) -> None:
+    """Run ``command`` (a counter that ignores SIGTSTP), type Ctrl-Z, and
+    check it counts on, never stopped, until Ctrl-C ends it."""
+    terminal.type(command)
+    terminal.wait_for(lambda screen: len(ticks(screen)) >= 2, what="the counter to count")
+    terminal.keys("C-z")
+    last = max(ticks(terminal.screen()))
+    terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 5, what="the counter to go on after Ctrl-Z")
+    assert "Stopped" not in terminal.screen()
+    terminal.keys("C-c")
+    terminal.wait_for(lambda screen: at_shell_prompt(screen) and "KeyboardInterrupt" in screen, what="the end")
+
