@@ -180,6 +180,23 @@ def test_a_server_started_with_few_descriptors_takes_a_client_passing_many(tmp_p
         stop_when_idle(srv)
 
 
+def test_a_descriptor_beyond_the_servers_limit_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    low = tmp_path / "low.py"
+    low.write_text("import resource as r\nr.setrlimit(r.RLIMIT_NOFILE, (64, 64))\n")
+    srv = start_server(tmp_path, "--pool", "1", "--warmup", os.fspath(low))
+    spare = os.open(os.devnull, os.O_RDONLY)
+    high = 100
+    os.dup2(spare, high)
+    try:
+        done = srv.run("-c", "print('ran')", pass_fds=[high])
+        assert (done.returncode, done.stdout) == (201, b""), done.stderr
+        assert b"cannot install descriptor 100 (the number is beyond the server's limit of open files" in done.stderr
+    finally:
+        os.close(high)
+        os.close(spare)
+        stop_when_idle(srv)
+
+
 def soft_descriptor_limit(pid: int) -> int:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max open files"):

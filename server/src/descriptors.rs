@@ -109,10 +109,17 @@ pub fn install(set: FdSet, fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), S
             }
         };
         if result < 0 && source.is_some() {
-            return Err(format!(
-                "cannot install descriptor {target}: {}",
-                std::io::Error::last_os_error()
-            ));
+            let error = std::io::Error::last_os_error();
+            // dup2 says EBADF for a number at or above the descriptor limit.
+            let why = if error.raw_os_error() == Some(libc::EBADF) {
+                " (the number is beyond the server's limit of open files, its \
+                 hard `ulimit -n`: raise it where the server is started, or close the \
+                 descriptor before running warmfork)"
+                    .to_string()
+            } else {
+                format!(": {error}")
+            };
+            return Err(format!("cannot install descriptor {target}{why}"));
         }
     }
     match cwd {

@@ -215,11 +215,15 @@ impl Server<'_, '_> {
         self.connections
             .retain(|c| matches!(c.state, State::Running { .. }));
         if !self.connections.is_empty() {
-            log::info(&format!(
-                "stopping: waiting up to {:.0?} for {} run(s) to finish",
-                self.settings.grace,
-                self.connections.len()
-            ));
+            let running = self.connections.len();
+            log::info(&if self.settings.grace.is_zero() {
+                format!("stopping: ending {running} run(s) now (--grace 0)")
+            } else {
+                format!(
+                    "stopping: waiting up to {:.0?} for {running} run(s) to finish",
+                    self.settings.grace
+                )
+            });
         }
         let mut deadline = Instant::now() + self.settings.grace;
         while !self.connections.is_empty() {
