@@ -137,12 +137,16 @@ def test_bg_lets_a_stopped_run_go_on_in_the_background(terminal: Terminal, tmp_p
     assert has_line(screen, "status=130"), screen
 
 
-@pytest.mark.parametrize("read", ["input()", "sys.stdin.read()", "sys.stdin.buffer.read()"])
+@pytest.mark.parametrize(
+    "read", ["input()", "sys.stdin.read()", "sys.stdin.buffer.read()", "input() < /dev/tty"]
+)
 def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Terminal, read: str) -> None:
     # python in the background gets SIGTTIN on its read and the job stops,
     # instead of taking the input meant for the shell (`read()` to the end
-    # took every line typed after it, `fg` included).
-    terminal.run(f"""warmfork -c 'import sys; print("got", repr({read}))' &""")
+    # took every line typed after it, `fg` included; /dev/tty is the same
+    # terminal under another device number).
+    read, _, redirect = read.partition(" < ")
+    terminal.run(f"""warmfork -c 'import sys; print("got", repr({read}))' {"< " + redirect if redirect else ""} &""")
     deadline = time.monotonic() + 10
     while True:
         try:

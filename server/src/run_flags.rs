@@ -230,8 +230,19 @@ fn flags_with<'py>(py: Python<'py>, changes: &Bound<'py, PyDict>) -> PyResult<Bo
     if unnamed != 0 {
         return Err(PyValueError::new_err("sys.flags has unnamed fields"));
     }
+    // Every field, the hidden ones too (3.13's `gil`), which indexing does
+    // not reach.
     let mut items = (0..fields)
-        .map(|field| flags.get_item(field))
+        .map(|field| {
+            // SAFETY: `flags` is a struct sequence of `n_fields` items, all
+            // set; GetItem borrows the reference, which becomes our own.
+            unsafe {
+                Bound::from_borrowed_ptr_or_err(
+                    py,
+                    pyo3::ffi::PyStructSequence_GetItem(flags.as_ptr(), field),
+                )
+            }
+        })
         .collect::<PyResult<Vec<_>>>()?;
     for (name, value) in changes.iter() {
         let name: String = name.extract()?;

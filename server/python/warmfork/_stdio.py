@@ -17,6 +17,7 @@ import _signal
 import builtins
 import codecs
 import contextlib
+import fcntl
 import io
 import os
 import signal
@@ -243,6 +244,19 @@ def _is_controlling_terminal(fd: int) -> bool:
 client_pid = 0
 
 
+# The ioctl that names the terminal behind a descriptor, as /proc/PID/stat's
+# tty_nr does: through /dev/tty too, whose own device number is (5, 0).
+_TIOCGDEV = 0x80045432
+
+
+def _terminal_number(fd: int) -> int:
+    """The device number of the terminal open at ``fd``."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, _TIOCGDEV, b"\0\0\0\0"), sys.byteorder)
+    except OSError:
+        return os.fstat(fd).st_rdev
+
+
 class TerminalReader(io.FileIO):
     """Standard input on a terminal, read as a job-controlled process reads it.
 
@@ -260,7 +274,7 @@ class TerminalReader(io.FileIO):
     def __init__(self, fd: int, client: int) -> None:
         super().__init__(fd, "rb", closefd=False)
         self._client = client
-        self._terminal = os.fstat(fd).st_rdev
+        self._terminal = _terminal_number(fd)
         # The SIGCONT handler a read replaced, while one is in progress.
         self._previous: object = _NOT_READING
 

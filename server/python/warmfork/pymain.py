@@ -162,6 +162,11 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
     _show_flags(config)
 
 
+# What sys.flags.int_max_str_digits shows without a limit: -1 in 3.11, the
+# default limit itself from 3.12.
+_DEFAULT_DIGITS_FLAG = -1 if sys.version_info < (3, 12) else sys.int_info.default_max_str_digits
+
+
 def _show_flags(config: pyoptions.Config) -> None:
     """Make ``sys.flags`` show the settings this run took, as python's shows
     the options it started with (the others are the server's, which
@@ -174,7 +179,7 @@ def _show_flags(config: pyoptions.Config) -> None:
         "no_user_site": int(config.no_user_site),
         "quiet": int(config.quiet),
         "safe_path": config.safe_path,
-        "int_max_str_digits": -1 if limit is None else limit,
+        "int_max_str_digits": _DEFAULT_DIGITS_FLAG if limit is None else limit,
     }
     changes = {name: value for name, value in wanted.items() if getattr(sys.flags, name) != value}
     if changes:

@@ -302,8 +302,11 @@ impl Forwarder {
             return;
         };
         if bit(number) & STOP != 0 {
-            // A program that ignores SIGTSTP goes on, as under python.
+            // A program that ignores SIGTSTP goes on, as under python; the
+            // rest of its group gets the SIGTSTP, as from a terminal (a
+            // child that handles it, as an editor does, runs its handler).
             if self.program_ignores_suspend() {
+                send(worker.as_fd(), number, to_group);
                 return;
             }
             // The worker is alone in its session, so the kernel discards a
