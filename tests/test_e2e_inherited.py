@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Server, start_server
-from support.differential import assert_same_as_python, both
+from support.differential import assert_same_as_python, both, warmfork
 from support.server_process import stop_when_idle
 
 _WARMUP = """\
@@ -115,3 +115,43 @@ def test_the_user_base_follows_the_clients_home(tmp_path: Path) -> None:
         assert out.stdout.startswith(f"{home}/.local ".encode())
     finally:
         stop_when_idle(srv)
+
+
+@pytest.fixture(scope="module")
+def stdlib_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose warm-up loaded multiprocessing, logging and threading,
+    then spent a second before serving."""
+    where = tmp_path_factory.mktemp("stdlib")
+    warmup = where / "warm.py"
+    warmup.write_text("import logging, multiprocessing, threading, time\ntime.sleep(1)\n")
+    srv = start_server(where, "--warmup", os.fspath(warmup))
+    yield srv
+    stop_when_idle(srv)
+
+
+def test_spawned_children_find_the_programs_modules_in_its_directory(stdlib_server: Server, tmp_path: Path) -> None:
+    # multiprocessing noted the server's directory at import (ORIGINAL_DIR),
+    # and spawn children of a -c program looked for its modules there: the
+    # pool's workers failed to import and the run hung.
+    (tmp_path / "helper.py").write_text("def f(x):\n    return x * 10\n")
+    program = (
+        "import helper, multiprocessing as mp\n"
+        "if __name__ == '__main__':\n"
+        "    with mp.get_context('spawn').Pool(1) as pool:\n"
+        "        print(pool.map(helper.f, [1, 2]))\n"
+    )
+    out = assert_same_as_python(stdlib_server, "-c", program, cwd=tmp_path)
+    assert out.stdout == b"[10, 20]\n", out
+
+
+def test_what_modules_noted_at_import_is_the_runs(stdlib_server: Server, tmp_path: Path) -> None:
+    program = (
+        "import logging, os, sys, threading\n"
+        "logging.basicConfig(format='%(relativeCreated)d', stream=sys.stdout)\n"
+        "logging.warning('x')\n"
+        "print(threading.main_thread().native_id == os.getpid())\n"
+    )
+    done = warmfork(stdlib_server, "-c", program, cwd=tmp_path)
+    relative, native = done.stdout.split()
+    assert int(relative) < 500, "relativeCreated counts from the server's start"
+    assert native == b"True"

@@ -71,6 +71,27 @@ def refresh() -> None:
                 break
 
 
+def restart_clocks() -> None:
+    """What loaded modules noted of the process when they were imported,
+    which a fresh python notes when its program starts: where it started
+    (``multiprocessing``'s spawn and forkserver children look for the
+    program's modules there), when (``logging``'s ``relativeCreated``), and
+    the main thread's native id (``threading``'s fork handler keeps the
+    server's). Only for the modules the server loaded; run in the client's
+    working directory."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None:
+        with contextlib.suppress(OSError):  # a directory gone: python would have failed to start in it
+            process.ORIGINAL_DIR = os.path.abspath(os.getcwd())  # type: ignore[attr-defined]
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging._startTime = time.time()  # type: ignore[attr-defined]
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        with contextlib.suppress(AttributeError):  # a build without native thread ids
+            threading.main_thread()._set_native_id()  # type: ignore[attr-defined]
+
+
 def drop_server_warning_options() -> None:
     """Take out of ``warnings.filters`` what the server's own ``-W`` options
     and ``PYTHONWARNINGS`` put there, before the run's are applied."""

@@ -471,6 +471,7 @@ def _set_up(argv: list[bytes], env: list[bytes], umask: int) -> None:
     os.umask(umask)
     _set_environ(env)
     _inherited.refresh()
+    _inherited.restart_clocks()
     sys.argv = [os.fsdecode(arg) for arg in argv]
     _stdio.set_up()
 
