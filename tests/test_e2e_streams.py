@@ -220,13 +220,13 @@ def test_without_a_settable_utf8_mode_another_one_is_refused(tmp_path: Path) -> 
     # a -X utf8 other than the server's is refused, one equal to it accepted.
     program = (
         "import sys\n"
-        "from warmfork import _stdio, pyoptions\n"
+        "from warmfork import pyoptions\n"
         "def conflict(*options):\n"
         "    config = pyoptions.parse_command_line(['python', *options, '-c', 'pass'])\n"
         "    pyoptions.read_environment(config, {})\n"
         "    return pyoptions.startup_conflict(config)\n"
-        "print(_stdio.utf8_mode_per_run(), conflict('-X', 'utf8'))\n"
-        "_stdio._per_run = False\n"
+        "print(pyoptions.utf8_mode_per_run(), conflict('-X', 'utf8'))\n"
+        "pyoptions._utf8_per_run = False\n"
         "print(conflict('-X', 'utf8=0'))\n"
         "print(conflict('-X', 'utf8'))\n"
     )

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .pyoptions import FatalError, env_flag
+from .pyoptions import FatalError, env_flag, utf8_mode_per_run
 
 _SIGCONT = int(signal.SIGCONT)
 _NOT_READING = object()
@@ -43,24 +43,6 @@ installed_with: tuple[bool, bool, int] | None = None
 #: Whether this run is in UTF-8 mode (PEP 540), as its streams are built;
 #: :func:`set_up` decides it for the run.
 utf8_mode = sys.flags.utf8_mode
-
-# Whether a run can have a UTF-8 mode of its own (see `utf8_mode_per_run`);
-# the server finds out before it forks, so that workers share the answer.
-_per_run: bool | None = None
-
-
-def utf8_mode_per_run() -> bool:
-    """Whether a run can be put in or out of UTF-8 mode, whatever the
-    server's: this interpreter lets warmfork change the mode (see
-    ``server/src/run_flags.rs``), and its file system encoding, which is
-    fixed at start-up, is UTF-8, as python's is in either mode then."""
-    global _per_run
-    if _per_run is None:
-        from . import _native
-
-        _per_run = sys.getfilesystemencoding() == "utf-8" and _native.utf8_mode_settable()
-    return _per_run
-
 
 class StreamError(FatalError):
     """The standard streams cannot be made; CPython refuses to start then."""

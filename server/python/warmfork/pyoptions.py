@@ -381,11 +381,22 @@ def _code_has_debug_ranges() -> int:
 _SERVER_HAS_DEBUG_RANGES = _code_has_debug_ranges()  # fixed for the server's life: asked once
 
 
-def _utf8_mode_per_run() -> bool:
-    """Whether each run can have its own UTF-8 mode (see ``_stdio``)."""
-    from ._stdio import utf8_mode_per_run
+# Whether a run can have a UTF-8 mode of its own (see `utf8_mode_per_run`);
+# the server finds out before it forks, so that workers share the answer.
+_utf8_per_run: bool | None = None
 
-    return utf8_mode_per_run()
+
+def utf8_mode_per_run() -> bool:
+    """Whether a run can be put in or out of UTF-8 mode, whatever the
+    server's: this interpreter lets warmfork change the mode (see
+    ``server/src/run_flags.rs``), and its file system encoding, which is
+    fixed at start-up, is UTF-8, as python's is in either mode then."""
+    global _utf8_per_run
+    if _utf8_per_run is None:
+        from . import _native
+
+        _utf8_per_run = sys.getfilesystemencoding() == "utf-8" and _native.utf8_mode_settable()
+    return _utf8_per_run
 
 
 def _frozen_modules_in_use() -> int:
@@ -428,7 +439,7 @@ _FIXED_SETTINGS = (
     ),
     _FixedSetting(
         "-X utf8 (or PYTHONUTF8)", "UTF-8 mode decides the encodings chosen at start-up",
-        "sys.flags.utf8_mode", lambda c: None if _utf8_mode_per_run() else c.utf8_mode, lambda: sys.flags.utf8_mode,
+        "sys.flags.utf8_mode", lambda c: None if utf8_mode_per_run() else c.utf8_mode, lambda: sys.flags.utf8_mode,
     ),
     _FixedSetting(
         "-X frozen_modules", "the standard library was imported when the server started",

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from . import _inherited, _native, _stdio, _worker
+from . import _inherited, _native, _worker, pyoptions
 from .errors import ServerError
 
 # LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
@@ -261,7 +261,7 @@ def _prepare(
         rehearse()
     # Whether runs can have a UTF-8 mode of their own, found out once here
     # rather than in every worker.
-    _stdio.utf8_mode_per_run()
+    pyoptions.utf8_mode_per_run()
     _check_single_thread()
     # Anything still buffered in the server's streams would otherwise be
     # flushed by a worker, into a client's output.
