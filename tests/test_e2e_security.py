@@ -90,3 +90,82 @@ def test_a_thousand_idle_connections_do_not_hold_up_a_real_client(server: Server
     finally:
         for connection in idle:
             connection.close()
+
+
+SERVER = [sys.executable, "-m", "warmfork"]
+
+
+def control(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_stop_believes_no_lock_file_another_user_could_have_written(tmp_path: Path) -> None:
+    # Another user who made the socket directory (the /tmp fallback) wrote
+    # a lock naming one of your processes: `stop` killed it.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    victim = subprocess.Popen(["sleep", "60"])
+    lock = shared / "s.sock.lock"
+    lock.write_text(f"{victim.pid}\n")
+    holder = subprocess.Popen(["flock", "-x", os.fspath(lock), "sleep", "60"])
+    try:
+        time.sleep(0.3)  # the lock is held
+        for command in ("stop", "status"):
+            done = control(command, "--socket", os.fspath(shared / "s.sock"))
+            assert done.returncode == 1, done
+            assert "is not yours alone" in done.stderr and "not acting on it" in done.stderr, done.stderr
+        assert victim.poll() is None, "stop killed the process the planted lock named"
+    finally:
+        for process in (victim, holder):
+            process.kill()
+            process.wait()
+
+
+def test_a_lock_file_that_is_a_link_is_neither_believed_nor_followed(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    target = tmp_path / "important.txt"
+    target.write_text("keep me\n")
+    (private / "s.sock.lock").symlink_to(target)
+    done = control("stop", "--socket", os.fspath(private / "s.sock"))
+    assert done.returncode == 1 and "cannot open" in done.stderr, done
+    started = subprocess.run(
+        [*SERVER, "--socket", os.fspath(private / "s.sock"), "--no-reload"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode == 1 and "lock file" in started.stderr, started.stderr
+    assert target.read_text() == "keep me\n"
+
+
+def test_a_server_refuses_a_socket_directory_another_user_could_swap(tmp_path: Path) -> None:
+    # A directory above the socket's that another user owns lets them rename
+    # the socket directory away and put one of theirs in its place, where
+    # the server then wrote its lock (into any file, through a link).
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    (theirs / "run").mkdir(mode=0o700)
+    shutil.chown(theirs, "nobody", "nogroup")
+    linked = tmp_path / "linked"
+    linked.symlink_to(theirs / "run")
+    cases = {
+        theirs / "run" / "s.sock": "above the socket directory",
+        linked / "s.sock": "is a symbolic link",
+    }
+    for sock, message in cases.items():
+        started = subprocess.run(
+            [*SERVER, "--socket", os.fspath(sock), "--no-reload"], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert started.returncode == 1 and message in started.stderr, (sock, started.stderr)
+        assert not sock.exists()
+
+
+def test_a_client_refuses_a_socket_directory_that_is_a_link(server: Server, tmp_path: Path) -> None:
+    linked = tmp_path / "linked"
+    linked.symlink_to(server.socket.parent)
+    done = run_client(linked / server.socket.name)
+    assert done.returncode == 202 and b"or it is a symbolic link" in done.stderr, done.stderr
+    assert run_client(server.socket).stdout == b"ran\n"

@@ -327,8 +327,18 @@ fn private_dir(dir: &Path) -> Result<(), String> {
             ));
         }
     }
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    // The directory itself, not what a link there leads to: a link can be
+    // pointed elsewhere between this check and the files made in it.
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
     let uid = rustix::process::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "socket directory {} is a symbolic link, which could be pointed elsewhere; \
+             name the directory it leads to (--socket or WARMFORK_SOCKET)",
+            dir.display()
+        ));
+    }
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
@@ -347,6 +357,49 @@ fn private_dir(dir: &Path) -> Result<(), String> {
             meta.mode() & 0o7777
         ));
     }
+    secure_ancestors(dir, uid)
+}
+
+/// Makes sure no other user can swap `dir` for a directory of theirs: every
+/// directory above it, and every link on the way to it, belongs to root or
+/// to this user, and those writable by others are sticky (`/tmp`), so that
+/// only an entry's owner can rename it, as ssh's `StrictModes` asks of a
+/// user's files.
+fn secure_ancestors(dir: &Path, uid: u32) -> Result<(), String> {
+    let trusted = |owner: u32| owner == 0 || owner == uid;
+    let written =
+        std::path::absolute(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    for link in written.ancestors().skip(1) {
+        let Ok(meta) = std::fs::symlink_metadata(link) else {
+            continue; // `canonicalize` below says why
+        };
+        if meta.file_type().is_symlink() && !trusted(meta.uid()) {
+            return Err(format!(
+                "{} on the way to the socket directory is a link of uid {}, who could point it elsewhere; \
+                 choose a socket path through directories of yours or root's (--socket or WARMFORK_SOCKET)",
+                link.display(),
+                meta.uid()
+            ));
+        }
+    }
+    let real =
+        std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    for ancestor in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor)
+            .map_err(|e| format!("cannot stat {}: {e}", ancestor.display()))?;
+        let shared = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+        if !trusted(meta.uid()) || shared {
+            return Err(format!(
+                "{} above the socket directory {} (uid {}, mode {:o}) would let another user swap the \
+                 directory for one of theirs; choose a socket path through directories of yours or root's \
+                 (--socket or WARMFORK_SOCKET)",
+                ancestor.display(),
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -355,7 +408,7 @@ fn lock(path: &Path) -> Result<OwnedFd, String> {
     let lock_path = with_suffix(path, ".lock");
     let fd = rustix::fs::open(
         &lock_path,
-        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| format!("cannot open the lock file {}: {e}", lock_path.display()))?;

@@ -12,22 +12,36 @@ import contextlib
 import fcntl
 import os
 import signal
+import stat
 import time
 from pathlib import Path
+
+from .errors import WarmforkError
 
 #: Exit status of ``status`` and ``stop`` when no server runs (as LSB init
 #: scripts report "not running").
 EXIT_NOT_RUNNING = 3
 
 
+class Untrusted(WarmforkError):
+    """The socket's directory or lock file is not this user's alone: what it
+    says cannot be believed (another user could name any process there)."""
+
+
 def running_pid(socket: Path) -> int | None:
-    """The pid of the server holding ``socket``, or None if none does."""
+    """The pid of the server holding ``socket``, or None if none does.
+    Raises :class:`Untrusted` where another user could have written the
+    lock file."""
+    _check_private(socket.parent, "socket directory", directory=True)
     lock = Path(f"{socket}.lock")
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # ELOOP: a link, which the server never makes
+        raise Untrusted(f"cannot open {lock} as the server's lock file: {exc.strerror}") from None
     try:
+        _check_private(lock, "lock file", directory=False, fd=fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -37,6 +51,32 @@ def running_pid(socket: Path) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def _check_private(path: Path, what: str, *, directory: bool, fd: int | None = None) -> None:
+    """That ``path`` (open at ``fd``, if given) is this user's and writable
+    by no one else, as the server made it; a missing directory is fine
+    (no server there)."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.lstat(path)
+    except FileNotFoundError:
+        return
+    kind_ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
+    if not kind_ok or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise Untrusted(
+            f"the {what} {path} is not yours alone (uid {st.st_uid}, mode {stat.filemode(st.st_mode)}): "
+            "another user could have put any process's pid in it; not acting on it"
+        )
+
+
+def _is_mine(pid: int) -> bool:
+    """Whether process ``pid`` runs as this user (the server would)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+    return str(os.geteuid()) in uids[:2]
 
 
 def status(socket: Path) -> int:
@@ -62,6 +102,9 @@ def stop(socket: Path, timeout: float) -> int:
         return EXIT_NOT_RUNNING
     if pid <= 0:
         print(f"warmfork-server: a server holds {socket}.lock but its pid is unknown; stop it by hand")
+        return 1
+    if not _is_mine(pid):
+        print(f"warmfork-server: {socket}.lock names pid {pid}, which is not a process of yours; stop the server by hand")
         return 1
     with contextlib.suppress(ProcessLookupError):  # it may have just gone
         os.kill(pid, signal.SIGTERM)

@@ -142,7 +142,9 @@ const BUSY_PAUSE_MS: u32 = 5;
 pub fn private_dir(path: &SocketPath, me: Uid) -> Result<(), Failure<'_>> {
     let dir = path.dir();
     let dir_name = CBuf::<{ MAX_SOCKET_PATH_LEN + 1 }>::join(&[dir]).ok_or(Failure::PathTooLong)?;
-    let stat = rustix::fs::stat(dir_name.as_c_str()).map_err(|errno| Failure::System {
+    // The directory itself, not what a link there leads to: a link (mode
+    // 777) can be pointed elsewhere between two runs.
+    let stat = rustix::fs::lstat(dir_name.as_c_str()).map_err(|errno| Failure::System {
         call: "stat the socket directory",
         errno,
     })?;

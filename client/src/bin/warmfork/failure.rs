@@ -166,8 +166,13 @@ impl Failure<'_> {
                 line.push(dir);
                 let _ = write!(
                     line,
-                    " (owner uid {owner}, mode {mode:o}): another user could replace it; \
-                     use a directory of your own that only you can write to (WARMFORK_SOCKET)"
+                    " (owner uid {owner}, mode {mode:o}): another user could replace it{}; \
+                     use a directory of your own that only you can write to (WARMFORK_SOCKET)",
+                    if mode == 0o777 {
+                        ", or it is a symbolic link"
+                    } else {
+                        ""
+                    }
                 );
                 EXIT_NO_SERVER
             }
