@@ -304,6 +304,48 @@ def test_a_server_command_that_fails_is_reported_with_its_log(tmp_path: Path) ->
     assert Path(f"{sock}.log").read_text() == "no numpy here\n"
 
 
+# Starts its arguments with SIGCHLD ignored, as a parent that ignores it does.
+IGNORING_SIGCHLD = "import os, signal, sys\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\nos.execvp(sys.argv[1], sys.argv[1:])\n"
+
+
+def test_a_failing_server_command_is_reported_at_once_by_a_client_ignoring_sigchld(tmp_path: Path) -> None:
+    # The kernel reaped the command, waitid said ECHILD, and the client
+    # waited the whole minute for a server to listen.
+    sock = tmp_path / "s" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": "exit 3"}
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", IGNORING_SIGCHLD, CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 202 and b"(WARMFORK_SERVER) exited;" in done.stderr, done.stderr
+    assert time.monotonic() - began < 10
+
+
+def test_a_server_started_with_sigchld_ignored_reports_how_runs_end(tmp_path: Path) -> None:
+    # Its workers were reaped by the kernel: the server spun at 100 % CPU on
+    # their pidfds and the clients waited for ever.
+    sock_dir = tmp_path / "s"
+    sock_dir.mkdir(mode=0o700)
+    sock = sock_dir / "s.sock"
+    server = subprocess.Popen(
+        [sys.executable, "-c", IGNORING_SIGCHLD, *SERVER, "--socket", os.fspath(sock), "--no-reload"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for program, status in (("import os; os._exit(7)", 7), ("import os; os.kill(os.getpid(), 15)", -15)):
+            done = subprocess.run([CLIENT, "-c", program], env=env, capture_output=True, timeout=20, check=False)
+            assert done.returncode == status, done.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_a_server_the_client_starts_does_not_keep_the_first_clients_soft_limits_or_cpus(tmp_path: Path) -> None:
     # It serves every later run: a soft CPU limit of the first would end it
     # after that much CPU, a taskset would pin every run to its CPUs.

@@ -120,6 +120,21 @@ def test_limits_priority_and_affinity_are_the_clients(server, tmp_path: Path) ->
     assert out.stdout == f"[(64, 64), (0, 0), (100, {resource.RLIM_INFINITY})]\n5 [0]\n".encode()
 
 
+def test_a_descriptor_above_the_clients_soft_limit_is_the_programs(server, tmp_path: Path) -> None:
+    # `exec 9<file; ulimit -n 8; python` reads 9: a descriptor may lie above
+    # the soft limit. The worker took the client's limit first, then could
+    # not install 9 (exit 201).
+    (tmp_path / "data").write_bytes(b"nine")
+    program = "import os, resource as r\nprint(os.read(9, 4), r.getrlimit(r.RLIMIT_NOFILE)[0])\n"
+
+    def low_limit() -> None:
+        os.dup2(os.open(tmp_path / "data", os.O_RDONLY), 9)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    out = assert_same_as_python(server, "-c", program, cwd=tmp_path, preexec_fn=low_limit, close_fds=False)
+    assert out.stdout == b"b'nine' 8\n", out
+
+
 #: Frees 64 small chunks from C and prints whether glibc's fast bins took
 #: some (more than its per-thread cache holds); a worker must give the
 #: program the fast bins the server keeps off (server/src/fastbins.rs).

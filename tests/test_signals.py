@@ -416,3 +416,18 @@ def test_a_pipeline_into_head_ends_as_with_python(server, tmp_path: Path) -> Non
         outcomes.append(Outcome.of(done))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0].stdout.startswith(b"0\n")
+
+
+def test_a_program_that_dumps_core_leaves_its_core_not_the_clients(server, tmp_path: Path) -> None:
+    # The client died of the program's SIGABRT with its own core dump,
+    # which replaced the program's `core` file (or stood beside it).
+    client = subprocess.Popen(
+        ["sh", "-c", 'ulimit -c unlimited; exec "$@"', "sh", CLIENT, "-c", "import os; os.abort()"],
+        env=env_for(server),
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status = os.waitpid(client.pid, 0)
+    client.returncode = 0  # reaped here
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT, status
+    assert not os.WCOREDUMP(status), "the client dumped a core of its own"

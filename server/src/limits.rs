@@ -81,14 +81,14 @@ impl Own {
 /// and affinity of process `client`; what fails is left as it was.
 pub fn adopt(client: pid_t, own: &Own) {
     if client <= 0 {
-        restore_descriptor_limit();
         return;
     }
     for (resource, ours) in RESOURCES.zip(&own.limits) {
-        match (limit(client, resource), ours) {
-            (Some(theirs), Some(ours)) => adopt_limit(resource, theirs, *ours),
-            _ if resource == libc::RLIMIT_NOFILE as c_int => restore_descriptor_limit(),
-            _ => {}
+        if resource == NOFILE {
+            continue; // see `adopt_descriptor_limit`
+        }
+        if let (Some(theirs), Some(ours)) = (limit(client, resource), ours) {
+            adopt_limit(resource, theirs, *ours);
         }
     }
     if let Some(theirs) = priority(client).filter(|theirs| Some(*theirs) != own.priority) {
@@ -102,6 +102,18 @@ pub fn adopt(client: pid_t, own: &Own) {
         }
     }
 }
+
+/// Takes the client's descriptor limit, once its descriptors are in place:
+/// a descriptor a process has may lie above its soft limit (`exec 9<f;
+/// ulimit -n 8; python` still reads 9), but none can be put there.
+pub fn adopt_descriptor_limit(client: pid_t, own: &Own) {
+    match (limit(client, NOFILE), &own.limits[NOFILE as usize]) {
+        (Some(theirs), Some(ours)) if client > 0 => adopt_limit(NOFILE, theirs, *ours),
+        _ => restore_descriptor_limit(),
+    }
+}
+
+const NOFILE: c_int = libc::RLIMIT_NOFILE as c_int;
 
 fn adopt_limit(resource: c_int, theirs: rlimit, ours: rlimit) {
     if (theirs.rlim_cur, theirs.rlim_max) == (ours.rlim_cur, ours.rlim_max) {

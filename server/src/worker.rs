@@ -180,10 +180,11 @@ fn run_request(
     mut learner: Option<Learner>,
     own: &crate::limits::Own,
 ) -> ! {
-    // The client's pid lets the worker take the client's limits (first: the
-    // descriptor limit decides which numbers can be installed) and act on
-    // the client's job (see `_stdio.py`); 0 when it cannot be known (a
-    // client in another pid namespace reads as 0 too).
+    // The client's pid lets the worker take the client's limits (the
+    // descriptor limit once its descriptors are installed, which the
+    // server's limit allows) and act on the client's job (see `_stdio.py`);
+    // 0 when it cannot be known (a client in another pid namespace reads as
+    // 0 too).
     let client_pid = crate::listener::peer(connection.as_fd()).map_or(0, |peer| peer.pid);
     crate::limits::adopt(client_pid, own);
     let targets = descriptors::targets(&request);
@@ -197,6 +198,7 @@ fn run_request(
     if let Err(message) = descriptors::install(request.fds, fds, &targets) {
         fail(connection_fd, ErrorCode::BadRequest, &message);
     }
+    crate::limits::adopt_descriptor_limit(client_pid, own);
     if request.fds.contains(FdSet::CONTROLLING_TTY) {
         if let Err(message) = take_controlling_terminal(request.fds) {
             fail(connection_fd, ErrorCode::BadRequest, &message);

@@ -134,6 +134,11 @@ def serve(
     # so does SIGHUP (the terminal of a server started there closing), unless
     # the server was started to ignore it (`nohup`).
     previous = {signum: signal.signal(signum, _stop) for signum in _STOP_SIGNALS if not _ignored(signum)}
+    # A server started with SIGCHLD ignored (by a parent that ignores it,
+    # which exec keeps) would have its workers reaped by the kernel, never
+    # learn how they ended, and spin on their pidfds: the default it needs.
+    if _ignored(signal.SIGCHLD):
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # Python's signal handler writes to this pipe, so a signal wakes the
     # serving loop whenever it arrives, not only while it waits in poll.
     wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

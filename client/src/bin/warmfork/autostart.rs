@@ -106,11 +106,17 @@ fn start_with<'p>(
             Err(Failure::NoServer { .. }) => {}
             Err(other) => return Err(other),
         }
-        if let Ok(Some(status)) = rustix::process::waitid(
+        let ended = match rustix::process::waitid(
             WaitId::Pid(server),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
         ) {
-            let code = status.exit_status().unwrap_or(-1);
+            Ok(Some(status)) => Some(status.exit_status().unwrap_or(EXITED_UNKNOWN)),
+            // Gone already: the kernel reaped it, this client having been
+            // started with SIGCHLD ignored.
+            Err(Errno::CHILD) => Some(EXITED_UNKNOWN),
+            _ => None,
+        };
+        if let Some(code) = ended {
             return Err(Failure::ServerDidNotStart {
                 path: path.as_bytes(),
                 command,
@@ -132,6 +138,10 @@ fn start_with<'p>(
 /// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
 /// environment, `/dev/null` as stdin, the log as stdout and stderr, and no
 /// other descriptor.
+/// The code of a [`Failure::ServerDidNotStart`] whose command exited with a
+/// status this client cannot know (it died of a signal, or was reaped).
+pub const EXITED_UNKNOWN: i32 = -2;
+
 fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid, Errno> {
     let script = CBuf::<4096>::join(&[command]).ok_or(Errno::TOOBIG)?;
     let script = script.as_c_str();

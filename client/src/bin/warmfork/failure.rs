@@ -58,7 +58,8 @@ pub enum Failure<'a> {
     /// A system call failed.
     System { call: &'static str, errno: Errno },
     /// The server started from `WARMFORK_SERVER` exited, or did not listen
-    /// in time (`code` -1).
+    /// in time (`code` -1; `autostart::EXITED_UNKNOWN` for an exit whose
+    /// status is unknown).
     ServerDidNotStart {
         path: &'a [u8],
         command: &'a [u8],
@@ -232,6 +233,8 @@ impl Failure<'_> {
                 line.push(b"` (WARMFORK_SERVER) ");
                 if code >= 0 {
                     let _ = write!(line, "exited with status {code}");
+                } else if code == crate::autostart::EXITED_UNKNOWN {
+                    line.push(b"exited");
                 } else {
                     line.push(b"did not listen in time");
                 }

@@ -159,6 +159,17 @@ pub fn finish(status: ExitStatus) -> ! {
             // have restored the default): the default action, unblocked.
             let _ = crate::syscall::default_action(i32::from(number));
             signals::release(i32::from(number));
+            // The program has dumped its core, if it could: this process's
+            // own would take its place (a `core` file in the same directory)
+            // or stand beside it as a second crash. So the shell says
+            // "Aborted" where it says "Aborted (core dumped)" for python.
+            let _ = rustix::process::setrlimit(
+                rustix::process::Resource::Core,
+                rustix::process::Rlimit {
+                    current: Some(0),
+                    maximum: Some(0),
+                },
+            );
             let _ = crate::syscall::raise(i32::from(number));
             // Still here: the signal stops rather than kills, or cannot be
             // raised. Report it as a shell reports a death by signal.
