@@ -431,3 +431,20 @@ def test_a_program_that_dumps_core_leaves_its_core_not_the_clients(server, tmp_p
     client.returncode = 0  # reaped here
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT, status
     assert not os.WCOREDUMP(status), "the client dumped a core of its own"
+
+
+def test_without_proc_the_signals_the_client_was_started_ignoring_stay_ignored(server, tmp_path: Path) -> None:
+    # The client reads them from /proc/self/status; where /proc is not
+    # mounted it took none, so `nohup` did not protect the program.
+    ignoring = "import os, signal, sys\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\nos.execv(sys.argv[1], sys.argv[1:])\n"
+    program = "import signal; print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)"
+    script = 'umount -l /proc && exec "$@"'
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-c", ignoring, CLIENT, "-c", program],
+        env=env_for(server),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, b"True\n"), done.stderr

@@ -8,7 +8,8 @@ use crate::syscall::SigSet;
 /// The lines of `/proc/self/status` the request carries.
 pub struct ProcStatus {
     /// `SigIgn`: the signals this process ignores, inherited from whoever
-    /// started it, as `nohup` ignores SIGHUP. Without `/proc`, none.
+    /// started it, as `nohup` ignores SIGHUP. Without `/proc`, asked of
+    /// `rt_sigaction`.
     pub ignored: SigSet,
     /// `Umask` (Linux 4.7 and later), if the line is there.
     umask: Option<Mode>,
@@ -22,7 +23,7 @@ impl ProcStatus {
             Mode::empty(),
         ) else {
             return ProcStatus {
-                ignored: 0,
+                ignored: ignored_without_proc(),
                 umask: None,
             };
         };
@@ -49,6 +50,14 @@ impl ProcStatus {
             umask
         })
     }
+}
+
+/// The signals this process ignores, asked one by one (a `/proc` that is
+/// not mounted cannot say): those `nohup` or a shell's `&` set.
+fn ignored_without_proc() -> SigSet {
+    (1..=64)
+        .filter(|&signal| crate::syscall::is_ignored(signal))
+        .fold(0, |set, signal| set | 1 << (signal - 1))
 }
 
 /// What another process's status (the worker's) says of its signals.

@@ -180,6 +180,25 @@ pub fn default_action(signal: i32) -> Result<(), Errno> {
     result(ret).map(drop)
 }
 
+/// Whether `signal` is ignored (`SIG_IGN`), asked with `rt_sigaction`:
+/// for a client that cannot read `/proc/self/status`.
+pub fn is_ignored(signal: i32) -> bool {
+    const SIG_IGN: usize = 1;
+    let mut old = [0usize; 4];
+    // SAFETY: `old` is writable for the kernel's sigaction size; no new
+    // action is set.
+    let ret = unsafe {
+        syscall4(
+            nr::RT_SIGACTION,
+            signal as usize,
+            0,
+            old.as_mut_ptr() as usize,
+            8,
+        )
+    };
+    ret >= 0 && old[0] == SIG_IGN
+}
+
 /// `signalfd4(-1, set, SFD_CLOEXEC | SFD_NONBLOCK)`: a descriptor that
 /// becomes readable when a (blocked) signal of `set` is pending.
 pub fn signalfd(set: SigSet) -> Result<OwnedFd, Errno> {
