@@ -35,7 +35,8 @@ import types
 import warnings
 from collections.abc import Callable
 
-from . import _inherited, _prompt, _stdio, _worker, pyoptions
+from . import _inherited, _native, _prompt, _stdio, _worker, pyoptions
+from ._native import run_source_file
 from .errors import Unsupported
 
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
@@ -253,6 +254,7 @@ def _run_then_inspect(
             raise failure  # the caller makes it a death by SIGINT
         _prompt.print_exception(failure)
     if prompt:
+        _worker.resume_program_hooks()  # python's prompt runs with them
         _run_interactive_hook()
         _prompt.interact(namespace)
     elif failure is not None:
@@ -366,14 +368,14 @@ def _run_command(command: str, namespace: dict[str, object]) -> None:
     except UnicodeEncodeError:
         _write_stderr("Unable to decode the command from the command line:\n")
         raise
-    exec(compile(command, "<string>", "exec", dont_inherit=True), namespace)  # noqa: S102 - running it is the point
+    _native.call_program(exec, compile(command, "<string>", "exec", dont_inherit=True), namespace)
 
 
 def _run_module(name: str, *, set_argv0: bool) -> None:
     """``runpy._run_module_as_main``, as CPython calls it, so errors and
     tracebacks (with their ``<frozen runpy>`` lines) come out identical."""
     sys.audit("cpython.run_module", name)
-    runpy._run_module_as_main(name, set_argv0)  # type: ignore[attr-defined]
+    _native.call_program(runpy._run_module_as_main, name, set_argv0)  # type: ignore[attr-defined]
 
 
 def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:
@@ -428,7 +430,6 @@ def _exec_file(
     Source goes through CPython's own file parser, as under python, so that
     coding cookies, byte-order marks, null bytes and bytes that are not UTF-8
     meet the same errors (see ``server/src/source_file.rs``)."""
-    from ._native import run_source_file  # here: the rest of this module runs without the extension
 
     namespace["__file__"] = filename
     namespace["__cached__"] = None
@@ -439,9 +440,9 @@ def _exec_file(
         if is_pyc:
             with open(fd, "rb") as file:
                 code = _pyc_code(file.read())
-            exec(code, namespace)  # noqa: S102 - running it is the point
+            _native.call_program(exec, code, namespace)
         else:
-            run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
+            _native.call_program(run_source_file, fd, os.fsencode(filename), namespace, skip_first_line)
     except SystemExit:
         if inspect:
             _forget_file(namespace)
