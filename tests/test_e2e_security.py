@@ -12,10 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from conftest import CLIENT, Server
 
 
-def run_client(sock: Path) -> subprocess.CompletedProcess[bytes]:
+def run_client(sock: Path | str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
     return subprocess.run([CLIENT, "-c", "print('ran')"], env=env, capture_output=True, timeout=30, check=False)
 
@@ -149,11 +150,15 @@ def test_a_server_refuses_a_socket_directory_another_user_could_swap(tmp_path: P
     theirs.mkdir(mode=0o755)
     (theirs / "run").mkdir(mode=0o700)
     shutil.chown(theirs, "nobody", "nogroup")
-    linked = tmp_path / "linked"
+    linked = tmp_path / "linked"  # a link of root's (the tests' user): where it leads counts
     linked.symlink_to(theirs / "run")
+    their_link = tmp_path / "their-link"
+    their_link.symlink_to(tmp_path)
+    os.lchown(their_link, 65534, 65534)
     cases = {
         theirs / "run" / "s.sock": "above the socket directory",
-        linked / "s.sock": "is a symbolic link",
+        linked / "s.sock": "belongs to uid 65534, who could swap",
+        their_link / "s.sock": "is a symbolic link of uid 65534",
     }
     for sock, message in cases.items():
         started = subprocess.run(
@@ -163,9 +168,16 @@ def test_a_server_refuses_a_socket_directory_another_user_could_swap(tmp_path: P
         assert not sock.exists()
 
 
-def test_a_client_refuses_a_socket_directory_that_is_a_link(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelling", ["{}/{}", "{}//{}", "{}/./{}"], ids=["plain", "slash", "dot"])
+def test_a_client_refuses_a_socket_directory_that_is_another_users_link(
+    server: Server, tmp_path: Path, spelling: str
+) -> None:
     linked = tmp_path / "linked"
     linked.symlink_to(server.socket.parent)
-    done = run_client(linked / server.socket.name)
+    os.lchown(linked, 65534, 65534)
+    done = run_client(spelling.format(linked, server.socket.name))  # as written: no pathlib clean-up
     assert done.returncode == 202 and b"or it is a symbolic link" in done.stderr, done.stderr
-    assert run_client(server.socket).stdout == b"ran\n"
+    # One of the user's own (a home reached through a link) leads as well as the directory.
+    mine = tmp_path / "mine"
+    mine.symlink_to(server.socket.parent)
+    assert run_client(mine / server.socket.name).stdout == b"ran\n"

@@ -103,6 +103,26 @@ pub fn adopt(client: pid_t, own: &Own) {
     }
 }
 
+/// Makes room for the client's descriptors before they are installed: a
+/// soft limit as high as the client's, where this worker's hard limit
+/// allows (a number at or above the soft limit cannot be installed).
+pub fn room_for_descriptors(client: pid_t, own: &Own) {
+    if let (Some(theirs), Some(ours)) = (
+        limit(client, NOFILE).filter(|_| client > 0),
+        own.limits[NOFILE as usize],
+    ) {
+        if theirs.rlim_cur > ours.rlim_cur {
+            set_limit(
+                NOFILE,
+                rlimit {
+                    rlim_cur: theirs.rlim_cur.min(ours.rlim_max),
+                    rlim_max: ours.rlim_max,
+                },
+            );
+        }
+    }
+}
+
 /// Takes the client's descriptor limit, once its descriptors are in place:
 /// a descriptor a process has may lie above its soft limit (`exec 9<f;
 /// ulimit -n 8; python` still reads 9), but none can be put there.

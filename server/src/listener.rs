@@ -313,8 +313,14 @@ pub fn private_socket_dir(path: &Path) -> Result<&Path, String> {
 }
 
 /// Makes sure `dir` exists, belongs to this user and is writable by no one
-/// else, creating it 0700 if it is missing.
+/// else, creating it 0700 if it is missing, and that no other user can swap
+/// it for a directory of theirs (see [`secure_ancestors`]).
 fn private_dir(dir: &Path) -> Result<(), String> {
+    let uid = rustix::process::geteuid().as_raw();
+    // Above it first: nothing is made where it could be swapped.
+    let written =
+        std::path::absolute(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+    secure_ancestors(&written, uid)?;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         // mkdir applies the umask, which can only remove bits; 0700 stands.
         Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -327,17 +333,24 @@ fn private_dir(dir: &Path) -> Result<(), String> {
             ));
         }
     }
-    // The directory itself, not what a link there leads to: a link can be
-    // pointed elsewhere between this check and the files made in it.
-    let meta = std::fs::symlink_metadata(dir)
+    let mut meta = std::fs::symlink_metadata(dir)
         .map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
-    let uid = rustix::process::geteuid().as_raw();
     if meta.file_type().is_symlink() {
-        return Err(format!(
-            "socket directory {} is a symbolic link, which could be pointed elsewhere; \
-             name the directory it leads to (--socket or WARMFORK_SOCKET)",
-            dir.display()
-        ));
+        // A link of the user's or root's is as safe as where it leads: only
+        // its owner can point it elsewhere. Another's could be, at any time.
+        if !trusted(meta.uid(), uid) {
+            return Err(format!(
+                "socket directory {} is a symbolic link of uid {}, who could point it elsewhere; \
+                 name the directory it leads to (--socket or WARMFORK_SOCKET)",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+        let target = std::fs::canonicalize(dir)
+            .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
+        secure_ancestors(&target, uid)?;
+        meta = std::fs::metadata(&target)
+            .map_err(|e| format!("cannot stat {}: {e}", target.display()))?;
     }
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
@@ -357,23 +370,51 @@ fn private_dir(dir: &Path) -> Result<(), String> {
             meta.mode() & 0o7777
         ));
     }
-    secure_ancestors(dir, uid)
+    Ok(())
 }
 
-/// Makes sure no other user can swap `dir` for a directory of theirs: every
-/// directory above it, and every link on the way to it, belongs to root or
-/// to this user, and those writable by others are sticky (`/tmp`), so that
-/// only an entry's owner can rename it, as ssh's `StrictModes` asks of a
-/// user's files.
+/// Whether a directory or link of `owner` is safe from others for this
+/// user `uid`: root's or the user's own. In a user namespace that does
+/// not map root (`unshare -r`, rootless containers), the files of users it
+/// does not map, root's among them (`/` itself), show as the overflow uid;
+/// those are trusted too, or nothing could be (they are the host's).
+fn trusted(owner: u32, uid: u32) -> bool {
+    owner == 0 || owner == uid || Some(owner) == *UNMAPPED_OWNER
+}
+
+/// The uid unmapped owners show as, in a user namespace that does not map
+/// root; `None` where the namespace maps it (the usual, initial one).
+static UNMAPPED_OWNER: std::sync::LazyLock<Option<u32>> = std::sync::LazyLock::new(|| {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let maps_root = map.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.next() == Some("0") && fields.next() == Some("0")
+    });
+    if maps_root {
+        return None;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+});
+
+/// Makes sure no other user can swap the directory `dir` (an absolute path,
+/// which need not exist yet) for a directory of theirs: every directory
+/// above it, and every link on the way to it, belongs to root or to this
+/// user, and those writable by others are sticky (`/tmp`), so that only an
+/// entry's owner can rename it, as ssh's `StrictModes` asks of a user's
+/// files.
 fn secure_ancestors(dir: &Path, uid: u32) -> Result<(), String> {
-    let trusted = |owner: u32| owner == 0 || owner == uid;
-    let written =
-        std::path::absolute(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
-    for link in written.ancestors().skip(1) {
+    let Some(parent) = dir.parent() else {
+        return Ok(()); // `/` itself
+    };
+    for link in parent.ancestors() {
         let Ok(meta) = std::fs::symlink_metadata(link) else {
             continue; // `canonicalize` below says why
         };
-        if meta.file_type().is_symlink() && !trusted(meta.uid()) {
+        if meta.file_type().is_symlink() && !trusted(meta.uid(), uid) {
             return Err(format!(
                 "{} on the way to the socket directory is a link of uid {}, who could point it elsewhere; \
                  choose a socket path through directories of yours or root's (--socket or WARMFORK_SOCKET)",
@@ -382,21 +423,33 @@ fn secure_ancestors(dir: &Path, uid: u32) -> Result<(), String> {
             ));
         }
     }
-    let real =
-        std::fs::canonicalize(dir).map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
-    for ancestor in real.ancestors().skip(1) {
+    let real = match std::fs::canonicalize(parent) {
+        Ok(real) => real,
+        // Making the socket directory says so, naming it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot resolve {}: {e}", parent.display())),
+    };
+    for ancestor in real.ancestors() {
         let meta = std::fs::metadata(ancestor)
             .map_err(|e| format!("cannot stat {}: {e}", ancestor.display()))?;
-        let shared = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
-        if !trusted(meta.uid()) || shared {
+        let mode = meta.mode() & 0o7777;
+        if !trusted(meta.uid(), uid) {
             return Err(format!(
-                "{} above the socket directory {} (uid {}, mode {:o}) would let another user swap the \
-                 directory for one of theirs; choose a socket path through directories of yours or root's \
+                "{} above the socket directory {} belongs to uid {}, who could swap the directory \
+                 for one of theirs; choose a socket path through directories of yours or root's \
                  (--socket or WARMFORK_SOCKET)",
                 ancestor.display(),
                 dir.display(),
-                meta.uid(),
-                meta.mode() & 0o7777
+                meta.uid()
+            ));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(format!(
+                "{} above the socket directory {} is writable by others and not sticky (mode {mode:o}), \
+                 so anyone could swap the directory for one of theirs; make it sticky (chmod +t) or \
+                 choose another socket path (--socket or WARMFORK_SOCKET)",
+                ancestor.display(),
+                dir.display(),
             ));
         }
     }

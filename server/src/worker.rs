@@ -181,12 +181,13 @@ fn run_request(
     own: &crate::limits::Own,
 ) -> ! {
     // The client's pid lets the worker take the client's limits (the
-    // descriptor limit once its descriptors are installed, which the
-    // server's limit allows) and act on the client's job (see `_stdio.py`);
+    // descriptor limit once its descriptors are installed, with room made
+    // for them first) and act on the client's job (see `_stdio.py`);
     // 0 when it cannot be known (a client in another pid namespace reads as
     // 0 too).
     let client_pid = crate::listener::peer(connection.as_fd()).map_or(0, |peer| peer.pid);
     crate::limits::adopt(client_pid, own);
+    crate::limits::room_for_descriptors(client_pid, own);
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
     let connection = &connection;

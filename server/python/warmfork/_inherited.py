@@ -81,11 +81,15 @@ def restart_clocks() -> None:
     working directory."""
     process = sys.modules.get("multiprocessing.process")
     if process is not None:
-        with contextlib.suppress(OSError):  # a directory gone: python would have failed to start in it
+        try:
             process.ORIGINAL_DIR = os.path.abspath(os.getcwd())  # type: ignore[attr-defined]
+        except OSError:  # a directory deleted: python's multiprocessing has None then
+            process.ORIGINAL_DIR = None  # type: ignore[attr-defined]
     logging = sys.modules.get("logging")
     if logging is not None:
-        logging._startTime = time.time()  # type: ignore[attr-defined]
+        # Seconds up to 3.12, nanoseconds from 3.13, as logging keeps it.
+        start = logging._startTime  # type: ignore[attr-defined]
+        logging._startTime = time.time_ns() if isinstance(start, int) else time.time()  # type: ignore[attr-defined]
     threading = sys.modules.get("threading")
     if threading is not None:
         with contextlib.suppress(AttributeError):  # a build without native thread ids

@@ -61,6 +61,12 @@ def _check_private(path: Path, what: str, *, directory: bool, fd: int | None = N
         st = os.fstat(fd) if fd is not None else os.lstat(path)
     except FileNotFoundError:
         return
+    if stat.S_ISLNK(st.st_mode):
+        # A directory reached through a link of the user's or root's, as the
+        # server accepts it; a lock file is never a link.
+        if not directory or st.st_uid not in (0, os.geteuid()):
+            raise Untrusted(f"the {what} {path} is a symbolic link of uid {st.st_uid}; not acting on it")
+        st = os.stat(path)
     kind_ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
     if not kind_ok or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise Untrusted(

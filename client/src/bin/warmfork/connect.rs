@@ -66,14 +66,22 @@ impl SocketPath {
         &self.buf[..self.len]
     }
 
-    /// The directory that holds the socket (`.` for a bare name).
+    /// The directory that holds the socket (`.` for a bare name), without
+    /// the `/` and `/.` it may end in (`dir//s.sock`, `dir/./s.sock`), which
+    /// would make a look at it follow a link there.
     pub fn dir(&self) -> &[u8] {
         let path = self.as_bytes();
-        match path.iter().rposition(|&b| b == b'/') {
-            Some(0) => b"/",
+        let mut dir = match path.iter().rposition(|&b| b == b'/') {
             Some(end) => &path[..end],
-            None => b".",
+            None => return b".",
+        };
+        loop {
+            match dir {
+                [rest @ .., b'/'] | [rest @ .., b'/', b'.'] if !rest.is_empty() => dir = rest,
+                _ => break,
+            }
         }
+        if dir.is_empty() { b"/" } else { dir }
     }
 }
 
@@ -143,11 +151,18 @@ pub fn private_dir(path: &SocketPath, me: Uid) -> Result<(), Failure<'_>> {
     let dir = path.dir();
     let dir_name = CBuf::<{ MAX_SOCKET_PATH_LEN + 1 }>::join(&[dir]).ok_or(Failure::PathTooLong)?;
     // The directory itself, not what a link there leads to: a link (mode
-    // 777) can be pointed elsewhere between two runs.
-    let stat = rustix::fs::lstat(dir_name.as_c_str()).map_err(|errno| Failure::System {
+    // 777) can be pointed elsewhere between two runs, unless it is this
+    // user's or root's (a home reached through one); then where it leads.
+    let system = |errno| Failure::System {
         call: "stat the socket directory",
         errno,
-    })?;
+    };
+    let mut stat = rustix::fs::lstat(dir_name.as_c_str()).map_err(system)?;
+    if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink
+        && (stat.st_uid == me.as_raw() || stat.st_uid == 0)
+    {
+        stat = rustix::fs::stat(dir_name.as_c_str()).map_err(system)?;
+    }
     if stat.st_uid != me.as_raw() || stat.st_mode & 0o022 != 0 {
         return Err(Failure::UnsafeDir {
             dir,

@@ -154,11 +154,6 @@ pub fn finish(status: ExitStatus) -> ! {
     match status {
         ExitStatus::Exited(code) => exit(i32::from(code)),
         ExitStatus::Signaled(number) => {
-            // The program died of it, so python's process would have, even
-            // if whoever started the client had it ignored (the program may
-            // have restored the default): the default action, unblocked.
-            let _ = crate::syscall::default_action(i32::from(number));
-            signals::release(i32::from(number));
             // The program has dumped its core, if it could: this process's
             // own would take its place (a `core` file in the same directory)
             // or stand beside it as a second crash. So the shell says
@@ -170,6 +165,11 @@ pub fn finish(status: ExitStatus) -> ! {
                     maximum: Some(0),
                 },
             );
+            // The program died of it, so python's process would have, even
+            // if whoever started the client had it ignored (the program may
+            // have restored the default): the default action, unblocked.
+            let _ = crate::syscall::default_action(i32::from(number));
+            signals::release(i32::from(number));
             let _ = crate::syscall::raise(i32::from(number));
             // Still here: the signal stops rather than kills, or cannot be
             // raised. Report it as a shell reports a death by signal.
