@@ -347,37 +347,3 @@ def test_a_program_raising_warmforks_unsupported_fails_as_any_exception(server, 
     assert done.stderr.endswith(b"warmfork.errors.Unsupported: mine\n"), done.stderr
     assert b'File "<string>", line 4, in <module>' in done.stderr
     assert (tmp_path / "runs").read_text() == "run\n"
-
-
-# A debugger or tracer the program leaves on sees what python's would: the
-# program's frames, then the joins of threads and atexit's callbacks, and
-# none of warmfork's code (which a tracer that raises used to break).
-TRACER_THAT_REFUSES_OTHER_FILES = (
-    "import sys\n"
-    "def tracer(frame, event, arg):\n"
-    "    if frame.f_code.co_filename != __file__:\n"
-    "        raise RuntimeError('tracer refuses ' + frame.f_code.co_name)\n"
-    "    return tracer\n"
-    "sys.settrace(tracer)\n"
-    "print('main done')\n"
-)
-PROFILER_WITH_ATEXIT = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: print('atexit'))\n"
-    "sys.setprofile(lambda frame, event, arg: print(event, frame.f_code.co_name))\n"
-    "print('x')\n"
-)
-HOOKS_LEFT_ON = {
-    "tracer_that_refuses_other_files": (TRACER_THAT_REFUSES_OTHER_FILES, b""),
-    "profiler_with_atexit": (PROFILER_WITH_ATEXIT, b""),
-    "pdb_stepping_past_the_end": ("import pdb\nx = 1\npdb.set_trace()\ny = 2\n", b"n\nn\nn\nn\nn\nc\n"),
-}
-
-
-@pytest.mark.parametrize(("program", "typed"), HOOKS_LEFT_ON.values(), ids=HOOKS_LEFT_ON.keys())
-def test_hooks_the_program_leaves_on_see_what_they_would_under_python(
-    server, tmp_path: Path, program: str, typed: bytes
-) -> None:
-    (tmp_path / "hooked.py").write_text(program)
-    out = assert_same_as_python(server, "hooked.py", cwd=tmp_path, input=typed)
-    assert b"warmfork" not in out.stdout + out.stderr, out

@@ -35,77 +35,6 @@ mod terminal_input;
 mod watch;
 mod worker;
 
-/// Calls `function(*args)`: the program's own code. However it ends, the
-/// trace and profile functions it left on (a debugger, a tracer) go off
-/// before warmfork's code runs again, as python's have nothing left to see
-/// once the program's last frame returns; they are back on for what python
-/// still runs with them (the joins of threads and atexit, through
-/// [`call_hooked`]; the `-i` prompt). Being C, this call adds no frame to
-/// the program's tracebacks.
-#[pyfunction]
-#[pyo3(signature = (function, *args))]
-fn call_program(
-    py: Python<'_>,
-    function: &Bound<'_, PyAny>,
-    args: &Bound<'_, pyo3::types::PyTuple>,
-) -> PyResult<Py<PyAny>> {
-    let outcome = function.call(args, None);
-    let hooks = (
-        sys_call(py, c"gettrace", None)?,
-        sys_call(py, c"getprofile", None)?,
-    );
-    if !hooks.0.is_none() || !hooks.1.is_none() {
-        sys_call(py, c"settrace", Some(py.None().into_bound(py)))?;
-        sys_call(py, c"setprofile", Some(py.None().into_bound(py)))?;
-        py.import("warmfork._worker")?
-            .setattr("_program_hooks", hooks)?;
-    }
-    outcome.map(Bound::unbind)
-}
-
-/// Calls `function()` with the trace and profile functions `trace` and
-/// `profile` on, and takes them off again, all from C: they see the call
-/// (the joins of threads, atexit's callbacks, as under python) but none of
-/// warmfork's own.
-#[pyfunction]
-fn call_hooked<'py>(
-    py: Python<'py>,
-    function: &Bound<'py, PyAny>,
-    trace: Bound<'py, PyAny>,
-    profile: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    sys_call(py, c"settrace", Some(trace))?;
-    sys_call(py, c"setprofile", Some(profile))?;
-    let outcome = function.call0();
-    sys_call(py, c"settrace", Some(py.None().into_bound(py)))?;
-    sys_call(py, c"setprofile", Some(py.None().into_bound(py)))?;
-    outcome
-}
-
-/// Calls the function `sys.<name>` with `argument`, if any. Found in `sys`'s
-/// own dictionary: an import would go through the import system, which on
-/// every run writes to objects all over the heap (and so copies pages).
-fn sys_call<'py>(
-    py: Python<'py>,
-    name: &std::ffi::CStr,
-    argument: Option<Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: a borrowed reference from `sys`'s dictionary, taken with the
-    // GIL held; it becomes a new reference before anything can drop it.
-    let function =
-        unsafe { Bound::from_borrowed_ptr_or_opt(py, pyo3::ffi::PySys_GetObject(name.as_ptr())) }
-            .ok_or_else(|| {
-            pyo3::exceptions::PyRuntimeError::new_err(format!(
-                "sys.{} is gone",
-                name.to_string_lossy()
-            ))
-        })?;
-    match argument {
-        Some(argument) => function.call1((argument,)),
-        None => function.call0(),
-    }
-}
-
 /// Serialises the unit tests that look at this process's mappings or at
 /// which of its pages it owns alone, and those that change either (mapping
 /// memory, forking): run from another test thread at the same time, one
@@ -361,8 +290,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(terminal_input::guard_input, m)?)?;
     m.add_function(wrap_pyfunction!(terminal_input::input, m)?)?;
     m.add_function(wrap_pyfunction!(source_file::run_source_file, m)?)?;
-    m.add_function(wrap_pyfunction!(call_program, m)?)?;
-    m.add_function(wrap_pyfunction!(call_hooked, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::utf8_mode_settable, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::set_utf8_mode, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::set_flags, m)?)?;

@@ -54,12 +54,6 @@ def set_utf8_mode(on: bool) -> bool:
 def set_flags(changes: dict[str, object]) -> None:
     """Make ``sys.flags`` show ``changes`` (field name to value)."""
 
-def call_program(function: Callable[..., object], *args: object) -> object:
-    """Call ``function(*args)``, the program; then take off the trace and profile functions it left on."""
-
-def call_hooked(function: Callable[[], object], trace: object, profile: object) -> object:
-    """Call ``function()`` with these trace and profile functions on, and take them off after."""
-
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

@@ -217,11 +217,11 @@ def _finalize(code: int) -> int:
     threading = sys.modules.get("threading")
     try:
         if threading is not None:
-            _as_python_does(threading._shutdown)  # type: ignore[attr-defined]
+            threading._shutdown()  # type: ignore[attr-defined]
     except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt while joining
         with contextlib.suppress(SystemExit):
             _excepthook(exc)
-    _as_python_does(atexit._run_exitfuncs)
+    atexit._run_exitfuncs()
     # As Py_RunMain: a failed final flush overrides the exit status, but not
     # a death by SIGINT.
     if not _flush_std_files() and code >= 0:
@@ -232,31 +232,6 @@ def _finalize(code: int) -> int:
     # after the modules, and says nothing of a failure then.
     _flush_std_files(quietly=True)
     return code
-
-
-# The trace and profile functions the program left on when its code ended,
-# which `_native.call_program` took off.
-_program_hooks: tuple[object, object] = (None, None)
-
-
-def resume_program_hooks() -> None:
-    """Put back the trace and profile functions the program left on."""
-    trace, profile = _program_hooks
-    if trace is not None:
-        sys.settrace(trace)  # type: ignore[arg-type]
-    if profile is not None:
-        sys.setprofile(profile)  # type: ignore[arg-type]
-
-
-def _as_python_does(function: Callable[[], object]) -> None:
-    """Call ``function()``, a step of python's finalisation, with the trace
-    and profile functions the program left on, as python runs it."""
-    if _program_hooks == (None, None):
-        function()
-    else:
-        from ._native import call_hooked
-
-        call_hooked(function, *_program_hooks)
 
 
 def _flush_std_files(*, quietly: bool = False) -> bool:

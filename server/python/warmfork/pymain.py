@@ -35,7 +35,7 @@ import types
 import warnings
 from collections.abc import Callable
 
-from . import _inherited, _native, _prompt, _stdio, _worker, pyoptions
+from . import _inherited, _prompt, _stdio, _worker, pyoptions
 from ._native import run_source_file
 from .errors import Unsupported
 
@@ -254,7 +254,6 @@ def _run_then_inspect(
             raise failure  # the caller makes it a death by SIGINT
         _prompt.print_exception(failure)
     if prompt:
-        _worker.resume_program_hooks()  # python's prompt runs with them
         _run_interactive_hook()
         _prompt.interact(namespace)
     elif failure is not None:
@@ -368,14 +367,14 @@ def _run_command(command: str, namespace: dict[str, object]) -> None:
     except UnicodeEncodeError:
         _write_stderr("Unable to decode the command from the command line:\n")
         raise
-    _native.call_program(exec, compile(command, "<string>", "exec", dont_inherit=True), namespace)
+    exec(compile(command, "<string>", "exec", dont_inherit=True), namespace)  # noqa: S102 - running it is the point
 
 
 def _run_module(name: str, *, set_argv0: bool) -> None:
     """``runpy._run_module_as_main``, as CPython calls it, so errors and
     tracebacks (with their ``<frozen runpy>`` lines) come out identical."""
     sys.audit("cpython.run_module", name)
-    _native.call_program(runpy._run_module_as_main, name, set_argv0)  # type: ignore[attr-defined]
+    runpy._run_module_as_main(name, set_argv0)  # type: ignore[attr-defined]
 
 
 def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:
@@ -430,7 +429,6 @@ def _exec_file(
     Source goes through CPython's own file parser, as under python, so that
     coding cookies, byte-order marks, null bytes and bytes that are not UTF-8
     meet the same errors (see ``server/src/source_file.rs``)."""
-
     namespace["__file__"] = filename
     namespace["__cached__"] = None
     if filename != "<stdin>":
@@ -440,9 +438,9 @@ def _exec_file(
         if is_pyc:
             with open(fd, "rb") as file:
                 code = _pyc_code(file.read())
-            _native.call_program(exec, code, namespace)
+            exec(code, namespace)  # noqa: S102 - running it is the point
         else:
-            _native.call_program(run_source_file, fd, os.fsencode(filename), namespace, skip_first_line)
+            run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
     except SystemExit:
         if inspect:
             _forget_file(namespace)
