@@ -448,25 +448,3 @@ def test_without_proc_the_signals_the_client_was_started_ignoring_stay_ignored(s
         check=False,
     )
     assert (done.returncode, done.stdout) == (0, b"True\n"), done.stderr
-
-
-def test_sigtstp_to_a_client_in_an_orphaned_group_is_dropped_as_the_kernel_drops_it(server, tmp_path: Path) -> None:
-    # Under setsid the client's group is orphaned: the kernel drops a
-    # SIGTSTP sent to python there; the client stopped the run until someone
-    # sent SIGCONT.
-    program = "import time\nprint('ready', flush=True)\ntime.sleep(1.5)\nprint('done')\n"
-    for command in ([CLIENT], [sys.executable]):
-        process = subprocess.Popen(
-            ["setsid", *command, "-c", program],
-            env=env_for(server),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-        )
-        assert process.stdout is not None
-        assert process.stdout.readline() == b"ready\n"
-        process.send_signal(signal.SIGTSTP)
-        try:
-            out, _ = process.communicate(timeout=10)
-        finally:
-            process.kill()
-        assert (process.returncode, out) == (0, b"done\n"), command

@@ -302,11 +302,6 @@ impl Forwarder {
             return;
         };
         if bit(number) & STOP != 0 {
-            // The kernel drops a SIGTSTP to an orphaned process group (under
-            // `setsid`, say): python's would go on, and so does the run.
-            if group_is_orphaned() {
-                return;
-            }
             // A program that ignores SIGTSTP goes on, as under python; the
             // rest of its group gets the SIGTSTP, as from a terminal (a
             // child that handles it, as an editor does, runs its handler).
@@ -383,55 +378,6 @@ fn proc_is_ours() -> bool {
         rustix::fs::readlinkat_raw(rustix::fs::CWD, c"/proc/self", &mut link[..]),
         Ok(len) if link.get(..len) == Some(pid.as_bytes())
     )
-}
-
-/// Whether this client's process group is orphaned: no process of it has
-/// a parent in another group of the same session, which could continue it
-/// once stopped. Followed up the parents while they are in the group (a
-/// script that runs the client); without `/proc` of this namespace, not.
-fn group_is_orphaned() -> bool {
-    if !proc_is_ours() {
-        return false;
-    }
-    let group = rustix::process::getpgrp().as_raw_nonzero().get();
-    let Ok(session) = rustix::process::getsid(None) else {
-        return false;
-    };
-    let session = session.as_raw_nonzero().get();
-    let mut pid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
-    for _ in 0..64 {
-        let Some((parent, parent_group, parent_session)) = stat_of(pid) else {
-            return false;
-        };
-        if parent_group != group {
-            return parent_session != session;
-        }
-        pid = parent;
-    }
-    false
-}
-
-/// The parent, process group and session of process `pid`, from its
-/// `/proc/PID/stat`.
-fn stat_of(pid: i32) -> Option<(i32, i32, i32)> {
-    let pid = Decimal::of(u32::try_from(pid).ok().filter(|&pid| pid > 0)?);
-    let path = CBuf::<32>::join(&[b"/proc/", pid.as_bytes(), b"/stat"])?;
-    let file = rustix::fs::open(
-        path.as_c_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = [0u8; 512];
-    let len = rustix::io::read(&file, &mut buf).ok()?;
-    // After the command name, which may hold anything: state ppid pgrp session.
-    let after = buf[..len].iter().rposition(|&b| b == b')')?;
-    let mut fields = buf[after + 1..len]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .skip(1);
-    let mut next = || decimal(fields.next()?).and_then(|n| i32::try_from(n).ok());
-    Some((next()?, next()?, next()?))
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes
