@@ -338,7 +338,7 @@ fn private_dir(dir: &Path) -> Result<(), String> {
     if meta.file_type().is_symlink() {
         // A link of the user's or root's is as safe as where it leads: only
         // its owner can point it elsewhere. Another's could be, at any time.
-        if !trusted(meta.uid(), uid) {
+        if !trusted_link(meta.uid(), uid) {
             return Err(format!(
                 "socket directory {} is a symbolic link of uid {}, who could point it elsewhere; \
                  name the directory it leads to (--socket or WARMFORK_SOCKET)",
@@ -377,9 +377,18 @@ fn private_dir(dir: &Path) -> Result<(), String> {
 /// user `uid`: root's or the user's own. In a user namespace that does
 /// not map root (`unshare -r`, rootless containers), the files of users it
 /// does not map, root's among them (`/` itself), show as the overflow uid;
-/// those are trusted too, or nothing could be (they are the host's).
+/// those directories are trusted too, or nothing could be (they are the
+/// host's, and the kernel does not say whose), but links are not (see
+/// [`trusted_link`]).
 fn trusted(owner: u32, uid: u32) -> bool {
     owner == 0 || owner == uid || Some(owner) == *UNMAPPED_OWNER
+}
+
+/// Whether a symbolic link of `owner` may be followed to the socket: only
+/// root's and the user's own. Not the overflow uid's, even in a user
+/// namespace: that may be another user of the host, free to repoint it.
+fn trusted_link(owner: u32, uid: u32) -> bool {
+    owner == 0 || owner == uid
 }
 
 /// The uid unmapped owners show as, in a user namespace that does not map
@@ -414,7 +423,7 @@ fn secure_ancestors(dir: &Path, uid: u32) -> Result<(), String> {
         let Ok(meta) = std::fs::symlink_metadata(link) else {
             continue; // `canonicalize` below says why
         };
-        if meta.file_type().is_symlink() && !trusted(meta.uid(), uid) {
+        if meta.file_type().is_symlink() && !trusted_link(meta.uid(), uid) {
             return Err(format!(
                 "{} on the way to the socket directory is a link of uid {}, who could point it elsewhere; \
                  choose a socket path through directories of yours or root's (--socket or WARMFORK_SOCKET)",
