@@ -448,3 +448,39 @@ def test_without_proc_the_signals_the_client_was_started_ignoring_stay_ignored(s
         check=False,
     )
     assert (done.returncode, done.stdout) == (0, b"True\n"), done.stderr
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.parametrize("group", ["orphaned", "held_by_its_job"])
+def test_sigtstp_stops_the_run_only_where_the_kernel_would_stop_python(
+    server, tmp_path: Path, group: str
+) -> None:
+    # The kernel drops a SIGTSTP to an orphaned group (under setsid): there
+    # the client stopped the run until someone sent SIGCONT. In a group its
+    # job still holds (a member's parent is in another group of the same
+    # session), it stops, even when the client itself was reparented.
+    program = "import time\nprint('ready', flush=True)\ntime.sleep(1.5)\nprint('done')\n"
+    launch = {"orphaned": ["setsid", "{}"], "held_by_its_job": ["sh", "-c", '("$0" "$@" &); sleep 4', "{}"]}[group]
+    results = []
+    for interpreter in (CLIENT, sys.executable):
+        pid_file = tmp_path / "pid"
+        wrapper = f"import os, sys\nopen({os.fspath(pid_file)!r}, 'w').write(str(os.getpid()))\nos.execv(sys.argv[1], sys.argv[1:])\n"
+        command = [part.replace("{}", sys.executable) for part in launch] + ["-c", wrapper, os.fspath(interpreter), "-c", program]
+        out_file = tmp_path / "out"
+        with out_file.open("wb") as out:
+            starter = subprocess.Popen(command, env=env_for(server), cwd=tmp_path, stdout=out, process_group=0)
+            try:
+                wait_until(lambda: out_file.read_bytes().startswith(b"ready"), timeout=10)
+                pid = int(pid_file.read_text())
+                os.kill(pid, signal.SIGTSTP)
+                time.sleep(0.5)
+                results.append(_state(pid) == "T")
+                os.kill(pid, signal.SIGCONT)
+                wait_until(lambda: b"done" in out_file.read_bytes(), timeout=10)
+            finally:
+                starter.kill()
+                starter.wait()
+    assert results == ([False, False] if group == "orphaned" else [True, True]), results

@@ -61,9 +61,16 @@ impl Extra {
 /// typical process's few entries, one that finds the end) and a close.
 /// `each` may close descriptors: the kernel lists them by number, and a
 /// closed one does not move the others.
-pub fn each_open(mut each: impl FnMut(u32)) -> Option<()> {
+pub fn each_open(each: impl FnMut(u32)) -> Option<()> {
+    each_number_in(c"/proc/self/fd", each)
+}
+
+/// Calls `each` with every entry of the directory `path` whose name is a
+/// number (descriptors in `/proc/self/fd`, processes in `/proc`), but the
+/// descriptor this reads it through; `None` when it cannot be read.
+pub fn each_number_in(path: &core::ffi::CStr, mut each: impl FnMut(u32)) -> Option<()> {
     let dir = rustix::fs::open(
-        c"/proc/self/fd",
+        path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )

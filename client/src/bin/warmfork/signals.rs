@@ -302,6 +302,11 @@ impl Forwarder {
             return;
         };
         if bit(number) & STOP != 0 {
+            // The kernel drops a SIGTSTP to an orphaned process group (under
+            // `setsid`, say): python's would go on, and so does the run.
+            if group_is_orphaned() {
+                return;
+            }
             // A program that ignores SIGTSTP goes on, as under python; the
             // rest of its group gets the SIGTSTP, as from a terminal (a
             // child that handles it, as an editor does, runs its handler).
@@ -378,6 +383,65 @@ fn proc_is_ours() -> bool {
         rustix::fs::readlinkat_raw(rustix::fs::CWD, c"/proc/self", &mut link[..]),
         Ok(len) if link.get(..len) == Some(pid.as_bytes())
     )
+}
+
+/// Whether this client's process group is orphaned, as the kernel judges
+/// it: none of its members has a parent in another group of the same
+/// session (which could continue it once stopped). The client's own parent
+/// answers the usual case (a shell's job); otherwise every process is
+/// looked at. Without `/proc` of this pid namespace, not orphaned.
+fn group_is_orphaned() -> bool {
+    if !proc_is_ours() {
+        return false;
+    }
+    let group = rustix::process::getpgrp().as_raw_nonzero().get();
+    let Ok(session) = rustix::process::getsid(None) else {
+        return false;
+    };
+    let session = session.as_raw_nonzero().get();
+    // Whether `parent`, of a member, holds the group in its session.
+    let holds = |parent: i32| {
+        stat_of(parent).is_some_and(|(_, parent_group, parent_session)| {
+            parent_group != group && parent_session == session
+        })
+    };
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if holds(parent) {
+        return false;
+    }
+    let mut held = false;
+    let listed = crate::request::each_number_in(c"/proc", |pid| {
+        if held {
+            return;
+        }
+        if let Some((parent, member_group, _)) = i32::try_from(pid).ok().and_then(stat_of) {
+            held = member_group == group && holds(parent);
+        }
+    });
+    listed.is_some() && !held
+}
+
+/// The parent, process group and session of process `pid`, from its
+/// `/proc/PID/stat`.
+fn stat_of(pid: i32) -> Option<(i32, i32, i32)> {
+    let pid = Decimal::of(u32::try_from(pid).ok().filter(|&pid| pid > 0)?);
+    let path = CBuf::<32>::join(&[b"/proc/", pid.as_bytes(), b"/stat"])?;
+    let file = rustix::fs::open(
+        path.as_c_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 512];
+    let len = rustix::io::read(&file, &mut buf).ok()?;
+    // After the command name, which may hold anything: state ppid pgrp session.
+    let after = buf[..len].iter().rposition(|&b| b == b')')?;
+    let mut fields = buf[after + 1..len]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .skip(1);
+    let mut next = || decimal(fields.next()?).and_then(|n| i32::try_from(n).ok());
+    Some((next()?, next()?, next()?))
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes
