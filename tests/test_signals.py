@@ -464,23 +464,28 @@ def test_sigtstp_stops_the_run_only_where_the_kernel_would_stop_python(
     # session), it stops, even when the client itself was reparented.
     program = "import time\nprint('ready', flush=True)\ntime.sleep(1.5)\nprint('done')\n"
     launch = {"orphaned": ["setsid", "{}"], "held_by_its_job": ["sh", "-c", '("$0" "$@" &); sleep 4', "{}"]}[group]
-    results = []
-    for interpreter in (CLIENT, sys.executable):
-        pid_file = tmp_path / "pid"
-        wrapper = f"import os, sys\nopen({os.fspath(pid_file)!r}, 'w').write(str(os.getpid()))\nos.execv(sys.argv[1], sys.argv[1:])\n"
-        command = [part.replace("{}", sys.executable) for part in launch] + ["-c", wrapper, os.fspath(interpreter), "-c", program]
-        out_file = tmp_path / "out"
-        with out_file.open("wb") as out:
-            starter = subprocess.Popen(command, env=env_for(server), cwd=tmp_path, stdout=out, process_group=0)
-            try:
-                wait_until(lambda: out_file.read_bytes().startswith(b"ready"), timeout=10)
-                pid = int(pid_file.read_text())
-                os.kill(pid, signal.SIGTSTP)
-                time.sleep(0.5)
-                results.append(_state(pid) == "T")
-                os.kill(pid, signal.SIGCONT)
-                wait_until(lambda: b"done" in out_file.read_bytes(), timeout=10)
-            finally:
-                starter.kill()
-                starter.wait()
+    results = [_stopped_by_sigtstp(server, tmp_path, launch, interpreter, program) for interpreter in (CLIENT, sys.executable)]
     assert results == ([False, False] if group == "orphaned" else [True, True]), results
+
+
+def _stopped_by_sigtstp(server: Server, tmp_path: Path, launch: list[str], interpreter: object, program: str) -> bool:
+    """Start ``interpreter -c program`` as ``launch`` starts it; whether a
+    SIGTSTP sent to it once it runs stops it (it is continued after)."""
+    pid_file, out_file = tmp_path / "pid", tmp_path / "out"
+    wrapper = f"import os, sys\nopen({os.fspath(pid_file)!r}, 'w').write(str(os.getpid()))\nos.execv(sys.argv[1], sys.argv[1:])\n"
+    command = [part.replace("{}", sys.executable) for part in launch] + ["-c", wrapper, os.fspath(interpreter), "-c", program]
+    with out_file.open("wb") as out:
+        starter = subprocess.Popen(command, env=env_for(server), cwd=tmp_path, stdout=out, process_group=0)
+    try:
+        wait_until(lambda: out_file.read_bytes().startswith(b"ready"), timeout=10)
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGTSTP)
+        time.sleep(0.5)
+        stopped = _state(pid) == "T"
+        os.kill(pid, signal.SIGCONT)
+        wait_until(lambda: b"done" in out_file.read_bytes(), timeout=10)
+        return stopped
+    finally:
+        starter.kill()
+        starter.wait()
+

@@ -358,16 +358,10 @@ fn pid_of(pidfd: BorrowedFd<'_>) -> Option<u32> {
     }
     let fd = Decimal::of(pidfd.as_raw_fd() as u32);
     let path = CBuf::<32>::join(&[b"/proc/self/fdinfo/", fd.as_bytes()])?;
-    let file = rustix::fs::open(
-        path.as_c_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
     // A pidfd's fdinfo is six short lines.
     let mut info = [0u8; 512];
-    let len = rustix::io::read(&file, &mut info).ok()?;
-    let line = info[..len]
+    let info = read_small(&path, &mut info)?;
+    let line = info
         .split(|&byte| byte == b'\n')
         .find_map(|line| line.strip_prefix(b"Pid:"))?;
     decimal(line.trim_ascii()).filter(|&pid| pid > 0)
@@ -426,22 +420,28 @@ fn group_is_orphaned() -> bool {
 fn stat_of(pid: i32) -> Option<(i32, i32, i32)> {
     let pid = Decimal::of(u32::try_from(pid).ok().filter(|&pid| pid > 0)?);
     let path = CBuf::<32>::join(&[b"/proc/", pid.as_bytes(), b"/stat"])?;
+    let mut buf = [0u8; 512];
+    let stat = read_small(&path, &mut buf)?;
+    // After the command name, which may hold anything: state ppid pgrp session.
+    let after = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[after + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .skip(1);
+    let mut next = || decimal(fields.next()?).and_then(|n| i32::try_from(n).ok());
+    Some((next()?, next()?, next()?))
+}
+
+/// The start of the small file at `path` (a `/proc` entry), read into `buf`.
+fn read_small<'b>(path: &CBuf<32>, buf: &'b mut [u8; 512]) -> Option<&'b [u8]> {
     let file = rustix::fs::open(
         path.as_c_str(),
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .ok()?;
-    let mut buf = [0u8; 512];
-    let len = rustix::io::read(&file, &mut buf).ok()?;
-    // After the command name, which may hold anything: state ppid pgrp session.
-    let after = buf[..len].iter().rposition(|&b| b == b')')?;
-    let mut fields = buf[after + 1..len]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .skip(1);
-    let mut next = || decimal(fields.next()?).and_then(|n| i32::try_from(n).ok());
-    Some((next()?, next()?, next()?))
+    let len = rustix::io::read(&file, &mut buf[..]).ok()?;
+    Some(&buf[..len])
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes
