@@ -18,8 +18,9 @@
 //! values `PyPreConfig` must hold in this interpreter, and proves the find
 //! before trusting it: with the field flipped, `io.text_encoding(None)` must
 //! change its answer (an int elsewhere that happened to hold the same values
-//! is flipped only for that call, with signals held). Where either fails, runs keep the server's mode, and
-//! the options that would need another are refused as before.
+//! is flipped only for that call, with signals held). Where either fails,
+//! runs keep the server's mode, and the options that would need another are
+//! refused as before.
 
 use std::ffi::c_int;
 use std::sync::OnceLock;
