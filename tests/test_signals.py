@@ -464,13 +464,30 @@ def test_sigtstp_stops_the_run_only_where_the_kernel_would_stop_python(
     # session), it stops, even when the client itself was reparented.
     program = "import time\nprint('ready', flush=True)\ntime.sleep(1.5)\nprint('done')\n"
     launch = {"orphaned": ["setsid", "{}"], "held_by_its_job": ["sh", "-c", '("$0" "$@" &); sleep 4', "{}"]}[group]
-    results = [_stopped_by_sigtstp(server, tmp_path, launch, interpreter, program) for interpreter in (CLIENT, sys.executable)]
+    results = [
+        _stopped_by_sigtstp(server, tmp_path, launch, interpreter, program)[0] for interpreter in (CLIENT, sys.executable)
+    ]
     assert results == ([False, False] if group == "orphaned" else [True, True]), results
 
 
-def _stopped_by_sigtstp(server: Server, tmp_path: Path, launch: list[str], interpreter: object, program: str) -> bool:
+def test_sigtstp_in_an_orphaned_group_still_runs_the_programs_handler(server, tmp_path: Path) -> None:
+    # The kernel drops only the default stop there: python's handler runs.
+    program = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTSTP, lambda *_: print('handled', flush=True))\n"
+        "print('ready', flush=True)\ntime.sleep(1.5)\nprint('done')\n"
+    )
+    for interpreter in (CLIENT, sys.executable):
+        stopped, out = _stopped_by_sigtstp(server, tmp_path, ["setsid", "{}"], interpreter, program)
+        assert (stopped, out) == (False, b"ready\nhandled\ndone\n"), interpreter
+
+
+def _stopped_by_sigtstp(
+    server: Server, tmp_path: Path, launch: list[str], interpreter: object, program: str
+) -> tuple[bool, bytes]:
     """Start ``interpreter -c program`` as ``launch`` starts it; whether a
-    SIGTSTP sent to it once it runs stops it (it is continued after)."""
+    SIGTSTP sent to it once it runs stops it (it is continued after), and
+    what it printed."""
     pid_file, out_file = tmp_path / "pid", tmp_path / "out"
     wrapper = f"import os, sys\nopen({os.fspath(pid_file)!r}, 'w').write(str(os.getpid()))\nos.execv(sys.argv[1], sys.argv[1:])\n"
     command = [part.replace("{}", sys.executable) for part in launch] + ["-c", wrapper, os.fspath(interpreter), "-c", program]
@@ -484,7 +501,7 @@ def _stopped_by_sigtstp(server: Server, tmp_path: Path, launch: list[str], inter
         stopped = _state(pid) == "T"
         os.kill(pid, signal.SIGCONT)
         wait_until(lambda: b"done" in out_file.read_bytes(), timeout=10)
-        return stopped
+        return stopped, out_file.read_bytes()
     finally:
         starter.kill()
         starter.wait()

@@ -302,9 +302,13 @@ impl Forwarder {
             return;
         };
         if bit(number) & STOP != 0 {
-            // The kernel drops a SIGTSTP to an orphaned process group (under
-            // `setsid`, say): python's would go on, and so does the run.
+            // The kernel drops the stop of a SIGTSTP to an orphaned process
+            // group (under `setsid`, say), but runs a handler: python's
+            // would go on, having run its handler if it has one, and so does
+            // the run. The worker's group is orphaned too: sent there, the
+            // signal does just that.
             if group_is_orphaned() {
+                send(worker.as_fd(), number, to_group);
                 return;
             }
             // A program that ignores SIGTSTP goes on, as under python; the
@@ -360,7 +364,7 @@ fn pid_of(pidfd: BorrowedFd<'_>) -> Option<u32> {
     let path = CBuf::<32>::join(&[b"/proc/self/fdinfo/", fd.as_bytes()])?;
     // A pidfd's fdinfo is six short lines.
     let mut info = [0u8; 512];
-    let info = read_small(&path, &mut info)?;
+    let info = read_small(&path, &mut info).ok()?;
     let line = info
         .split(|&byte| byte == b'\n')
         .find_map(|line| line.strip_prefix(b"Pid:"))?;
@@ -380,68 +384,107 @@ fn proc_is_ours() -> bool {
 }
 
 /// Whether this client's process group is orphaned, as the kernel judges
-/// it: none of its members has a parent in another group of the same
+/// it: none of its living members has a parent in another group of the same
 /// session (which could continue it once stopped). The client's own parent
 /// answers the usual case (a shell's job); otherwise every process is
-/// looked at. Without `/proc` of this pid namespace, not orphaned.
+/// looked at. Where that cannot be known (no `/proc` of this pid namespace,
+/// a group or session outside it, processes `/proc` does not show), not.
 fn group_is_orphaned() -> bool {
     if !proc_is_ours() {
         return false;
     }
-    let group = rustix::process::getpgrp().as_raw_nonzero().get();
-    let Ok(session) = rustix::process::getsid(None) else {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    let Seen::Is(me) = stat_of(pid) else {
         return false;
     };
-    let session = session.as_raw_nonzero().get();
-    // Whether `parent`, of a member, holds the group in its session.
-    let holds = |parent: i32| {
-        stat_of(parent).is_some_and(|(_, parent_group, parent_session)| {
-            parent_group != group && parent_session == session
-        })
+    if me.group <= 0 || me.session <= 0 {
+        return false; // they lie outside this pid namespace
+    }
+    // Whether a member's `parent` holds the group; `None` when unknown (a
+    // parent outside this pid namespace shows as 0).
+    let holds = |parent: i32| match stat_of(parent) {
+        _ if parent <= 0 => None,
+        Seen::Is(p) => Some(p.group != me.group && p.session == me.session),
+        Seen::Gone => Some(false),
+        Seen::Hidden => None,
     };
-    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
-    if holds(parent) {
+    if holds(me.parent) != Some(false) {
         return false;
     }
-    let mut held = false;
+    let mut orphaned = true;
     let listed = crate::request::each_number_in(c"/proc", |pid| {
-        if held {
+        if !orphaned {
             return;
         }
-        if let Some((parent, member_group, _)) = i32::try_from(pid).ok().and_then(stat_of) {
-            held = member_group == group && holds(parent);
+        match i32::try_from(pid).map_or(Seen::Gone, stat_of) {
+            // A zombie does not count, as for the kernel.
+            Seen::Is(m) if m.group == me.group && !matches!(m.state, b'Z' | b'X') => {
+                orphaned = holds(m.parent) == Some(false);
+            }
+            Seen::Hidden => orphaned = false,
+            _ => {}
         }
     });
-    listed.is_some() && !held
+    listed.is_some() && orphaned
 }
 
-/// The parent, process group and session of process `pid`, from its
-/// `/proc/PID/stat`.
-fn stat_of(pid: i32) -> Option<(i32, i32, i32)> {
-    let pid = Decimal::of(u32::try_from(pid).ok().filter(|&pid| pid > 0)?);
-    let path = CBuf::<32>::join(&[b"/proc/", pid.as_bytes(), b"/stat"])?;
+/// What `/proc/PID/stat` says of a process.
+struct Stat {
+    state: u8,
+    parent: i32,
+    group: i32,
+    session: i32,
+}
+
+enum Seen {
+    Is(Stat),
+    /// Gone, or never there.
+    Gone,
+    /// There, but `/proc` does not let this user see it (`hidepid`).
+    Hidden,
+}
+
+fn stat_of(pid: i32) -> Seen {
+    let Some(path) = u32::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 0)
+        .and_then(|pid| CBuf::<32>::join(&[b"/proc/", Decimal::of(pid).as_bytes(), b"/stat"]))
+    else {
+        return Seen::Gone;
+    };
     let mut buf = [0u8; 512];
-    let stat = read_small(&path, &mut buf)?;
+    let stat = match read_small(&path, &mut buf) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => return Seen::Hidden,
+        Err(_) => return Seen::Gone,
+    };
     // After the command name, which may hold anything: state ppid pgrp session.
-    let after = stat.iter().rposition(|&b| b == b')')?;
-    let mut fields = stat[after + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .skip(1);
-    let mut next = || decimal(fields.next()?).and_then(|n| i32::try_from(n).ok());
-    Some((next()?, next()?, next()?))
+    let parsed = (|| {
+        let after = stat.iter().rposition(|&b| b == b')')?;
+        let mut fields = stat[after + 1..]
+            .split(|&b| b == b' ')
+            .filter(|f| !f.is_empty());
+        let state = *fields.next()?.first()?;
+        let mut next = || decimal(fields.next()?).and_then(|n| i32::try_from(n).ok());
+        Some(Stat {
+            state,
+            parent: next()?,
+            group: next()?,
+            session: next()?,
+        })
+    })();
+    parsed.map_or(Seen::Gone, Seen::Is)
 }
 
 /// The start of the small file at `path` (a `/proc` entry), read into `buf`.
-fn read_small<'b>(path: &CBuf<32>, buf: &'b mut [u8; 512]) -> Option<&'b [u8]> {
+fn read_small<'b>(path: &CBuf<32>, buf: &'b mut [u8; 512]) -> Result<&'b [u8], rustix::io::Errno> {
     let file = rustix::fs::open(
         path.as_c_str(),
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
-    .ok()?;
-    let len = rustix::io::read(&file, &mut buf[..]).ok()?;
-    Some(&buf[..len])
+    )?;
+    let len = rustix::io::read(&file, &mut buf[..])?;
+    Ok(&buf[..len])
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes
