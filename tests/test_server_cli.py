@@ -154,6 +154,15 @@ def test_status_with_a_warmfork_socket_too_long_names_the_variable(tmp_path: Pat
     assert "WARMFORK_SOCKET is longer than the 107 bytes a Unix socket allows" in done.stderr
 
 
+def assert_serves(process: subprocess.Popen[bytes], sock: Path, env: dict[str, str]) -> None:
+    """Once the server ``process`` listens at ``sock``, a client run through it works."""
+    deadline = time.monotonic() + 30
+    while not sock.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done = subprocess.run([CLIENT, "-c", "print('served')"], env=env, capture_output=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+
+
 def test_a_socket_path_of_107_bytes_is_served(tmp_path: Path) -> None:
     # The server binds at a temporary name first; PATH.PID.tmp would not fit.
     sock_dir = Path(tempfile.mkdtemp(prefix="wf-"))
@@ -169,13 +178,7 @@ def test_a_socket_path_of_107_bytes_is_served(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 30
-            while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            done = subprocess.run(
-                [CLIENT, "-c", "print('served')"], env=env, capture_output=True, timeout=30, check=False
-            )
-            assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+            assert_serves(process, path, env)
         finally:
             process.terminate()
             out, _ = process.communicate(timeout=30)
@@ -198,11 +201,7 @@ def test_a_server_started_with_stderr_closed_keeps_its_lock_file_clean(tmp_path:
         stdout=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not sock.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        done = subprocess.run([CLIENT, "-c", "print('served')"], env=env, capture_output=True, timeout=30, check=False)
-        assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+        assert_serves(process, sock, env)
         assert (sock_dir / "s.sock.lock").read_text() == f"{process.pid}\n"
         status = subprocess.run([*SERVER, "status"], env=env, capture_output=True, text=True, timeout=30, check=False)
         assert (status.returncode, f"(pid {process.pid})" in status.stdout) == (0, True), status

@@ -106,11 +106,10 @@ pub fn adopt(client: pid_t, own: &Own) {
 /// Makes room for the client's descriptors before they are installed: a
 /// soft limit as high as the client's, where this worker's hard limit
 /// allows (a number at or above the soft limit cannot be installed).
-pub fn room_for_descriptors(client: pid_t, own: &Own) {
-    if let (Some(theirs), Some(ours)) = (
-        limit(client, NOFILE).filter(|_| client > 0),
-        own.limits[NOFILE as usize],
-    ) {
+/// Returns the client's descriptor limit, for [`adopt_descriptor_limit`].
+pub fn room_for_descriptors(client: pid_t, own: &Own) -> Option<rlimit> {
+    let theirs = limit(client, NOFILE).filter(|_| client > 0)?;
+    if let Some(ours) = own.limits[NOFILE as usize] {
         if theirs.rlim_cur > ours.rlim_cur {
             set_limit(
                 NOFILE,
@@ -121,14 +120,16 @@ pub fn room_for_descriptors(client: pid_t, own: &Own) {
             );
         }
     }
+    Some(theirs)
 }
 
-/// Takes the client's descriptor limit, once its descriptors are in place:
-/// a descriptor a process has may lie above its soft limit (`exec 9<f;
+/// Takes the client's descriptor limit `theirs` (from
+/// [`room_for_descriptors`]), once its descriptors are in place: a
+/// descriptor a process has may lie above its soft limit (`exec 9<f;
 /// ulimit -n 8; python` still reads 9), but none can be put there.
-pub fn adopt_descriptor_limit(client: pid_t, own: &Own) {
-    match (limit(client, NOFILE), &own.limits[NOFILE as usize]) {
-        (Some(theirs), Some(ours)) if client > 0 => adopt_limit(NOFILE, theirs, *ours),
+pub fn adopt_descriptor_limit(theirs: Option<rlimit>, own: &Own) {
+    match (theirs, &own.limits[NOFILE as usize]) {
+        (Some(theirs), Some(ours)) => adopt_limit(NOFILE, theirs, *ours),
         _ => restore_descriptor_limit(),
     }
 }

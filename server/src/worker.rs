@@ -187,7 +187,7 @@ fn run_request(
     // 0 too).
     let client_pid = crate::listener::peer(connection.as_fd()).map_or(0, |peer| peer.pid);
     crate::limits::adopt(client_pid, own);
-    crate::limits::room_for_descriptors(client_pid, own);
+    let descriptor_limit = crate::limits::room_for_descriptors(client_pid, own);
     let targets = descriptors::targets(&request);
     let connection = descriptors::move_high(&connection, &targets).unwrap_or(connection);
     let connection = &connection;
@@ -199,7 +199,7 @@ fn run_request(
     if let Err(message) = descriptors::install(request.fds, fds, &targets) {
         fail(connection_fd, ErrorCode::BadRequest, &message);
     }
-    crate::limits::adopt_descriptor_limit(client_pid, own);
+    crate::limits::adopt_descriptor_limit(descriptor_limit, own);
     if request.fds.contains(FdSet::CONTROLLING_TTY) {
         if let Err(message) = take_controlling_terminal(request.fds) {
             fail(connection_fd, ErrorCode::BadRequest, &message);

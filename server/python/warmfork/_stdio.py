@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import _native
 from .pyoptions import FatalError, env_flag, utf8_mode_per_run
 
 _SIGCONT = int(signal.SIGCONT)
@@ -110,8 +111,6 @@ def set_utf8_mode(mode: int) -> None:
         utf8_mode = sys.flags.utf8_mode or mode
         return
     if mode != sys.flags.utf8_mode:
-        from . import _native
-
         _native.set_utf8_mode(bool(mode))
     utf8_mode = mode
 
@@ -360,8 +359,6 @@ def _guard_input(reader: TerminalReader) -> None:
     """``input()`` on a terminal reads descriptor 0 from C, past
     ``sys.stdin``; give it the same job control as :class:`TerminalReader`
     (through a builtin, see ``server/src/terminal_input.rs``)."""
-    from . import _native
-
     _native.guard_input(reader, _original_input)
     builtins.input = _native.input
 

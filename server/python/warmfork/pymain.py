@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable
 
 from . import _inherited, _prompt, _stdio, _worker, pyoptions
-from ._native import run_source_file
+from ._native import run_source_file, set_flags
 from .errors import Unsupported
 
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
@@ -184,9 +184,7 @@ def _show_flags(config: pyoptions.Config) -> None:
     }
     changes = {name: value for name, value in wanted.items() if getattr(sys.flags, name) != value}
     if changes:
-        from . import _native
-
-        _native.set_flags(changes)
+        set_flags(changes)
 
 
 def _run(config: pyoptions.Config) -> None:

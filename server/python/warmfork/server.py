@@ -17,10 +17,9 @@ from pathlib import Path
 from . import _inherited, _native, _worker, pyoptions
 from .errors import ServerError
 
-# LISTEN_FDNAMES of a server handing its socket and lock to a replacement;
-# matches FD_NAMES in server/src/handover.rs.
-# LISTEN_FDNAMES of a hand-over (see server/src/handover.rs): the socket file
-# is the old server's, or systemd's.
+# LISTEN_FDNAMES of a server handing its socket and lock to a replacement,
+# as FD_NAMES and FD_NAMES_SYSTEMD_SOCKET in server/src/handover.rs name
+# them: whether the socket file is the old server's (else systemd's).
 _HANDOVER_NAMES = {"warmfork:warmfork-lock": True, "systemd:warmfork-lock": False}
 
 #: A fresh server replacing this one after an edit may take this many times

@@ -60,29 +60,21 @@ fn ignored_without_proc() -> SigSet {
         .fold(0, |set, signal| set | 1 << (signal - 1))
 }
 
-/// What another process's status (the worker's) says of its signals.
-pub struct Signals {
-    /// `SigIgn`: the signals it ignores.
-    pub ignored: SigSet,
+/// The signals another process (the worker) ignores, from its
+/// `/proc/PID/status` at `path`; `None` when that cannot be read.
+pub fn ignored_by(path: &core::ffi::CStr) -> Option<SigSet> {
+    let mut buf = [0u8; 4096];
+    number(read_file(path, &mut buf).ok()?, b"SigIgn:", 16)
 }
 
-impl Signals {
-    /// Reads `path`, a `/proc/PID/status`; `None` when it cannot be read.
-    pub fn read(path: &core::ffi::CStr) -> Option<Signals> {
-        let mut buf = [0u8; 4096];
-        let status = read_status(path, &mut buf)?;
-        Some(Signals {
-            ignored: number(status, b"SigIgn:", 16)?,
-        })
-    }
-}
-
-/// The start of the status file at `path`, read into `buf`.
-fn read_status<'b>(path: &core::ffi::CStr, buf: &'b mut [u8; 4096]) -> Option<&'b [u8]> {
-    let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    let len = rustix::io::read(&file, &mut buf[..]).unwrap_or(0);
-    drop(file);
-    Some(&buf[..len])
+/// The start of the (small, `/proc`) file at `path`, read into `buf`.
+pub fn read_file<'b>(
+    path: &core::ffi::CStr,
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], rustix::io::Errno> {
+    let file = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let len = rustix::io::read(&file, &mut *buf)?;
+    Ok(&buf[..len])
 }
 
 /// The number, in `radix`, of the line of `status` that starts with `name`.

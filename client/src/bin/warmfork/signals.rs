@@ -32,11 +32,11 @@
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
 use warmfork::socket_path::Decimal;
 
 use crate::cstr::CBuf;
+use crate::proc_status::read_file;
 use crate::request::decimal;
 use crate::syscall::{self, SigSet, bit};
 
@@ -287,8 +287,8 @@ impl Forwarder {
         };
         let pid = Decimal::of(pid);
         CBuf::<32>::join(&[b"/proc/", pid.as_bytes(), b"/status"])
-            .and_then(|path| crate::proc_status::Signals::read(path.as_c_str()))
-            .is_some_and(|status| status.ignored & STOP != 0)
+            .and_then(|path| crate::proc_status::ignored_by(path.as_c_str()))
+            .is_some_and(|ignored| ignored & STOP != 0)
     }
 
     /// Sends signal `number` to the worker, or to its whole process group.
@@ -364,7 +364,7 @@ fn pid_of(pidfd: BorrowedFd<'_>) -> Option<u32> {
     let path = CBuf::<32>::join(&[b"/proc/self/fdinfo/", fd.as_bytes()])?;
     // A pidfd's fdinfo is six short lines.
     let mut info = [0u8; 512];
-    let info = read_small(&path, &mut info).ok()?;
+    let info = read_file(path.as_c_str(), &mut info).ok()?;
     let line = info
         .split(|&byte| byte == b'\n')
         .find_map(|line| line.strip_prefix(b"Pid:"))?;
@@ -453,7 +453,7 @@ fn stat_of(pid: i32) -> Seen {
         return Seen::Gone;
     };
     let mut buf = [0u8; 512];
-    let stat = match read_small(&path, &mut buf) {
+    let stat = match read_file(path.as_c_str(), &mut buf) {
         Ok(stat) => stat,
         Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => return Seen::Hidden,
         Err(_) => return Seen::Gone,
@@ -474,17 +474,6 @@ fn stat_of(pid: i32) -> Seen {
         })
     })();
     parsed.map_or(Seen::Gone, Seen::Is)
-}
-
-/// The start of the small file at `path` (a `/proc` entry), read into `buf`.
-fn read_small<'b>(path: &CBuf<32>, buf: &'b mut [u8; 512]) -> Result<&'b [u8], rustix::io::Errno> {
-    let file = rustix::fs::open(
-        path.as_c_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let len = rustix::io::read(&file, &mut buf[..])?;
-    Ok(&buf[..len])
 }
 
 /// Unblocks every signal the client may have blocked, before it becomes
