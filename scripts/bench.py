@@ -99,6 +99,10 @@ SLOW_RUNS = (20, 2)
 APART_RUNS = (200, 5)
 APART_SECONDS = 0.02
 APART = f"warmfork -c pass (numpy), runs {APART_SECONDS * 1000:.0f} ms apart"
+# On CPython 3.12 and later a third numpy server runs with --no-immortal, side
+# by side with the others: what making the warm objects immortal gains.
+MORTAL_NOTE = "numpy server with --no-immortal"
+MORTAL = f"warmfork -c pass ({MORTAL_NOTE})"
 THROUGHPUT_LOOPS, THROUGHPUT_RUNS_PER_LOOP = 2, 500
 THROUGHPUT_REPEATS = (5, 1)
 STRACE_REPEATS = 5
@@ -381,8 +385,8 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
         cells = latency_cells(lat["warmfork import_numpy.py (numpy)"])
         return [*cells, f"python ÷ warmfork = {ratio:.0f}", "≥ 150", verdict(ratio >= 150)]
 
-    def throughput() -> list[str]:
-        rates = m["throughput"]
+    def throughput(key: str) -> list[str]:
+        rates = m[key]["rates"]
         median = statistics.median(rates)
         spread = f"{min(rates):.0f}–{max(rates):.0f} runs/s over {len(rates)} rounds"
         return [
@@ -415,6 +419,28 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
             verdict(median <= 2 * MIB),
         ]
 
+    def mortal() -> list[str]:
+        ratio = lat[MORTAL]["median"] / lat["warmfork -c pass (numpy)"]["median"]
+        return [*latency_cells(lat[MORTAL]), f"{ratio:.2f} × the immortal server's", "—", "—"]
+
+    def cost_rows(key: str, note: str) -> None:
+        if key not in m:
+            return
+        cpu, (server, workers) = m[key]["cpu per run"], m[key]["faults per run"]
+        cores = os.cpu_count() or 1
+        at_most = f"{cores} cores ÷ CPU per run = {cores / cpu:.0f} runs/s at most"
+        rows.append([f"CPU per run, server + worker (during the throughput loops{note})", ms(cpu), "—", at_most, "—", "—"])
+        rows.append(
+            [
+                f"minor page faults per run, server / its workers (during the throughput loops{note})",
+                f"{server:.0f} / {workers:.0f}",
+                "—",
+                "each a 4 KiB page copied or mapped in; counts hardly move with the host's load",
+                "—",
+                "—",
+            ]
+        )
+
     row("latency", "warmfork -c pass, numpy server", trivial)
     row("latency", "warmfork -c pass, numpy + 1 GiB server", gib)
     row("latency", "warmfork import_numpy.py, numpy server", numpy)
@@ -424,32 +450,12 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
         return [*latency_cells(lat[APART]), f"{ratio:.2f} × baseline", "—", "—"]
 
     row("latency", f"warmfork -c pass, numpy server, runs {APART_SECONDS * 1000:.0f} ms apart", apart)
-    row("throughput", f"throughput, {THROUGHPUT_LOOPS} parallel client loops", throughput)
-    if "cpu per run" in m:
-        cpu = m["cpu per run"]
-        cores = os.cpu_count() or 1
-        rows.append(
-            [
-                "CPU per run, server + worker (during the throughput loops)",
-                ms(cpu),
-                "—",
-                f"{cores} cores ÷ CPU per run = {cores / cpu:.0f} runs/s at most",
-                "—",
-                "—",
-            ]
-        )
-    if "faults per run" in m:
-        server, workers = m["faults per run"]
-        rows.append(
-            [
-                "minor page faults per run, server / its workers (during the throughput loops)",
-                f"{server:.0f} / {workers:.0f}",
-                "—",
-                "each a 4 KiB page copied or mapped in; counts hardly move with the host's load",
-                "—",
-                "—",
-            ]
-        )
+    row("throughput", f"throughput, {THROUGHPUT_LOOPS} parallel client loops", lambda: throughput("throughput"))
+    cost_rows("throughput", "")
+    if "mortal throughput" in m or "mortal throughput" in errors:
+        row("latency", f"{MORTAL}, side by side", mortal)
+        row("mortal throughput", f"throughput, {MORTAL_NOTE}", lambda: throughput("mortal throughput"))
+        cost_rows("mortal throughput", f", {MORTAL_NOTE}")
     row("syscalls", "client syscalls, one run (strace -f -c)", syscalls)
     row("memory", "idle pool worker Private_Dirty, numpy server", memory)
     return rows
@@ -509,7 +515,9 @@ def machine() -> str:
 # --- main ----------------------------------------------------------------
 
 
-def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, m: dict, errors: dict) -> None:
+def measure_all(
+    bench: Bench, numpy_srv: Server, gib_srv: Server, mortal_srv: Server | None, pooled: bool, m: dict, errors: dict
+) -> None:
     def step(key: str, fn: Callable[[], object]) -> None:
         try:
             m[key] = fn()
@@ -539,6 +547,9 @@ def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, 
         for r in range(1, SIDE_BY_SIDE_ROUNDS + 1):
             rounds.append(bench.hyperfine(f"warmfork-numpy-{r}", numpy_commands, per_round, numpy_srv.env()))
             rounds.append(bench.hyperfine(f"warmfork-1gib-{r}", gib_commands, per_round, gib_srv.env()))
+            if mortal_srv is not None:
+                mortal_commands = [(MORTAL, [wf, "-c", "pass"])]
+                rounds.append(bench.hyperfine(f"warmfork-mortal-{r}", mortal_commands, per_round, mortal_srv.env()))
         lat |= merged(rounds)
         # Runs apart: what one run waits for when the server and its workers
         # have finished the previous run's work (the loops above are bound by
@@ -552,26 +563,32 @@ def measure_all(bench: Bench, numpy_srv: Server, gib_srv: Server, pooled: bool, 
         )
         return lat
 
-    def throughput() -> list[float]:
+    def loops(server: Server, name: str) -> dict:
+        """Two client loops against ``server``: runs per second in each round,
+        and what a run cost the server and its workers meanwhile."""
         loop = bench.compile("parallel-loop", PARALLEL_LOOP_C, [])
         runs = THROUGHPUT_LOOPS * THROUGHPUT_RUNS_PER_LOOP
-        label = f"{THROUGHPUT_LOOPS} loops × {THROUGHPUT_RUNS_PER_LOOP} × warmfork -c pass (numpy)"
+        label = f"{THROUGHPUT_LOOPS} loops × {THROUGHPUT_RUNS_PER_LOOP} × warmfork -c pass ({server.name})"
         command = [str(loop), str(THROUGHPUT_LOOPS), str(THROUGHPUT_RUNS_PER_LOOP), wf, "-c", "pass"]
-        before, faults_before = cpu_seconds(numpy_srv.pid), page_faults(numpy_srv.pid)
-        result = bench.hyperfine("throughput", [(label, command)], THROUGHPUT_REPEATS, numpy_srv.env())[label]
+        before, faults_before = cpu_seconds(server.pid), page_faults(server.pid)
+        result = bench.hyperfine(name, [(label, command)], THROUGHPUT_REPEATS, server.env())[label]
         # The server's own CPU time plus that of the workers it reaped: what
         # a run costs the machine besides the client (and what bounds a
-        # loop's latency once every core is busy).
+        # loop's latency once every core is busy). Counts, unlike times,
+        # hardly move with the host's load: a change in the pages a run
+        # costs shows there when the times are too noisy.
         total = runs * sum(THROUGHPUT_REPEATS)
-        m["cpu per run"] = (cpu_seconds(numpy_srv.pid) - before) / total
-        # Counts, unlike times, hardly move with the host's load: a change
-        # in the pages a run costs shows here when the times are too noisy.
-        after = page_faults(numpy_srv.pid)
-        m["faults per run"] = [(a - b) / total for a, b in zip(after, faults_before)]
-        return [runs / t for t in result["times"]]
+        after = page_faults(server.pid)
+        return {
+            "rates": [runs / t for t in result["times"]],
+            "cpu per run": (cpu_seconds(server.pid) - before) / total,
+            "faults per run": [(a - b) / total for a, b in zip(after, faults_before)],
+        }
 
     step("latency", latency)
-    step("throughput", throughput)
+    step("throughput", lambda: loops(numpy_srv, "throughput"))
+    if mortal_srv is not None:
+        step("mortal throughput", lambda: loops(mortal_srv, "throughput-mortal"))
     step("syscalls", lambda: bench.client_syscalls(numpy_srv))
     if pooled:
         time.sleep(1)  # let the pool refill after the last run
@@ -602,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     help_text = run([str(args.bin / "warmfork-server"), "--help"]).stdout
     pooled = "--pool" in help_text
     pool = ["--pool", "4"] if pooled else []
+    compare_mortal = "--no-immortal" in help_text and sys.version_info >= (3, 12)
     m: dict = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="warmfork-bench-") as tmp_name:  # mode 0700
@@ -610,13 +628,16 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args.bin, tmp, args.results)
         try:
             specs = [("numpy", []), ("numpy-1gib", ["--warmup", str(tmp / "gib.py")])]
-            with servers(specs, args.bin, tmp, args.results, pool) as (numpy_srv, gib_srv):
-                measure_all(bench, numpy_srv, gib_srv, pooled, m, errors)
+            if compare_mortal:
+                specs.append(("numpy-mortal", ["--no-immortal"]))
+            with servers(specs, args.bin, tmp, args.results, pool) as running:
+                numpy_srv, gib_srv, *mortal_srv = running
+                measure_all(bench, numpy_srv, gib_srv, next(iter(mortal_srv), None), pooled, m, errors)
         except BenchError as exc:
             errors["servers"] = str(exc)
             log(f"ERROR: {exc}")
     if "servers" in errors:
-        for key in ("latency", "throughput", "syscalls", "memory"):
+        for key in ("latency", "throughput", "syscalls", "memory", *(["mortal throughput"] if compare_mortal else [])):
             if key not in m:
                 errors.setdefault(key, errors["servers"])
 
@@ -628,13 +649,16 @@ def main(argv: list[str] | None = None) -> int:
         "# warmfork benchmark\n\n"
         f"Command: `{args.command}` ({elapsed:.0f} s, {time.strftime('%Y-%m-%d %H:%M %Z')})\n\n"
         f"Machine: {about}. Servers {'with `' + ' '.join(pool) + '`' if pooled else 'without a pool (fork per request)'}"
-        ", both preloading numpy; the second also runs a warm-up holding 1 GiB of touched data.\n\n"
+        ", all preloading numpy; the second also runs a warm-up holding 1 GiB of touched data"
+        + ("; the third runs with `--no-immortal`" if compare_mortal else "")
+        + ".\n\n"
         + report
         + ("\nErrors:\n\n" + "\n".join(notes) + "\n" if notes else "")
         + "\n![latency distribution](latency.png)\n\n"
-        "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy-N.json` and `warmfork-1gib-N.json` "
-        f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
-        "`throughput.json`; strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
+        "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy-N.json`, `warmfork-1gib-N.json` "
+        + ("and `warmfork-mortal-N.json` " if compare_mortal else "")
+        + f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
+        f"`throughput.json`{', `throughput-mortal.json`' if compare_mortal else ''}; strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
         + "".join(f"    {command}\n" for command in bench.commands)
     )
     log(f"done in {elapsed:.0f} s; the table, the chart and the raw JSON are in {args.results}/")

@@ -121,6 +121,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="do not replace the server when a loaded module or the warm-up file changes",
     )
     parser.add_argument(
+        "--no-immortal",
+        dest="immortal",
+        action="store_false",
+        help="leave the warm objects' reference counts as they are (Python 3.12 and later make them immortal, "
+        "so that runs copy fewer pages)",
+    )
+    parser.add_argument(
         "--daemon",
         action="store_true",
         help="run in the background: return once the server is ready (or say why it is not), "
@@ -194,4 +201,5 @@ def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None)
         log_level=args.log_level,
         on_ready=on_ready,
         reload=args.reload,
+        immortal=args.immortal,
     )

@@ -68,6 +68,7 @@ def serve(
     log_level: str = "info",
     on_ready: Callable[[], object] | None = None,
     reload: bool = True,
+    immortal: bool = True,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -86,7 +87,11 @@ def serve(
     hand its socket to a fresh copy of itself (same command line) before the
     next run, and return once its own runs have finished; if the fresh copy
     fails to warm up (say the edit broke a module), this server says why in
-    its log and serves on, and tries again at the next change. ``socket`` defaults to
+    its log and serves on, and tries again at the next change. With
+    ``immortal`` (Python 3.12 and later), every object the server holds when
+    it starts serving is made immortal, so that runs do not copy its pages
+    to count references to it; such an object is never freed, and
+    ``sys.getrefcount`` says so. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -157,6 +162,8 @@ def serve(
         # What was made since the warm-up's freeze (by `on_ready`, the module
         # list) is frozen too: a worker collects garbage at exit, and every
         # object the collector looks at is a page the worker copies.
+        if immortal:
+            _immortalize()
         gc.freeze()
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
@@ -279,6 +286,16 @@ def _prepare(
     moved, millis = _native.prepare_heap()
     if moved:
         _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
+
+
+def _immortalize() -> None:
+    """Make every object the server holds immortal (see ``immortal.rs``)."""
+    # gc.get_objects() leaves out what gc.freeze() put aside: the warm-up's.
+    gc.unfreeze()
+    begun = time.monotonic()
+    changed = _native.immortalize(gc.get_objects())
+    if changed:
+        _log(f"made {changed} warm objects immortal in {(time.monotonic() - begun) * 1000:.0f} ms")
 
 
 def _default_handler() -> Callable[[], object]:
