@@ -99,7 +99,7 @@ SLOW_RUNS = (20, 2)
 APART_RUNS = (200, 5)
 APART_SECONDS = 0.02
 APART = f"warmfork -c pass (numpy), runs {APART_SECONDS * 1000:.0f} ms apart"
-# On CPython 3.12 and later a third numpy server runs with --no-immortal, side
+# On CPython 3.12 and 3.13 a third numpy server runs with --no-immortal, side
 # by side with the others: what making the warm objects immortal gains.
 MORTAL_NOTE = "numpy server with --no-immortal"
 MORTAL = f"warmfork -c pass ({MORTAL_NOTE})"

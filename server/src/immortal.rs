@@ -1,4 +1,4 @@
-//! Making the warm heap immortal (Python 3.12 and later), so that runs stop
+//! Making the warm heap immortal (CPython 3.12 and 3.13), so that runs stop
 //! copying the server's pages to count references.
 //!
 //! A worker shares the server's memory until it writes to a page, and CPython
@@ -21,37 +21,52 @@
 //! already immortal is not looked into again, which also ends the walk
 //! where it meets CPython's own immortal objects.
 //!
+//! Objects whose type has a finalizer (files, sockets, generators, classes
+//! with `__del__`) are left mortal, so that a run that drops one flushes,
+//! closes or runs it as python would; what they refer to is walked all the
+//! same.
+//!
 //! What changes for programs: `sys.getrefcount` of a warm object says it is
 //! immortal, checks built on it see a shared object (numpy's
-//! `ndarray.resize` of a warm array wants `refcheck=False`), and a warm
-//! object a run drops is not freed, so its `__del__` and weakref callbacks
-//! do not run. `--no-immortal` leaves the heap as it is.
+//! `ndarray.resize` of a warm array wants `refcheck=False`, `marshal` writes
+//! back-references for it), and a warm object a run drops is not freed, so
+//! the callbacks of weak references to it do not run. The server's CLI
+//! makes the heap immortal unless told `--no-immortal`; `warmfork.serve`
+//! only when asked (`immortal=True`), since its caller's objects stay so
+//! after it returns.
 //!
 //! Before it changes anything the server checks that this interpreter
 //! honours the value it read (`None`'s count): an object of its own, given
 //! that count, must keep it through a reference libpython takes and drops.
-//! Elsewhere (3.11, free-threaded builds, PyPy) nothing changes.
+//! Elsewhere (3.11, 3.14, which keeps flags beside the count and is not yet
+//! tested, free-threaded builds, PyPy) nothing changes.
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 /// Makes every object in `objects` and everything reachable from them
-/// immortal, and returns how many objects it changed: 0 where this
-/// interpreter has no immortal objects that work as 3.12's do.
+/// immortal, but for those with a finalizer, and returns how many objects it
+/// changed: 0 where this interpreter has no immortal objects that work as
+/// 3.12's and 3.13's do.
 pub fn immortalize(objects: &Bound<'_, PyList>) -> usize {
-    #[cfg(all(Py_3_12, not(any(Py_GIL_DISABLED, PyPy, GraalPy))))]
-    {
-        walk::immortalize(objects)
-    }
-    #[cfg(not(all(Py_3_12, not(any(Py_GIL_DISABLED, PyPy, GraalPy)))))]
-    {
-        let _ = objects;
+    walk::immortalize(objects)
+}
+
+/// 3.14 keeps flags beside the count (a heap object must not get `None`'s,
+/// which says "statically allocated"), and is not yet tested here.
+#[cfg(not(all(Py_3_12, not(any(Py_3_14, Py_GIL_DISABLED, PyPy, GraalPy)))))]
+mod walk {
+    use pyo3::prelude::*;
+    use pyo3::types::PyList;
+
+    pub fn immortalize(_objects: &Bound<'_, PyList>) -> usize {
         0
     }
 }
 
-#[cfg(all(Py_3_12, not(any(Py_GIL_DISABLED, PyPy, GraalPy))))]
+#[cfg(all(Py_3_12, not(any(Py_3_14, Py_GIL_DISABLED, PyPy, GraalPy))))]
 mod walk {
+    use std::collections::HashSet;
     use std::ffi::{c_int, c_void};
 
     use pyo3::ffi;
@@ -74,6 +89,8 @@ mod walk {
             .map(|index| unsafe { ffi::PyList_GET_ITEM(list, index as ffi::Py_ssize_t) })
             .collect();
         let mut changed = 0;
+        // Objects left mortal, so that each is looked into once.
+        let mut finalizable = HashSet::new();
         while let Some(object) = stack.pop() {
             // SAFETY: every pointer on the stack is a live object: an item
             // of `objects`, or one a live object's traversal reported, which
@@ -84,10 +101,18 @@ mod walk {
                 if ffi::Py_REFCNT(object) == immortal {
                     continue;
                 }
-                set_count(object, immortal);
-                changed += 1;
-                if ffi::PyUnicode_CheckExact(object) != 0 || ffi::PyBytes_CheckExact(object) != 0 {
-                    ffi::PyObject_Hash(object);
+                if has_finalizer(object) {
+                    if !finalizable.insert(object as usize) {
+                        continue;
+                    }
+                } else {
+                    set_count(object, immortal);
+                    changed += 1;
+                    if ffi::PyUnicode_CheckExact(object) != 0
+                        || ffi::PyBytes_CheckExact(object) != 0
+                    {
+                        ffi::PyObject_Hash(object);
+                    }
                 }
                 // Whether the collector would traverse it: a static type,
                 // say, is an object of a GC type that must not be.
@@ -130,6 +155,19 @@ mod walk {
             }
             kept
         }
+    }
+
+    /// Whether `object` does something when it is freed that a program may
+    /// count on: a file flushing its buffer, a generator running its
+    /// `finally` blocks, a class's `__del__`. Such objects stay mortal, so a
+    /// run that drops one finalizes it as python would; there are few.
+    ///
+    /// # Safety
+    /// `object` is a live object.
+    unsafe fn has_finalizer(object: *mut ffi::PyObject) -> bool {
+        // SAFETY: per the function's contract, so its type is live too.
+        let kind = unsafe { &*ffi::Py_TYPE(object) };
+        kind.tp_finalize.is_some() || kind.tp_del.is_some()
     }
 
     /// # Safety

@@ -1,9 +1,12 @@
 //! Taking a run's copy-on-write faults before the run: prefaulting idle
 //! workers.
 //!
-//! CPython 3.11 writes a reference count into every object it touches, so a
-//! run copies a few hundred of the server's pages, one page fault each, all
-//! between the request and its exit status. Which pages it copies hardly
+//! CPython writes a reference count into every object it touches, so a run
+//! copies a few hundred of the server's pages, one page fault each, all
+//! between the request and its exit status (fewer from 3.12 on, where the
+//! server makes its warm objects immortal: see `immortal.rs`; the rest are
+//! new objects filling the allocator's shared pages, the interpreter's own
+//! state, caches). Which pages it copies hardly
 //! changes from one run to the next: the same set-up code touches the same
 //! objects (522 pages, the same ones four runs in a row, for `-c pass` on a
 //! numpy server). So now and then one worker, the *learner* ([`Learner`]),

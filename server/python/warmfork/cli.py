@@ -124,8 +124,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         "--no-immortal",
         dest="immortal",
         action="store_false",
-        help="leave the warm objects' reference counts as they are (Python 3.12 and later make them immortal, "
-        "so that runs copy fewer pages)",
+        help="leave the warm objects' reference counts as they are (on CPython 3.12 and 3.13 they are made "
+        "immortal, so that runs copy fewer pages)",
     )
     parser.add_argument(
         "--daemon",
