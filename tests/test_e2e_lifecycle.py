@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CLIENT, Server, start_server
-from support import old_kernel
+from support import nobody, old_kernel
 
 SERVER = [sys.executable, "-m", "warmfork"]
 
@@ -204,7 +204,9 @@ def test_another_user_is_refused_by_the_server_and_told_why(reachable_server: Se
         "version, kind, flags, length, code = struct.unpack_from('<BBHIH', data)\n"
         "print(kind, code, data[12:length].decode())\n"
     )
-    done = as_nobody(sys.executable, "-c", probe, reachable_server.socket)
+    done = subprocess.run(
+        nobody.python(probe, reachable_server.socket), capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == 0, done.stderr
     kind, code, message = done.stdout.split(" ", 2)
     assert (kind, code) == ("4", "4")  # ERROR, PERMISSION_DENIED

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CLIENT, Server
+from support import nobody
 
 
 def run_client(sock: Path | str) -> subprocess.CompletedProcess[bytes]:
@@ -37,9 +38,7 @@ def test_a_socket_planted_by_another_user_gets_nothing() -> None:
             "try:\n    data = c.recv(65536)\nexcept OSError:\n    data = b''\n"
             "open(sys.argv[2], 'wb').write(data)\n"
         )
-        process = subprocess.Popen(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", listener, sock, received]
-        )
+        process = subprocess.Popen(nobody.python(listener, sock, received))
         try:
             deadline = time.monotonic() + 10
             while not sock.exists() and time.monotonic() < deadline:

@@ -30,6 +30,7 @@ mod prefault;
 mod reload;
 mod run_flags;
 mod server;
+mod shutdown;
 mod sigmask;
 mod source_file;
 mod terminal_input;
@@ -304,5 +305,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_flags::utf8_mode_settable, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::set_utf8_mode, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::set_flags, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown::refuse_at_shutdown, m)?)?;
     Ok(())
 }

@@ -58,6 +58,9 @@ def set_utf8_mode(on: bool) -> bool:
 def set_flags(changes: dict[str, object]) -> None:
     """Make ``sys.flags`` show ``changes`` (field name to value)."""
 
+def refuse_at_shutdown(error: type[BaseException]) -> None:
+    """From now on (Python 3.12 and later), a fork or a new thread raises ``error``, as while python shuts down."""
+
 class ModuleNames:
     """The keys of a ``sys.modules`` at one time, by identity."""
 

@@ -14,6 +14,7 @@ import ast
 import codeop
 import contextlib
 import functools
+import linecache
 import os
 import sys
 import types
@@ -48,21 +49,44 @@ def interact(namespace: dict[str, object]) -> None:
     compiler = codeop.CommandCompiler()
     while True:
         try:
-            code = _read_statement(compiler)
+            statement = _read_statement(compiler)
         except KeyboardInterrupt:
             _write_stderr("\nKeyboardInterrupt\n")
             continue
         except (SyntaxError, ValueError, OverflowError) as exc:
             print_exception(exc.with_traceback(None))  # the compiler's frames are no one's business
             continue
-        if code is None:
+        if statement is None:
             return
+        code = _numbered(*statement) if sys.version_info >= (3, 13) else statement[0]
         call_printing_errors(functools.partial(exec, code, namespace))
         flush_standard_streams()
 
 
-def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
-    """One complete statement from stdin, or None at end of input.
+# How many statements the prompt has compiled (see `_numbered`).
+_statements = 0
+
+
+def _numbered(code: types.CodeType, source: str) -> types.CodeType:
+    """From 3.13 on, python compiles each statement of the prompt as file
+    ``<stdin>-N``, N counting from 0, and keeps its lines in ``linecache``
+    under that name, for tracebacks (which say ``<stdin>``) and warnings to
+    show. (An error only compiling finds, such as ``return`` outside a
+    function, is said of ``<stdin>-N`` there too, and counts; not here.)"""
+    global _statements
+    filename = f"<stdin>-{_statements}"
+    _statements += 1
+    linecache._register_code(filename, source, "<stdin>")  # type: ignore[attr-defined]
+    return _renamed(code, filename)
+
+
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(_renamed(const, filename) if isinstance(const, types.CodeType) else const for const in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _read_statement(compiler: codeop.CommandCompiler) -> tuple[types.CodeType, str] | None:
+    """One complete statement from stdin, with its text, or None at end of input.
 
     As in CPython's interactive tokenizer: newlines are translated, a
     compound statement ends only at an empty line (one of spaces or a
@@ -79,7 +103,8 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
             _write_stderr("\n")
             if not lines:
                 return None
-            return compiler.compiler("".join(lines), "<stdin>", "single", incomplete_input=False)
+            source = "".join(lines)
+            return compiler.compiler(source, "<stdin>", "single", incomplete_input=False), source
         lines.append(line.replace("\r\n", "\n").replace("\r", "\n"))
         if not lines[-1].endswith("\n"):
             continue
@@ -91,7 +116,7 @@ def _read_statement(compiler: codeop.CommandCompiler) -> types.CodeType | None:
         else:
             code = _compile_or_read_on(compiler, source)
         if code is not None and not (lines[-1] != "\n" and _is_compound(source)):
-            return code
+            return code, source
 
 
 def _continues_a_block(lines: list[str]) -> bool:

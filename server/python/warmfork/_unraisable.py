@@ -40,14 +40,15 @@ _HookArgs = _hook_args_type()
 _default_hook = sys.__unraisablehook__
 
 
-def write_unraisable(error: BaseException, obj: object) -> None:
+def write_unraisable(error: BaseException, obj: object, message: str | None = None) -> None:
     """Report ``error`` in ``obj`` as ``PyErr_WriteUnraisable(obj)`` does:
     audited, through ``sys.unraisablehook`` (by default "Exception ignored
-    in: ..." on stderr); where the hook is missing or None, or the audit or
-    the hook fails, through the default hook, which reports that failure
-    instead. Call it with no exception being handled, as C does: an error
-    the hook raises then has no context."""
-    args = _HookArgs((type(error), error, error.__traceback__, None, obj))
+    in: ..." on stderr, or ``message`` and a colon where given, as
+    ``PyErr_FormatUnraisable``); where the hook is missing or None, or the
+    audit or the hook fails, through the default hook, which reports that
+    failure instead. Call it with no exception being handled, as C does: an
+    error the hook raises then has no context."""
+    args = _HookArgs((type(error), error, error.__traceback__, message, obj))
     try:
         hook = sys.unraisablehook
     except AttributeError:
@@ -77,9 +78,11 @@ def _failure_args(failure: BaseException, message: str, obj: object) -> object:
     there, where this module has one."""
     traceback = failure.__traceback__
     failure.__traceback__ = traceback.tb_next if traceback is not None else None
-    # What SIGINT's handler raises, C holds as the type alone, which the
-    # default hook prints without the ': ' of an empty message. A
+    # What SIGINT's handler raises, C holds as the type alone before 3.12,
+    # which the default hook prints without the ': ' of an empty message. A
     # KeyboardInterrupt without arguments is taken to be that one (Ctrl-C
-    # during a slow hook), not one the hook raised itself.
-    value = None if type(failure) is KeyboardInterrupt and not failure.args else failure
+    # during a slow hook), not one the hook raised itself. From 3.12 on C
+    # holds the exception itself.
+    bare = sys.version_info < (3, 12) and type(failure) is KeyboardInterrupt and not failure.args
+    value = None if bare else failure
     return _HookArgs((type(failure), value, failure.__traceback__, message, obj))

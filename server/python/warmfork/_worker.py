@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _signal
 import _thread
+import ast
 import atexit
 import contextlib
 import gc
@@ -27,7 +28,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import _inherited, _stdio, _unraisable
+from . import _inherited, _native, _stdio, _unraisable
 from .errors import Unsupported
 
 if TYPE_CHECKING:
@@ -174,11 +175,12 @@ def run_handler(handler: Callable[[], object]) -> int:
     untouched so the caller can refuse the run, unless the handler has said
     the program started (:func:`program_started`).
     """
+    left: list[BaseException] = []  # what `exit_code` leaves for `_finalize`, which takes it
     try:
         handler()
         code = 0
     except SystemExit as exit_:
-        code = exit_code(exit_)
+        code = exit_code(exit_, left)
     except BaseException as exc:
         if isinstance(exc, Unsupported) and _refusable:
             raise
@@ -186,35 +188,68 @@ def run_handler(handler: Callable[[], object]) -> int:
         try:
             _excepthook(exc)
         except SystemExit as exit_:  # the hook ended the program itself
-            code = exit_code(exit_)
-    code = _finalize(code)
+            code = exit_code(exit_, left)
+    code = _finalize(code, left)
     return code
 
 
-def exit_code(exit_: SystemExit) -> int:
-    """The status CPython exits with for ``exit_``; prints a non-integer code."""
+# From 3.12 on, CPython's `_Py_HandleSystemExit` leaves the error it met
+# reading or printing the code set (3.11 cleared it): `Py_FinalizeEx` then
+# reports it (see `_finalize`).
+_LEAVES_EXIT_ERROR = sys.version_info >= (3, 12)
+
+
+def exit_code(exit_: SystemExit, left: list[BaseException]) -> int:
+    """The status CPython exits with for ``exit_``; prints a non-integer
+    code. The error CPython leaves set working it out goes in ``left``."""
     value = exit_.code
     if value is None:
         return 0
     if isinstance(value, int):
         # CPython reads a C long: beyond one, -1 (so 255).
         exact = int.__index__(value)
-        return exact & 0xFF if -(2**63) <= exact < 2**63 else 0xFF
+        if -(2**63) <= exact < 2**63:
+            return exact & 0xFF
+        if _LEAVES_EXIT_ERROR:
+            left.append(OverflowError("Python int too large to convert to C long"))
+        return 0xFF
     stderr = getattr(sys, "stderr", None)
-    with contextlib.suppress(BaseException):  # as in CPython, a failed print still exits 1
+    try:
         if stderr is not None:
             stderr.write(str(value))
         else:  # CPython falls back to the C stderr
             os.write(2, str(value).encode(errors="backslashreplace"))
+    except BaseException as exc:  # noqa: BLE001 - as in CPython, a failed print still exits 1
+        if _LEAVES_EXIT_ERROR:
+            exc.__traceback__ = _program_frames(exc.__traceback__)
+            if exc.__context__ is exit_:  # C handles no exception meanwhile
+                exc.__context__ = None
+            left.append(exc)
     _stdio.write_stderr("\n")  # apart, as CPython writes it: to C's stderr if that failed
     return 1
 
 
-def _finalize(code: int) -> int:
+# What CPython's os.fork and thread starts raise once it finalises (see
+# server/src/shutdown.rs): from its start on 3.12, once the atexit callbacks
+# have run from 3.13 on.
+_REFUSES_EARLY = sys.version_info[:2] == (3, 12)
+_REFUSES_LATE = sys.version_info >= (3, 13)
+
+
+def _finalize(code: int, left: list[BaseException]) -> int:
+    if _REFUSES_EARLY:
+        _native.refuse_at_shutdown(RuntimeError)
     # As Py_FinalizeEx: join the non-daemon threads, if the program imported
     # `threading` at all (the server does not, so that workers are spared its
-    # after-fork hook).
+    # after-fork hook). An error `exit_code` left is reported in its place
+    # when `threading` was not imported; else 3.12 loses it in the call (3.13
+    # fails the call with a SystemError that names its first line, not
+    # emulated: the error is reported as if not imported).
     threading = sys.modules.get("threading")
+    if left and (threading is None or _REFUSES_LATE):
+        message = "Exception ignored on threading shutdown" if _REFUSES_LATE else None
+        _unraisable.write_unraisable(left[0], None, message)
+    left.clear()  # freed now, as python frees it
     try:
         if threading is not None:
             threading._shutdown()  # type: ignore[attr-defined]
@@ -222,6 +257,8 @@ def _finalize(code: int) -> int:
         with contextlib.suppress(SystemExit):
             _excepthook(exc)
     atexit._run_exitfuncs()
+    if _REFUSES_LATE:
+        _native.refuse_at_shutdown(PythonFinalizationError)  # noqa: F821 - a builtin from 3.13 on
     # As Py_RunMain: a failed final flush overrides the exit status, but not
     # a death by SIGINT.
     if not _flush_std_files() and code >= 0:
@@ -239,8 +276,9 @@ def _flush_std_files(*, quietly: bool = False) -> bool:
     ``sys.stderr``, each unless it is None, missing or closed (a ``closed``
     that cannot be read counts as open). Returns False if either flush
     raised, whatever it raised. Unless ``quietly``, stdout's failure is
-    reported through ``sys.unraisablehook`` ("Exception ignored in: ...");
-    stderr's never is."""
+    reported through ``sys.unraisablehook`` ("Exception ignored in: ...",
+    from 3.13 on "Exception ignored on flushing sys.stdout:"); stderr's
+    never is."""
     flushed = True
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name, None)
@@ -252,7 +290,10 @@ def _flush_std_files(*, quietly: bool = False) -> bool:
             if name == "stdout" and not quietly:
                 failure.__traceback__ = _program_frames(failure.__traceback__)
                 # Here, with no exception being handled, as in C.
-                _unraisable.write_unraisable(failure, stream)
+                if sys.version_info >= (3, 13):  # python says what failed, not in what
+                    _unraisable.write_unraisable(failure, None, "Exception ignored on flushing sys.stdout")
+                else:
+                    _unraisable.write_unraisable(failure, stream)
     return flushed
 
 
@@ -359,24 +400,33 @@ def _drop_modules() -> list[weakref.ref[types.ModuleType]]:
 
 
 # CPython finalises with no Python code running, so `warnings` reports what
-# is raised then (an unclosed file's ResourceWarning) as `sys:1: ...`. Each
-# step that may free the program's objects is code compiled as line 1 of a
-# file named "sys" and run in a namespace named "sys", so that the same is
-# said here; no other frame of warmfork's holds those objects meanwhile.
-_COLLECT = compile("gc.collect()", "sys", "exec")
-_RESTORE_STREAMS = compile(
-    "for name in ('stdin', 'stdout', 'stderr'): setattr(sys, name, getattr(sys, f'__{name}__', None))", "sys", "exec"
+# is raised then (an unclosed file's ResourceWarning) as `sys:1: ...`
+# (`<sys>:0: ...` from 3.13 on). Each step that may free the program's
+# objects is code compiled as that line of a file of that name and run in a
+# namespace named "sys", so that the same is said here; no other frame of
+# warmfork's holds those objects meanwhile.
+def _without_frame(source: str) -> types.CodeType:
+    if sys.version_info < (3, 13):
+        return compile(source, "sys", "exec")
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.stmt, ast.expr)):
+            node.lineno = node.end_lineno = 0
+    return compile(tree, "<sys>", "exec")
+
+
+_COLLECT = _without_frame("gc.collect()")
+_RESTORE_STREAMS = _without_frame(
+    "for name in ('stdin', 'stdout', 'stderr'): setattr(sys, name, getattr(sys, f'__{name}__', None))"
 )
-_COLLECT_WITHOUT_STREAMS = compile(
+_COLLECT_WITHOUT_STREAMS = _without_frame(
     "streams = [getattr(sys, name, None) for name in ('stdout', 'stderr')]\n"
     "sys.stdout = sys.stderr = None\n"
     "gc.collect()\n"
-    "sys.stdout, sys.stderr = streams",
-    "sys",
-    "exec",
+    "sys.stdout, sys.stderr = streams"
 )
-_DROP = compile("[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()", "sys", "exec")
-_SET_TO_NONE = compile("for name in names: namespace[name] = None", "sys", "exec")
+_DROP = _without_frame("[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()")
+_SET_TO_NONE = _without_frame("for name in names: namespace[name] = None")
 
 
 def _as_finalization(code: types.CodeType, **names: object) -> None:

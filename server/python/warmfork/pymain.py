@@ -27,6 +27,7 @@ import fcntl
 import functools
 import importlib.machinery
 import importlib.util
+import linecache
 import marshal
 import os
 import runpy
@@ -365,7 +366,11 @@ def _run_command(command: str, namespace: dict[str, object]) -> None:
     except UnicodeEncodeError:
         _write_stderr("Unable to decode the command from the command line:\n")
         raise
-    exec(compile(command, "<string>", "exec", dont_inherit=True), namespace)  # noqa: S102 - running it is the point
+    code = compile(command, "<string>", "exec", dont_inherit=True)
+    if sys.version_info >= (3, 13):
+        # python keeps the command's lines, for tracebacks and warnings to show.
+        linecache._register_code("<string>", command + "\n", "<string>")  # type: ignore[attr-defined]
+    exec(code, namespace)  # noqa: S102 - running it is the point
 
 
 def _run_module(name: str, *, set_argv0: bool) -> None:
