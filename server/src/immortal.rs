@@ -73,7 +73,11 @@ mod walk {
     use pyo3::prelude::*;
     use pyo3::types::PyList;
 
-    type Stack = Vec<*mut ffi::PyObject>;
+    /// The objects still to look at, and the count that marks those done.
+    struct Walk {
+        stack: Vec<*mut ffi::PyObject>,
+        immortal: ffi::Py_ssize_t,
+    }
 
     pub fn immortalize(objects: &Bound<'_, PyList>) -> usize {
         // SAFETY: the GIL is held (`objects` is bound to it); `None` lives
@@ -85,13 +89,14 @@ mod walk {
         let list = objects.as_ptr();
         // SAFETY: `list` is a list; the items are borrowed from it, which
         // holds them for the whole walk.
-        let mut stack: Stack = (0..objects.len())
+        let stack = (0..objects.len())
             .map(|index| unsafe { ffi::PyList_GET_ITEM(list, index as ffi::Py_ssize_t) })
             .collect();
+        let mut walk = Walk { stack, immortal };
         let mut changed = 0;
         // Objects left mortal, so that each is looked into once.
         let mut finalizable = HashSet::new();
-        while let Some(object) = stack.pop() {
+        while let Some(object) = walk.stack.pop() {
             // SAFETY: every pointer on the stack is a live object: an item
             // of `objects`, or one a live object's traversal reported, which
             // that object holds a reference to. Nothing in the loop runs
@@ -119,7 +124,7 @@ mod walk {
                 if ffi::PyObject_IS_GC(object) != 0
                     && let Some(traverse) = (*ffi::Py_TYPE(object)).tp_traverse
                 {
-                    traverse(object, push, (&raw mut stack).cast());
+                    traverse(object, push, (&raw mut walk).cast());
                 }
             }
         }
@@ -178,13 +183,19 @@ mod walk {
         unsafe { (*object).ob_refcnt.ob_refcnt = count };
     }
 
-    /// The `visitproc` handed to `tp_traverse`: keeps each referent for the
-    /// walk to look at.
-    unsafe extern "C" fn push(object: *mut ffi::PyObject, stack: *mut c_void) -> c_int {
-        if !object.is_null() {
-            // SAFETY: `stack` is the walk's stack, which `immortalize` passed
-            // and does not touch while the traversal runs.
-            unsafe { (*stack.cast::<Stack>()).push(object) };
+    /// The `visitproc` handed to `tp_traverse`: keeps each referent not yet
+    /// immortal for the walk to look at. Many are already (`None`, small
+    /// ints, interned strings, objects reached before), and would only grow
+    /// the stack.
+    unsafe extern "C" fn push(object: *mut ffi::PyObject, walk: *mut c_void) -> c_int {
+        // SAFETY: `walk` is the walk `immortalize` passed, which it does not
+        // touch while the traversal runs; `object`, if not null, is a live
+        // object the traversed one refers to.
+        unsafe {
+            let walk = &mut *walk.cast::<Walk>();
+            if !object.is_null() && ffi::Py_REFCNT(object) != walk.immortal {
+                walk.stack.push(object);
+            }
         }
         0
     }
