@@ -362,3 +362,15 @@ def test_a_program_raising_warmforks_unsupported_fails_as_any_exception(server, 
     assert done.stderr.endswith(b"warmfork.errors.Unsupported: mine\n"), done.stderr
     assert b'File "<string>", line 4, in <module>' in done.stderr
     assert (tmp_path / "runs").read_text() == "run\n"
+
+
+def test_the_source_of_c_and_of_prompt_statements_is_kept_for_tracebacks_as_under_python(
+    server, tmp_path: Path
+) -> None:
+    # From 3.13 python keeps it in linecache (`<string>`, `<stdin>-N`), so
+    # tracebacks and warnings show the lines; before, nothing is kept.
+    command = "import linecache\nprint(linecache.getlines('<string>'))\n1 / 0"
+    out = assert_same_as_python(server, "-c", command, cwd=tmp_path)
+    assert out.status == 1
+    statements = b"import linecache\nx = 1\nprint(linecache.getlines('<stdin>-1'))\n1 / 0\n"
+    assert_same_as_python(server, "-i", "-q", input=statements, cwd=tmp_path)

@@ -76,8 +76,19 @@ def _numbered(code: types.CodeType, source: str) -> types.CodeType:
     global _statements
     filename = f"<stdin>-{_statements}"
     _statements += 1
-    linecache._register_code(filename, source, "<stdin>")  # type: ignore[attr-defined]
-    return _renamed(code, filename)
+    code = _renamed(code, filename)
+    keep_source(code, source, "<stdin>")
+    return code
+
+
+def keep_source(code: types.CodeType, source: str, name: str) -> None:
+    """Keep ``source``, the text ``code`` was compiled from, in ``linecache``,
+    as python 3.13 does for ``-c`` and the prompt's statements. 3.13.0 keys
+    the lines by the code's file name; later versions (which have
+    ``linecache._interactive_cache``) by the code object itself, and take
+    the code."""
+    key = code if hasattr(linecache, "_interactive_cache") else code.co_filename
+    linecache._register_code(key, source, name)  # type: ignore[attr-defined]
 
 
 def _renamed(code: types.CodeType, filename: str) -> types.CodeType:

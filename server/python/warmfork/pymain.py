@@ -27,7 +27,6 @@ import fcntl
 import functools
 import importlib.machinery
 import importlib.util
-import linecache
 import marshal
 import os
 import runpy
@@ -368,8 +367,9 @@ def _run_command(command: str, namespace: dict[str, object]) -> None:
         raise
     code = compile(command, "<string>", "exec", dont_inherit=True)
     if sys.version_info >= (3, 13):
-        # python keeps the command's lines, for tracebacks and warnings to show.
-        linecache._register_code("<string>", command + "\n", "<string>")  # type: ignore[attr-defined]
+        # python keeps the command's lines, for tracebacks and warnings to
+        # show (`command` ends in the newline CPython adds).
+        _prompt.keep_source(code, command, "<string>")
     exec(code, namespace)  # noqa: S102 - running it is the point
 
 
