@@ -619,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     help_text = run([str(args.bin / "warmfork-server"), "--help"]).stdout
     pooled = "--pool" in help_text
     pool = ["--pool", "4"] if pooled else []
-    compare_mortal = "--no-immortal" in help_text and sys.version_info >= (3, 12)
+    compare_mortal = "--no-immortal" in help_text and (3, 12) <= sys.version_info < (3, 14)
     m: dict = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="warmfork-bench-") as tmp_name:  # mode 0700
