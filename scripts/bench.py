@@ -563,32 +563,52 @@ def measure_all(
         )
         return lat
 
-    def loops(server: Server, name: str) -> dict:
-        """Two client loops against ``server``: runs per second in each round,
-        and what a run cost the server and its workers meanwhile."""
+    def loops(servers: list[Server]) -> list[dict]:
+        """Two client loops against each of ``servers`` in turn, round after
+        round (so that the host's load drifting weighs on all alike): for
+        each, runs per second in each round and what a run cost the server
+        and its workers meanwhile."""
         loop = bench.compile("parallel-loop", PARALLEL_LOOP_C, [])
         runs = THROUGHPUT_LOOPS * THROUGHPUT_RUNS_PER_LOOP
-        label = f"{THROUGHPUT_LOOPS} loops × {THROUGHPUT_RUNS_PER_LOOP} × warmfork -c pass ({server.name})"
         command = [str(loop), str(THROUGHPUT_LOOPS), str(THROUGHPUT_RUNS_PER_LOOP), wf, "-c", "pass"]
-        before, faults_before = cpu_seconds(server.pid), page_faults(server.pid)
-        result = bench.hyperfine(name, [(label, command)], THROUGHPUT_REPEATS, server.env())[label]
-        # The server's own CPU time plus that of the workers it reaped: what
-        # a run costs the machine besides the client (and what bounds a
-        # loop's latency once every core is busy). Counts, unlike times,
-        # hardly move with the host's load: a change in the pages a run
-        # costs shows there when the times are too noisy.
-        total = runs * sum(THROUGHPUT_REPEATS)
-        after = page_faults(server.pid)
-        return {
-            "rates": [runs / t for t in result["times"]],
-            "cpu per run": (cpu_seconds(server.pid) - before) / total,
-            "faults per run": [(a - b) / total for a, b in zip(after, faults_before)],
-        }
+        rounds, warmup = THROUGHPUT_REPEATS
+        costs = [{"rates": [], "cpu": 0.0, "faults": [0, 0], "runs": 0} for _ in servers]
+        for r in range(1, rounds + 1):
+            for server, cost in zip(servers, costs):
+                label = f"{THROUGHPUT_LOOPS} loops × {THROUGHPUT_RUNS_PER_LOOP} × warmfork -c pass ({server.name})"
+                once = (1, warmup if r == 1 else 0)
+                before, faults_before = cpu_seconds(server.pid), page_faults(server.pid)
+                result = bench.hyperfine(f"throughput-{server.name}-{r}", [(label, command)], once, server.env())
+                # The server's own CPU time plus that of the workers it
+                # reaped: what a run costs the machine besides the client
+                # (and what bounds a loop's latency once every core is
+                # busy). Counts, unlike times, hardly move with the host's
+                # load: a change in the pages a run costs shows there when
+                # the times are too noisy.
+                cost["cpu"] += cpu_seconds(server.pid) - before
+                after = page_faults(server.pid)
+                cost["faults"] = [total + a - b for total, a, b in zip(cost["faults"], after, faults_before)]
+                cost["runs"] += runs * sum(once)
+                cost["rates"] += [runs / t for t in result[label]["times"]]
+        return [
+            {
+                "rates": cost["rates"],
+                "cpu per run": cost["cpu"] / cost["runs"],
+                "faults per run": [faults / cost["runs"] for faults in cost["faults"]],
+            }
+            for cost in costs
+        ]
+
+    def throughput() -> dict:
+        numpy_cost, *mortal_cost = loops([numpy_srv, *([mortal_srv] if mortal_srv is not None else [])])
+        if mortal_cost:
+            m["mortal throughput"] = mortal_cost[0]
+        return numpy_cost
 
     step("latency", latency)
-    step("throughput", lambda: loops(numpy_srv, "throughput"))
-    if mortal_srv is not None:
-        step("mortal throughput", lambda: loops(mortal_srv, "throughput-mortal"))
+    step("throughput", throughput)
+    if mortal_srv is not None and "throughput" in errors:
+        errors["mortal throughput"] = errors["throughput"]
     step("syscalls", lambda: bench.client_syscalls(numpy_srv))
     if pooled:
         time.sleep(1)  # let the pool refill after the last run
@@ -658,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
         "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy-N.json`, `warmfork-1gib-N.json` "
         + ("and `warmfork-mortal-N.json` " if compare_mortal else "")
         + f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
-        f"`throughput.json`{', `throughput-mortal.json`' if compare_mortal else ''}; strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
+        f"`throughput-numpy-N.json`{' and `throughput-numpy-mortal-N.json`' if compare_mortal else ''}"
+        " (alternating); strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
         + "".join(f"    {command}\n" for command in bench.commands)
     )
     log(f"done in {elapsed:.0f} s; the table, the chart and the raw JSON are in {args.results}/")
