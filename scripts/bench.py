@@ -542,13 +542,13 @@ def measure_all(
             ("warmfork import_numpy.py (numpy)", [wf, str(program)]),
         ]
         gib_commands = [("warmfork -c pass (numpy + 1 GiB)", [wf, "-c", "pass"])]
+        mortal_commands = [(MORTAL, [wf, "-c", "pass"])]
         rounds: list[dict[str, dict]] = []
         per_round = (FAST_RUNS[0] // SIDE_BY_SIDE_ROUNDS, max(2, FAST_RUNS[1] // SIDE_BY_SIDE_ROUNDS))
         for r in range(1, SIDE_BY_SIDE_ROUNDS + 1):
             rounds.append(bench.hyperfine(f"warmfork-numpy-{r}", numpy_commands, per_round, numpy_srv.env()))
             rounds.append(bench.hyperfine(f"warmfork-1gib-{r}", gib_commands, per_round, gib_srv.env()))
             if mortal_srv is not None:
-                mortal_commands = [(MORTAL, [wf, "-c", "pass"])]
                 rounds.append(bench.hyperfine(f"warmfork-mortal-{r}", mortal_commands, per_round, mortal_srv.env()))
         lat |= merged(rounds)
         # Runs apart: what one run waits for when the server and its workers

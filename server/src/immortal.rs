@@ -44,10 +44,11 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-/// Makes every object in `objects` and everything reachable from them
-/// immortal, but for those with a finalizer, and returns how many objects it
-/// changed: 0 where this interpreter has no immortal objects that work as
-/// 3.12's and 3.13's do.
+/// Makes every object in `objects` (the caller's `gc.get_objects()`) and
+/// everything reachable from them immortal, but for those with a finalizer,
+/// and returns how many objects it changed: 0 where this interpreter has no
+/// immortal objects that work as 3.12's and 3.13's do.
+#[pyfunction]
 pub fn immortalize(objects: &Bound<'_, PyList>) -> usize {
     walk::immortalize(objects)
 }

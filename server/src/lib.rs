@@ -90,15 +90,6 @@ fn prepare_heap(py: Python<'_>) -> (usize, u128) {
     (done.bytes, done.millis)
 }
 
-/// Makes every object in `objects` (the caller's `gc.get_objects()`) and
-/// everything they refer to immortal, so that workers do not copy their
-/// pages to count references (see `immortal.rs`); returns how many objects
-/// it changed, 0 before Python 3.12.
-#[pyfunction]
-fn immortalize(objects: &Bound<'_, pyo3::types::PyList>) -> usize {
-    immortal::immortalize(objects)
-}
-
 /// Makes sure the directory of the socket `path` is this user's alone,
 /// creating it (the last level only) if need be, as the server does before
 /// it binds; raises `OSError` saying why not. `--daemon` calls it before it
@@ -293,7 +284,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(socket_path, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_heap, m)?)?;
-    m.add_function(wrap_pyfunction!(immortalize, m)?)?;
+    m.add_function(wrap_pyfunction!(immortal::immortalize, m)?)?;
     m.add_function(wrap_pyfunction!(private_socket_dir, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
