@@ -15,6 +15,11 @@ def immortalize(objects: list[object]) -> int:
     """Make ``objects`` and everything they refer to immortal (Python 3.12
     and later); how many objects changed, 0 before 3.12."""
 
+def fill_pools() -> tuple[int, int]:
+    """Allocate, and keep, every free block of pymalloc's half-used pools, so
+    that new objects go to fresh pools; the blocks and bytes kept. Only where
+    pymalloc is the object allocator, without debug hooks."""
+
 def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its
     last level); OSError says why not."""

@@ -380,6 +380,10 @@ def _code_has_debug_ranges() -> int:
 
 _SERVER_HAS_DEBUG_RANGES = _code_has_debug_ranges()  # fixed for the server's life: asked once
 
+#: The allocators the server's interpreter started with, as its environment
+#: named them (read here, in the server, before any run replaces it).
+_SERVER_ALLOCATOR = (None if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC")) or "default"
+
 
 # Whether a run can have a UTF-8 mode of its own (see `utf8_mode_per_run`);
 # the server finds out before it forks, so that workers share the answer.
@@ -525,7 +529,9 @@ def _variable_matches_server(name: str, value: str) -> bool:
         return wanted == (os.path.normpath(sys.base_prefix), os.path.normpath(sys.base_exec_prefix))
     if name == "PYTHONPLATLIBDIR":
         return value == sys.platlibdir
-    return False  # PYTHONMALLOC*: the allocators cannot be inspected, let alone changed
+    if name == "PYTHONMALLOC":
+        return value == _SERVER_ALLOCATOR
+    return False  # PYTHONMALLOCSTATS: python prints them at exit, a worker does not
 
 
 def _refusal(option: str, reason: str) -> str:

@@ -167,6 +167,7 @@ def serve(
         if immortal:
             _immortalize()
         gc.freeze()
+        _fill_allocator_pools()
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,
@@ -298,6 +299,27 @@ def _immortalize() -> None:
     changed = _native.immortalize(gc.get_objects())
     if changed:
         _log(f"made {changed} warm objects immortal in {(time.monotonic() - begun) * 1000:.0f} ms")
+
+
+def _fill_allocator_pools() -> None:
+    """Fill the allocator's half-used pools, so that runs put their new
+    objects on pages of their own (see ``pools.rs``). Only where pymalloc,
+    whose pools ``pools.rs`` knows, is the object allocator, without debug
+    hooks: not under ``PYTHONMALLOC=malloc``, ``mimalloc`` or ``debug``,
+    ``-X dev``, a debug or free-threaded build."""
+    allocator = "" if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC", "")
+    if (
+        sys.implementation.name != "cpython"
+        or allocator not in ("", "default", "pymalloc")
+        or sys.flags.dev_mode
+        or hasattr(sys, "gettotalrefcount")
+        or "t" in sys.abiflags
+        or sys.getallocatedblocks() == 0
+    ):
+        return
+    blocks, size = _native.fill_pools()
+    if blocks:
+        _log(f"filled the allocator's half-used pools ({blocks} blocks, {size >> 10} KiB), so that runs allocate on pages of their own")
 
 
 def _default_handler() -> Callable[[], object]:

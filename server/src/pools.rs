@@ -1,0 +1,103 @@
+//! Filling the warm server's half-used allocator pools, so that a run's new
+//! objects land on fresh pages instead of copying the server's.
+//!
+//! CPython's small-object allocator (pymalloc) carves 16 KiB pools out of
+//! 1 MiB arenas; each pool holds blocks of one size class (16, 32, ... 512
+//! bytes), and a new block comes from the first pool of its class that has
+//! a free one. After warm-up most classes have such half-used pools, their
+//! free blocks scattered over pages full of warm objects: every object a run
+//! made there (a run makes a few thousand) copied the server's page around
+//! it, about a quarter of the pages a `-c pass` run wrote.
+//!
+//! So just before it serves, the server allocates every free block of every
+//! half-used pool and never frees them. Those pages were resident anyway; the
+//! blocks cost no memory, only the space they would have offered. A worker
+//! then finds every pool of its class full and starts new pools, which it
+//! fills densely with its own objects: pages it alone writes, zero-filled
+//! rather than copied when they were never used, and few of them.
+//!
+//! This reads pymalloc's pool header (`Objects/obmalloc.c`, unchanged from
+//! 3.10 to 3.13: a 16 KiB pool on 64-bit platforms starts with its block
+//! count, an `unsigned int`, and has its size class index at byte 36), so the
+//! caller makes sure pymalloc is the object allocator, without debug hooks
+//! (see `server.py`), and every block is checked to be where that layout
+//! says before anything is kept.
+
+use pyo3::ffi;
+
+/// Bytes in a pool; pools are aligned on their size.
+const POOL_SIZE: usize = 16 << 10;
+/// Offset of the size class index in a pool's header.
+const SIZE_INDEX_OFFSET: usize = 36;
+/// Blocks are multiples of this many bytes...
+const ALIGNMENT: usize = 16;
+/// ...up to this many.
+const LARGEST_BLOCK: usize = 512;
+/// Most memory the filling may keep, so that a layout other than the one
+/// expected cannot make it run away: the free space of half-used pools is
+/// rarely more than a few hundred KiB.
+const MOST_KEPT: usize = 64 << 20;
+
+/// What [`fill`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Filled {
+    /// Blocks allocated and kept.
+    pub blocks: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+/// Allocates, one size class at a time, blocks until pymalloc hands out the
+/// first block of a new pool; frees that one (its pool goes back to the
+/// arena) and keeps the others. Stops at the first block whose pool header
+/// does not name its size class, which means pymalloc is not laid out as
+/// expected: what was kept so far only costs its memory.
+///
+/// The caller must hold the GIL, and pymalloc must be the object allocator.
+/// Does nothing where pointers are not 64 bits wide (4 KiB pools there).
+pub fn fill() -> Filled {
+    let mut filled = Filled::default();
+    if cfg!(not(target_pointer_width = "64")) {
+        return filled;
+    }
+    for class in 0..LARGEST_BLOCK / ALIGNMENT {
+        let size = (class + 1) * ALIGNMENT;
+        loop {
+            if filled.bytes + size > MOST_KEPT {
+                return filled;
+            }
+            // SAFETY: the caller holds the GIL.
+            let block = unsafe { ffi::PyObject_Malloc(size) };
+            if block.is_null() {
+                return filled;
+            }
+            let pool = (block as usize & !(POOL_SIZE - 1)) as *const u32;
+            // SAFETY: pymalloc's blocks lie in pools aligned on POOL_SIZE
+            // whose header starts with these fields (see the module's note).
+            let (count, index) = unsafe { (pool.read(), pool.byte_add(SIZE_INDEX_OFFSET).read()) };
+            if index as usize != class {
+                // SAFETY: allocated just above with PyObject_Malloc.
+                unsafe { ffi::PyObject_Free(block) };
+                return filled;
+            }
+            if count == 1 {
+                // A new pool: every half-used one of this class is full.
+                // SAFETY: as above.
+                unsafe { ffi::PyObject_Free(block) };
+                break;
+            }
+            filled.blocks += 1;
+            filled.bytes += size;
+        }
+    }
+    filled
+}
+
+/// Fills the half-used pools of pymalloc (see the module's note); returns
+/// the blocks and bytes kept. Only call it when pymalloc is the object
+/// allocator, without debug hooks.
+#[pyo3::pyfunction]
+pub fn fill_pools(_py: pyo3::Python<'_>) -> (usize, usize) {
+    let filled = fill();
+    (filled.blocks, filled.bytes)
+}

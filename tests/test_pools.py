@@ -1,0 +1,119 @@
+"""Filling the allocator's half-used pools (server/src/pools.rs): before it
+serves, the server takes every free block of pymalloc's half-used pools, so
+that a run's new objects go to fresh pools, on pages of the run's own,
+instead of into the gaps between warm objects, whose pages it would copy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import start_server
+
+#: pymalloc's pool size and the offset of a pool's first block (its header
+#: is 48 bytes) on 64-bit builds.
+POOL_SIZE, FIRST_BLOCK = 16 << 10, 48
+
+#: Makes a half-used pool of 448-byte blocks (a 400-byte bytes object is
+#: 433 bytes; no other object of this process is that size), fills the
+#: pools if told to, then prints where the next two such objects land.
+PROGRAM = f"""\
+import sys
+from warmfork import _native
+kept = [bytes(400) for _ in range(12)]
+del kept[5]
+filled = _native.fill_pools() if sys.argv[1] == "fill" else (0, 0)
+a = bytes(400)
+b = bytes(400)
+print(id(a) % {POOL_SIZE}, id(b) - id(a), filled[0] > 0, filled[1] % 16)
+"""
+
+
+def placement(how: str, **env: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM, how],
+        capture_output=True,
+        check=False,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    assert (done.returncode, done.stderr) == (0, b""), done
+    return done.stdout.decode().split()
+
+
+def test_filled_pools_send_new_objects_to_a_fresh_pool() -> None:
+    # The first block of a fresh pool, then the block after it.
+    assert placement("fill") == [str(FIRST_BLOCK), "448", "True", "0"]
+
+
+def test_without_filling_new_objects_take_the_gaps() -> None:
+    # What the test above would see had the filling done nothing: the gap
+    # left by `del kept[5]`, and the freed block before it.
+    offset, step, *_ = placement("keep")
+    assert (offset, step) != (str(FIRST_BLOCK), "448")
+
+
+def test_filling_stops_at_once_when_the_layout_is_not_pymalloc_s() -> None:
+    # Debug hooks put each block 16 bytes into a bigger one: the pool header
+    # names another size class, so nothing is kept.
+    assert placement("fill", PYTHONMALLOC="debug")[2] == "False"
+
+
+def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--preload", "json,decimal")
+    try:
+        done = srv.run("-c", "import json; print(json.dumps([1]))")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"[1]\n", b""), done
+    finally:
+        assert srv.stop() == 0
+    assert b"filled the allocator's half-used pools" in srv.log.read_bytes()
+
+
+@pytest.mark.parametrize("variables", [{"PYTHONMALLOC": "malloc"}, {"PYTHONMALLOC": "debug"}, {"PYTHONDEVMODE": "1"}])
+def test_servers_on_other_allocators_serve_without_filling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    srv = start_server(tmp_path, "--preload", "json")
+    try:
+        done = srv.run("-c", "import json; print(json.dumps([1]))")
+        assert (done.returncode, done.stdout) == (0, b"[1]\n"), done
+    finally:
+        assert srv.stop() == 0
+    assert b"half-used pools" not in srv.log.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("server_allocator", "served", "refused"),
+    [
+        # Unset or empty, the variable asks for nothing: the run gets the server's.
+        ("malloc", ["malloc", ""], ["pymalloc"]),
+        (None, ["default", ""], ["malloc"]),
+    ],
+)
+def test_runs_asking_for_another_allocator_than_the_server_s_are_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server_allocator: str | None,
+    served: list[str],
+    refused: list[str],
+) -> None:
+    if server_allocator is None:
+        monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONMALLOC", server_allocator)
+    srv = start_server(tmp_path)
+    try:
+        runs = {value: srv.run("-c", "print('ran')", env={"PYTHONMALLOC": value}) for value in served + refused}
+    finally:
+        assert srv.stop() == 0
+    for value in served:
+        assert (runs[value].returncode, runs[value].stdout) == (0, b"ran\n"), runs[value]
+    for value in refused:
+        done = runs[value]
+        assert (done.returncode, done.stdout) == (201, b""), done
+        assert f"PYTHONMALLOC={value} cannot be honoured".encode() in done.stderr
