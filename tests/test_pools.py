@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import start_server
+from conftest import python, start_server
 
 #: pymalloc's pool size and the offset of a pool's first block (its header
 #: is 48 bytes) on 64-bit builds.
@@ -32,13 +32,29 @@ print(id(a) % {POOL_SIZE}, id(b) - id(a), filled[0] > 0, filled[1] % 16)
 """
 
 
+#: Variables that choose the allocators or their hooks.
+ALLOCATOR_VARIABLES = ("PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONMALLOCSTATS")
+
+
+#: Prints the allocators' name where the build has the module that tells it.
+ALLOCATOR_NAME = """\
+try:
+    from _testinternalcapi import pymem_getallocatorsname
+except ImportError:
+    print("ran")
+else:
+    print(pymem_getallocatorsname())
+"""
+
+
 def placement(how: str, **env: str) -> list[str]:
+    clean = {name: value for name, value in os.environ.items() if name not in ALLOCATOR_VARIABLES}
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM, how],
         capture_output=True,
         check=False,
         timeout=30,
-        env={**os.environ, **env},
+        env={**clean, **env},
     )
     assert (done.returncode, done.stderr) == (0, b""), done
     return done.stdout.decode().split()
@@ -56,13 +72,18 @@ def test_without_filling_new_objects_take_the_gaps() -> None:
     assert (offset, step) != (str(FIRST_BLOCK), "448")
 
 
-def test_filling_stops_at_once_when_the_layout_is_not_pymalloc_s() -> None:
-    # Debug hooks put each block 16 bytes into a bigger one: the pool header
-    # names another size class, so nothing is kept.
-    assert placement("fill", PYTHONMALLOC="debug")[2] == "False"
+@pytest.mark.parametrize("allocator", ["debug", "malloc"])
+def test_filling_keeps_nothing_when_blocks_are_not_in_pymalloc_pools(allocator: str) -> None:
+    # Debug hooks put each block 16 bytes into a bigger one, whose pool
+    # header names another size class; malloc's blocks have no pool header,
+    # and what lies where one would be is read only if it is mapped.
+    for _ in range(5):
+        assert placement("fill", PYTHONMALLOC=allocator)[2] == "False"
 
 
-def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path) -> None:
+def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     srv = start_server(tmp_path, "--preload", "json,decimal")
     try:
         done = srv.run("-c", "import json; print(json.dumps([1]))")
@@ -72,10 +93,19 @@ def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path) -> None:
     assert b"filled the allocator's half-used pools" in srv.log.read_bytes()
 
 
-@pytest.mark.parametrize("variables", [{"PYTHONMALLOC": "malloc"}, {"PYTHONMALLOC": "debug"}, {"PYTHONDEVMODE": "1"}])
+@pytest.mark.parametrize(
+    ("variables", "reason"),
+    [
+        ({"PYTHONMALLOC": "malloc"}, "the allocator is malloc, not pymalloc"),
+        ({"PYTHONMALLOC": "debug"}, "the allocator is pymalloc_debug, not pymalloc"),
+        ({"PYTHONDEVMODE": "1"}, "the allocator is pymalloc_debug, not pymalloc"),
+    ],
+)
 def test_servers_on_other_allocators_serve_without_filling(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], reason: str
 ) -> None:
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     srv = start_server(tmp_path, "--preload", "json")
@@ -84,35 +114,44 @@ def test_servers_on_other_allocators_serve_without_filling(
         assert (done.returncode, done.stdout) == (0, b"[1]\n"), done
     finally:
         assert srv.stop() == 0
-    assert b"half-used pools" not in srv.log.read_bytes()
+    log = srv.log.read_bytes()
+    assert f"leaving the allocator's pools as they are: {reason}".encode() in log, log
+    assert b"half-used pools" not in log
 
 
 @pytest.mark.parametrize(
-    ("server_allocator", "served", "refused"),
+    ("server_variables", "served", "refused"),
     [
         # Unset or empty, the variable asks for nothing: the run gets the server's.
-        ("malloc", ["malloc", ""], ["pymalloc"]),
-        (None, ["default", ""], ["malloc"]),
+        ({"PYTHONMALLOC": "malloc"}, ["malloc", ""], ["pymalloc", "default"]),
+        ({}, ["default", "pymalloc", ""], ["malloc", "debug"]),
+        # -X dev hooks the allocators only where PYTHONMALLOC is unset.
+        ({"PYTHONDEVMODE": "1"}, ["debug", "pymalloc_debug", ""], ["default", "pymalloc"]),
     ],
 )
-def test_runs_asking_for_another_allocator_than_the_server_s_are_refused(
+def test_runs_asking_for_other_allocators_than_the_server_s_are_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    server_allocator: str | None,
+    server_variables: dict[str, str],
     served: list[str],
     refused: list[str],
 ) -> None:
-    if server_allocator is None:
-        monkeypatch.delenv("PYTHONMALLOC", raising=False)
-    else:
-        monkeypatch.setenv("PYTHONMALLOC", server_allocator)
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server_variables.items():
+        monkeypatch.setenv(name, value)
     srv = start_server(tmp_path)
     try:
-        runs = {value: srv.run("-c", "print('ran')", env={"PYTHONMALLOC": value}) for value in served + refused}
+        runs = {value: srv.run("-c", ALLOCATOR_NAME, env={"PYTHONMALLOC": value}) for value in served + refused}
     finally:
         assert srv.stop() == 0
     for value in served:
-        assert (runs[value].returncode, runs[value].stdout) == (0, b"ran\n"), runs[value]
+        # The allocators python would start with, where it can name them (a
+        # run asking for nothing gets the server's, as python started as the
+        # server was).
+        asked = {"PYTHONMALLOC": value} if value else {}
+        expected = python("-c", ALLOCATOR_NAME, env={**srv.env, **asked})
+        assert (runs[value].returncode, runs[value].stdout) == (0, expected.stdout), (runs[value], expected)
     for value in refused:
         done = runs[value]
         assert (done.returncode, done.stdout) == (201, b""), done

@@ -162,7 +162,7 @@ impl Listener {
 /// started with, before the program runs. `changed` is a watched file that
 /// changed while the server warmed up: the server replaces itself at once.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None, fill_pools = false))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -180,6 +180,7 @@ fn serve(
     ready_fd: Option<i32>,
     inherited_fds: Vec<i32>,
     changed: Option<PathBuf>,
+    fill_pools: bool,
 ) -> PyResult<()> {
     // SAFETY: Python hands the descriptor over, whatever happens next.
     let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -237,6 +238,17 @@ fn serve(
     } else {
         None
     };
+    // Last, so that no object made for serving starts a half-used pool.
+    if fill_pools {
+        let filled = pools::fill();
+        if filled.blocks > 0 {
+            log::info(&format!(
+                "filled the allocator's half-used pools ({} blocks, {} KiB), so that runs allocate on pages of their own",
+                filled.blocks,
+                filled.bytes >> 10
+            ));
+        }
+    }
     server::serve(
         py,
         inner,

@@ -16,19 +16,27 @@
 //! fills densely with its own objects: pages it alone writes, zero-filled
 //! rather than copied when they were never used, and few of them.
 //!
-//! This reads pymalloc's pool header (`Objects/obmalloc.c`, unchanged from
+//! This reads pymalloc's pool header (`Objects/obmalloc.c`, the same from
 //! 3.10 to 3.13: a 16 KiB pool on 64-bit platforms starts with its block
-//! count, an `unsigned int`, and has its size class index at byte 36), so the
-//! caller makes sure pymalloc is the object allocator, without debug hooks
-//! (see `server.py`), and every block is checked to be where that layout
-//! says before anything is kept.
+//! count, an `unsigned int`, and has its size class index at byte 36 and
+//! the offset past its last block at byte 44), so the caller makes sure
+//! pymalloc is the object allocator, without debug hooks (see `server.py`).
+//! Each header is read only from a private writable mapping, and every block
+//! must sit where that header says before it is kept: allocated elsewhere
+//! (another allocator, debug hooks), the filling stops.
 
 use pyo3::ffi;
 
+use crate::maps;
+
 /// Bytes in a pool; pools are aligned on their size.
 const POOL_SIZE: usize = 16 << 10;
+/// Bytes of a pool's header, before its first block.
+const HEADER: usize = 48;
 /// Offset of the size class index in a pool's header.
 const SIZE_INDEX_OFFSET: usize = 36;
+/// Offset of the offset past the pool's last block.
+const END_OFFSET: usize = 44;
 /// Blocks are multiples of this many bytes...
 const ALIGNMENT: usize = 16;
 /// ...up to this many.
@@ -49,17 +57,23 @@ pub struct Filled {
 
 /// Allocates, one size class at a time, blocks until pymalloc hands out the
 /// first block of a new pool; frees that one (its pool goes back to the
-/// arena) and keeps the others. Stops at the first block whose pool header
-/// does not name its size class, which means pymalloc is not laid out as
+/// arena) and keeps the others. Stops at the first block that is not where
+/// a pool header says it would be, which means pymalloc is not laid out as
 /// expected: what was kept so far only costs its memory.
 ///
-/// The caller must hold the GIL, and pymalloc must be the object allocator.
-/// Does nothing where pointers are not 64 bits wide (4 KiB pools there).
+/// The caller must hold the GIL. Does nothing where pointers are not 64 bits
+/// wide (pools are 4 KiB there).
 pub fn fill() -> Filled {
     let mut filled = Filled::default();
     if cfg!(not(target_pointer_width = "64")) {
         return filled;
     }
+    let Some(mut mappings) = maps::PrivateWritable::open() else {
+        return filled;
+    };
+    let page_size = rustix::param::page_size();
+    // The private writable mapping the last header was in, in pages.
+    let mut readable = 0..0;
     for class in 0..LARGEST_BLOCK / ALIGNMENT {
         let size = (class + 1) * ALIGNMENT;
         loop {
@@ -71,18 +85,29 @@ pub fn fill() -> Filled {
             if block.is_null() {
                 return filled;
             }
-            let pool = (block as usize & !(POOL_SIZE - 1)) as *const u32;
-            // SAFETY: pymalloc's blocks lie in pools aligned on POOL_SIZE
-            // whose header starts with these fields (see the module's note).
-            let (count, index) = unsafe { (pool.read(), pool.byte_add(SIZE_INDEX_OFFSET).read()) };
-            if index as usize != class {
-                // SAFETY: allocated just above with PyObject_Malloc.
-                unsafe { ffi::PyObject_Free(block) };
-                return filled;
+            let pool = block as usize & !(POOL_SIZE - 1);
+            let page = (pool / page_size) as u64;
+            if !readable.contains(&page) {
+                match mappings.at_or_after(page) {
+                    Some(mapping) if mapping.start <= page => readable = mapping,
+                    _ => return unkept(block, filled),
+                }
+            }
+            // SAFETY: the header's 48 bytes lie in the page just found mapped
+            // (pools are aligned on a multiple of the page size).
+            let field = |offset: usize| unsafe { ((pool + offset) as *const u32).read() } as usize;
+            let (count, index, end) = (field(0), field(SIZE_INDEX_OFFSET), field(END_OFFSET));
+            let offset = block as usize - pool;
+            if index != class
+                || end != POOL_SIZE - size
+                || offset < HEADER
+                || (offset - HEADER) % size != 0
+            {
+                return unkept(block, filled);
             }
             if count == 1 {
                 // A new pool: every half-used one of this class is full.
-                // SAFETY: as above.
+                // SAFETY: allocated above with PyObject_Malloc.
                 unsafe { ffi::PyObject_Free(block) };
                 break;
             }
@@ -93,9 +118,16 @@ pub fn fill() -> Filled {
     filled
 }
 
+/// Frees `block`, which is not kept, and returns `filled`.
+fn unkept(block: *mut std::ffi::c_void, filled: Filled) -> Filled {
+    // SAFETY: `block` came from PyObject_Malloc, the GIL still held.
+    unsafe { ffi::PyObject_Free(block) };
+    filled
+}
+
 /// Fills the half-used pools of pymalloc (see the module's note); returns
-/// the blocks and bytes kept. Only call it when pymalloc is the object
-/// allocator, without debug hooks.
+/// the blocks and bytes kept. `warmfork-server` has [`fill`] called through
+/// `serve`; this is for tests.
 #[pyo3::pyfunction]
 pub fn fill_pools(_py: pyo3::Python<'_>) -> (usize, usize) {
     let filled = fill();

@@ -17,8 +17,8 @@ def immortalize(objects: list[object]) -> int:
 
 def fill_pools() -> tuple[int, int]:
     """Allocate, and keep, every free block of pymalloc's half-used pools, so
-    that new objects go to fresh pools; the blocks and bytes kept. Only where
-    pymalloc is the object allocator, without debug hooks."""
+    that new objects go to fresh pools; the blocks and bytes kept (none when
+    the blocks are not where pymalloc's pools would hold them)."""
 
 def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its
@@ -89,5 +89,8 @@ def serve(
     ready_fd: int | None = None,
     inherited_fds: list[int] = ...,
     changed: str | None = None,
+    fill_pools: bool = False,
 ) -> None:
-    """Serve until a signal handler raises."""
+    """Serve until a signal handler raises; with ``fill_pools``, first fill
+    pymalloc's half-used pools (only where it is the object allocator,
+    without debug hooks)."""

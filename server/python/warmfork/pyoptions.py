@@ -380,9 +380,27 @@ def _code_has_debug_ranges() -> int:
 
 _SERVER_HAS_DEBUG_RANGES = _code_has_debug_ranges()  # fixed for the server's life: asked once
 
-#: The allocators the server's interpreter started with, as its environment
-#: named them (read here, in the server, before any run replaces it).
-_SERVER_ALLOCATOR = (None if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC")) or "default"
+
+def allocator(variable: str | None) -> str:
+    """The memory allocators an interpreter of this build and of this one's
+    development mode starts with given ``PYTHONMALLOC=variable`` (None or
+    empty: unset), named as ``PYTHONMALLOC`` names them: ``pymalloc``,
+    ``pymalloc_debug`` (with debug hooks), ``malloc``, ``mimalloc``, ..."""
+    default = "mimalloc" if "t" in sys.abiflags else "pymalloc"  # free-threaded builds
+    debug_build = hasattr(sys, "gettotalrefcount")
+    if not variable:
+        # -X dev adds debug hooks only where the variable is unset.
+        return f"{default}_debug" if debug_build or sys.flags.dev_mode else default
+    if variable == "default":
+        return f"{default}_debug" if debug_build else default
+    if variable == "debug":
+        return f"{default}_debug"
+    return variable
+
+
+#: The allocators the server's interpreter started with (its environment is
+#: read here, in the server, before any run replaces it).
+SERVER_ALLOCATOR = allocator(None if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC"))
 
 
 # Whether a run can have a UTF-8 mode of its own (see `utf8_mode_per_run`);
@@ -529,8 +547,8 @@ def _variable_matches_server(name: str, value: str) -> bool:
         return wanted == (os.path.normpath(sys.base_prefix), os.path.normpath(sys.base_exec_prefix))
     if name == "PYTHONPLATLIBDIR":
         return value == sys.platlibdir
-    if name == "PYTHONMALLOC":
-        return value == _SERVER_ALLOCATOR
+    if name == "PYTHONMALLOC":  # a run's dev mode is the server's, or it is refused
+        return allocator(value) == SERVER_ALLOCATOR
     return False  # PYTHONMALLOCSTATS: python prints them at exit, a worker does not
 
 

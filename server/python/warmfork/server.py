@@ -167,7 +167,9 @@ def serve(
         if immortal:
             _immortalize()
         gc.freeze()
-        _fill_allocator_pools()
+        unfillable = _pools_unfillable()
+        if unfillable:
+            _log(f"leaving the allocator's pools as they are: {unfillable}")
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,
@@ -184,6 +186,7 @@ def serve(
             ready_timeout=max(_READY_TIMEOUT_MIN, _READY_TIMEOUT_FACTOR * (time.monotonic() - started)),
             ready_fd=report_on,
             inherited_fds=still_inherited,
+            fill_pools=unfillable is None,
         )
     except _Stopped as stop:
         _log(f"stopped by {stop.args[0]}")
@@ -301,25 +304,18 @@ def _immortalize() -> None:
         _log(f"made {changed} warm objects immortal in {(time.monotonic() - begun) * 1000:.0f} ms")
 
 
-def _fill_allocator_pools() -> None:
-    """Fill the allocator's half-used pools, so that runs put their new
-    objects on pages of their own (see ``pools.rs``). Only where pymalloc,
-    whose pools ``pools.rs`` knows, is the object allocator, without debug
-    hooks: not under ``PYTHONMALLOC=malloc``, ``mimalloc`` or ``debug``,
-    ``-X dev``, a debug or free-threaded build."""
-    allocator = "" if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC", "")
-    if (
-        sys.implementation.name != "cpython"
-        or allocator not in ("", "default", "pymalloc")
-        or sys.flags.dev_mode
-        or hasattr(sys, "gettotalrefcount")
-        or "t" in sys.abiflags
-        or sys.getallocatedblocks() == 0
-    ):
-        return
-    blocks, size = _native.fill_pools()
-    if blocks:
-        _log(f"filled the allocator's half-used pools ({blocks} blocks, {size >> 10} KiB), so that runs allocate on pages of their own")
+def _pools_unfillable() -> str | None:
+    """Why the allocator's half-used pools cannot be filled before serving
+    (see ``pools.rs``), or None: only pymalloc's pools, without debug hooks,
+    are known, so not under ``PYTHONMALLOC=malloc``, ``mimalloc`` or
+    ``debug``, ``-X dev``, a debug or free-threaded build."""
+    if sys.implementation.name != "cpython":
+        return f"{sys.implementation.name} is not CPython"
+    if pyoptions.SERVER_ALLOCATOR != "pymalloc":
+        return f"the allocator is {pyoptions.SERVER_ALLOCATOR}, not pymalloc"
+    if sys.getallocatedblocks() == 0:  # a build without pymalloc
+        return "pymalloc counts no blocks"
+    return None
 
 
 def _default_handler() -> Callable[[], object]:
