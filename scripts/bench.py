@@ -5,8 +5,9 @@ numpy environment (with matplotlib, for the chart) and calls this file with
 that environment's python. Every figure is measured side by side on this
 machine: a static no-op binary's exec as the baseline, plain python, warmfork
 against a numpy server (back to back, and with runs apart) and against a
-numpy server holding 1 GiB more, two parallel client loops, the client's
-system calls and an idle pool worker's memory. It prints a markdown table and writes it, the raw hyperfine JSON and
+numpy server holding 1 GiB more, against numpy servers with a speed-up
+turned off (``VARIANTS``: what each gains), two parallel client loops, the
+client's system calls and an idle pool worker's memory. It prints a markdown table and writes it, the raw hyperfine JSON and
 a latency chart into ``results/``.
 
 It reports; it does not assert: a missed target is a FAIL row and exit 0. A
@@ -99,10 +100,36 @@ SLOW_RUNS = (20, 2)
 APART_RUNS = (200, 5)
 APART_SECONDS = 0.02
 APART = f"warmfork -c pass (numpy), runs {APART_SECONDS * 1000:.0f} ms apart"
-# On CPython 3.12 and 3.13 a third numpy server runs with --no-immortal, side
-# by side with the others: what making the warm objects immortal gains.
-MORTAL_NOTE = "numpy server with --no-immortal"
-MORTAL = f"warmfork -c pass ({MORTAL_NOTE})"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A numpy server started with one of warmfork's speed-ups turned off
+    by ``flag``, measured side by side with the others: what it gains."""
+
+    name: str
+    flag: str
+    #: Whether the speed-up exists on the interpreter the bench runs.
+    applies: bool = True
+
+    @property
+    def note(self) -> str:
+        return f"numpy server with {self.flag}"
+
+    @property
+    def latency(self) -> str:
+        return f"warmfork -c pass ({self.note})"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name} throughput"
+
+
+VARIANTS = (
+    # Immortal warm objects exist on CPython 3.12 and 3.13 (immortal.rs).
+    Variant("mortal", "--no-immortal", (3, 12) <= sys.version_info < (3, 14)),
+    Variant("unfilled", "--no-fill-pools"),
+)
 THROUGHPUT_LOOPS, THROUGHPUT_RUNS_PER_LOOP = 2, 500
 THROUGHPUT_REPEATS = (5, 1)
 STRACE_REPEATS = 5
@@ -419,9 +446,9 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
             verdict(median <= 2 * MIB),
         ]
 
-    def mortal() -> list[str]:
-        ratio = lat[MORTAL]["median"] / lat["warmfork -c pass (numpy)"]["median"]
-        return [*latency_cells(lat[MORTAL]), f"{ratio:.2f} × the immortal server's", "—", "—"]
+    def side_by_side(variant: Variant) -> list[str]:
+        ratio = lat[variant.latency]["median"] / lat["warmfork -c pass (numpy)"]["median"]
+        return [*latency_cells(lat[variant.latency]), f"{ratio:.2f} × the default server's", "—", "—"]
 
     def cost_rows(key: str, note: str) -> None:
         if key not in m:
@@ -429,7 +456,9 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
         cpu, (server, workers) = m[key]["cpu per run"], m[key]["faults per run"]
         cores = os.cpu_count() or 1
         at_most = f"{cores} cores ÷ CPU per run = {cores / cpu:.0f} runs/s at most"
-        rows.append([f"CPU per run, server + worker (during the throughput loops{note})", ms(cpu), "—", at_most, "—", "—"])
+        rows.append(
+            [f"CPU per run, server + worker (during the throughput loops{note})", ms(cpu), "—", at_most, "—", "—"]
+        )
         rows.append(
             [
                 f"minor page faults per run, server / its workers (during the throughput loops{note})",
@@ -452,10 +481,11 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
     row("latency", f"warmfork -c pass, numpy server, runs {APART_SECONDS * 1000:.0f} ms apart", apart)
     row("throughput", f"throughput, {THROUGHPUT_LOOPS} parallel client loops", lambda: throughput("throughput"))
     cost_rows("throughput", "")
-    if "mortal throughput" in m or "mortal throughput" in errors:
-        row("latency", f"{MORTAL}, side by side", mortal)
-        row("mortal throughput", f"throughput, {MORTAL_NOTE}", lambda: throughput("mortal throughput"))
-        cost_rows("mortal throughput", f", {MORTAL_NOTE}")
+    for variant in VARIANTS:
+        if variant.key in m or variant.key in errors:
+            row("latency", f"{variant.latency}, side by side", lambda variant=variant: side_by_side(variant))
+            row(variant.key, f"throughput, {variant.note}", lambda variant=variant: throughput(variant.key))
+            cost_rows(variant.key, f", {variant.note}")
     row("syscalls", "client syscalls, one run (strace -f -c)", syscalls)
     row("memory", "idle pool worker Private_Dirty, numpy server", memory)
     return rows
@@ -516,7 +546,13 @@ def machine() -> str:
 
 
 def measure_all(
-    bench: Bench, numpy_srv: Server, gib_srv: Server, mortal_srv: Server | None, pooled: bool, m: dict, errors: dict
+    bench: Bench,
+    numpy_srv: Server,
+    gib_srv: Server,
+    variants: list[tuple[Variant, Server]],
+    pooled: bool,
+    m: dict,
+    errors: dict,
 ) -> None:
     def step(key: str, fn: Callable[[], object]) -> None:
         try:
@@ -542,14 +578,14 @@ def measure_all(
             ("warmfork import_numpy.py (numpy)", [wf, str(program)]),
         ]
         gib_commands = [("warmfork -c pass (numpy + 1 GiB)", [wf, "-c", "pass"])]
-        mortal_commands = [(MORTAL, [wf, "-c", "pass"])]
         rounds: list[dict[str, dict]] = []
         per_round = (FAST_RUNS[0] // SIDE_BY_SIDE_ROUNDS, max(2, FAST_RUNS[1] // SIDE_BY_SIDE_ROUNDS))
         for r in range(1, SIDE_BY_SIDE_ROUNDS + 1):
             rounds.append(bench.hyperfine(f"warmfork-numpy-{r}", numpy_commands, per_round, numpy_srv.env()))
             rounds.append(bench.hyperfine(f"warmfork-1gib-{r}", gib_commands, per_round, gib_srv.env()))
-            if mortal_srv is not None:
-                rounds.append(bench.hyperfine(f"warmfork-mortal-{r}", mortal_commands, per_round, mortal_srv.env()))
+            for variant, server in variants:
+                commands = [(variant.latency, [wf, "-c", "pass"])]
+                rounds.append(bench.hyperfine(f"warmfork-{variant.name}-{r}", commands, per_round, server.env()))
         lat |= merged(rounds)
         # Runs apart: what one run waits for when the server and its workers
         # have finished the previous run's work (the loops above are bound by
@@ -600,15 +636,16 @@ def measure_all(
         ]
 
     def throughput() -> dict:
-        numpy_cost, *mortal_cost = loops([numpy_srv, *([mortal_srv] if mortal_srv is not None else [])])
-        if mortal_cost:
-            m["mortal throughput"] = mortal_cost[0]
+        numpy_cost, *variant_costs = loops([numpy_srv, *(server for _, server in variants)])
+        for (variant, _), cost in zip(variants, variant_costs):
+            m[variant.key] = cost
         return numpy_cost
 
     step("latency", latency)
     step("throughput", throughput)
-    if mortal_srv is not None and "throughput" in errors:
-        errors["mortal throughput"] = errors["throughput"]
+    for variant, _ in variants:
+        if "throughput" in errors:
+            errors[variant.key] = errors["throughput"]
     step("syscalls", lambda: bench.client_syscalls(numpy_srv))
     if pooled:
         time.sleep(1)  # let the pool refill after the last run
@@ -639,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     help_text = run([str(args.bin / "warmfork-server"), "--help"]).stdout
     pooled = "--pool" in help_text
     pool = ["--pool", "4"] if pooled else []
-    compare_mortal = "--no-immortal" in help_text and (3, 12) <= sys.version_info < (3, 14)
+    variants = [variant for variant in VARIANTS if variant.applies and variant.flag in help_text]
     m: dict = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="warmfork-bench-") as tmp_name:  # mode 0700
@@ -648,16 +685,15 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args.bin, tmp, args.results)
         try:
             specs = [("numpy", []), ("numpy-1gib", ["--warmup", str(tmp / "gib.py")])]
-            if compare_mortal:
-                specs.append(("numpy-mortal", ["--no-immortal"]))
+            specs += [(f"numpy-{variant.name}", [variant.flag]) for variant in variants]
             with servers(specs, args.bin, tmp, args.results, pool) as running:
-                numpy_srv, gib_srv, *mortal_srv = running
-                measure_all(bench, numpy_srv, gib_srv, next(iter(mortal_srv), None), pooled, m, errors)
+                numpy_srv, gib_srv, *others = running
+                measure_all(bench, numpy_srv, gib_srv, list(zip(variants, others)), pooled, m, errors)
         except BenchError as exc:
             errors["servers"] = str(exc)
             log(f"ERROR: {exc}")
     if "servers" in errors:
-        for key in ("latency", "throughput", "syscalls", "memory", *(["mortal throughput"] if compare_mortal else [])):
+        for key in ("latency", "throughput", "syscalls", "memory", *(variant.key for variant in variants)):
             if key not in m:
                 errors.setdefault(key, errors["servers"])
 
@@ -670,16 +706,16 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{args.command}` ({elapsed:.0f} s, {time.strftime('%Y-%m-%d %H:%M %Z')})\n\n"
         f"Machine: {about}. Servers {'with `' + ' '.join(pool) + '`' if pooled else 'without a pool (fork per request)'}"
         ", all preloading numpy; the second also runs a warm-up holding 1 GiB of touched data"
-        + ("; the third runs with `--no-immortal`" if compare_mortal else "")
+        + "".join(f"; one runs with `{variant.flag}`" for variant in variants)
         + ".\n\n"
         + report
         + ("\nErrors:\n\n" + "\n".join(notes) + "\n" if notes else "")
         + "\n![latency distribution](latency.png)\n\n"
         "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy-N.json`, `warmfork-1gib-N.json` "
-        + ("and `warmfork-mortal-N.json` " if compare_mortal else "")
-        + f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
-        f"`throughput-numpy-N.json`{' and `throughput-numpy-mortal-N.json`' if compare_mortal else ''}"
-        " (alternating); strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
+        + "".join(f"`warmfork-{variant.name}-N.json` " for variant in variants)
+        + f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), `throughput-numpy-N.json`"
+        + "".join(f", `throughput-numpy-{variant.name}-N.json`" for variant in variants)
+        + " (alternating); strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
         + "".join(f"    {command}\n" for command in bench.commands)
     )
     log(f"done in {elapsed:.0f} s; the table, the chart and the raw JSON are in {args.results}/")

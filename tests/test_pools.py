@@ -94,21 +94,26 @@ def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("variables", "reason"),
+    ("variables", "server_args", "reason"),
     [
-        ({"PYTHONMALLOC": "malloc"}, "the allocator is malloc, not pymalloc"),
-        ({"PYTHONMALLOC": "debug"}, "the allocator is pymalloc_debug, not pymalloc"),
-        ({"PYTHONDEVMODE": "1"}, "the allocator is pymalloc_debug, not pymalloc"),
+        ({}, ["--no-fill-pools"], "told not to"),
+        ({"PYTHONMALLOC": "malloc"}, [], "the allocator is malloc, not pymalloc"),
+        ({"PYTHONMALLOC": "debug"}, [], "the allocator is pymalloc_debug, not pymalloc"),
+        ({"PYTHONDEVMODE": "1"}, [], "the allocator is pymalloc_debug, not pymalloc"),
     ],
 )
-def test_servers_on_other_allocators_serve_without_filling(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], reason: str
+def test_servers_told_not_to_or_on_other_allocators_serve_without_filling(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    server_args: list[str],
+    reason: str,
 ) -> None:
     for name in ALLOCATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    srv = start_server(tmp_path, "--preload", "json")
+    srv = start_server(tmp_path, "--preload", "json", *server_args)
     try:
         done = srv.run("-c", "import json; print(json.dumps([1]))")
         assert (done.returncode, done.stdout) == (0, b"[1]\n"), done

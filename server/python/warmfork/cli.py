@@ -128,6 +128,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         "immortal, so that runs copy fewer pages)",
     )
     parser.add_argument(
+        "--no-fill-pools",
+        dest="fill_pools",
+        action="store_false",
+        help="leave the allocator's half-used pools as they are (by default the server takes their free "
+        "blocks before serving, so that runs put new objects on pages of their own)",
+    )
+    parser.add_argument(
         "--daemon",
         action="store_true",
         help="run in the background: return once the server is ready (or say why it is not), "
@@ -202,4 +209,5 @@ def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None)
         on_ready=on_ready,
         reload=args.reload,
         immortal=args.immortal,
+        fill_pools=args.fill_pools,
     )

@@ -69,6 +69,7 @@ def serve(
     on_ready: Callable[[], object] | None = None,
     reload: bool = True,
     immortal: bool = False,
+    fill_pools: bool = True,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -93,7 +94,11 @@ def serve(
     that runs do not copy its pages to count references to it (a quarter
     less CPU a run); such an object is never freed, in runs and in the
     caller after ``serve`` returns, and ``sys.getrefcount`` says so.
-    ``warmfork-server`` passes it unless told ``--no-immortal``. ``socket`` defaults to
+    ``warmfork-server`` passes it unless told ``--no-immortal``. With
+    ``fill_pools``, the free blocks of pymalloc's half-used pools are taken
+    (and kept, after ``serve`` returns too) just before serving, so that
+    runs put their new objects on fresh pages rather than copy the
+    server's. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -167,7 +172,7 @@ def serve(
         if immortal:
             _immortalize()
         gc.freeze()
-        unfillable = _pools_unfillable()
+        unfillable = _pools_unfillable() if fill_pools else "told not to"
         if unfillable:
             _log(f"leaving the allocator's pools as they are: {unfillable}")
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
