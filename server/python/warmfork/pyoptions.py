@@ -254,11 +254,11 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
         config.safe_path = config.no_user_site = True
 
     # One pass over the environment instead of a lookup (and an encoding of
-    # the name) per variable: this runs on every run's critical path.
-    python_vars = {k: v for k, v in environ.items() if k.startswith("PYTHON")} if config.use_environment else {}
-
-    def env(name: str) -> str | None:
-        return python_vars.get(name) or None
+    # the name) per variable: this runs on every run's critical path. An
+    # empty variable is left out, as unset; `env` is then the dict's own
+    # `get`, a C call rather than a Python one per variable.
+    python_vars = {k: v for k, v in environ.items() if v and k.startswith("PYTHON")} if config.use_environment else {}
+    env: Callable[[str], str | None] = python_vars.get
 
     config.parser_debug = max(config.parser_debug, env_flag(env("PYTHONDEBUG")))
     config.verbose = max(config.verbose, env_flag(env("PYTHONVERBOSE")))
@@ -370,7 +370,7 @@ class _FixedSetting(NamedTuple):
     reason: str
     flag: str  # where the server's value shows
     requested: Callable[[Config], int | None]
-    server: Callable[[], int]
+    server: int  # read once, in the server: fixed for its life
     only_when_asked: bool = False  # a server that has it still serves runs without it
 
 
@@ -428,54 +428,54 @@ def _frozen_modules_in_use() -> int:
 _FIXED_SETTINGS = (
     _FixedSetting(
         "-O/-OO (or PYTHONOPTIMIZE)", "asserts and docstrings are compiled in or out at the level set at start-up",
-        "sys.flags.optimize", lambda c: c.optimize, lambda: sys.flags.optimize,
+        "sys.flags.optimize", lambda c: c.optimize, sys.flags.optimize,
     ),
     _FixedSetting(
         "-S", "the site module ran when the server started",
-        "sys.flags.no_site", lambda c: int(c.no_site), lambda: sys.flags.no_site,
+        "sys.flags.no_site", lambda c: int(c.no_site), sys.flags.no_site,
     ),
     _FixedSetting(
         "-b/-bb", "bytes/str checks are switched on at start-up",
-        "sys.flags.bytes_warning", lambda c: c.bytes_warning, lambda: sys.flags.bytes_warning,
+        "sys.flags.bytes_warning", lambda c: c.bytes_warning, sys.flags.bytes_warning,
     ),
     _FixedSetting(
         "-v (or PYTHONVERBOSE)", "import tracing is switched on at start-up",
-        "sys.flags.verbose", lambda c: c.verbose, lambda: sys.flags.verbose,
+        "sys.flags.verbose", lambda c: c.verbose, sys.flags.verbose,
     ),
     _FixedSetting(
         "-d (or PYTHONDEBUG)", "parser debugging is switched on at start-up",
-        "sys.flags.debug", lambda c: c.parser_debug, lambda: sys.flags.debug,
+        "sys.flags.debug", lambda c: c.parser_debug, sys.flags.debug,
     ),
     _FixedSetting(
         "-X dev (or PYTHONDEVMODE)", "development mode installs memory allocator hooks at start-up",
-        "sys.flags.dev_mode", lambda c: int(c.dev_mode), lambda: int(sys.flags.dev_mode),
+        "sys.flags.dev_mode", lambda c: int(c.dev_mode), int(sys.flags.dev_mode),
     ),
     _FixedSetting(
         "-X warn_default_encoding (or PYTHONWARNDEFAULTENCODING)", "EncodingWarning is switched on at start-up",
         "sys.flags.warn_default_encoding", lambda c: int(c.warn_default_encoding),
-        lambda: sys.flags.warn_default_encoding,
+        sys.flags.warn_default_encoding,
     ),
     _FixedSetting(
         "-X no_debug_ranges (or PYTHONNODEBUGRANGES)", "the compiler's column tables are switched off at start-up",
-        "column positions in compiled code", lambda c: int(not c.no_debug_ranges), lambda: _SERVER_HAS_DEBUG_RANGES,
+        "column positions in compiled code", lambda c: int(not c.no_debug_ranges), _SERVER_HAS_DEBUG_RANGES,
     ),
     _FixedSetting(
         "-X utf8 (or PYTHONUTF8)", "UTF-8 mode decides the encodings chosen at start-up",
-        "sys.flags.utf8_mode", lambda c: None if utf8_mode_per_run() else c.utf8_mode, lambda: sys.flags.utf8_mode,
+        "sys.flags.utf8_mode", lambda c: None if utf8_mode_per_run() else c.utf8_mode, sys.flags.utf8_mode,
     ),
     _FixedSetting(
         "-X frozen_modules", "the standard library was imported when the server started",
         "frozen standard modules", lambda c: None if c.frozen_modules is None else int(c.frozen_modules),
-        _frozen_modules_in_use,
+        _frozen_modules_in_use(),
     ),
     _FixedSetting(
         "-E", "the server has read its environment, and the standard library consults sys.flags.ignore_environment",
-        "sys.flags.ignore_environment", lambda c: int(c.ignore_environment), lambda: sys.flags.ignore_environment,
+        "sys.flags.ignore_environment", lambda c: int(c.ignore_environment), sys.flags.ignore_environment,
         only_when_asked=True,
     ),
     _FixedSetting(
         "-I", "the server has read its environment and user site directory, and isolation is fixed at start-up",
-        "sys.flags.isolated", lambda c: int(c.isolated), lambda: sys.flags.isolated,
+        "sys.flags.isolated", lambda c: int(c.isolated), sys.flags.isolated,
         only_when_asked=True,
     ),
 )  # fmt: skip
@@ -489,7 +489,7 @@ def startup_conflict(config: Config) -> str | None:
     message names the option, says why it is fixed and what to do instead.
     """
     for setting in _FIXED_SETTINGS:
-        wanted, actual = setting.requested(config), int(setting.server())
+        wanted, actual = setting.requested(config), int(setting.server)
         if wanted is None or wanted == actual or (setting.only_when_asked and not wanted):
             continue
         return _refusal(
