@@ -711,10 +711,10 @@ def main(argv: list[str] | None = None) -> int:
         + report
         + ("\nErrors:\n\n" + "\n".join(notes) + "\n" if notes else "")
         + "\n![latency distribution](latency.png)\n\n"
-        "Raw hyperfine JSON: `baseline.json`, `python.json`, `warmfork-numpy-N.json`, `warmfork-1gib-N.json` "
-        + "".join(f"`warmfork-{variant.name}-N.json` " for variant in variants)
-        + f"(rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), `throughput-numpy-N.json`"
-        + "".join(f", `throughput-numpy-{variant.name}-N.json`" for variant in variants)
+        "Raw hyperfine JSON: `baseline.json`, `python.json`, "
+        + ", ".join(f"`warmfork-{name}-N.json`" for name in ["numpy", "1gib", *(v.name for v in variants)])
+        + f" (rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
+        + ", ".join(f"`throughput-{name}-N.json`" for name in ["numpy", *(f"numpy-{v.name}" for v in variants)])
         + " (alternating); strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"
         + "".join(f"    {command}\n" for command in bench.commands)
     )

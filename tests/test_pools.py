@@ -5,6 +5,7 @@ instead of into the gaps between warm objects, whose pages it would copy."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,14 +22,14 @@ POOL_SIZE, FIRST_BLOCK = 16 << 10, 48
 #: 433 bytes; no other object of this process is that size), fills the
 #: pools if told to, then prints where the next two such objects land.
 PROGRAM = f"""\
-import sys
+import json, sys
 from warmfork import _native
 kept = [bytes(400) for _ in range(12)]
 del kept[5]
-filled = _native.fill_pools() if sys.argv[1] == "fill" else (0, 0)
+filled = _native.fill_pools() if sys.argv[1] == "fill" else (0, 0, None)
 a = bytes(400)
 b = bytes(400)
-print(id(a) % {POOL_SIZE}, id(b) - id(a), filled[0] > 0, filled[1] % 16)
+print(json.dumps([id(a) % {POOL_SIZE}, id(b) - id(a), filled[0] > 0, filled[1] % 16, filled[2]]))
 """
 
 
@@ -47,7 +48,7 @@ else:
 """
 
 
-def placement(how: str, **env: str) -> list[str]:
+def placement(how: str, **env: str) -> list[object]:
     clean = {name: value for name, value in os.environ.items() if name not in ALLOCATOR_VARIABLES}
     done = subprocess.run(
         [sys.executable, "-c", PROGRAM, how],
@@ -57,19 +58,19 @@ def placement(how: str, **env: str) -> list[str]:
         env={**clean, **env},
     )
     assert (done.returncode, done.stderr) == (0, b""), done
-    return done.stdout.decode().split()
+    return json.loads(done.stdout)
 
 
 def test_filled_pools_send_new_objects_to_a_fresh_pool() -> None:
     # The first block of a fresh pool, then the block after it.
-    assert placement("fill") == [str(FIRST_BLOCK), "448", "True", "0"]
+    assert placement("fill") == [FIRST_BLOCK, 448, True, 0, None]
 
 
 def test_without_filling_new_objects_take_the_gaps() -> None:
     # What the test above would see had the filling done nothing: the gap
     # left by `del kept[5]`, and the freed block before it.
     offset, step, *_ = placement("keep")
-    assert (offset, step) != (str(FIRST_BLOCK), "448")
+    assert (offset, step) != (FIRST_BLOCK, 448)
 
 
 @pytest.mark.parametrize("allocator", ["debug", "malloc"])
@@ -78,7 +79,11 @@ def test_filling_keeps_nothing_when_blocks_are_not_in_pymalloc_pools(allocator: 
     # header names another size class; malloc's blocks have no pool header,
     # and what lies where one would be is read only if it is mapped.
     for _ in range(5):
-        assert placement("fill", PYTHONMALLOC=allocator)[2] == "False"
+        _, _, kept, _, why = placement("fill", PYTHONMALLOC=allocator)
+        assert (kept, why) in [
+            (False, "a block is not where a pymalloc pool header says"),
+            (False, "a block's pool header would lie outside writable memory"),
+        ]
 
 
 def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +95,8 @@ def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path, monkeypatch
         assert (done.returncode, done.stdout, done.stderr) == (0, b"[1]\n", b""), done
     finally:
         assert srv.stop() == 0
-    assert b"filled the allocator's half-used pools" in srv.log.read_bytes()
+    log = srv.log.read_bytes()
+    assert b"filled the allocator's half-used pools (" in log, log
 
 
 @pytest.mark.parametrize(

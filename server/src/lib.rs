@@ -241,12 +241,14 @@ fn serve(
     // Last, so that no object made for serving starts a half-used pool.
     if fill_pools {
         let filled = pools::fill();
-        if filled.blocks > 0 {
-            log::info(&format!(
-                "filled the allocator's half-used pools ({} blocks, {} KiB), so that runs allocate on pages of their own",
-                filled.blocks,
-                filled.bytes >> 10
-            ));
+        let (blocks, kib) = (filled.blocks, filled.bytes >> 10);
+        match filled.stopped {
+            None => log::info(&format!(
+                "filled the allocator's half-used pools ({blocks} blocks, {kib} KiB), so that runs allocate on pages of their own"
+            )),
+            Some(why) => log::warning(&format!(
+                "filled the allocator's half-used pools only in part ({blocks} blocks, {kib} KiB): {why}"
+            )),
         }
     }
     server::serve(

@@ -53,6 +53,8 @@ pub struct Filled {
     pub blocks: usize,
     /// Their bytes.
     pub bytes: usize,
+    /// Why the filling stopped before every size class was done, if it did.
+    pub stopped: Option<&'static str>,
 }
 
 /// Allocates, one size class at a time, blocks until pymalloc hands out the
@@ -66,9 +68,11 @@ pub struct Filled {
 pub fn fill() -> Filled {
     let mut filled = Filled::default();
     if cfg!(not(target_pointer_width = "64")) {
+        filled.stopped = Some("pointers are not 64 bits wide");
         return filled;
     }
     let Some(mut mappings) = maps::PrivateWritable::open() else {
+        filled.stopped = Some("/proc/self/maps cannot be read");
         return filled;
     };
     let page_size = rustix::param::page_size();
@@ -78,23 +82,39 @@ pub fn fill() -> Filled {
         let size = (class + 1) * ALIGNMENT;
         loop {
             if filled.bytes + size > MOST_KEPT {
+                filled.stopped = Some("it kept the most it may, 64 MiB");
                 return filled;
             }
             // SAFETY: the caller holds the GIL.
             let block = unsafe { ffi::PyObject_Malloc(size) };
             if block.is_null() {
+                filled.stopped = Some("memory ran out");
                 return filled;
             }
             let pool = block as usize & !(POOL_SIZE - 1);
             let page = (pool / page_size) as u64;
             if !readable.contains(&page) {
-                match mappings.at_or_after(page) {
-                    Some(mapping) if mapping.start <= page => readable = mapping,
-                    _ => return unkept(block, filled),
+                // A new arena may have been mapped since the mappings were
+                // listed (where the kernel cannot be asked about one, they
+                // are listed once): look again, afresh, before giving up.
+                let found = mapping_of(&mut mappings, page).or_else(|| {
+                    mappings = maps::PrivateWritable::open()?;
+                    mapping_of(&mut mappings, page)
+                });
+                match found {
+                    Some(mapping) => readable = mapping,
+                    None => {
+                        return unkept(
+                            block,
+                            filled,
+                            "a block's pool header would lie outside writable memory",
+                        );
+                    }
                 }
             }
-            // SAFETY: the header's 48 bytes lie in the page just found mapped
-            // (pools are aligned on a multiple of the page size).
+            // SAFETY: the header's 48 bytes lie in the page just found mapped:
+            // a pool is aligned on its 16 KiB, so its header never crosses a
+            // page boundary, whatever the page size.
             let field = |offset: usize| unsafe { ((pool + offset) as *const u32).read() } as usize;
             let (count, index, end) = (field(0), field(SIZE_INDEX_OFFSET), field(END_OFFSET));
             let offset = block as usize - pool;
@@ -103,7 +123,11 @@ pub fn fill() -> Filled {
                 || offset < HEADER
                 || (offset - HEADER) % size != 0
             {
-                return unkept(block, filled);
+                return unkept(
+                    block,
+                    filled,
+                    "a block is not where a pymalloc pool header says",
+                );
             }
             if count == 1 {
                 // A new pool: every half-used one of this class is full.
@@ -118,18 +142,27 @@ pub fn fill() -> Filled {
     filled
 }
 
-/// Frees `block`, which is not kept, and returns `filled`.
-fn unkept(block: *mut std::ffi::c_void, filled: Filled) -> Filled {
+/// The private writable mapping holding `page`, as a range of pages.
+fn mapping_of(mappings: &mut maps::PrivateWritable, page: u64) -> Option<std::ops::Range<u64>> {
+    mappings
+        .at_or_after(page)
+        .filter(|mapping| mapping.start <= page)
+}
+
+/// Frees `block`, which is not kept, and returns `filled`, stopped because
+/// of `why`.
+fn unkept(block: *mut std::ffi::c_void, mut filled: Filled, why: &'static str) -> Filled {
     // SAFETY: `block` came from PyObject_Malloc, the GIL still held.
     unsafe { ffi::PyObject_Free(block) };
+    filled.stopped = Some(why);
     filled
 }
 
 /// Fills the half-used pools of pymalloc (see the module's note); returns
-/// the blocks and bytes kept. `warmfork-server` has [`fill`] called through
-/// `serve`; this is for tests.
+/// the blocks and bytes kept, and why it stopped early, if it did.
+/// `warmfork-server` has [`fill`] called through `serve`; this is for tests.
 #[pyo3::pyfunction]
-pub fn fill_pools(_py: pyo3::Python<'_>) -> (usize, usize) {
+pub fn fill_pools(_py: pyo3::Python<'_>) -> (usize, usize, Option<&'static str>) {
     let filled = fill();
-    (filled.blocks, filled.bytes)
+    (filled.blocks, filled.bytes, filled.stopped)
 }

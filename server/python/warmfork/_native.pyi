@@ -15,10 +15,11 @@ def immortalize(objects: list[object]) -> int:
     """Make ``objects`` and everything they refer to immortal (Python 3.12
     and later); how many objects changed, 0 before 3.12."""
 
-def fill_pools() -> tuple[int, int]:
+def fill_pools() -> tuple[int, int, str | None]:
     """Allocate, and keep, every free block of pymalloc's half-used pools, so
-    that new objects go to fresh pools; the blocks and bytes kept (none when
-    the blocks are not where pymalloc's pools would hold them)."""
+    that new objects go to fresh pools; the blocks and bytes kept, and why it
+    stopped early, if it did (a block not where a pymalloc pool would hold
+    it, for one)."""
 
 def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its
