@@ -18,7 +18,7 @@
 //! worker takes its copies of those pages with
 //! `MADV_POPULATE_WRITE` (Linux 5.14) before it waits for a request: the
 //! faults move off the critical path, and one system call takes many of them
-//! at a time. The learner notes the pages of the libraries' code and
+//! at a time (all of them, through `process_madvise`, from Linux 6.13). The learner notes the pages of the libraries' code and
 //! constants that its run mapped in too (a fork does not copy those page
 //! tables, so each worker faults them in again), and idle workers map them
 //! ahead with `MADV_POPULATE_READ`, which costs no memory of their own.
@@ -32,6 +32,7 @@
 //! populated, and runs take their faults as before.
 
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use rustix::process::{Pid, WaitId, WaitIdOptions};
@@ -403,21 +404,29 @@ fn populate(pages: impl Iterator<Item = u64> + Clone) {
     };
     // Kernels before 5.14 refuse the advice itself (EINVAL), which they
     // check before the length: an empty range asks without populating.
-    if advise_populate(first as usize * page_size, 0).is_err() {
+    // SAFETY: advice about no memory at all.
+    let asked = unsafe {
+        libc::madvise(
+            (first as usize * page_size) as *mut libc::c_void,
+            0,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    if asked != 0 {
         return;
     }
     let Some(mut mappings) = maps::PrivateWritable::open() else {
         return;
     };
+    // Each range lies inside one private writable mapping of this process:
+    // populating copies its pages into this process without changing any
+    // byte of them. A range that cannot be populated (device memory, memory
+    // short) is left to fault as usual.
+    let mut advice = Advice::new(libc::MADV_POPULATE_WRITE);
     for_each_run(
         pages,
         |page| mappings.at_or_after(page),
-        |run| {
-            let len = (run.end - run.start) as usize * page_size;
-            // A range that cannot be populated (device memory, memory short)
-            // is left to fault as usual.
-            let _ = advise_populate(run.start as usize * page_size, len);
-        },
+        |run| advice.give(run, page_size),
     );
 }
 
@@ -430,32 +439,104 @@ fn map_ahead(pages: impl Iterator<Item = u64>) {
     // Page numbers come from memory every worker can write: none past the
     // last address.
     let last = (usize::MAX / page_size) as u64;
-    for_each_run(
-        pages,
-        |_| Some(0..last),
-        |run| {
-            let (at, len) = (
-                run.start as usize * page_size,
-                (run.end - run.start) as usize * page_size,
-            );
-            // SAFETY: advice about this process's own address space that
-            // changes no memory; an unmapped range is refused with ENOMEM.
-            let _ =
-                unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_READ) };
-        },
-    );
+    let mut advice = Advice::new(libc::MADV_POPULATE_READ);
+    for_each_run(pages, |_| Some(0..last), |run| advice.give(run, page_size));
 }
 
-/// `MADV_POPULATE_WRITE` on `len` bytes at `at` (page-aligned).
-fn advise_populate(at: usize, len: usize) -> std::io::Result<()> {
-    // SAFETY: callers pass a range inside one private writable mapping of
-    // this process, or an empty one; populating copies pages into this
-    // process without changing any byte of them.
-    let result = unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+/// Ranges most given an advice in one `process_madvise`.
+const ADVISED_AT_ONCE: usize = 256;
+
+/// One `MADV_POPULATE_*` advice for many ranges of this process's memory, in
+/// as few system calls as the kernel allows: `process_madvise` on this
+/// process takes any advice from Linux 6.13 and up to [`ADVISED_AT_ONCE`]
+/// ranges a call (an idle worker populates some 170), where `madvise` takes
+/// one range a call. Older kernels refuse, and get one `madvise` a range.
+/// The advice is given as ranges come and when it is dropped.
+struct Advice {
+    advice: libc::c_int,
+    ranges: [libc::iovec; ADVISED_AT_ONCE],
+    len: usize,
+    /// This process, for `process_madvise`; `None` once that is refused.
+    pidfd: Option<rustix::fd::OwnedFd>,
+}
+
+impl Advice {
+    fn new(advice: libc::c_int) -> Advice {
+        let this = rustix::process::getpid();
+        Advice {
+            advice,
+            ranges: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; ADVISED_AT_ONCE],
+            len: 0,
+            pidfd: rustix::process::pidfd_open(this, rustix::process::PidfdFlags::empty()).ok(),
+        }
+    }
+
+    /// Gives the advice for `pages` (page numbers), now or later.
+    fn give(&mut self, pages: Range<u64>, page_size: usize) {
+        if self.len == ADVISED_AT_ONCE {
+            self.flush();
+        }
+        self.ranges[self.len] = libc::iovec {
+            iov_base: (pages.start as usize * page_size) as *mut libc::c_void,
+            iov_len: (pages.end - pages.start) as usize * page_size,
+        };
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        let ranges = &self.ranges[..self.len];
+        let mut next = 0;
+        while next < ranges.len() {
+            let Some(pidfd) = &self.pidfd else {
+                for range in &ranges[next..] {
+                    // SAFETY: see `populate` and `map_ahead`.
+                    unsafe { libc::madvise(range.iov_base, range.iov_len, self.advice) };
+                }
+                break;
+            };
+            let rest = &ranges[next..];
+            // SAFETY: as `madvise` on each range; the kernel reads `rest`.
+            let advised = unsafe {
+                libc::syscall(
+                    libc::SYS_process_madvise,
+                    pidfd.as_raw_fd(),
+                    rest.as_ptr(),
+                    rest.len(),
+                    self.advice,
+                    0,
+                )
+            };
+            match usize::try_from(advised) {
+                Ok(mut bytes) => {
+                    // Past the ranges advised in full; the kernel stops at
+                    // the first it cannot take, which faults as usual.
+                    while next < ranges.len() && bytes >= ranges[next].iov_len {
+                        bytes -= ranges[next].iov_len;
+                        next += 1;
+                    }
+                    next += 1;
+                }
+                Err(_) => match std::io::Error::last_os_error().raw_os_error() {
+                    // The advice, or the call, is not taken for a process:
+                    // one `madvise` a range from here on.
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EBADF) => {
+                        self.pidfd = None
+                    }
+                    // The first range failed: it faults as usual.
+                    _ => next += 1,
+                },
+            }
+        }
+        self.len = 0;
+    }
+}
+
+impl Drop for Advice {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -834,6 +915,59 @@ mod tests {
             !owned_alone(entry(page)),
             "a file's page became this process's own"
         );
+    }
+
+    /// Populates, through an [`Advice`] that uses `process_madvise` or not,
+    /// two ranges with an unmapped one between them: both get populated.
+    fn advise_around_a_hole(batched: bool) {
+        let _layout = crate::memory_layout_lock();
+        let page_size = rustix::param::page_size();
+        let (first, second) = (Region::new(4), Region::new(4));
+        let hole = Region::new(1);
+        let unmapped = hole.page(0) as u64;
+        drop(hole);
+        let mut advice = Advice::new(libc::MADV_POPULATE_WRITE);
+        if !batched {
+            advice.pidfd = None;
+        }
+        for (region, count) in [(&first, 2), (&second, 3)] {
+            let start = region.page(1) as u64;
+            advice.give(start..start + count, page_size);
+            if region.page(0) == first.page(0) {
+                advice.give(unmapped..unmapped + 1, page_size);
+            }
+        }
+        advice.flush();
+        if batched && kernel_at_least(6, 13) {
+            assert!(advice.pidfd.is_some(), "process_madvise was refused");
+        }
+        drop(advice);
+        let owned = |region: &Region| {
+            (0..4)
+                .map(|n| owned_alone(entry(region.page(n))))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owned(&first), [false, true, true, false]);
+        assert_eq!(owned(&second), [false, true, true, true]);
+    }
+
+    /// Whether the running kernel is at least `major.minor`.
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut numbers = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    #[test]
+    fn advice_for_many_ranges_goes_on_past_one_it_cannot_take() {
+        advise_around_a_hole(true);
+    }
+
+    #[test]
+    fn advice_without_process_madvise_gives_each_range_its_madvise() {
+        advise_around_a_hole(false);
     }
 
     #[test]
