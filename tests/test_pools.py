@@ -167,3 +167,34 @@ def test_runs_asking_for_other_allocators_than_the_server_s_are_refused(
         done = runs[value]
         assert (done.returncode, done.stdout) == (201, b""), done
         assert f"PYTHONMALLOC={value} cannot be honoured".encode() in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "name"),
+    [
+        ({}, "pymalloc"),
+        ({"PYTHONMALLOC": "malloc"}, "malloc"),
+        ({"PYTHONMALLOC": "debug"}, "pymalloc_debug"),
+        ({"PYTHONDEVMODE": "1"}, "pymalloc_debug"),
+        # Asked for, and ignored under -E: what CPython runs on wins.
+        ({"PYTHONMALLOC": "malloc", "-E": ""}, "pymalloc"),
+    ],
+)
+def test_the_server_s_allocators_are_those_cpython_names(variables: dict[str, str], name: str) -> None:
+    clean = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_VARIABLES}
+    options = ["-E"] if "-E" in variables else []
+    env = {key: value for key, value in variables.items() if key != "-E"}
+    code = "from warmfork import _native, pyoptions; print(_native.allocator_name(), pyoptions.SERVER_ALLOCATOR)"
+    done = subprocess.run(
+        [sys.executable, *options, "-c", code], capture_output=True, check=False, timeout=30, env={**clean, **env}
+    )
+    assert (done.returncode, done.stdout.split()) == (0, [name.encode(), name.encode()]), done
+
+
+def test_the_server_s_allocators_are_not_what_its_environment_says_later() -> None:
+    # A program calling warmfork.serve may change its environment before it
+    # imports warmfork: the allocators it runs on stay those it started with.
+    clean = {key: value for key, value in os.environ.items() if key not in ALLOCATOR_VARIABLES}
+    code = "import os; os.environ['PYTHONMALLOC'] = 'malloc'; from warmfork import pyoptions; print(pyoptions.SERVER_ALLOCATOR)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False, timeout=30, env=clean)
+    assert (done.returncode, done.stdout) == (0, b"pymalloc\n"), done

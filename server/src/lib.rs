@@ -301,6 +301,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare_heap, m)?)?;
     m.add_function(wrap_pyfunction!(immortal::immortalize, m)?)?;
     m.add_function(wrap_pyfunction!(pools::fill_pools, m)?)?;
+    m.add_function(wrap_pyfunction!(pools::allocator_name, m)?)?;
     m.add_function(wrap_pyfunction!(private_socket_dir, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;

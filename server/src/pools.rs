@@ -166,3 +166,33 @@ pub fn fill_pools(_py: pyo3::Python<'_>) -> (usize, usize, Option<&'static str>)
     let filled = fill();
     (filled.blocks, filled.bytes, filled.stopped)
 }
+
+/// The name CPython gives the memory allocators it runs on (`pymalloc`,
+/// `pymalloc_debug`, `malloc`, `mimalloc`, ...), from its exported but
+/// private `_PyMem_GetCurrentAllocatorName` (3.8 and later); `None` where it
+/// is missing, or names nothing because hooks it does not know are
+/// installed (tracemalloc's, an extension's `PyMem_SetAllocator`).
+#[pyo3::pyfunction]
+pub fn allocator_name(_py: pyo3::Python<'_>) -> Option<String> {
+    // SAFETY: looking a symbol up by a NUL-terminated name.
+    let symbol = unsafe {
+        libc::dlsym(
+            libc::RTLD_DEFAULT,
+            c"_PyMem_GetCurrentAllocatorName".as_ptr(),
+        )
+    };
+    if symbol.is_null() {
+        return None;
+    }
+    // SAFETY: CPython's `const char *_PyMem_GetCurrentAllocatorName(void)`,
+    // which the GIL held here makes safe to call.
+    let current: extern "C" fn() -> *const std::ffi::c_char =
+        unsafe { std::mem::transmute(symbol) };
+    let name = current();
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: one of CPython's static C strings.
+    let name = unsafe { std::ffi::CStr::from_ptr(name) };
+    Some(name.to_string_lossy().into_owned())
+}

@@ -21,6 +21,11 @@ def fill_pools() -> tuple[int, int, str | None]:
     stopped early, if it did (a block not where a pymalloc pool would hold
     it, for one)."""
 
+def allocator_name() -> str | None:
+    """The memory allocators this interpreter runs on, as ``PYTHONMALLOC``
+    names them (``pymalloc``, ``pymalloc_debug``, ``malloc``, ...); None when
+    CPython does not say (tracemalloc's hooks, say)."""
+
 def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its
     last level); OSError says why not."""

@@ -398,9 +398,18 @@ def allocator(variable: str | None) -> str:
     return variable
 
 
-#: The allocators the server's interpreter started with (its environment is
-#: read here, in the server, before any run replaces it).
-SERVER_ALLOCATOR = allocator(None if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC"))
+def _server_allocator() -> str:
+    """The allocators this interpreter (the server) runs on: as CPython names
+    them, else as its environment asked, read here, before any run replaces
+    the environment (a program calling ``warmfork.serve`` may have changed
+    it after start-up, which only CPython's own answer sees through)."""
+    from . import _native
+
+    named = _native.allocator_name()
+    return named or allocator(None if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC"))
+
+
+SERVER_ALLOCATOR = _server_allocator()
 
 
 # Whether a run can have a UTF-8 mode of its own (see `utf8_mode_per_run`);
