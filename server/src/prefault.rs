@@ -18,10 +18,11 @@
 //! worker takes its copies of those pages with
 //! `MADV_POPULATE_WRITE` (Linux 5.14) before it waits for a request: the
 //! faults move off the critical path, and one system call takes many of them
-//! at a time (all of them, through `process_madvise`, from Linux 6.13). The learner notes the pages of the libraries' code and
-//! constants that its run mapped in too (a fork does not copy those page
-//! tables, so each worker faults them in again), and idle workers map them
-//! ahead with `MADV_POPULATE_READ`, which costs no memory of their own.
+//! at a time (all of them, through `process_madvise`, from Linux 6.13). The
+//! learner notes the pages of the libraries' code and constants that its run
+//! mapped in too (a fork does not copy those page tables, so each worker
+//! faults them in again), and idle workers map them ahead with
+//! `MADV_POPULATE_READ`, which costs no memory of their own.
 //!
 //! Populating writes no byte, and only pages of the idle worker's own private
 //! writable mappings are touched, so a stale table costs memory, never
@@ -300,8 +301,9 @@ impl Role {
             Role::Learn(table) => Learner::start(table),
             Role::Prefault(table) => {
                 let (written, mapped) = table.pages();
-                populate(written);
-                map_ahead(mapped);
+                let mut advice = Advice::new();
+                populate(written, &mut advice);
+                map_ahead(mapped, &mut advice);
                 None
             }
             Role::Neither => None,
@@ -396,8 +398,8 @@ fn owned_alone(entry: u64) -> bool {
 }
 
 /// Populates, writable, each of `pages` (ascending page numbers) that lies in
-/// one of this process's private writable mappings.
-fn populate(pages: impl Iterator<Item = u64> + Clone) {
+/// one of this process's private writable mappings, through `advice`.
+fn populate(pages: impl Iterator<Item = u64> + Clone, advice: &mut Advice) {
     let page_size = rustix::param::page_size();
     let Some(first) = pages.clone().next() else {
         return;
@@ -422,11 +424,10 @@ fn populate(pages: impl Iterator<Item = u64> + Clone) {
     // populating copies its pages into this process without changing any
     // byte of them. A range that cannot be populated (device memory, memory
     // short) is left to fault as usual.
-    let mut advice = Advice::new(libc::MADV_POPULATE_WRITE);
     for_each_run(
         pages,
         |page| mappings.at_or_after(page),
-        |run| advice.give(run, page_size),
+        |run| advice.give(libc::MADV_POPULATE_WRITE, run, page_size),
     );
 }
 
@@ -434,24 +435,28 @@ fn populate(pages: impl Iterator<Item = u64> + Clone) {
 /// numbers). Populating for reading changes nothing and costs no memory of
 /// this process's own; a range that is no longer a file's is populated all
 /// the same or refused, either of which is harmless.
-fn map_ahead(pages: impl Iterator<Item = u64>) {
+fn map_ahead(pages: impl Iterator<Item = u64>, advice: &mut Advice) {
     let page_size = rustix::param::page_size();
     // Page numbers come from memory every worker can write: none past the
     // last address.
     let last = (usize::MAX / page_size) as u64;
-    let mut advice = Advice::new(libc::MADV_POPULATE_READ);
-    for_each_run(pages, |_| Some(0..last), |run| advice.give(run, page_size));
+    for_each_run(
+        pages,
+        |_| Some(0..last),
+        |run| advice.give(libc::MADV_POPULATE_READ, run, page_size),
+    );
 }
 
 /// Ranges most given an advice in one `process_madvise`.
 const ADVISED_AT_ONCE: usize = 256;
 
-/// One `MADV_POPULATE_*` advice for many ranges of this process's memory, in
-/// as few system calls as the kernel allows: `process_madvise` on this
-/// process takes any advice from Linux 6.13 and up to [`ADVISED_AT_ONCE`]
-/// ranges a call (an idle worker populates some 170), where `madvise` takes
-/// one range a call. Older kernels refuse, and get one `madvise` a range.
-/// The advice is given as ranges come and when it is dropped.
+/// `MADV_POPULATE_*` advice for many ranges of this process's memory, in as
+/// few system calls as the kernel allows: `process_madvise` on this process
+/// takes any advice from Linux 6.13 and up to [`ADVISED_AT_ONCE`] ranges of
+/// one advice a call (an idle worker populates some 170), where `madvise`
+/// takes one range a call. Older kernels refuse, and get one `madvise` a
+/// range. The advice is given as ranges come, when it changes, and when this
+/// is dropped.
 struct Advice {
     advice: libc::c_int,
     ranges: [libc::iovec; ADVISED_AT_ONCE],
@@ -461,10 +466,10 @@ struct Advice {
 }
 
 impl Advice {
-    fn new(advice: libc::c_int) -> Advice {
+    fn new() -> Advice {
         let this = rustix::process::getpid();
         Advice {
-            advice,
+            advice: 0,
             ranges: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -474,11 +479,12 @@ impl Advice {
         }
     }
 
-    /// Gives the advice for `pages` (page numbers), now or later.
-    fn give(&mut self, pages: Range<u64>, page_size: usize) {
-        if self.len == ADVISED_AT_ONCE {
+    /// Gives `advice` for `pages` (page numbers), now or later.
+    fn give(&mut self, advice: libc::c_int, pages: Range<u64>, page_size: usize) {
+        if self.len == ADVISED_AT_ONCE || (self.len > 0 && advice != self.advice) {
             self.flush();
         }
+        self.advice = advice;
         self.ranges[self.len] = libc::iovec {
             iov_base: (pages.start as usize * page_size) as *mut libc::c_void,
             iov_len: (pages.end - pages.start) as usize * page_size,
@@ -909,7 +915,10 @@ mod tests {
         let file = file_mapping("ahead", 64);
         let page = file + 50;
         assert_eq!(entry(page) & PRESENT, 0, "mapped before it was asked for");
-        map_ahead([page as u64, page as u64 + 1].into_iter());
+        map_ahead(
+            [page as u64, page as u64 + 1].into_iter(),
+            &mut Advice::new(),
+        );
         assert_ne!(entry(page) & PRESENT, 0, "not mapped in");
         assert!(
             !owned_alone(entry(page)),
@@ -926,15 +935,15 @@ mod tests {
         let hole = Region::new(1);
         let unmapped = hole.page(0) as u64;
         drop(hole);
-        let mut advice = Advice::new(libc::MADV_POPULATE_WRITE);
+        let mut advice = Advice::new();
         if !batched {
             advice.pidfd = None;
         }
         for (region, count) in [(&first, 2), (&second, 3)] {
             let start = region.page(1) as u64;
-            advice.give(start..start + count, page_size);
+            advice.give(libc::MADV_POPULATE_WRITE, start..start + count, page_size);
             if region.page(0) == first.page(0) {
-                advice.give(unmapped..unmapped + 1, page_size);
+                advice.give(libc::MADV_POPULATE_WRITE, unmapped..unmapped + 1, page_size);
             }
         }
         advice.flush();
@@ -982,7 +991,7 @@ mod tests {
         drop(beyond);
         let mut pages = vec![a as u64, b as u64, unmapped];
         pages.sort_unstable();
-        populate(pages.into_iter());
+        populate(pages.into_iter(), &mut Advice::new());
         assert!(owned_alone(entry(a)) && owned_alone(entry(b)));
         assert!(!owned_alone(entry(region.page(4))), "a page not asked for");
         assert!(
