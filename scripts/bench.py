@@ -129,6 +129,7 @@ VARIANTS = (
     # Immortal warm objects exist on CPython 3.12 and 3.13 (immortal.rs).
     Variant("mortal", "--no-immortal", (3, 12) <= sys.version_info < (3, 14)),
     Variant("unfilled", "--no-fill-pools"),
+    Variant("unpacked", "--no-pack-code"),
 )
 THROUGHPUT_LOOPS, THROUGHPUT_RUNS_PER_LOOP = 2, 500
 THROUGHPUT_REPEATS = (5, 1)

@@ -1,7 +1,10 @@
 """Filling the allocator's half-used pools (server/src/pools.rs): before it
 serves, the server takes every free block of pymalloc's half-used pools, so
 that a run's new objects go to fresh pools, on pages of the run's own,
-instead of into the gaps between warm objects, whose pages it would copy."""
+instead of into the gaps between warm objects, whose pages it would copy.
+When a server takes that speed-up, and packing the code of a run's path
+(server/src/codepack.rs, tested in test_codepack.py), which depends on the
+same allocator, and when it does not, is tested here."""
 
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ print(json.dumps([id(a) % {POOL_SIZE}, id(b) - id(a), filled[0] > 0, filled[1] %
 """
 
 
-#: Variables that choose the allocators or their hooks.
+#: Variables that choose the allocators or hook them.
 ALLOCATOR_VARIABLES = ("PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONMALLOCSTATS")
 
 
@@ -86,34 +89,38 @@ def test_filling_keeps_nothing_when_blocks_are_not_in_pymalloc_pools(allocator: 
         ]
 
 
-def test_the_server_fills_its_pools_before_it_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ALLOCATOR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    srv = start_server(tmp_path, "--preload", "json,decimal")
-    try:
-        done = srv.run("-c", "import json; print(json.dumps([1]))")
-        assert (done.returncode, done.stdout, done.stderr) == (0, b"[1]\n", b""), done
-    finally:
-        assert srv.stop() == 0
-    log = srv.log.read_bytes()
-    assert b"filled the allocator's half-used pools (" in log, log
+#: What a server logs when it takes each speed-up that depends on the
+#: allocator, and what it logs when it does not, before the reason.
+TAKEN = {
+    "pools": (b"filled the allocator's half-used pools (", b"leaving the allocator's pools as they are: "),
+    "code": (b"code objects of a run's path into", b"leaving the code of a run's path where it is: "),
+}
+NOT_PYMALLOC = {
+    "malloc": "the allocator is malloc, not pymalloc",
+    "debug": "the allocator is pymalloc_debug, not pymalloc",
+}
 
 
 @pytest.mark.parametrize(
-    ("variables", "server_args", "reason"),
+    ("variables", "server_args", "not_taken"),
     [
-        ({}, ["--no-fill-pools"], "told not to"),
-        ({"PYTHONMALLOC": "malloc"}, [], "the allocator is malloc, not pymalloc"),
-        ({"PYTHONMALLOC": "debug"}, [], "the allocator is pymalloc_debug, not pymalloc"),
-        ({"PYTHONDEVMODE": "1"}, [], "the allocator is pymalloc_debug, not pymalloc"),
+        ({}, [], {}),
+        ({}, ["--no-fill-pools"], {"pools": "told not to"}),
+        ({}, ["--no-pack-code"], {"code": "told not to"}),
+        ({"PYTHONMALLOC": "malloc"}, [], dict.fromkeys(TAKEN, NOT_PYMALLOC["malloc"])),
+        ({"PYTHONMALLOC": "debug"}, [], dict.fromkeys(TAKEN, NOT_PYMALLOC["debug"])),
+        ({"PYTHONDEVMODE": "1"}, [], dict.fromkeys(TAKEN, NOT_PYMALLOC["debug"])),
+        # tracemalloc's hooks lie over pymalloc's pools, and a run that stops
+        # them would take the packing's wrapper off with them.
+        ({"PYTHONTRACEMALLOC": "1"}, [], {"code": "tracemalloc traces the allocations"}),
     ],
 )
-def test_servers_told_not_to_or_on_other_allocators_serve_without_filling(
+def test_servers_take_the_allocator_s_speed_ups_unless_told_not_to_or_on_other_allocators(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     variables: dict[str, str],
     server_args: list[str],
-    reason: str,
+    not_taken: dict[str, str],
 ) -> None:
     for name in ALLOCATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -126,8 +133,13 @@ def test_servers_told_not_to_or_on_other_allocators_serve_without_filling(
     finally:
         assert srv.stop() == 0
     log = srv.log.read_bytes()
-    assert f"leaving the allocator's pools as they are: {reason}".encode() in log, log
-    assert b"half-used pools" not in log
+    for speed_up, (taken, left) in TAKEN.items():
+        reason = not_taken.get(speed_up)
+        if reason is None:
+            assert taken in log, log
+        else:
+            assert left + reason.encode() in log, log
+            assert taken not in log
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import CLIENT, Server, start_server
+from support.run_faults import run_faults
 from support.server_process import children_of, settled_fd_count, stop, wait_listening, wait_until
 
 #: Most private memory an idle pool worker may hold (issue 4's target).
@@ -112,52 +112,17 @@ def test_a_first_run_that_does_not_end_does_not_stop_learning(tmp_path: Path) ->
         srv.stop()
 
 
-# Forks workers from a fresh interpreter, rehearsed (as the server is before
-# serving) or not, and prints the fewest pages a `-c pass` run faulted in.
-_RUN_FAULTS = """
-import gc, os, resource, sys
-from warmfork import _worker, pymain
-if sys.argv[1] == "rehearsed":
-    pymain.rehearse()
-gc.collect()
-gc.freeze()  # as the server does before it serves
-# The set-up is what the rehearsal is for: leave out the finalisation at exit
-# (some 30-50 pages of its own here), whose count varies more than that.
-_worker._finalize_modules = lambda: None
-null = os.open(os.devnull, os.O_RDWR)
-counts = []
-for _ in range(3):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        _worker.prepare()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        _worker.run(pymain.main, [b"warmfork", b"-c", b"pass"], [b"PATH=/usr/bin"], 0o22)
-        os.write(write, str(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before).encode())
-        os._exit(0)
-    os.close(write)
-    counts.append(int(os.read(read, 64)))
-    os.close(read)
-    os.waitpid(pid, 0)
-print(min(counts))
-"""
+#: The set-up is what the rehearsal is for: the finalisation at exit (some
+#: 30-50 pages of its own here), whose count varies more than that, is left
+#: out.
+_NO_FINALISATION = "_worker._finalize_modules = lambda: None"
 
 
 def test_the_servers_rehearsal_spares_each_run_pages() -> None:
     # Without the rehearsal a run faults in some 370 pages; with it, 10 to 35
-    # fewer. A page count, not a time: it does not vary with the machine's
-    # load, but with where each interpreter's heap put its objects, by about
-    # ten pages: hence the median of three interpreters each way.
-    def run_faults(mode: str) -> int:
-        done = subprocess.run(
-            [sys.executable, "-c", _RUN_FAULTS, mode], capture_output=True, check=True, timeout=60
-        )
-        return int(done.stdout)
-
-    plain = statistics.median(run_faults("plain") for _ in range(3))
-    rehearsed = statistics.median(run_faults("rehearsed") for _ in range(3))
+    # fewer.
+    plain = run_faults(_NO_FINALISATION)
+    rehearsed = run_faults(f"pymain.rehearse()\n{_NO_FINALISATION}")
     assert rehearsed <= plain - 10, (plain, rehearsed)
 
 

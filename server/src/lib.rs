@@ -14,6 +14,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+mod codepack;
 mod descriptors;
 mod fastbins;
 mod handover;
@@ -302,6 +303,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(immortal::immortalize, m)?)?;
     m.add_function(wrap_pyfunction!(pools::fill_pools, m)?)?;
     m.add_function(wrap_pyfunction!(pools::allocator_name, m)?)?;
+    m.add_function(wrap_pyfunction!(codepack::pack, m)?)?;
     m.add_function(wrap_pyfunction!(private_socket_dir, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
+from types import CodeType, FunctionType
 
 def socket_path(name: bytes | None = None) -> Path:
     """The socket path the shared rule picks from this process's environment."""
@@ -25,6 +26,13 @@ def allocator_name() -> str | None:
     """The memory allocators this interpreter runs on, as ``PYTHONMALLOC``
     names them (``pymalloc``, ``pymalloc_debug``, ``malloc``, ...); None when
     CPython does not say (tracemalloc's hooks, say)."""
+
+def pack(functions: list[FunctionType], codes: list[CodeType]) -> tuple[list[CodeType], int, int]:
+    """Give each function a copy of its code, and each code object one
+    (returned in order), made one after another in a mapping of their own,
+    nested code objects included; the copies are kept alive for good. How
+    many copies lie in the mapping and the bytes they take. Once in a
+    process (RuntimeError after)."""
 
 def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its

@@ -135,6 +135,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         "blocks before serving, so that runs put new objects on pages of their own)",
     )
     parser.add_argument(
+        "--no-pack-code",
+        dest="pack_code",
+        action="store_false",
+        help="leave the code of warmfork's own run path where it is (by default the server packs it onto "
+        "a few pages of its own, so that runs copy fewer pages for the interpreter's writes into it)",
+    )
+    parser.add_argument(
         "--daemon",
         action="store_true",
         help="run in the background: return once the server is ready (or say why it is not), "
@@ -210,4 +217,5 @@ def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None)
         reload=args.reload,
         immortal=args.immortal,
         fill_pools=args.fill_pools,
+        pack_code=args.pack_code,
     )

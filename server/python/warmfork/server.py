@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _tracemalloc
 import contextlib
 import gc
 import importlib
@@ -70,6 +71,7 @@ def serve(
     reload: bool = True,
     immortal: bool = False,
     fill_pools: bool = True,
+    pack_code: bool = True,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -98,7 +100,10 @@ def serve(
     ``fill_pools``, the free blocks of pymalloc's half-used pools are taken
     (and kept, after ``serve`` returns too) just before serving, so that
     runs put their new objects on fresh pages rather than copy the
-    server's. ``socket`` defaults to
+    server's. With ``pack_code``, the functions a run goes through in
+    warmfork's own modules get copies of their code packed onto a few pages
+    of their own before warm-up ends, so that the interpreter's writes into
+    their bytecode copy few pages in each run. ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -155,7 +160,7 @@ def serve(
     wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous_wakeup = signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
     try:
-        _prepare(handler, preload, warmup)
+        _prepare(handler, preload, warmup, pack_code=pack_code)
         _log(f"serving on {path} (pid {os.getpid()})")
         if on_ready is not None:
             on_ready()
@@ -270,7 +275,11 @@ def _open_standard_descriptors() -> None:
 
 
 def _prepare(
-    handler: Callable[[], object] | None, preload: Iterable[str], warmup: str | os.PathLike[str] | None
+    handler: Callable[[], object] | None,
+    preload: Iterable[str],
+    warmup: str | os.PathLike[str] | None,
+    *,
+    pack_code: bool = True,
 ) -> None:
     """Warm up, then make the interpreter ready to be forked."""
     with _staying_in_the_working_directory():
@@ -278,6 +287,10 @@ def _prepare(
     if handler is None:
         _default_handler()
         _forget_script_dir()
+    # Once the run path's modules are loaded, and before the rehearsal,
+    # which specialises the copies' bytecode.
+    _pack_code(pack_code)
+    if handler is None:
         from .pymain import rehearse
 
         rehearse()
@@ -307,6 +320,33 @@ def _immortalize() -> None:
     changed = _native.immortalize(gc.get_objects())
     if changed:
         _log(f"made {changed} warm objects immortal in {(time.monotonic() - begun) * 1000:.0f} ms")
+
+
+def _pack_code(wanted: bool) -> None:
+    """Pack the code of a run's path (see ``codepack.rs``), saying in the
+    log what was done, or why not."""
+    unpackable = _code_unpackable() if wanted else "told not to"
+    if unpackable is None:
+        from . import _codepack
+
+        try:
+            packed, size = _codepack.pack()
+        except Exception as exc:  # noqa: BLE001 - no memory for the mapping, say: runs copy more pages, no more
+            unpackable = str(exc)
+        else:
+            _log(f"packed the {packed} code objects of a run's path into {size >> 10} KiB, so that runs write few pages of code")
+            return
+    _log(f"leaving the code of a run's path where it is: {unpackable}")
+
+
+def _code_unpackable() -> str | None:
+    """Why the code of a run's path cannot be packed (see ``codepack.rs``),
+    or None. The allocator must be the one the pools' filling knows, and not
+    traced: tracemalloc's hooks, which a run's ``-X tracemalloc`` handling
+    takes off, would take the packing's with them."""
+    if _tracemalloc.is_tracing():
+        return "tracemalloc traces the allocations"
+    return _pools_unfillable()
 
 
 def _pools_unfillable() -> str | None:
