@@ -11,29 +11,18 @@ import json
 import subprocess
 import sys
 
+import pytest
 from support.run_faults import run_faults
 
-#: Packs, then prints how many code objects the run path's functions have,
-#: how many were packed, the bytes they take, the distance from the first
-#: to the end of the last, and the pages they lay on before and after.
+#: Packs, then prints how many code objects the functions defined in the run
+#: path's modules (found here, not by the packing's own walk) and the code
+#: objects those modules keep have, how many of them lie in the packing's
+#: span, what the packing says it did, the pages they lay on before and
+#: after, whether a second packing did nothing, and whether the allocator is
+#: back as it was (as CPython names it).
 WHERE_CODE_LIES = """\
 import json, sys, types
 from warmfork import _codepack, pymain
-
-def codes():
-    found = []
-    def add(code):
-        found.append(code)
-        for constant in code.co_consts:
-            if isinstance(constant, types.CodeType):
-                add(constant)
-    for function in _codepack._functions([sys.modules[name] for name in _codepack.RUN_PATH]):
-        add(function.__code__)
-    return found
-
-def pages(found):
-    return len({page for code in found
-                for page in range(id(code) >> 12, (id(code) + sys.getsizeof(code) - 1 >> 12) + 1)})
 
 def allocators():
     try:
@@ -42,30 +31,92 @@ def allocators():
         return "unnamed"
     return pymem_getallocatorsname()
 
+def codes():
+    found = []
+    def add(code):
+        found.append(code)
+        for constant in code.co_consts:
+            if isinstance(constant, types.CodeType):
+                add(constant)
+    for module in (sys.modules[name] for name in _codepack.RUN_PATH):
+        values = list(vars(module).values())
+        for value in list(values):
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                values.extend(vars(value).values())
+        for value in values:
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            for part in ([value.fget, value.fset, value.fdel] if isinstance(value, property) else [value]):
+                if isinstance(part, types.FunctionType) and part.__module__ == module.__name__:
+                    add(part.__code__)
+            if isinstance(value, types.CodeType):
+                add(value)
+    return list({id(code): code for code in found}.values())
+
+def pages(found):
+    return len({page for code in found
+                for page in range(id(code) >> 12, (id(code) + sys.getsizeof(code) - 1 >> 12) + 1)})
+
 before = pages(codes())
 named = allocators()
-packed, size = _codepack.pack()
+packed = _codepack.pack()
 after = codes()
-again = _codepack.pack()
-span = max(id(code) + sys.getsizeof(code) for code in after) - min(id(code) for code in after)
-print(json.dumps([len(after), packed, size, span, before, pages(after), list(again) == [packed, size],
-                  allocators() == named]))
+start = min(id(code) for code in after)
+inside = sum(start <= id(code) and id(code) + sys.getsizeof(code) <= start + packed.size for code in after)
+print(json.dumps([len(after), inside, packed.code_objects, packed.size, packed.wrapped, before, pages(after),
+                  _codepack.pack() == packed, allocators() == named]))
 """
 
 
 def test_the_code_of_a_run_s_path_lies_on_a_few_pages_of_its_own() -> None:
     done = subprocess.run([sys.executable, "-c", WHERE_CODE_LIES], capture_output=True, check=False, timeout=60)
     assert (done.returncode, done.stderr) == (0, b""), done
-    count, packed, size, span, before, after, same_again, allocator_as_before = json.loads(done.stdout)
+    count, inside, packed, size, wrapped, before, after, same_again, allocator_as_before = json.loads(done.stdout)
     # Every code object in the one mapping, one after another; the second
     # packing does nothing and says what the first did; the allocator is
     # back as it was (CPython names it as before).
-    assert packed >= count > 100, (count, packed)
-    assert span <= size, (span, size)
+    assert inside == count > 100, (count, inside)
+    assert packed >= count, (count, packed)
+    assert not wrapped
     assert after <= size // 4096 + 1, (after, size)
     assert before >= 3 * after, (before, after)
     assert same_again
     assert allocator_as_before
+
+
+#: While the copy is made, an audit hook takes a block of the copy's size
+#: first (a bytes object of that size asks pymalloc for exactly as much): it
+#: lies in the mapping, the copy elsewhere, so the wrapper must stay on the
+#: allocator's free, or freeing that object would hand the block to the C
+#: library's free, which aborts. Then tracemalloc hooks the allocator and
+#: lets go again, on top of the wrapper.
+STRAY_BLOCK = """\
+import gc, sys, tracemalloc
+from warmfork import _native
+
+def victim():
+    return 42
+
+code = victim.__code__
+size = (type(code).__basicsize__ + len(code._co_code_adaptive) + 7) // 8 * 8
+stray = []
+def take_a_block(event, args):
+    if event == "code.__new__" and not stray:
+        stray.append(b"x" * (size - sys.getsizeof(b"")))
+sys.addaudithook(take_a_block)
+copies, packed, _, wrapped = _native.pack([victim], [])
+tracemalloc.start()
+kept = [bytes(n) for n in range(1000)]
+tracemalloc.stop()
+stray.clear()
+gc.collect()
+print(packed, wrapped, victim(), sum(map(len, kept)))
+"""
+
+
+def test_a_block_something_else_took_in_the_mapping_never_reaches_the_allocator() -> None:
+    done = subprocess.run([sys.executable, "-c", STRAY_BLOCK], capture_output=True, check=False, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"0 True 42 499500\n", b""), done
 
 
 #: Packs the code of one function and then drops the copy from it: its
@@ -79,8 +130,8 @@ from warmfork import _native
 def victim():
     return 42
 
-copies, packed, size = _native.pack([victim], [])
-assert (copies, packed) == ([], 1), (copies, packed)
+copies, packed, _, wrapped = _native.pack([victim], [])
+assert (copies, packed, wrapped) == ([], 1, False), (copies, packed, wrapped)
 assert victim() == 42
 victim.__code__ = (lambda: 7).__code__
 gc.collect()
@@ -96,13 +147,16 @@ def test_a_packed_code_object_that_is_dropped_stays_out_of_the_allocator() -> No
     assert (done.returncode, done.stdout, done.stderr) == (0, b"7 4498500\n", b""), done
 
 
-#: Fewer pages a packed run must fault in. Measured (median of three
-#: interpreters each way): on 3.13, where every conditional jump writes its
-#: inline cache on every execution, 490 against 443; on 3.11, which writes
-#: into code only as it warms up, 381 against 372.
-FEWER_PAGES = 20 if sys.version_info >= (3, 13) else 3
+#: Fewer pages a packed run must fault in, finalisation included (the steps
+#: the server never takes itself gain most). Measured, the median of three
+#: interpreters each way: on 3.13, where every conditional jump writes its
+#: inline cache on every execution, 480 against 451; on 3.12 15 to 20 fewer.
+#: On 3.11, which writes into code only as it warms up, 400 against 391-398:
+#: within the noise.
+FEWER_PAGES = 10
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 writes into code only as it warms up: no gain to see")
 def test_runs_write_fewer_pages_with_the_code_packed() -> None:
     plain = run_faults("pymain.rehearse()")
     packed = run_faults("_codepack.pack()\npymain.rehearse()")

@@ -172,14 +172,15 @@ fn nested<'py>(code: &Bound<'py, PyAny>, into: &mut Vec<Bound<'py, PyAny>>) -> P
 /// Gives each function in `functions` a copy of its code, and each code
 /// object in `codes` one (returned, in the same order), all made in a
 /// mapping of their own; code objects nested in their constants are copied
-/// too. Returns the copies of `codes`, how many copies lie in the mapping
-/// and the bytes it spans. Only once in a process.
+/// too. Returns the copies of `codes`, how many copies lie in the mapping,
+/// the bytes it spans, and whether the wrapper stays on `free` and
+/// `realloc` (something else took a block). Only once in a process.
 #[pyfunction]
 pub fn pack<'py>(
     py: Python<'py>,
     functions: Vec<Bound<'py, PyAny>>,
     codes: Vec<Bound<'py, PyAny>>,
-) -> PyResult<(Vec<Bound<'py, PyAny>>, usize, usize)> {
+) -> PyResult<(Vec<Bound<'py, PyAny>>, usize, usize, bool)> {
     if START.load(Relaxed) != 0 {
         return Err(PyRuntimeError::new_err("the code is packed already"));
     }
@@ -236,12 +237,13 @@ pub fn pack<'py>(
         // Kept alive for good, so never freed.
         std::mem::forget(copy.unbind());
     }
-    install(if packed == BLOCKS.load(Relaxed) {
-        Wrapping::Nothing
-    } else {
+    let stray = packed != BLOCKS.load(Relaxed);
+    install(if stray {
         Wrapping::Releasing
+    } else {
+        Wrapping::Nothing
     });
-    Ok((copied?, packed, NEXT.load(Relaxed) - start))
+    Ok((copied?, packed, NEXT.load(Relaxed) - start, stray))
 }
 
 /// The copies: functions get theirs as `__code__`; those of `codes` are

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import tempfile
 
 #: Runs ``SETUP``, freezes the heap as the server does, forks three workers
 #: that each run ``-c pass`` on /dev/null, and prints the fewest pages one
@@ -48,7 +49,12 @@ def run_faults(setup: str, interpreters: int = 3) -> float:
 
     def fewest() -> int:
         program = _PROGRAM.format(setup=setup)
-        done = subprocess.run([sys.executable, "-c", program], capture_output=True, check=True, timeout=60)
+        # Neither the working directory on `sys.path` (-P) nor its contents
+        # may weigh on the count: an empty one.
+        with tempfile.TemporaryDirectory() as empty:
+            done = subprocess.run(
+                [sys.executable, "-P", "-c", program], capture_output=True, check=True, timeout=60, cwd=empty
+            )
         return int(done.stdout)
 
     return statistics.median(fewest() for _ in range(interpreters))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from . import _native
 
@@ -18,50 +19,65 @@ RUN_PATH = tuple(
 )
 
 
+class Packed(NamedTuple):
+    """What :func:`pack` did."""
+
+    #: Code objects now in the mapping.
+    code_objects: int
+    #: The bytes they take.
+    size: int
+    #: Whether something else took a block of the mapping while the copies
+    #: were made, so that the allocator's free and realloc stay wrapped.
+    wrapped: bool
+
+
 # What the packing did: it is done once in a process (`serve` may be called
 # again after it returns, and finds the code packed).
-_packed: tuple[int, int] | None = None
+_packed: Packed | None = None
 
 
-def pack() -> tuple[int, int]:
-    """Give the functions of the modules of :data:`RUN_PATH` the server has
-    loaded, and the code objects those modules keep, copies of their code
-    packed together. Returns how many
-    code objects were packed and the bytes they take (the first packing's
-    figures, when called again). Raises ``OSError`` when the memory for them
-    cannot be had; nothing changes then."""
+def pack() -> Packed:
+    """Give the functions defined in the modules of :data:`RUN_PATH` the
+    server has loaded, and the code objects those modules keep, copies of
+    their code packed together; what the first packing did, when called
+    again. Raises ``OSError`` when the memory for them cannot be had;
+    nothing changes then."""
     global _packed
     if _packed is None:
         modules = [sys.modules[name] for name in RUN_PATH if name in sys.modules]
-        functions = list(_functions(modules))
+        functions = list(functions_of(modules))
         kept = [(module, name, value) for module in modules for name, value in vars(module).items()
                 if isinstance(value, types.CodeType)]  # fmt: skip
-        copies, packed, size = _native.pack(functions, [code for _, _, code in kept])
+        copies, packed, size, wrapped = _native.pack(functions, [code for _, _, code in kept])
         for (module, name, _), copy in zip(kept, copies):
             setattr(module, name, copy)
-        _packed = (packed, size)
+        _packed = Packed(packed, size, wrapped)
     return _packed
 
 
-def _functions(modules: list[types.ModuleType]) -> Iterator[types.FunctionType]:
-    """The functions and methods defined in ``modules``, each once, in the
-    order of their modules and lines."""
+def functions_of(modules: list[types.ModuleType]) -> Iterator[types.FunctionType]:
+    """The functions and methods defined in ``modules`` (accessors of
+    properties included), each once, in the order of their modules and
+    lines."""
     seen: set[int] = set()
     for module in modules:
-        found = []
+        found: list[types.FunctionType] = []
         for value in vars(module).values():
             if isinstance(value, type) and value.__module__ == module.__name__:
-                found.extend(_function(member) for member in vars(value).values())
-            elif getattr(value, "__module__", None) == module.__name__:
-                found.append(_function(value))
-        found = [function for function in found if function is not None and id(function) not in seen]
+                found.extend(function for member in vars(value).values() for function in _wrapped(member))
+            else:
+                found.extend(_wrapped(value))
+        # Only those made here: a class may hold another module's function
+        # (a dataclass's `__replace__` is the one of `dataclasses`).
+        found = [function for function in found if function.__module__ == module.__name__ and id(function) not in seen]
         seen.update(map(id, found))
         yield from sorted(found, key=lambda function: function.__code__.co_firstlineno)
 
 
-def _function(value: object) -> types.FunctionType | None:
+def _wrapped(value: object) -> list[types.FunctionType]:
+    """The functions ``value`` is or wraps (a method, a property's
+    accessors)."""
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
-    if isinstance(value, property):
-        value = value.fget
-    return value if isinstance(value, types.FunctionType) else None
+    parts = [value.fget, value.fset, value.fdel] if isinstance(value, property) else [value]
+    return [part for part in parts if isinstance(part, types.FunctionType)]

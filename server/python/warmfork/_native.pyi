@@ -27,12 +27,14 @@ def allocator_name() -> str | None:
     names them (``pymalloc``, ``pymalloc_debug``, ``malloc``, ...); None when
     CPython does not say (tracemalloc's hooks, say)."""
 
-def pack(functions: list[FunctionType], codes: list[CodeType]) -> tuple[list[CodeType], int, int]:
+def pack(functions: list[FunctionType], codes: list[CodeType]) -> tuple[list[CodeType], int, int, bool]:
     """Give each function a copy of its code, and each code object one
     (returned in order), made one after another in a mapping of their own,
     nested code objects included; the copies are kept alive for good. How
-    many copies lie in the mapping and the bytes they take. Once in a
-    process (RuntimeError after)."""
+    many copies lie in the mapping, the bytes they take, and whether a
+    wrapper stays on the object allocator's free and realloc (something
+    else took a block of the mapping). Once in a process (RuntimeError
+    after)."""
 
 def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its

@@ -330,23 +330,33 @@ def _pack_code(wanted: bool) -> None:
         from . import _codepack
 
         try:
-            packed, size = _codepack.pack()
+            packed = _codepack.pack()
         except Exception as exc:  # noqa: BLE001 - no memory for the mapping, say: runs copy more pages, no more
             unpackable = str(exc)
         else:
-            _log(f"packed the {packed} code objects of a run's path into {size >> 10} KiB, so that runs write few pages of code")
+            wrapped = "; other objects took blocks too, so the allocator's free and realloc stay wrapped"
+            _log(
+                f"packed the {packed.code_objects} code objects of a run's path into {packed.size >> 10} KiB, "
+                f"so that runs write few pages of code{wrapped if packed.wrapped else ''}"
+            )
             return
     _log(f"leaving the code of a run's path where it is: {unpackable}")
 
 
 def _code_unpackable() -> str | None:
     """Why the code of a run's path cannot be packed (see ``codepack.rs``),
-    or None. The allocator must be the one the pools' filling knows, and not
-    traced: tracemalloc's hooks, which a run's ``-X tracemalloc`` handling
-    takes off, would take the packing's with them."""
+    or None. The allocator must be the one the pools' filling knows, with no
+    hooks on it: tracemalloc's, which a run's ``-X tracemalloc`` handling
+    takes off, or anyone else's, would take the packing's off with them."""
     if _tracemalloc.is_tracing():
         return "tracemalloc traces the allocations"
-    return _pools_unfillable()
+    if reason := _pools_unfillable():
+        return reason
+    # Hooks installed since start-up (a profiler's) would lie under the
+    # wrapper, and their owner may take them off with it.
+    if (current := _native.allocator_name()) != "pymalloc":
+        return f"CPython names the allocator {current or 'nothing it knows'} now, not pymalloc"
+    return None
 
 
 def _pools_unfillable() -> str | None:
