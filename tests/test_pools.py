@@ -89,6 +89,10 @@ def test_filling_keeps_nothing_when_blocks_are_not_in_pymalloc_pools(allocator: 
         ]
 
 
+#: Stands for a warm-up file that hooks the allocators (never failing).
+HOOKS = "<a warm-up that hooks the allocators>"
+HOOKING_WARMUP = "import _testcapi\n_testcapi.set_nomemory(2**31 - 1, 0)\n"
+
 #: What a server logs when it takes each speed-up that depends on the
 #: allocator, and what it logs when it does not, before the reason.
 TAKEN = {
@@ -113,6 +117,8 @@ NOT_PYMALLOC = {
         # tracemalloc's hooks lie over pymalloc's pools, and a run that stops
         # them would take the packing's wrapper off with them.
         ({"PYTHONTRACEMALLOC": "1"}, [], {"code": "tracemalloc traces the allocations"}),
+        # Anyone's hooks, installed since start-up (here by the warm-up), too.
+        ({}, ["--warmup", HOOKS], {"code": "CPython names the allocator nothing it knows now, not pymalloc"}),
     ],
 )
 def test_servers_take_the_allocator_s_speed_ups_unless_told_not_to_or_on_other_allocators(
@@ -126,6 +132,10 @@ def test_servers_take_the_allocator_s_speed_ups_unless_told_not_to_or_on_other_a
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
+    if HOOKS in server_args:
+        pytest.importorskip("_testcapi", reason="the build has no _testcapi to hook the allocators with")
+        (tmp_path / "hooks.py").write_text(HOOKING_WARMUP)
+        server_args = [os.fspath(tmp_path / "hooks.py") if arg == HOOKS else arg for arg in server_args]
     srv = start_server(tmp_path, "--preload", "json", *server_args)
     try:
         done = srv.run("-c", "import json; print(json.dumps([1]))")

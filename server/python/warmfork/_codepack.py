@@ -36,12 +36,18 @@ class Packed(NamedTuple):
 _packed: Packed | None = None
 
 
+def packed() -> bool:
+    """Whether :func:`pack` has packed the code in this process."""
+    return _packed is not None
+
+
 def pack() -> Packed:
     """Give the functions defined in the modules of :data:`RUN_PATH` the
     server has loaded, and the code objects those modules keep, copies of
     their code packed together; what the first packing did, when called
-    again. Raises ``OSError`` when the memory for them cannot be had;
-    nothing changes then."""
+    again. Raises ``OSError`` when the memory for them cannot be had
+    (nothing changes then); on another error, the functions copied so far
+    keep their copies."""
     global _packed
     if _packed is None:
         modules = [sys.modules[name] for name in RUN_PATH if name in sys.modules]

@@ -324,11 +324,15 @@ def _immortalize() -> None:
 
 def _pack_code(wanted: bool) -> None:
     """Pack the code of a run's path (see ``codepack.rs``), saying in the
-    log what was done, or why not."""
-    unpackable = _code_unpackable() if wanted else "told not to"
-    if unpackable is None:
-        from . import _codepack
+    log what was done, or why not. Packed code stays packed: a second
+    ``serve`` in the process says what the first packing did."""
+    from . import _codepack
 
+    if _codepack.packed():  # by an earlier `serve` in this process
+        unpackable = None
+    else:
+        unpackable = _code_unpackable() if wanted else "told not to"
+    if unpackable is None:
         try:
             packed = _codepack.pack()
         except Exception as exc:  # noqa: BLE001 - no memory for the mapping, say: runs copy more pages, no more
