@@ -126,18 +126,19 @@ enum Wrapping {
 
 fn install(wrapping: Wrapping) {
     let under = underlying();
-    let mut allocator = match wrapping {
-        Wrapping::Nothing => under,
-        Wrapping::Everything | Wrapping::Releasing => ffi::PyMemAllocatorEx {
-            ctx: under.ctx,
-            malloc: match wrapping {
-                Wrapping::Everything => Some(malloc),
-                _ => under.malloc,
+    let mut allocator = if wrapping == Wrapping::Nothing {
+        under
+    } else {
+        ffi::PyMemAllocatorEx {
+            malloc: if wrapping == Wrapping::Everything {
+                Some(malloc)
+            } else {
+                under.malloc
             },
-            calloc: under.calloc,
             realloc: Some(realloc),
             free: Some(free),
-        },
+            ..under
+        }
     };
     // SAFETY: with the GIL held; the wrapper hands on to the allocator it
     // wraps, as CPython requires of an allocator set after start-up.
@@ -195,7 +196,7 @@ pub fn pack<'py>(
         .iter()
         .map(|code| ALIGNMENT + allocation_size(code).next_multiple_of(ALIGNMENT))
         .sum();
-    let length = total.max(1).next_multiple_of(4096);
+    let length = total.max(1).next_multiple_of(rustix::param::page_size());
     // SAFETY: a new private anonymous mapping, never unmapped: blocks in it
     // may be in use for as long as the process lives.
     let start = unsafe {

@@ -54,10 +54,10 @@ def pack() -> Packed:
         functions = list(functions_of(modules))
         kept = [(module, name, value) for module in modules for name, value in vars(module).items()
                 if isinstance(value, types.CodeType)]  # fmt: skip
-        copies, packed, size, wrapped = _native.pack(functions, [code for _, _, code in kept])
+        copies, *figures = _native.pack(functions, [code for _, _, code in kept])
         for (module, name, _), copy in zip(kept, copies):
             setattr(module, name, copy)
-        _packed = Packed(packed, size, wrapped)
+        _packed = Packed(*figures)
     return _packed
 
 

@@ -498,7 +498,7 @@ def startup_conflict(config: Config) -> str | None:
     message names the option, says why it is fixed and what to do instead.
     """
     for setting in _FIXED_SETTINGS:
-        wanted, actual = setting.requested(config), int(setting.server)
+        wanted, actual = setting.requested(config), setting.server
         if wanted is None or wanted == actual or (setting.only_when_asked and not wanted):
             continue
         return _refusal(
