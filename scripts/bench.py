@@ -5,8 +5,8 @@ numpy environment (with matplotlib, for the chart) and calls this file with
 that environment's python. Every figure is measured side by side on this
 machine: a static no-op binary's exec as the baseline, plain python, warmfork
 against a numpy server (back to back, and with runs apart) and against a
-numpy server holding 1 GiB more, against numpy servers with a speed-up
-turned off (``VARIANTS``: what each gains), two parallel client loops, the
+numpy server holding 1 GiB more (and one started with ``--no-huge-pages``),
+against numpy servers with a speed-up turned off (``VARIANTS``: what each gains), two parallel client loops, the
 client's system calls and an idle pool worker's memory. It prints a markdown table and writes it, the raw hyperfine JSON and
 a latency chart into ``results/``.
 
@@ -78,11 +78,18 @@ int main(int argc, char **argv) {
 """
 
 # 1 GiB that every page of is resident in the server: a per-request cost that
-# grows with the server's heap shows up against the numpy-only server.
+# grows with the server's heap shows up against the numpy-only server. Half
+# of it is one block of bytes, half Python objects (3.3 million tuples of an
+# int and a string), which live in pymalloc's arenas: what a server warmed
+# up with data holds.
 GIB_WARMUP = """\
-data = bytearray(1 << 30)
+data = bytearray(1 << 29)
 data[::4096] = b"\\x01" * (len(data) // 4096)
+objects = [(i, str(i)) for i in range(3_300_000)]
 """
+
+#: The flag the server holding 1 GiB is started with a second time.
+SMALL_PAGES = "--no-huge-pages"
 
 IMPORT_NUMPY = "import numpy\n"
 
@@ -100,6 +107,7 @@ SLOW_RUNS = (20, 2)
 APART_RUNS = (200, 5)
 APART_SECONDS = 0.02
 APART = f"warmfork -c pass (numpy), runs {APART_SECONDS * 1000:.0f} ms apart"
+GIB_SMALL_PAGES = f"warmfork -c pass (numpy + 1 GiB, {SMALL_PAGES})"
 
 
 @dataclass(frozen=True)
@@ -408,6 +416,10 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
         cells = latency_cells(lat["warmfork -c pass (numpy + 1 GiB)"])
         return [*cells, f"{ratio:.2f} × numpy server", "≤ 1.25 × numpy server", verdict(ratio <= 1.25)]
 
+    def small_pages() -> list[str]:
+        ratio = lat[GIB_SMALL_PAGES]["median"] / lat["warmfork -c pass (numpy)"]["median"]
+        return [*latency_cells(lat[GIB_SMALL_PAGES]), f"{ratio:.2f} × numpy server", "—", "—"]
+
     def numpy() -> list[str]:
         ratio = lat["python import_numpy.py"]["median"] / lat["warmfork import_numpy.py (numpy)"]["median"]
         cells = latency_cells(lat["warmfork import_numpy.py (numpy)"])
@@ -473,6 +485,8 @@ def table(m: dict, errors: dict[str, str]) -> list[list[str]]:
 
     row("latency", "warmfork -c pass, numpy server", trivial)
     row("latency", "warmfork -c pass, numpy + 1 GiB server", gib)
+    if GIB_SMALL_PAGES in lat:
+        row("latency", f"warmfork -c pass, numpy + 1 GiB server with {SMALL_PAGES}, side by side", small_pages)
     row("latency", "warmfork import_numpy.py, numpy server", numpy)
 
     def apart() -> list[str]:
@@ -550,6 +564,7 @@ def measure_all(
     bench: Bench,
     numpy_srv: Server,
     gib_srv: Server,
+    small_pages_srv: Server | None,
     variants: list[tuple[Variant, Server]],
     pooled: bool,
     m: dict,
@@ -584,6 +599,9 @@ def measure_all(
         for r in range(1, SIDE_BY_SIDE_ROUNDS + 1):
             rounds.append(bench.hyperfine(f"warmfork-numpy-{r}", numpy_commands, per_round, numpy_srv.env()))
             rounds.append(bench.hyperfine(f"warmfork-1gib-{r}", gib_commands, per_round, gib_srv.env()))
+            if small_pages_srv is not None:
+                commands = [(GIB_SMALL_PAGES, [wf, "-c", "pass"])]
+                rounds.append(bench.hyperfine(f"warmfork-1gib-small-{r}", commands, per_round, small_pages_srv.env()))
             for variant, server in variants:
                 commands = [(variant.latency, [wf, "-c", "pass"])]
                 rounds.append(bench.hyperfine(f"warmfork-{variant.name}-{r}", commands, per_round, server.env()))
@@ -678,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled = "--pool" in help_text
     pool = ["--pool", "4"] if pooled else []
     variants = [variant for variant in VARIANTS if variant.applies and variant.flag in help_text]
+    small_pages = SMALL_PAGES in help_text
     m: dict = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="warmfork-bench-") as tmp_name:  # mode 0700
@@ -686,10 +705,14 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(args.bin, tmp, args.results)
         try:
             specs = [("numpy", []), ("numpy-1gib", ["--warmup", str(tmp / "gib.py")])]
+            if small_pages:
+                specs.append(("numpy-1gib-small", ["--warmup", str(tmp / "gib.py"), SMALL_PAGES]))
             specs += [(f"numpy-{variant.name}", [variant.flag]) for variant in variants]
             with servers(specs, args.bin, tmp, args.results, pool) as running:
                 numpy_srv, gib_srv, *others = running
-                measure_all(bench, numpy_srv, gib_srv, list(zip(variants, others)), pooled, m, errors)
+                small_pages_srv = others.pop(0) if small_pages else None
+                in_pairs = list(zip(variants, others))
+                measure_all(bench, numpy_srv, gib_srv, small_pages_srv, in_pairs, pooled, m, errors)
         except BenchError as exc:
             errors["servers"] = str(exc)
             log(f"ERROR: {exc}")
@@ -707,13 +730,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{args.command}` ({elapsed:.0f} s, {time.strftime('%Y-%m-%d %H:%M %Z')})\n\n"
         f"Machine: {about}. Servers {'with `' + ' '.join(pool) + '`' if pooled else 'without a pool (fork per request)'}"
         ", all preloading numpy; the second also runs a warm-up holding 1 GiB of touched data"
+        " (half bytes, half Python objects)"
+        + (f", and so does the third, with `{SMALL_PAGES}`" if small_pages else "")
         + "".join(f"; one runs with `{variant.flag}`" for variant in variants)
         + ".\n\n"
         + report
         + ("\nErrors:\n\n" + "\n".join(notes) + "\n" if notes else "")
         + "\n![latency distribution](latency.png)\n\n"
         "Raw hyperfine JSON: `baseline.json`, `python.json`, "
-        + ", ".join(f"`warmfork-{name}-N.json`" for name in ["numpy", "1gib", *(v.name for v in variants)])
+        + ", ".join(
+            f"`warmfork-{name}-N.json`"
+            for name in ["numpy", "1gib", *(["1gib-small"] if small_pages else []), *(v.name for v in variants)]
+        )
         + f" (rounds 1 to {SIDE_BY_SIDE_ROUNDS}, alternating), "
         + ", ".join(f"`throughput-{name}-N.json`" for name in ["numpy", *(f"numpy-{v.name}" for v in variants)])
         + " (alternating); strace output: `strace.txt`; server logs: `server-*.log`. Measurement commands (temp paths differ per run):\n\n"

@@ -8,8 +8,10 @@
 //! server. After warm-up the server asks the kernel (`MADV_COLLAPSE`, Linux
 //! 6.1+) to move each fully resident 2 MiB stretch of its anonymous memory
 //! onto a huge page. Stretches with holes are left alone: collapsing them
-//! would fill the holes and grow the server. A worker that writes into a
-//! huge page gets a copy of the 4 KiB it touches, as before.
+//! would fill the holes and grow the server. Python's objects form such
+//! stretches because `arenas.rs` keeps pymalloc's arenas side by side. A
+//! worker that writes into a huge page gets a copy of the 4 KiB it touches,
+//! as before (the kernel splits the worker's mapping of that huge page).
 
 use std::time::Instant;
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
+mod arenas;
 mod codepack;
 mod descriptors;
 mod fastbins;
@@ -81,15 +82,26 @@ fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
 }
 
 /// Makes the warm heap cheap to share with workers: empties glibc's fast
-/// bins and keeps them off (see `fastbins.rs`), then moves the fully
-/// resident parts of large anonymous mappings onto huge pages so that forks
-/// stay cheap (see `hugepages.rs`). Returns the bytes moved onto huge pages
-/// and the milliseconds that took.
+/// bins and keeps them off (see `fastbins.rs`), then, with `collapse`,
+/// moves the fully resident parts of large anonymous mappings onto huge
+/// pages so that forks stay cheap (see `hugepages.rs`). Returns the bytes
+/// moved onto huge pages and the milliseconds that took.
 #[pyfunction]
-fn prepare_heap(py: Python<'_>) -> (usize, u128) {
+fn prepare_heap(py: Python<'_>, collapse: bool) -> (usize, u128) {
     fastbins::stop();
+    if !collapse {
+        return (0, 0);
+    }
     let done = py.detach(hugepages::collapse);
     (done.bytes, done.millis)
+}
+
+/// Puts the arenas pymalloc makes from now on side by side in ranges of
+/// their own, so that [`prepare_heap`] can move them onto huge pages (see
+/// `arenas.rs`).
+#[pyfunction]
+fn place_arenas() {
+    arenas::place();
 }
 
 /// Makes sure the directory of the socket `path` is this user's alone,
@@ -300,6 +312,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(socket_path, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(prepare_heap, m)?)?;
+    m.add_function(wrap_pyfunction!(place_arenas, m)?)?;
     m.add_function(wrap_pyfunction!(immortal::immortalize, m)?)?;
     m.add_function(wrap_pyfunction!(pools::fill_pools, m)?)?;
     m.add_function(wrap_pyfunction!(pools::allocator_name, m)?)?;

@@ -8,9 +8,15 @@ from types import CodeType, FunctionType
 def socket_path(name: bytes | None = None) -> Path:
     """The socket path the shared rule picks from this process's environment."""
 
-def prepare_heap() -> tuple[int, int]:
-    """Keep glibc's fast bins empty, move large resident anonymous memory onto
-    huge pages; (bytes moved, ms)."""
+def prepare_heap(collapse: bool) -> tuple[int, int]:
+    """Keep glibc's fast bins empty and, with ``collapse``, move the fully
+    resident 2 MiB stretches of large anonymous mappings onto huge pages;
+    (bytes moved, ms)."""
+
+def place_arenas() -> None:
+    """Put the arenas pymalloc makes from now on side by side, in ranges
+    reserved for them, so that ``prepare_heap`` can move them onto huge
+    pages. Once in a process."""
 
 def immortalize(objects: list[object]) -> int:
     """Make ``objects`` and everything they refer to immortal (Python 3.12

@@ -142,6 +142,14 @@ def _serve_parser() -> argparse.ArgumentParser:
         "a few pages of its own, so that runs copy fewer pages for the interpreter's writes into it)",
     )
     parser.add_argument(
+        "--no-huge-pages",
+        dest="huge_pages",
+        action="store_false",
+        help="leave the warm heap on 4 KiB pages (by default the server keeps the interpreter's arenas side by "
+        "side and moves the fully used 2 MiB stretches of its heap onto huge pages, so that a fork copies "
+        "fewer page-table entries)",
+    )
+    parser.add_argument(
         "--daemon",
         action="store_true",
         help="run in the background: return once the server is ready (or say why it is not), "
@@ -218,4 +226,5 @@ def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None)
         immortal=args.immortal,
         fill_pools=args.fill_pools,
         pack_code=args.pack_code,
+        huge_pages=args.huge_pages,
     )

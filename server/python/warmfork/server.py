@@ -72,6 +72,7 @@ def serve(
     immortal: bool = False,
     fill_pools: bool = True,
     pack_code: bool = True,
+    huge_pages: bool = True,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -103,7 +104,11 @@ def serve(
     server's. With ``pack_code``, the functions a run goes through in
     warmfork's own modules get copies of their code packed onto a few pages
     of their own before warm-up ends, so that the interpreter's writes into
-    their bytecode copy few pages in each run. ``socket`` defaults to
+    their bytecode copy few pages in each run. With ``huge_pages``,
+    pymalloc's arenas made from the start of ``serve`` on are kept side by
+    side, and the fully used 2 MiB stretches of the warm heap are moved
+    onto huge pages before serving, so that forking a big heap stays cheap.
+    ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
     """
@@ -160,7 +165,7 @@ def serve(
     wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous_wakeup = signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
     try:
-        _prepare(handler, preload, warmup, pack_code=pack_code)
+        _prepare(handler, preload, warmup, pack_code=pack_code, huge_pages=huge_pages)
         _log(f"serving on {path} (pid {os.getpid()})")
         if on_ready is not None:
             on_ready()
@@ -280,8 +285,12 @@ def _prepare(
     warmup: str | os.PathLike[str] | None,
     *,
     pack_code: bool = True,
+    huge_pages: bool = True,
 ) -> None:
     """Warm up, then make the interpreter ready to be forked."""
+    if huge_pages:
+        # Before the warm-up, which makes most of the arenas.
+        _native.place_arenas()
     with _staying_in_the_working_directory():
         _warm_up(preload, warmup)
     if handler is None:
@@ -307,9 +316,11 @@ def _prepare(
     # collector off them keeps their pages shared.
     gc.collect()
     gc.freeze()
-    moved, millis = _native.prepare_heap()
+    moved, millis = _native.prepare_heap(huge_pages)
     if moved:
         _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
+    elif not huge_pages:
+        _log("leaving the warm heap on small pages: told not to")
 
 
 def _immortalize() -> None:
