@@ -25,7 +25,7 @@ CLIENT = BIN / "warmfork"
 SERVER_STARTUP_TIMEOUT = 30.0
 
 
-def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until the server accepts connections on ``path`` (it binds before
     warming up and serves queued clients once warm, so a connect is enough)."""
     deadline = time.monotonic() + timeout
@@ -126,7 +126,7 @@ def start_server(
         )
     server = Server(socket=sock, process=process, log=log, env=env)
     try:
-        _wait_for_socket(sock, process, SERVER_STARTUP_TIMEOUT)
+        wait_for_socket(sock, process, SERVER_STARTUP_TIMEOUT)
     except BaseException:
         server.stop()
         raise

@@ -8,56 +8,83 @@
 //! `fork` copies one page-table entry for each resident 4 KiB page, and the
 //! worker's exit drops each again, about 70 ns a page here: for that server
 //! half of a run's CPU. [`place`] gives pymalloc an arena allocator that
-//! hands out the 1 MiB slots of ranges reserved for arenas alone, lowest
-//! free slot first, so that arenas lie next to each other and
-//! `hugepages::collapse` moves them onto huge pages before serving (256 MiB
-//! of that server's): one entry per 2 MiB.
+//! maps each arena at the lowest free 1 MiB slot of one region of address
+//! space, so that arenas lie next to each other and `hugepages::collapse`
+//! moves them onto huge pages before serving (256 MiB of that server's):
+//! one entry per 2 MiB.
 //!
-//! A range is address space only (`MAP_NORESERVE`), 64 MiB of it, and is
-//! kept off huge pages until the collapse picks its stretches, so that an
-//! arena a worker adds costs it 4 KiB pages as before. A freed arena's
-//! memory goes back to the system (`MADV_DONTNEED`) and its slot is reused.
+//! The region is only an address: nothing holds it reserved, since address
+//! space held would count against `ulimit -v` in every worker. An arena is
+//! mapped when pymalloc asks for it (`MAP_FIXED_NOREPLACE`, so a mapping
+//! made there meanwhile by anyone else is never replaced: that slot is
+//! skipped for good) and unmapped when pymalloc frees it, as CPython's own
+//! allocator does. Slots are mapped off huge pages (`MADV_NOHUGEPAGE`), so
+//! that an arena a worker adds costs it 4 KiB pages as before; the collapse
+//! lifts that for the stretches it moves, and puts it back.
+//!
 //! Arenas made before [`place`] (the 5 MiB of Python's start-up and
-//! warmfork's imports) stay where they are, and those that do not fit, in
-//! size or in number, or when no range can be reserved (`ulimit -v`), come
-//! from the allocator that was there before, which also frees them.
+//! warmfork's imports), arenas of another size, and arenas that cannot be
+//! mapped in the region come from the allocator that was there before,
+//! which also frees them. The slots are taken and given back with atomic
+//! operations, no lock, so that a fork from any thread leaves the child
+//! nothing to wait for; at worst the child sees a slot taken that a thread
+//! of its parent was mapping, and never uses it.
 
 use std::ffi::c_void;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pyo3::ffi;
 
 /// The size of a slot: pymalloc's arena size on 64-bit builds.
 const SLOT: usize = 1 << 20;
-/// A range holds 64 slots, one bit each of a word: 64 MiB of address
-/// space, the most that reserving costs beyond what the arenas use.
-const RANGE: usize = SLOT * 64;
-/// Ranges reserved at most: 64 GiB of arenas, then the previous allocator's.
-const MAX_RANGES: usize = 1024;
+/// Slots in a region at most: 64 GiB of arenas.
+const MAX_SLOTS: usize = 1 << 16;
+/// The smallest region worth having.
+const MIN_SLOTS: usize = 256;
+const WORDS: usize = MAX_SLOTS / 64;
 const HUGE_PAGE: usize = 2 << 20;
 
-/// The ranges reserved so far and which of their slots are in use.
-struct Ranges {
-    count: usize,
-    starts: [usize; MAX_RANGES],
-    used: [u64; MAX_RANGES],
+/// Slots of a region of address space, mapped on demand, lowest first.
+pub struct Region {
+    /// The first slot's address; 0 before [`Region::at`].
+    start: AtomicUsize,
+    /// How many slots the region has.
+    slots: AtomicUsize,
+    /// Slots taken: mapped here, being mapped, or found in use by another
+    /// mapping. A bit each.
+    taken: [AtomicU64; WORDS],
+    /// Slots mapped here: those `release` unmaps.
+    mapped: [AtomicU64; WORDS],
+    /// Set once the kernel has been seen to take `MAP_FIXED_NOREPLACE` for
+    /// a mere hint (before Linux 4.17): then no more slots are mapped.
+    no_fixed: AtomicBool,
 }
 
-static RANGES: Mutex<Ranges> = Mutex::new(Ranges::new());
+/// The region the installed allocator maps arenas in.
+static REGION: Region = Region::new();
 /// The arena allocator in place before; set once [`place`] has run.
 static PREVIOUS: OnceLock<Previous> = OnceLock::new();
 
 struct Previous(ffi::PyObjectArenaAllocator);
 
 // SAFETY: the allocator's `ctx` is only handed back to its own functions,
-// which CPython calls with the GIL held, from whichever thread holds it.
+// which CPython calls while holding the lock on the allocator it requires
+// (a GIL), from whichever thread holds it.
 unsafe impl Send for Previous {}
 // SAFETY: as for `Send`: the value is never changed once set.
 unsafe impl Sync for Previous {}
 
-/// Puts pymalloc's arenas made from now on in reserved ranges (see the
-/// module's documentation). Does nothing the second time.
+/// Puts the arenas pymalloc makes from now on side by side (see the
+/// module's documentation). Does nothing the second time, nor where no
+/// region can be found.
 pub fn place() {
+    if PREVIOUS.get().is_some() {
+        return;
+    }
+    let Some((start, slots)) = find_region() else {
+        return;
+    };
     let mut previous = ffi::PyObjectArenaAllocator {
         ctx: std::ptr::null_mut(),
         alloc: None,
@@ -70,6 +97,7 @@ pub fn place() {
     if PREVIOUS.set(Previous(previous)).is_err() {
         return;
     }
+    REGION.at(start, slots);
     let mut ours = ffi::PyObjectArenaAllocator {
         ctx: std::ptr::null_mut(),
         alloc: Some(alloc),
@@ -79,87 +107,177 @@ pub fn place() {
     unsafe { ffi::PyObject_SetArenaAllocator(&mut ours) };
 }
 
-fn ranges() -> MutexGuard<'static, Ranges> {
-    RANGES.lock().unwrap_or_else(PoisonError::into_inner)
+/// Whether `address` lies in the arenas' region (for the collapse, which
+/// keeps the region off huge pages but for the stretches it moves).
+pub fn in_region(address: usize) -> bool {
+    REGION.slot_of(address).is_some()
 }
 
-impl Ranges {
-    const fn new() -> Self {
-        Ranges {
-            count: 0,
-            starts: [0; MAX_RANGES],
-            used: [0; MAX_RANGES],
+/// A free stretch of address space for the arenas, aligned to a huge page:
+/// the largest of 64 GiB, 32 GiB, ... 256 MiB that `mmap` finds room for
+/// (under `ulimit -v` only a small one may fit), given back at once. The
+/// kernel places later mappings from the top of the free space downwards,
+/// so they reach the region's top end first, where arenas, taken from the
+/// bottom up, go last.
+fn find_region() -> Option<(usize, usize)> {
+    let mut slots = MAX_SLOTS;
+    while slots >= MIN_SLOTS {
+        let length = slots * SLOT + HUGE_PAGE;
+        // SAFETY: a new mapping that nothing refers to, unmapped at once.
+        let probe = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                length,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if probe != libc::MAP_FAILED {
+            // SAFETY: the probe just made.
+            unsafe { libc::munmap(probe, length) };
+            return Some(((probe as usize).next_multiple_of(HUGE_PAGE), slots));
+        }
+        slots /= 2;
+    }
+    None
+}
+
+/// How mapping a slot failed.
+enum Unmappable {
+    /// Something else is mapped there: skip the slot.
+    Occupied,
+    /// No mapping can be made (no memory, `ulimit -v`): give up for now.
+    Refused,
+}
+
+impl Region {
+    pub const fn new() -> Self {
+        Region {
+            start: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
+            taken: [const { AtomicU64::new(0) }; WORDS],
+            mapped: [const { AtomicU64::new(0) }; WORDS],
+            no_fixed: AtomicBool::new(false),
         }
     }
 
-    /// The lowest free slot, now taken; in a new range if all are full.
-    fn take(&mut self) -> Option<usize> {
-        let index = match self.used[..self.count]
-            .iter()
-            .position(|bits| *bits != u64::MAX)
-        {
-            Some(index) => index,
-            None if self.count < MAX_RANGES => {
-                self.starts[self.count] = reserve()?;
-                self.count += 1;
-                self.count - 1
-            }
-            None => return None,
-        };
-        let bit = self.used[index].trailing_ones() as usize;
-        self.used[index] |= 1 << bit;
-        Some(self.starts[index] + bit * SLOT)
+    /// Sets where the region lies: `slots` slots from `start`.
+    fn at(&self, start: usize, slots: usize) {
+        self.slots.store(slots.min(MAX_SLOTS), Ordering::Relaxed);
+        self.start.store(start, Ordering::Release);
     }
 
-    /// Frees the slot at `address`, its memory going back to the system;
-    /// false if no range holds it.
-    fn release(&mut self, address: usize) -> bool {
-        let count = self.count;
-        let Some(index) = (0..count).find(|&i| address.wrapping_sub(self.starts[i]) < RANGE) else {
+    /// The slot at `address`, if it is a slot's start in the region.
+    fn slot_of(&self, address: usize) -> Option<usize> {
+        let start = self.start.load(Ordering::Acquire);
+        let offset = address.wrapping_sub(start);
+        let slot = offset / SLOT;
+        (start != 0 && offset % SLOT == 0 && slot < self.slots.load(Ordering::Relaxed))
+            .then_some(slot)
+    }
+
+    /// The address of a newly mapped slot, the lowest free one; `None` if
+    /// none is left or none can be mapped.
+    fn take(&self) -> Option<usize> {
+        let start = self.start.load(Ordering::Acquire);
+        if start == 0 || self.no_fixed.load(Ordering::Relaxed) {
+            return None;
+        }
+        loop {
+            let slot = self.claim()?;
+            let address = start + slot * SLOT;
+            match map_at(address) {
+                Ok(()) => {
+                    self.mapped[slot / 64].fetch_or(bit(slot), Ordering::Release);
+                    return Some(address);
+                }
+                // Left taken: someone else's mapping is there.
+                Err(Unmappable::Occupied) => {}
+                Err(Unmappable::Refused) => {
+                    self.taken[slot / 64].fetch_and(!bit(slot), Ordering::Release);
+                    return None;
+                }
+            }
+            if self.no_fixed.load(Ordering::Relaxed) {
+                return None;
+            }
+        }
+    }
+
+    /// Marks the lowest slot not taken as taken, and returns it.
+    fn claim(&self) -> Option<usize> {
+        let slots = self.slots.load(Ordering::Relaxed);
+        for (index, word) in self.taken[..slots.div_ceil(64)].iter().enumerate() {
+            let mut bits = word.load(Ordering::Relaxed);
+            while bits != u64::MAX {
+                let slot = index * 64 + bits.trailing_ones() as usize;
+                if slot >= slots {
+                    return None;
+                }
+                let before = word.fetch_or(bit(slot), Ordering::AcqRel);
+                if before & bit(slot) == 0 {
+                    return Some(slot);
+                }
+                bits = before;
+            }
+        }
+        None
+    }
+
+    /// Unmaps the slot at `address` and frees it; false if it is not a
+    /// slot this region mapped.
+    fn release(&self, address: usize) -> bool {
+        let Some(slot) = self.slot_of(address) else {
             return false;
         };
-        // SAFETY: the slot's memory, which pymalloc no longer uses; it
-        // reads as zeros again, as a new mapping's would.
-        unsafe { libc::madvise(address as *mut c_void, SLOT, libc::MADV_DONTNEED) };
-        self.used[index] &= !(1 << ((address - self.starts[index]) / SLOT));
+        if self.mapped[slot / 64].fetch_and(!bit(slot), Ordering::AcqRel) & bit(slot) == 0 {
+            return false;
+        }
+        // SAFETY: a slot this region mapped, whose arena pymalloc has freed.
+        unsafe { libc::munmap(address as *mut c_void, SLOT) };
+        self.taken[slot / 64].fetch_and(!bit(slot), Ordering::Release);
         true
     }
 }
 
-/// A new range, aligned to a huge page and kept off huge pages for now.
-fn reserve() -> Option<usize> {
-    let length = RANGE + HUGE_PAGE;
-    // SAFETY: a new private anonymous mapping; nothing else refers to it.
-    let start = unsafe {
+fn bit(slot: usize) -> u64 {
+    1 << (slot % 64)
+}
+
+/// Maps a slot at `address`, off huge pages.
+fn map_at(address: usize) -> Result<(), Unmappable> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: it maps at
+    // `address` only if nothing is mapped there.
+    let got = unsafe {
         libc::mmap(
-            std::ptr::null_mut(),
-            length,
+            address as *mut c_void,
+            SLOT,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
         )
     };
-    if start == libc::MAP_FAILED {
-        return None;
+    if got == libc::MAP_FAILED {
+        return Err(match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EEXIST) => Unmappable::Occupied,
+            _ => Unmappable::Refused,
+        });
     }
-    let start = start as usize;
-    let aligned = start.next_multiple_of(HUGE_PAGE);
-    let tail = aligned + RANGE;
-    // SAFETY: the unaligned head and the tail beyond the range are parts of
-    // the mapping just made, unused.
-    unsafe {
-        if aligned > start {
-            libc::munmap(start as *mut c_void, aligned - start);
-        }
-        if start + length > tail {
-            libc::munmap(tail as *mut c_void, start + length - tail);
-        }
-        // Advice only: without it a kernel that puts all memory on huge
-        // pages would give each arena a worker adds a 2 MiB page to clear.
-        libc::madvise(aligned as *mut c_void, RANGE, libc::MADV_NOHUGEPAGE);
+    if got as usize != address {
+        // A kernel before 4.17 took the address for a hint.
+        // SAFETY: the mapping just made, elsewhere.
+        unsafe { libc::munmap(got, SLOT) };
+        REGION.no_fixed.store(true, Ordering::Relaxed);
+        return Err(Unmappable::Occupied);
     }
-    Some(aligned)
+    // SAFETY: advice about the mapping just made. Without it a kernel that
+    // puts all memory on huge pages would give a worker's new arena a
+    // 2 MiB page to clear.
+    unsafe { libc::madvise(got, SLOT, libc::MADV_NOHUGEPAGE) };
+    Ok(())
 }
 
 fn previous() -> ffi::PyObjectArenaAllocator {
@@ -167,8 +285,8 @@ fn previous() -> ffi::PyObjectArenaAllocator {
 }
 
 extern "C" fn alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    if size <= SLOT {
-        if let Some(address) = ranges().take() {
+    if size == SLOT {
+        if let Some(address) = REGION.take() {
             return address as *mut c_void;
         }
     }
@@ -177,7 +295,7 @@ extern "C" fn alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
 }
 
 extern "C" fn free(_ctx: *mut c_void, ptr: *mut c_void, size: usize) {
-    if ranges().release(ptr as usize) {
+    if REGION.release(ptr as usize) {
         return;
     }
     let previous = previous();
@@ -188,63 +306,86 @@ extern "C" fn free(_ctx: *mut c_void, ptr: *mut c_void, size: usize) {
 mod tests {
     use super::*;
 
-    fn unmap_all(ranges: &Ranges) {
-        for &start in &ranges.starts[..ranges.count] {
-            // SAFETY: a range this test reserved, no longer used.
-            unsafe { libc::munmap(start as *mut c_void, RANGE) };
+    /// A region of its own for a test, found as the allocator's is.
+    fn region() -> Box<Region> {
+        let region = Box::new(Region::new());
+        let (start, _) = find_region().expect("address space for a region");
+        region.at(start, 128);
+        region
+    }
+
+    fn unmap_all(region: &Region) {
+        for slot in 0..region.slots.load(Ordering::Relaxed) {
+            region.release(region.start.load(Ordering::Relaxed) + slot * SLOT);
         }
     }
 
     #[test]
-    fn slots_are_taken_lowest_first_and_side_by_side() {
+    fn slots_are_mapped_lowest_first_and_side_by_side() {
         let _layout = crate::memory_layout_lock();
-        let mut ranges = Box::new(Ranges::new());
-        let first = ranges.take().expect("a range can be reserved");
-        assert_eq!(first % HUGE_PAGE, 0, "a range starts on a huge page");
-        let taken: Vec<usize> = (1..64).map(|_| ranges.take().unwrap()).collect();
-        assert_eq!(taken, (1..64).map(|i| first + i * SLOT).collect::<Vec<_>>());
-        assert_eq!(ranges.count, 1);
+        let region = region();
+        let first = region.take().expect("a slot can be mapped");
+        assert_eq!(first % HUGE_PAGE, 0, "the region starts on a huge page");
+        let next: Vec<usize> = (1..70).map(|_| region.take().unwrap()).collect();
+        assert_eq!(next, (1..70).map(|i| first + i * SLOT).collect::<Vec<_>>());
 
-        let second = ranges.take().unwrap();
+        assert!(region.release(first + 65 * SLOT));
+        assert!(region.release(first + 3 * SLOT));
         assert_eq!(
-            ranges.count, 2,
-            "a full range makes the next one be reserved"
-        );
-        assert_eq!(second % HUGE_PAGE, 0);
-        assert!(second.abs_diff(first) >= RANGE, "ranges do not overlap");
-
-        assert!(ranges.release(first + 5 * SLOT));
-        assert!(ranges.release(first + 3 * SLOT));
-        assert_eq!(
-            ranges.take(),
+            region.take(),
             Some(first + 3 * SLOT),
             "the lowest free slot first"
         );
-        assert_eq!(ranges.take(), Some(first + 5 * SLOT));
-        assert_eq!(ranges.take(), Some(second + SLOT));
-        unmap_all(&ranges);
+        assert_eq!(region.take(), Some(first + 65 * SLOT));
+        assert_eq!(region.take(), Some(first + 70 * SLOT));
+        unmap_all(&region);
     }
 
     #[test]
-    fn a_released_slot_reads_as_zeros_and_foreign_addresses_are_not_released() {
+    fn a_released_slot_is_unmapped_and_comes_back_zeroed() {
         let _layout = crate::memory_layout_lock();
-        let mut ranges = Box::new(Ranges::new());
-        let slot = ranges.take().unwrap() as *mut u8;
+        let region = region();
+        let slot = region.take().unwrap();
         // SAFETY: the slot is this test's, 1 MiB of writable memory.
-        unsafe {
-            slot.write_bytes(0xa5, SLOT);
-            assert!(ranges.release(slot as usize));
-            assert_eq!(ranges.take(), Some(slot as usize));
-            let memory = std::slice::from_raw_parts(slot, SLOT);
-            assert!(
-                memory.iter().all(|&byte| byte == 0),
-                "a reused slot starts zeroed"
-            );
-        }
+        unsafe { (slot as *mut u8).write_bytes(0xa5, SLOT) };
+        assert!(region.release(slot));
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let mapped = maps
+            .lines()
+            .any(|line| line.starts_with(&format!("{slot:x}-")));
+        assert!(!mapped, "a released slot is unmapped");
+        assert_eq!(region.take(), Some(slot));
+        // SAFETY: mapped again, 1 MiB.
+        let memory = unsafe { std::slice::from_raw_parts(slot as *const u8, SLOT) };
+        assert!(memory.iter().all(|&byte| byte == 0));
+        unmap_all(&region);
+    }
+
+    #[test]
+    fn slots_someone_else_mapped_are_skipped_and_never_released() {
+        let _layout = crate::memory_layout_lock();
+        let region = region();
+        let start = region.start.load(Ordering::Relaxed);
+        // A mapping of the test's own, made behind the region's back.
+        assert!(map_at(start).is_ok());
+        assert_eq!(
+            region.take(),
+            Some(start + SLOT),
+            "the occupied slot is skipped"
+        );
+        assert!(
+            !region.release(start),
+            "someone else's mapping is not the region's to unmap"
+        );
+        assert!(
+            !region.release(start + SLOT + 4096),
+            "nor is an address inside a slot"
+        );
         let elsewhere = Box::new(0u64);
-        assert!(!ranges.release(&*elsewhere as *const u64 as usize));
-        assert!(!ranges.release(ranges.starts[0] + RANGE));
-        assert_eq!(ranges.used[0], 1, "nothing else was freed");
-        unmap_all(&ranges);
+        assert!(!region.release(&raw const *elsewhere as usize));
+        assert_eq!(region.take(), Some(start + 2 * SLOT));
+        unmap_all(&region);
+        // SAFETY: this test's mapping, still there.
+        assert_eq!(unsafe { libc::munmap(start as *mut c_void, SLOT) }, 0);
     }
 }

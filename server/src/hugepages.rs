@@ -15,6 +15,7 @@
 
 use std::time::Instant;
 
+use crate::arenas;
 use crate::maps::Mapping;
 
 const HUGE_PAGE: usize = 2 << 20;
@@ -48,6 +49,12 @@ pub fn collapse() -> Collapsed {
             if fully_resident(at) && advise(at, libc::MADV_HUGEPAGE) && advise(at, MADV_COLLAPSE) {
                 bytes += HUGE_PAGE;
             }
+            if arenas::in_region(at) {
+                // Back off huge pages, as the rest of the arenas' region:
+                // the huge page stays, and khugepaged leaves the stretch
+                // alone once arenas in it are freed and made again.
+                advise(at, libc::MADV_NOHUGEPAGE);
+            }
             at += HUGE_PAGE;
         }
     }
@@ -61,11 +68,13 @@ pub fn collapse() -> Collapsed {
 const MADV_COLLAPSE: libc::c_int = 25;
 
 /// The address range of a private, writable, anonymous mapping of at least
-/// [`MIN_MAPPING`] bytes, from one line of `/proc/self/maps`.
+/// [`MIN_MAPPING`] bytes, or of arenas (which may be fewer), from one line
+/// of `/proc/self/maps`.
 fn anonymous_writable(line: &str) -> Option<(usize, usize)> {
     let m = Mapping::parse(line)?;
     let anonymous = m.inode == "0" && (m.name.is_empty() || m.name == "[heap]");
-    (m.perms == "rw-p" && anonymous && m.to - m.from >= MIN_MAPPING).then_some((m.from, m.to))
+    let large = m.to - m.from >= MIN_MAPPING || arenas::in_region(m.from);
+    (m.perms == "rw-p" && anonymous && large).then_some((m.from, m.to))
 }
 
 fn fully_resident(at: usize) -> bool {

@@ -82,23 +82,15 @@ fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
 }
 
 /// Makes the warm heap cheap to share with workers: empties glibc's fast
-/// bins and keeps them off (see `fastbins.rs`), then, with `collapse`,
-/// moves the fully resident parts of large anonymous mappings onto huge
-/// pages so that forks stay cheap (see `hugepages.rs`). Returns the bytes
-/// moved onto huge pages and the milliseconds that took.
+/// bins and keeps them off (see `fastbins.rs`).
 #[pyfunction]
-fn prepare_heap(py: Python<'_>, collapse: bool) -> (usize, u128) {
+fn prepare_heap() {
     fastbins::stop();
-    if !collapse {
-        return (0, 0);
-    }
-    let done = py.detach(hugepages::collapse);
-    (done.bytes, done.millis)
 }
 
-/// Puts the arenas pymalloc makes from now on side by side in ranges of
-/// their own, so that [`prepare_heap`] can move them onto huge pages (see
-/// `arenas.rs`).
+/// Puts the arenas pymalloc makes from now on side by side, in a region of
+/// address space of their own, so that [`serve`] can move them onto huge
+/// pages (see `arenas.rs`).
 #[pyfunction]
 fn place_arenas() {
     arenas::place();
@@ -174,8 +166,12 @@ impl Listener {
 /// Workers close `inherited_fds`, the descriptors the server process was
 /// started with, before the program runs. `changed` is a watched file that
 /// changed while the server warmed up: the server replaces itself at once.
+/// `fill_pools` takes the free blocks of pymalloc's half-used pools (see
+/// `pools.rs`), then `huge_pages` moves the fully resident stretches of the
+/// heap onto huge pages (see `hugepages.rs`), last, once nothing more is
+/// written to make them resident.
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None, fill_pools = false))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None, fill_pools = false, huge_pages = false))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -194,6 +190,7 @@ fn serve(
     inherited_fds: Vec<i32>,
     changed: Option<PathBuf>,
     fill_pools: bool,
+    huge_pages: bool,
 ) -> PyResult<()> {
     // SAFETY: Python hands the descriptor over, whatever happens next.
     let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -263,6 +260,18 @@ fn serve(
                 "filled the allocator's half-used pools only in part ({blocks} blocks, {kib} KiB): {why}"
             )),
         }
+    }
+    if huge_pages {
+        let done = py.detach(hugepages::collapse);
+        if done.bytes > 0 {
+            log::info(&format!(
+                "moved {} MiB of the warm heap onto huge pages in {} ms, to keep forks fast",
+                done.bytes >> 20,
+                done.millis
+            ));
+        }
+    } else {
+        log::info("leaving the warm heap on small pages: told not to");
     }
     server::serve(
         py,

@@ -8,14 +8,12 @@ from types import CodeType, FunctionType
 def socket_path(name: bytes | None = None) -> Path:
     """The socket path the shared rule picks from this process's environment."""
 
-def prepare_heap(collapse: bool) -> tuple[int, int]:
-    """Keep glibc's fast bins empty and, with ``collapse``, move the fully
-    resident 2 MiB stretches of large anonymous mappings onto huge pages;
-    (bytes moved, ms)."""
+def prepare_heap() -> None:
+    """Keep glibc's fast bins empty."""
 
 def place_arenas() -> None:
-    """Put the arenas pymalloc makes from now on side by side, in ranges
-    reserved for them, so that ``prepare_heap`` can move them onto huge
+    """Put the arenas pymalloc makes from now on side by side, in a region of
+    address space of their own, so that ``serve`` can move them onto huge
     pages. Once in a process."""
 
 def immortalize(objects: list[object]) -> int:
@@ -112,7 +110,9 @@ def serve(
     inherited_fds: list[int] = ...,
     changed: str | None = None,
     fill_pools: bool = False,
+    huge_pages: bool = False,
 ) -> None:
     """Serve until a signal handler raises; with ``fill_pools``, first fill
     pymalloc's half-used pools (only where it is the object allocator,
-    without debug hooks)."""
+    without debug hooks), then, with ``huge_pages``, move the fully resident
+    2 MiB stretches of large anonymous mappings onto huge pages."""

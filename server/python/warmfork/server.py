@@ -202,6 +202,7 @@ def serve(
             ready_fd=report_on,
             inherited_fds=still_inherited,
             fill_pools=unfillable is None,
+            huge_pages=bool(huge_pages),
         )
     except _Stopped as stop:
         _log(f"stopped by {stop.args[0]}")
@@ -316,11 +317,7 @@ def _prepare(
     # collector off them keeps their pages shared.
     gc.collect()
     gc.freeze()
-    moved, millis = _native.prepare_heap(huge_pages)
-    if moved:
-        _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
-    elif not huge_pages:
-        _log("leaving the warm heap on small pages: told not to")
+    _native.prepare_heap()
 
 
 def _immortalize() -> None:
