@@ -95,6 +95,19 @@ def _in_arena_slot(pid: int, address: int) -> bool:
     return False
 
 
+def _huge_mappings_flags(pid: int) -> list[list[str]]:
+    """The VmFlags of each of the server's mappings that hold huge pages."""
+    flagged, huge = [], 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if line.startswith("AnonHugePages:"):
+            huge = int(line.split()[1])
+        elif line.startswith("VmFlags:"):
+            if huge:
+                flagged.append(line.split()[1:])
+            huge = 0
+    return flagged
+
+
 def _rollup(pid: int) -> dict[str, int]:
     """The server's memory totals, in KiB."""
     fields = {}
@@ -118,9 +131,13 @@ def test_a_heap_of_python_objects_goes_onto_huge_pages(tmp_path: Path) -> None:
         memory = _rollup(server.process.pid)
         where = server.run("-c", "from heap import OBJECTS; print(id(OBJECTS[-1]))")
         placed = _in_arena_slot(server.process.pid, int(where.stdout))
+        huge = _huge_mappings_flags(server.process.pid)
     finally:
         server.stop()
     assert (done.returncode, done.stdout, done.stderr) == (0, b"800000 799999\n", b"")
+    # Moved, then off huge pages again, as arenas are mapped: the kernel
+    # keeps the huge pages, and gives a worker's new arena small ones.
+    assert huge and all("nh" in flags for flags in huge), huge
     log = server.log.read_text()
     moved = re.search(r"moved (\d+) MiB of the warm heap onto huge pages", log)
     assert moved and int(moved.group(1)) >= 64, log
@@ -128,6 +145,21 @@ def test_a_heap_of_python_objects_goes_onto_huge_pages(tmp_path: Path) -> None:
     # whole 2 MiB stretches; with them, nearly all of it.
     assert memory["AnonHugePages"] >= 0.75 * memory["Anonymous"], memory
     assert placed, "the warm-up's objects are in the arenas' slots"
+
+
+@needs_huge_pages
+def test_a_few_mib_of_arenas_go_onto_huge_pages_too(tmp_path: Path) -> None:
+    # Fewer than the 8 MiB below which other mappings are not looked at.
+    (tmp_path / "heap.py").write_text("OBJECTS = [(i, str(i)) for i in range(40_000)]\n")
+    server = start_server(tmp_path, "--preload", "heap", "--pool", "0", name="few")
+    try:
+        done = server.run("-c", "pass")
+    finally:
+        server.stop()
+    assert done.returncode == 0
+    log = server.log.read_text()
+    moved = re.search(r"moved (\d+) MiB of the warm heap onto huge pages", log)
+    assert moved and int(moved.group(1)) >= 2, log
 
 
 def test_no_huge_pages_leaves_the_heap_on_small_pages(tmp_path: Path) -> None:

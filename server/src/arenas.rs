@@ -14,7 +14,10 @@
 //! one entry per 2 MiB.
 //!
 //! The region is only an address: nothing holds it reserved, since address
-//! space held would count against `ulimit -v` in every worker. An arena is
+//! space held would count against `ulimit -v` in every worker. It lies in
+//! the middle of the largest gap between the process's mappings (on x86-64,
+//! tens of TiB between the C library's heap and the libraries), far from
+//! both ends, where the heap grows up and `mmap` places mappings down. An arena is
 //! mapped when pymalloc asks for it (`MAP_FIXED_NOREPLACE`, so a mapping
 //! made there meanwhile by anyone else is never replaced: that slot is
 //! skipped for good) and unmapped when pymalloc frees it, as CPython's own
@@ -35,6 +38,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pyo3::ffi;
+
+use crate::maps::Mapping;
 
 /// The size of a slot: pymalloc's arena size on 64-bit builds.
 const SLOT: usize = 1 << 20;
@@ -68,9 +73,9 @@ static PREVIOUS: OnceLock<Previous> = OnceLock::new();
 
 struct Previous(ffi::PyObjectArenaAllocator);
 
-// SAFETY: the allocator's `ctx` is only handed back to its own functions,
-// which CPython calls while holding the lock on the allocator it requires
-// (a GIL), from whichever thread holds it.
+// SAFETY: the allocator's `ctx` is only handed back to its own functions;
+// CPython's own (a null `ctx`, `mmap` and `munmap`) may be called from any
+// thread, as interpreters with GILs of their own do.
 unsafe impl Send for Previous {}
 // SAFETY: as for `Send`: the value is never changed once set.
 unsafe impl Sync for Previous {}
@@ -107,41 +112,43 @@ pub fn place() {
     unsafe { ffi::PyObject_SetArenaAllocator(&mut ours) };
 }
 
-/// Whether `address` lies in the arenas' region (for the collapse, which
-/// keeps the region off huge pages but for the stretches it moves).
-pub fn in_region(address: usize) -> bool {
-    REGION.slot_of(address).is_some()
+/// Whether the 1 MiB at `address` is an arena slot the region mapped (for
+/// the collapse, which gives the arenas' stretches their advice back).
+pub fn is_arena(address: usize) -> bool {
+    REGION.is_mapped(address)
 }
 
-/// A free stretch of address space for the arenas, aligned to a huge page:
-/// the largest of 64 GiB, 32 GiB, ... 256 MiB that `mmap` finds room for
-/// (under `ulimit -v` only a small one may fit), given back at once. The
-/// kernel places later mappings from the top of the free space downwards,
-/// so they reach the region's top end first, where arenas, taken from the
-/// bottom up, go last.
+/// The highest address a mapping made without a hint can have: 47 bits,
+/// the user address space of 4-level page tables.
+const HIGHEST: usize = 1 << 47;
+
+/// The region for the arenas: up to [`MAX_SLOTS`] slots, a quarter of the
+/// largest gap between this process's mappings at most, centred in it and
+/// aligned to a huge page; `None` if no gap is large enough.
 fn find_region() -> Option<(usize, usize)> {
-    let mut slots = MAX_SLOTS;
-    while slots >= MIN_SLOTS {
-        let length = slots * SLOT + HUGE_PAGE;
-        // SAFETY: a new mapping that nothing refers to, unmapped at once.
-        let probe = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                length,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if probe != libc::MAP_FAILED {
-            // SAFETY: the probe just made.
-            unsafe { libc::munmap(probe, length) };
-            return Some(((probe as usize).next_multiple_of(HUGE_PAGE), slots));
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let mut ends = maps
+        .lines()
+        .filter_map(Mapping::parse)
+        .map(|m| (m.from, m.to));
+    let mut previous_end = ends.next()?.1;
+    let mut largest = (0, 0);
+    for (from, to) in ends {
+        let to_within = from.min(HIGHEST);
+        if to_within > previous_end && to_within - previous_end > largest.1 - largest.0 {
+            largest = (previous_end, to_within);
         }
-        slots /= 2;
+        previous_end = previous_end.max(to);
     }
-    None
+    let slots = ((largest.1 - largest.0) / 4 / SLOT).min(MAX_SLOTS);
+    if slots < MIN_SLOTS {
+        return None;
+    }
+    let middle = largest.0 + (largest.1 - largest.0) / 2;
+    Some((
+        (middle - slots * SLOT / 2).next_multiple_of(HUGE_PAGE),
+        slots,
+    ))
 }
 
 /// How mapping a slot failed.
@@ -150,6 +157,8 @@ enum Unmappable {
     Occupied,
     /// No mapping can be made (no memory, `ulimit -v`): give up for now.
     Refused,
+    /// The kernel (before 4.17) took the address for a mere hint.
+    Unplaceable,
 }
 
 impl Region {
@@ -167,6 +176,12 @@ impl Region {
     fn at(&self, start: usize, slots: usize) {
         self.slots.store(slots.min(MAX_SLOTS), Ordering::Relaxed);
         self.start.store(start, Ordering::Release);
+    }
+
+    /// Whether the slot at `address` is one the region mapped.
+    fn is_mapped(&self, address: usize) -> bool {
+        self.slot_of(address)
+            .is_some_and(|slot| self.mapped[slot / 64].load(Ordering::Acquire) & bit(slot) != 0)
     }
 
     /// The slot at `address`, if it is a slot's start in the region.
@@ -195,13 +210,13 @@ impl Region {
                 }
                 // Left taken: someone else's mapping is there.
                 Err(Unmappable::Occupied) => {}
-                Err(Unmappable::Refused) => {
+                Err(failure) => {
+                    if let Unmappable::Unplaceable = failure {
+                        self.no_fixed.store(true, Ordering::Relaxed);
+                    }
                     self.taken[slot / 64].fetch_and(!bit(slot), Ordering::Release);
                     return None;
                 }
-            }
-            if self.no_fixed.load(Ordering::Relaxed) {
-                return None;
             }
         }
     }
@@ -267,11 +282,9 @@ fn map_at(address: usize) -> Result<(), Unmappable> {
         });
     }
     if got as usize != address {
-        // A kernel before 4.17 took the address for a hint.
         // SAFETY: the mapping just made, elsewhere.
         unsafe { libc::munmap(got, SLOT) };
-        REGION.no_fixed.store(true, Ordering::Relaxed);
-        return Err(Unmappable::Occupied);
+        return Err(Unmappable::Unplaceable);
     }
     // SAFETY: advice about the mapping just made. Without it a kernel that
     // puts all memory on huge pages would give a worker's new arena a

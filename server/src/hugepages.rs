@@ -49,10 +49,10 @@ pub fn collapse() -> Collapsed {
             if fully_resident(at) && advise(at, libc::MADV_HUGEPAGE) && advise(at, MADV_COLLAPSE) {
                 bytes += HUGE_PAGE;
             }
-            if arenas::in_region(at) {
-                // Back off huge pages, as the rest of the arenas' region:
-                // the huge page stays, and khugepaged leaves the stretch
-                // alone once arenas in it are freed and made again.
+            if arenas::is_arena(at) && arenas::is_arena(at + HUGE_PAGE / 2) {
+                // Back off huge pages, as the other arenas: the huge page
+                // stays, and khugepaged leaves the stretch alone once arenas
+                // in it are freed and made again.
                 advise(at, libc::MADV_NOHUGEPAGE);
             }
             at += HUGE_PAGE;
@@ -73,7 +73,7 @@ const MADV_COLLAPSE: libc::c_int = 25;
 fn anonymous_writable(line: &str) -> Option<(usize, usize)> {
     let m = Mapping::parse(line)?;
     let anonymous = m.inode == "0" && (m.name.is_empty() || m.name == "[heap]");
-    let large = m.to - m.from >= MIN_MAPPING || arenas::in_region(m.from);
+    let large = m.to - m.from >= MIN_MAPPING || arenas::is_arena(m.from);
     (m.perms == "rw-p" && anonymous && large).then_some((m.from, m.to))
 }
 
