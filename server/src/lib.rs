@@ -82,10 +82,18 @@ fn socket_path(name: Option<&[u8]>) -> PyResult<PathBuf> {
 }
 
 /// Makes the warm heap cheap to share with workers: empties glibc's fast
-/// bins and keeps them off (see `fastbins.rs`).
+/// bins and keeps them off (see `fastbins.rs`), then, with `collapse`,
+/// moves the fully resident parts of large anonymous mappings onto huge
+/// pages so that forks stay cheap (see `hugepages.rs`). Returns the bytes
+/// moved onto huge pages and the milliseconds that took.
 #[pyfunction]
-fn prepare_heap() {
+fn prepare_heap(py: Python<'_>, collapse: bool) -> (usize, u128) {
     fastbins::stop();
+    if !collapse {
+        return (0, 0);
+    }
+    let done = py.detach(hugepages::collapse);
+    (done.bytes, done.millis)
 }
 
 /// Puts the arenas pymalloc makes from now on side by side, in a region of
@@ -167,9 +175,9 @@ impl Listener {
 /// started with, before the program runs. `changed` is a watched file that
 /// changed while the server warmed up: the server replaces itself at once.
 /// `fill_pools` takes the free blocks of pymalloc's half-used pools (see
-/// `pools.rs`), then `huge_pages` moves the fully resident stretches of the
-/// heap onto huge pages (see `hugepages.rs`), last, once nothing more is
-/// written to make them resident.
+/// `pools.rs`), then `huge_pages` moves the stretches of the heap that are
+/// fully resident only since [`prepare_heap`] moved the others onto huge
+/// pages (see `hugepages.rs`).
 #[pyfunction]
 #[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None, fill_pools = false, huge_pages = false))]
 #[allow(clippy::too_many_arguments)]
@@ -265,13 +273,11 @@ fn serve(
         let done = py.detach(hugepages::collapse);
         if done.bytes > 0 {
             log::info(&format!(
-                "moved {} MiB of the warm heap onto huge pages in {} ms, to keep forks fast",
+                "moved {} MiB more of the warm heap onto huge pages, resident since, in {} ms",
                 done.bytes >> 20,
                 done.millis
             ));
         }
-    } else {
-        log::info("leaving the warm heap on small pages: told not to");
     }
     server::serve(
         py,

@@ -584,7 +584,7 @@ fn for_each_run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::fs::File;
     use std::os::unix::fs::FileExt;
     use std::time::Duration;
@@ -776,10 +776,10 @@ mod tests {
 
     /// The page numbers of a fresh anonymous region of `pages` pages, none
     /// of them in memory yet; unmapped when dropped.
-    pub(super) struct Region(&'static mut [u8]);
+    pub(crate) struct Region(&'static mut [u8]);
 
     impl Region {
-        pub(super) fn new(pages: usize) -> Region {
+        pub(crate) fn new(pages: usize) -> Region {
             let len = pages * rustix::param::page_size();
             // SAFETY: a fresh private anonymous mapping.
             let at = unsafe {
@@ -797,11 +797,11 @@ mod tests {
             Region(unsafe { std::slice::from_raw_parts_mut(at.cast(), len) })
         }
 
-        pub(super) fn page(&self, n: usize) -> usize {
+        pub(crate) fn page(&self, n: usize) -> usize {
             self.0.as_ptr() as usize / rustix::param::page_size() + n
         }
 
-        pub(super) fn write(&mut self, n: usize) {
+        pub(crate) fn write(&mut self, n: usize) {
             let at = n * rustix::param::page_size();
             // SAFETY: inside the region; volatile so the write happens.
             unsafe { std::ptr::write_volatile(&mut self.0[at], 1) };

@@ -8,8 +8,10 @@ from types import CodeType, FunctionType
 def socket_path(name: bytes | None = None) -> Path:
     """The socket path the shared rule picks from this process's environment."""
 
-def prepare_heap() -> None:
-    """Keep glibc's fast bins empty."""
+def prepare_heap(collapse: bool) -> tuple[int, int]:
+    """Keep glibc's fast bins empty and, with ``collapse``, move the fully
+    resident 2 MiB stretches of large anonymous mappings and of the arenas
+    onto huge pages; (bytes moved, ms)."""
 
 def place_arenas() -> None:
     """Put the arenas pymalloc makes from now on side by side, in a region of
@@ -114,5 +116,5 @@ def serve(
 ) -> None:
     """Serve until a signal handler raises; with ``fill_pools``, first fill
     pymalloc's half-used pools (only where it is the object allocator,
-    without debug hooks), then, with ``huge_pages``, move the fully resident
-    2 MiB stretches of large anonymous mappings onto huge pages."""
+    without debug hooks), then, with ``huge_pages``, move onto huge pages
+    the 2 MiB stretches that became fully resident since ``prepare_heap``."""

@@ -317,7 +317,11 @@ def _prepare(
     # collector off them keeps their pages shared.
     gc.collect()
     gc.freeze()
-    _native.prepare_heap()
+    moved, millis = _native.prepare_heap(bool(huge_pages))
+    if moved:
+        _log(f"moved {moved >> 20} MiB of the warm heap onto huge pages in {millis} ms, to keep forks fast")
+    elif not huge_pages:
+        _log("leaving the warm heap on small pages: told not to")
 
 
 def _immortalize() -> None:
