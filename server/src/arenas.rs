@@ -17,11 +17,11 @@
 //! space held would count against `ulimit -v` in every worker. It lies in
 //! the middle of the largest gap between the process's mappings (on x86-64,
 //! tens of TiB between the C library's heap and the libraries), far from
-//! both ends, where the heap grows up and `mmap` places mappings down. An arena is
-//! mapped when pymalloc asks for it (`MAP_FIXED_NOREPLACE`, so a mapping
-//! made there meanwhile by anyone else is never replaced: that slot is
-//! skipped for good) and unmapped when pymalloc frees it, as CPython's own
-//! allocator does. Slots are mapped off huge pages (`MADV_NOHUGEPAGE`), so
+//! both ends, where the heap grows up and `mmap` places mappings down. An
+//! arena is mapped when pymalloc asks for it (`MAP_FIXED_NOREPLACE`, so a
+//! mapping made there meanwhile by anyone else is never replaced: that slot
+//! is skipped for good) and unmapped when pymalloc frees it, as CPython's
+//! own allocator does. Slots are mapped off huge pages (`MADV_NOHUGEPAGE`), so
 //! that an arena a worker adds costs it 4 KiB pages as before; the collapse
 //! lifts that for the stretches it moves, and puts it back.
 //!
@@ -127,18 +127,18 @@ const HIGHEST: usize = 1 << 47;
 /// aligned to a huge page; `None` if no gap is large enough.
 fn find_region() -> Option<(usize, usize)> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let mut ends = maps
+    let mut spans = maps
         .lines()
         .filter_map(Mapping::parse)
         .map(|m| (m.from, m.to));
-    let mut previous_end = ends.next()?.1;
+    let mut covered_to = spans.next()?.1;
     let mut largest = (0, 0);
-    for (from, to) in ends {
-        let to_within = from.min(HIGHEST);
-        if to_within > previous_end && to_within - previous_end > largest.1 - largest.0 {
-            largest = (previous_end, to_within);
+    for (from, to) in spans {
+        let gap_end = from.min(HIGHEST);
+        if gap_end > covered_to && gap_end - covered_to > largest.1 - largest.0 {
+            largest = (covered_to, gap_end);
         }
-        previous_end = previous_end.max(to);
+        covered_to = covered_to.max(to);
     }
     let slots = ((largest.1 - largest.0) / 4 / SLOT).min(MAX_SLOTS);
     if slots < MIN_SLOTS {
