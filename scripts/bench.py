@@ -6,9 +6,10 @@ that environment's python. Every figure is measured side by side on this
 machine: a static no-op binary's exec as the baseline, plain python, warmfork
 against a numpy server (back to back, and with runs apart) and against a
 numpy server holding 1 GiB more (and one started with ``--no-huge-pages``),
-against numpy servers with a speed-up turned off (``VARIANTS``: what each gains), two parallel client loops, the
-client's system calls and an idle pool worker's memory. It prints a markdown table and writes it, the raw hyperfine JSON and
-a latency chart into ``results/``.
+against numpy servers with a speed-up turned off (``VARIANTS``: what each
+gains), two parallel client loops, the client's system calls and an idle
+pool worker's memory. It prints a markdown table and writes it, the raw
+hyperfine JSON and a latency chart into ``results/``.
 
 It reports; it does not assert: a missed target is a FAIL row and exit 0. A
 measurement that could not be made is an ERROR row and a non-zero exit.
