@@ -15,7 +15,9 @@ from . import _native
 #: own has no use for the python-compatible one's).
 RUN_PATH = tuple(
     f"warmfork.{name}"
-    for name in ("_worker", "_stdio", "_inherited", "pyoptions", "pymain", "_unraisable", "_prompt", "errors")
+    for name in (
+        "_worker", "_stdio", "_inherited", "pyoptions", "pymain", "_unraisable", "_prompt", "errors", "_codecache"
+    )
 )
 
 

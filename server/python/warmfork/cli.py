@@ -142,6 +142,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         "a few pages of its own, so that runs copy fewer pages for the interpreter's writes into it)",
     )
     parser.add_argument(
+        "--no-code-cache",
+        dest="code_cache",
+        action="store_false",
+        help="compile every run's -c command in its worker (by default the server keeps the code of the "
+        "commands its workers ran twice, so that the next runs of one skip compiling it)",
+    )
+    parser.add_argument(
         "--no-huge-pages",
         dest="huge_pages",
         action="store_false",
@@ -227,4 +234,5 @@ def _run_server(args: argparse.Namespace, on_ready: Callable[[], object] | None)
         fill_pools=args.fill_pools,
         pack_code=args.pack_code,
         huge_pages=args.huge_pages,
+        code_cache=args.code_cache,
     )

@@ -35,7 +35,7 @@ import types
 import warnings
 from collections.abc import Callable
 
-from . import _inherited, _prompt, _stdio, _worker, pyoptions
+from . import _codecache, _inherited, _prompt, _stdio, _worker, pyoptions
 from ._native import run_source_file, set_flags
 from .errors import Unsupported
 
@@ -365,7 +365,7 @@ def _run_command(command: str, namespace: dict[str, object]) -> None:
     except UnicodeEncodeError:
         _write_stderr("Unable to decode the command from the command line:\n")
         raise
-    code = compile(command, "<string>", "exec", dont_inherit=True)
+    code = _codecache.compile_command(command)
     if sys.version_info >= (3, 13):
         # python keeps the command's lines, for tracebacks and warnings to
         # show (`command` ends in the newline CPython adds).

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from . import _inherited, _native, _worker, pyoptions
+from . import _codecache, _inherited, _native, _worker, pyoptions
 from .errors import ServerError
 
 # LISTEN_FDNAMES of a server handing its socket and lock to a replacement,
@@ -73,6 +73,7 @@ def serve(
     fill_pools: bool = True,
     pack_code: bool = True,
     huge_pages: bool = True,
+    code_cache: bool = True,
 ) -> None:
     """Serve warmfork clients until SIGTERM (returns) or Ctrl-C (raises
     ``KeyboardInterrupt``).
@@ -108,6 +109,9 @@ def serve(
     pymalloc's arenas made from the start of ``serve`` on are kept side by
     side, and the fully used 2 MiB stretches of the warm heap are moved
     onto huge pages before serving, so that forking a big heap stays cheap.
+    With ``code_cache`` (and the python-compatible handler), the server
+    compiles the ``-c`` commands its workers ran twice and keeps their
+    code, so that later runs of the same command skip compiling it.
     ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
@@ -185,6 +189,8 @@ def serve(
         unfillable = _pools_unfillable() if fill_pools else "told not to"
         if unfillable:
             _log(f"leaving the allocator's pools as they are: {unfillable}")
+        if handler is None and code_cache:
+            _codecache.keep_commands()
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,

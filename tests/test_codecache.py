@@ -1,0 +1,189 @@
+"""Compiled ``-c`` commands kept by the server (warmfork/_codecache.py): a
+worker that compiled its command leaves the text for the server, which
+compiles it before its next fork once it has seen it twice; workers forked
+after that run the server's code without compiling. Whether a worker compiled is seen through
+an audit hook the warm-up installs: CPython raises ``compile`` for each
+``compile()``."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Server, python, start_server
+from warmfork import _codecache
+
+#: Says on stderr when a worker (not the server) compiles a `-c` command.
+AUDIT_WARMUP = """\
+import os, sys
+_server = os.getpid()
+def _hook(event, args):
+    if event == "compile" and args[1] == "<string>" and os.getpid() != _server:
+        os.write(2, b"compiled here\\n")
+sys.addaudithook(_hook)
+"""
+
+COMMAND = "total = sum(range(10))\nprint('total', total)"
+
+
+def _audited_server(tmp_path: Path, *args: str) -> Server:
+    warmup = tmp_path / "audit.py"
+    warmup.write_text(AUDIT_WARMUP)
+    return start_server(tmp_path, "--pool", "1", "--warmup", os.fspath(warmup), *args)
+
+
+@pytest.fixture
+def audited(tmp_path: Path) -> Iterator[Server]:
+    server = _audited_server(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_a_command_run_again_is_not_compiled_again(audited: Server) -> None:
+    runs = [audited.run("-c", COMMAND) for _ in range(6)]
+    assert [(run.returncode, run.stdout) for run in runs] == [(0, b"total 45\n")] * 6
+    compiled = [run.stderr == b"compiled here\n" for run in runs]
+    assert compiled[:2] == [True, True], runs
+    # The second worker's command is kept before the pool's next fork; allow
+    # one more for a refill that came first.
+    assert compiled[3:] == [False] * 3, runs
+    assert all(run.stderr in (b"", b"compiled here\n") for run in runs), runs
+
+
+def test_each_command_runs_its_own_code(audited: Server) -> None:
+    for _ in range(3):
+        assert audited.run("-c", "print('first')").stdout == b"first\n"
+    for _ in range(3):
+        assert audited.run("-c", "print('second')").stdout == b"second\n"
+    assert audited.run("-c", "print('first')").stdout == b"first\n"
+
+
+def test_a_command_that_warns_is_compiled_and_warns_in_every_run(
+    audited: Server,
+) -> None:
+    command = "print(1 is 1)"
+    expected = python("-c", command)
+    assert b"SyntaxWarning" in expected.stderr
+    for _ in range(4):
+        done = audited.run("-c", command)
+        assert (done.returncode, done.stdout) == (expected.returncode, expected.stdout)
+        assert done.stderr == b"compiled here\n" + expected.stderr
+
+
+def test_a_command_that_does_not_compile_fails_as_in_python_every_time(
+    audited: Server,
+) -> None:
+    expected = python("-c", "print(")
+    for _ in range(3):
+        done = audited.run("-c", "print(")
+        assert (done.returncode, done.stdout) == (expected.returncode, expected.stdout)
+        assert done.stderr.endswith(expected.stderr), done.stderr
+
+
+def test_no_code_cache_compiles_every_run(tmp_path: Path) -> None:
+    server = _audited_server(tmp_path, "--no-code-cache")
+    try:
+        runs = [server.run("-c", COMMAND) for _ in range(5)]
+    finally:
+        server.stop()
+    assert [(run.returncode, run.stdout, run.stderr) for run in runs] == [
+        (0, b"total 45\n", b"compiled here\n")
+    ] * 5
+
+
+# --- the shared slots, in this process -------------------------------------
+
+
+@pytest.fixture
+def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
+    """The module set up as in a server, without its fork hook; this
+    process writes as a worker while ``_server_pid`` is another's."""
+    shared = mmap.mmap(-1, _codecache._FIRST_SLOT + _codecache.SLOTS * _codecache._SLOT)
+    monkeypatch.setattr(_codecache, "_shared", shared)
+    monkeypatch.setattr(_codecache, "_codes", {})
+    monkeypatch.setattr(_codecache, "_seen", {})
+    monkeypatch.setattr(_codecache, "_server_pid", -1)
+    return shared
+
+
+def _as_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_codecache, "_server_pid", os.getpid())
+    _codecache._take_left_commands()
+
+
+def _left_by_a_worker(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_codecache, "_server_pid", -1)
+    _codecache.compile_command(command)
+    _as_server(monkeypatch)
+
+
+def test_a_command_left_twice_is_kept_and_its_slot_emptied(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _left_by_a_worker("x = 1", monkeypatch)
+    assert _codecache._codes == {}  # once: remembered, not compiled
+    monkeypatch.setattr(_codecache, "_server_pid", -1)
+    compiled = _codecache.compile_command("x = 1")
+    _as_server(monkeypatch)
+    kept = _codecache._codes["x = 1"]
+    assert kept is not compiled and kept.co_code == compiled.co_code
+    assert _codecache.compile_command("x = 1") is kept
+    assert slots[_codecache._PENDING] == 0
+    at = _codecache._FIRST_SLOT + os.getpid() % _codecache.SLOTS * _codecache._SLOT
+    assert slots[at : at + 4] == bytes(4)
+
+
+def test_a_torn_slot_is_dropped(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _left_by_a_worker("y = 2", monkeypatch)
+    monkeypatch.setattr(_codecache, "_server_pid", -1)
+    _codecache.compile_command("y = 2")
+    at = _codecache._FIRST_SLOT + os.getpid() % _codecache.SLOTS * _codecache._SLOT
+    slots[at + _codecache._HEADER] = ord(
+        "z"
+    )  # another writer's text under this one's digest
+    _as_server(monkeypatch)
+    assert _codecache._codes == {}
+
+
+def test_what_is_not_kept(slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch) -> None:
+    long = "pass\n" * (_codecache.MAX_LENGTH // 5 + 1)
+    for command in (long, "print('\\d')", "f = (1 is 1)", "print("):
+        with warnings.catch_warnings(), contextlib.suppress(SyntaxError):
+            warnings.simplefilter("ignore")
+            _codecache.compile_command(command)
+        for _ in range(
+            2
+        ):  # left twice, as a worker whose compile failed would not, to be sure
+            monkeypatch.setattr(_codecache, "_server_pid", -1)
+            _codecache._leave(command)
+            _as_server(monkeypatch)
+    assert _codecache._codes == {}
+
+
+def test_the_oldest_command_goes_first(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(_codecache.MAX_COMMANDS + 2):
+        _codecache._keep(f"n = {n}".encode())
+    assert len(_codecache._codes) == _codecache.MAX_COMMANDS
+    assert "n = 0" not in _codecache._codes and "n = 1" not in _codecache._codes
+    assert f"n = {_codecache.MAX_COMMANDS + 1}" in _codecache._codes
+
+
+def test_commands_seen_once_are_remembered_within_a_bound(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(_codecache.MAX_SEEN + 10):
+        _left_by_a_worker(f"print({n})", monkeypatch)
+    assert _codecache._codes == {}
+    assert len(_codecache._seen) == _codecache.MAX_SEEN
+    # The newest are still remembered: a second time keeps them.
+    _left_by_a_worker(f"print({_codecache.MAX_SEEN + 9})", monkeypatch)
+    assert list(_codecache._codes) == [f"print({_codecache.MAX_SEEN + 9})"]
