@@ -1,9 +1,8 @@
 """Compiled ``-c`` commands kept by the server (warmfork/_codecache.py): a
 worker that compiled its command leaves the text for the server, which
 compiles it before its next fork once it has seen it twice; workers forked
-after that run the server's code without compiling. Whether a worker compiled is seen through
-an audit hook the warm-up installs: CPython raises ``compile`` for each
-``compile()``."""
+after that run the server's code without compiling. Whether a worker
+compiled is seen through ``builtins.compile``, which the warm-up wraps."""
 
 from __future__ import annotations
 
@@ -19,21 +18,33 @@ from conftest import Server, python, start_server
 from warmfork import _codecache
 
 #: Says on stderr when a worker (not the server) compiles a `-c` command.
-AUDIT_WARMUP = """\
-import os, sys
+COUNTING_WARMUP = """import builtins, os
 _server = os.getpid()
-def _hook(event, args):
-    if event == "compile" and args[1] == "<string>" and os.getpid() != _server:
+_compile = builtins.compile
+def _counted(source, filename, *args, **kwargs):
+    if filename == "<string>" and os.getpid() != _server:
         os.write(2, b"compiled here\\n")
+    return _compile(source, filename, *args, **kwargs)
+builtins.compile = _counted
+"""
+
+#: Says on stderr what `compile` audit events a run raises: as a warm-up, or
+#: as python's sitecustomize.
+AUDIT_HOOK = """import os, sys
+def _hook(event, args):
+    if event == "compile":
+        os.write(2, f"audit {args!r}\\n".encode())
 sys.addaudithook(_hook)
 """
 
 COMMAND = "total = sum(range(10))\nprint('total', total)"
 
 
-def _audited_server(tmp_path: Path, *args: str) -> Server:
-    warmup = tmp_path / "audit.py"
-    warmup.write_text(AUDIT_WARMUP)
+def _audited_server(
+    tmp_path: Path, *args: str, warmup_text: str = COUNTING_WARMUP
+) -> Server:
+    warmup = tmp_path / "counting.py"
+    warmup.write_text(warmup_text)
     return start_server(tmp_path, "--pool", "1", "--warmup", os.fspath(warmup), *args)
 
 
@@ -83,6 +94,23 @@ def test_a_command_that_does_not_compile_fails_as_in_python_every_time(
         done = audited.run("-c", "print(")
         assert (done.returncode, done.stdout) == (expected.returncode, expected.stdout)
         assert done.stderr.endswith(expected.stderr), done.stderr
+
+
+def test_a_kept_command_raises_the_audit_event_python_raises(tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(AUDIT_HOOK)
+    expected = python("-c", COMMAND, env={**os.environ, "PYTHONPATH": os.fspath(hook)})
+    assert expected.stderr.startswith(b'audit (b"total = '), expected.stderr
+    server = _audited_server(tmp_path, warmup_text=COUNTING_WARMUP + AUDIT_HOOK)
+    try:
+        runs = [server.run("-c", COMMAND) for _ in range(5)]
+    finally:
+        server.stop()
+    compiled = [run.stderr.startswith(b"compiled here\n") for run in runs]
+    assert compiled[-1] is False, runs
+    for run in runs:
+        assert run.stderr.removeprefix(b"compiled here\n") == expected.stderr, run
 
 
 def test_no_code_cache_compiles_every_run(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ compiles what it reads, so a slot torn by two writers, or written by a
 program, is at worst a command that does not compile, and is dropped. A
 command whose compilation warns (``SyntaxWarning``) is never kept: python
 shows the warning at every run, and a worker that did not compile would
-not. Compile flags are the server's own in every worker (a run that asks
+not. A command found here still raises the ``compile`` audit event.
+Compile flags are the server's own in every worker (a run that asks
 for others is refused, see ``pyoptions.startup_conflict``), so the text
 alone is the key.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 import types
 import warnings
 
@@ -72,6 +74,10 @@ def compile_command(command: str) -> types.CodeType:
     then left for the server to keep)."""
     code = _codes.get(command)
     if code is not None:
+        # The event compiling raises, with the same arguments (CPython
+        # passes the source as UTF-8 bytes), so an audit hook of the
+        # server's (sitecustomize's, say) sees it, and may refuse it.
+        sys.audit("compile", command.encode(), "<string>")
         return code
     code = compile(command, "<string>", "exec", dont_inherit=True)
     _leave(command)
