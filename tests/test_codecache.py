@@ -6,10 +6,9 @@ compiled is seen through ``builtins.compile``, which the warm-up wraps."""
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
-import warnings
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +95,22 @@ def test_a_command_that_does_not_compile_fails_as_in_python_every_time(
         assert done.stderr.endswith(expected.stderr), done.stderr
 
 
+def test_a_run_s_lower_digit_limit_holds_for_a_command_run_before(
+    audited: Server,
+) -> None:
+    command = "x = 1" + "0" * 700 + "\nprint('ran')"
+    for _ in range(4):
+        assert audited.run("-c", command).stdout == b"ran\n"
+    limited = {"PYTHONINTMAXSTRDIGITS": "640"}
+    expected = python("-c", command, env={**os.environ, **limited})
+    assert expected.returncode == 1 and b"Exceeds the limit" in expected.stderr, (
+        expected
+    )
+    done = audited.run("-c", command, env=limited)
+    assert (done.returncode, done.stdout) == (1, b"")
+    assert done.stderr.endswith(expected.stderr), done.stderr
+
+
 def test_a_kept_command_raises_the_audit_event_python_raises(tmp_path: Path) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -135,6 +150,7 @@ def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
     monkeypatch.setattr(_codecache, "_shared", shared)
     monkeypatch.setattr(_codecache, "_codes", {})
     monkeypatch.setattr(_codecache, "_seen", {})
+    monkeypatch.setattr(_codecache, "_enabled", True)
     monkeypatch.setattr(_codecache, "_server_pid", -1)
     return shared
 
@@ -142,62 +158,98 @@ def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
 def _as_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_codecache, "_server_pid", os.getpid())
     _codecache._take_left_commands()
+    monkeypatch.setattr(_codecache, "_server_pid", -1)
 
 
 def _left_by_a_worker(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_codecache, "_server_pid", -1)
-    _codecache.compile_command(command)
+    _codecache._leave(command)
     _as_server(monkeypatch)
+
+
+def _own_slot() -> int:
+    return _codecache._FIRST_SLOT + os.getpid() % _codecache.SLOTS * _codecache._SLOT
 
 
 def test_a_command_left_twice_is_kept_and_its_slot_emptied(
     slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _left_by_a_worker("x = 1", monkeypatch)
-    assert _codecache._codes == {}  # once: remembered, not compiled
-    monkeypatch.setattr(_codecache, "_server_pid", -1)
     compiled = _codecache.compile_command("x = 1")
     _as_server(monkeypatch)
+    assert _codecache._codes == {}  # seen once: remembered, not compiled
+    _left_by_a_worker("x = 1", monkeypatch)
     kept = _codecache._codes["x = 1"]
     assert kept is not compiled and kept.co_code == compiled.co_code
     assert _codecache.compile_command("x = 1") is kept
-    assert slots[_codecache._PENDING] == 0
-    at = _codecache._FIRST_SLOT + os.getpid() % _codecache.SLOTS * _codecache._SLOT
-    assert slots[at : at + 4] == bytes(4)
+    assert slots[_codecache._PENDING] == 1  # the next fork looks for more
+    assert slots[_own_slot() : _own_slot() + 4] == bytes(4)
 
 
 def test_a_torn_slot_is_dropped(
     slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _left_by_a_worker("y = 2", monkeypatch)
-    monkeypatch.setattr(_codecache, "_server_pid", -1)
-    _codecache.compile_command("y = 2")
-    at = _codecache._FIRST_SLOT + os.getpid() % _codecache.SLOTS * _codecache._SLOT
-    slots[at + _codecache._HEADER] = ord(
-        "z"
-    )  # another writer's text under this one's digest
+    _codecache._leave("y = 2")
+    # Another writer's text under this one's digest.
+    slots[_own_slot() + _codecache._HEADER] = ord("z")
     _as_server(monkeypatch)
     assert _codecache._codes == {}
 
 
+def test_the_server_compiles_one_command_a_fork(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = [f"c = {n}" for n in range(3)]
+    for _ in range(2):
+        for slot, command in enumerate(commands):
+            text = command.encode()
+            at = _codecache._FIRST_SLOT + slot * _codecache._SLOT
+            slots[at + _codecache._HEADER : at + _codecache._HEADER + len(text)] = text
+            slots[at : at + _codecache._HEADER] = len(text).to_bytes(
+                4, "little"
+            ) + _codecache._digest(text)
+        slots[_codecache._PENDING] = 1
+        _as_server(monkeypatch)  # first time round: all three remembered at once
+    for expected in (1, 2, 3, 3):
+        assert len(_codecache._codes) == expected
+        _as_server(monkeypatch)
+    assert sorted(_codecache._codes) == commands
+    assert slots[_codecache._PENDING] == 0
+
+
 def test_what_is_not_kept(slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch) -> None:
-    long = "pass\n" * (_codecache.MAX_LENGTH // 5 + 1)
-    for command in (long, "print('\\d')", "f = (1 is 1)", "print("):
-        with warnings.catch_warnings(), contextlib.suppress(SyntaxError):
-            warnings.simplefilter("ignore")
-            _codecache.compile_command(command)
+    too_long = "pass\n" * (_codecache.MAX_LENGTH // 5 + 1)
+    warns = ("print('\\d')", "f = (1 is 1)")
+    fails = (
+        "print(",
+        "x = 1" + "0" * 700,
+    )  # the second fails under python's lowest digit limit
+    for command in (too_long, *warns, *fails):
         for _ in range(
             2
-        ):  # left twice, as a worker whose compile failed would not, to be sure
-            monkeypatch.setattr(_codecache, "_server_pid", -1)
-            _codecache._leave(command)
-            _as_server(monkeypatch)
+        ):  # left twice (a failing compile would not leave it: to be sure)
+            _left_by_a_worker(command, monkeypatch)
+    assert _codecache._codes == {}
+    _left_by_a_worker("x = 1" + "0" * 600, monkeypatch)
+    _left_by_a_worker("x = 1" + "0" * 600, monkeypatch)
+    assert list(_codecache._codes) == ["x = 1" + "0" * 600]
+    assert sys.get_int_max_str_digits() == sys.int_info.default_max_str_digits
+
+
+def test_a_server_told_to_stop_keeping_neither_uses_nor_takes(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(2):
+        _left_by_a_worker("z = 3", monkeypatch)
+    kept = _codecache._codes["z = 3"]
+    _codecache.keep_commands(False)
+    assert _codecache.compile_command("z = 3") is not kept
+    _codecache._codes.clear()
+    for _ in range(2):
+        _left_by_a_worker("w = 4", monkeypatch)
     assert _codecache._codes == {}
 
 
-def test_the_oldest_command_goes_first(
-    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_oldest_command_goes_first(slots: mmap.mmap) -> None:
     for n in range(_codecache.MAX_COMMANDS + 2):
         _codecache._keep(f"n = {n}".encode())
     assert len(_codecache._codes) == _codecache.MAX_COMMANDS

@@ -4,21 +4,24 @@ Compiling a command is a worker's own cost, paid again in every run: for a
 one-liner about as much as the rest of the run's Python. Scripts run in a
 shell loop repeat the same one-liner, so a worker that had to compile its
 command leaves the command's text in a slot of memory shared with the
-server; before its next fork the server compiles each command left there
-the second time and keeps the code, which every worker forked from then on
+server; before its next fork the server compiles a command left there the
+second time and keeps the code, which every worker forked from then on
 finds here. (A command seen once may never come again: a loop that runs
 `-c "print($i)"` would have the server compile every run's command for
-nothing.)
+nothing.) The server compiles one command a fork at most, so a slow one
+delays one fork, not all.
 
 Only the text crosses from a worker to the server, never code: the server
 compiles what it reads, so a slot torn by two writers, or written by a
 program, is at worst a command that does not compile, and is dropped. A
-command whose compilation warns (``SyntaxWarning``) is never kept: python
+command whose compiling warns (``SyntaxWarning``) is never kept: python
 shows the warning at every run, and a worker that did not compile would
-not. A command found here still raises the ``compile`` audit event.
-Compile flags are the server's own in every worker (a run that asks
-for others is refused, see ``pyoptions.startup_conflict``), so the text
-alone is the key.
+not. A command found here still raises the ``compile`` audit event. The
+compile flags are the server's own in every worker (a run that asks for
+others is refused, see ``pyoptions.startup_conflict``) but for the limit
+on an integer literal's digits (``-X int_max_str_digits``), which a run
+may lower: the server compiles under the lowest limit there is, so what
+it keeps compiles under any.
 """
 
 from __future__ import annotations
@@ -32,34 +35,38 @@ import warnings
 #: Most commands kept; the oldest goes first.
 MAX_COMMANDS = 256
 
-#: Commands seen once remembered (by hash), for their second time.
+#: Commands seen remembered (by hash), for their second time.
 MAX_SEEN = 1024
-
-#: Longest command kept, in bytes of UTF-8.
-MAX_LENGTH = 4096
 
 #: Slots workers leave commands in, chosen by pid: two workers write the
 #: same slot at once only if their pids collide modulo this.
 SLOTS = 64
 
-# A slot: the command's length (4 bytes), its hash (8 bytes), its text.
+# A slot is a page: the command's length (4 bytes), its hash (8 bytes),
+# its text. Before the slots, a page whose first byte a worker sets once
+# it has left a command.
+_SLOT = 4096
 _HEADER = 12
-_SLOT = _HEADER + MAX_LENGTH
-# Before the slots: one byte a worker sets once it has left a command.
 _PENDING = 0
-_FIRST_SLOT = 8
+_FIRST_SLOT = _SLOT
+
+#: Longest command kept, in bytes of UTF-8.
+MAX_LENGTH = _SLOT - _HEADER
 
 _codes: dict[str, types.CodeType] = {}
-_seen: dict[bytes, None] = {}
+# Hashes of commands seen once (False) or compiled already (True).
+_seen: dict[bytes, bool] = {}
 _shared: mmap.mmap | None = None
 _server_pid = 0
+_enabled = False
 
 
-def keep_commands() -> None:
-    """Start keeping the commands workers compile (the server's side, once,
-    before its first fork)."""
-    global _shared, _server_pid
-    if _shared is not None:
+def keep_commands(enabled: bool = True) -> None:
+    """Keep (or stop keeping) the commands workers compile: the server's
+    side, before its first fork."""
+    global _shared, _server_pid, _enabled
+    _enabled = enabled
+    if _shared is not None or not enabled:
         return
     # Anonymous and shared: every worker forked from here on writes into
     # the server's copy.
@@ -72,7 +79,7 @@ def compile_command(command: str) -> types.CodeType:
     """The code of ``command``, as ``compile(command, "<string>", "exec",
     dont_inherit=True)`` makes it: kept by the server, or compiled now (and
     then left for the server to keep)."""
-    code = _codes.get(command)
+    code = _codes.get(command) if _enabled else None
     if code is not None:
         # The event compiling raises, with the same arguments (CPython
         # passes the source as UTF-8 bytes), so an audit hook of the
@@ -86,7 +93,7 @@ def compile_command(command: str) -> types.CodeType:
 
 def _leave(command: str) -> None:
     """Write ``command`` into this worker's slot for the server to compile."""
-    if _shared is None or os.getpid() == _server_pid:
+    if _shared is None or not _enabled or os.getpid() == _server_pid:
         return
     try:
         text = command.encode("utf-8")
@@ -101,10 +108,10 @@ def _leave(command: str) -> None:
 
 
 def _take_left_commands() -> None:
-    """Compile and keep the commands workers left (before each of the
-    server's forks, so that the new worker has them)."""
+    """Compile and keep a command workers left (before each of the
+    server's forks, so that the new worker has it)."""
     shared = _shared
-    if shared is None or shared[_PENDING] == 0 or os.getpid() != _server_pid:
+    if shared is None or not _enabled or shared[_PENDING] == 0 or os.getpid() != _server_pid:
         return
     shared[_PENDING] = 0
     for slot in range(SLOTS):
@@ -117,27 +124,35 @@ def _take_left_commands() -> None:
         shared[at : at + 4] = bytes(4)
         if digest != _digest(text):
             continue
-        if digest in _seen:
-            del _seen[digest]
-            _keep(text)
-        else:
+        compiled = _seen.get(digest)
+        if compiled is None:
             if len(_seen) >= MAX_SEEN:
                 del _seen[next(iter(_seen))]
-            _seen[digest] = None
+            _seen[digest] = False
+        elif not compiled:
+            _seen[digest] = True
+            _keep(text)
+            # The rest wait for the next fork.
+            shared[_PENDING] = 1
+            return
 
 
 def _keep(text: bytes) -> None:
     """Compile the command ``text`` and keep its code, unless it does not
     compile, or warns."""
+    limit = sys.get_int_max_str_digits()
     try:
         command = text.decode("utf-8")
         if command in _codes:
             return
+        sys.set_int_max_str_digits(sys.int_info.str_digits_check_threshold)
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
             code = compile(command, "<string>", "exec", dont_inherit=True)
     except Exception:  # noqa: BLE001 - not kept, whatever failed: the worker compiles it
         return
+    finally:
+        sys.set_int_max_str_digits(limit)
     if warned:
         return
     if len(_codes) >= MAX_COMMANDS:

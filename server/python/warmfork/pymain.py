@@ -81,7 +81,7 @@ def rehearse(times: int = 20) -> None:
             pyoptions.read_environment(config, {})
             pyoptions.startup_conflict(config)
             _stdio.rehearse()
-            compile("pass", "<string>", "exec")
+            _codecache.compile_command("pass")
             _worker.rehearse_finalization()
 
 

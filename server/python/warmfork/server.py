@@ -189,8 +189,7 @@ def serve(
         unfillable = _pools_unfillable() if fill_pools else "told not to"
         if unfillable:
             _log(f"leaving the allocator's pools as they are: {unfillable}")
-        if handler is None and code_cache:
-            _codecache.keep_commands()
+        _codecache.keep_commands(handler is None and bool(code_cache))
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,
@@ -213,6 +212,7 @@ def serve(
     except _Stopped as stop:
         _log(f"stopped by {stop.args[0]}")
     finally:
+        _codecache.keep_commands(False)
         signal.set_wakeup_fd(previous_wakeup)
         for signum, disposition in previous.items():
             signal.signal(signum, disposition)
