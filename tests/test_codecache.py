@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,31 @@ sys.addaudithook(_hook)
 """
 
 COMMAND = "total = sum(range(10))\nprint('total', total)"
+
+
+#: Says on stderr when a worker runs a script from the server's code.
+SCRIPT_WARMUP = """\
+import os
+from warmfork import _codecache
+_script_code = _codecache.script_code
+def _said(filename, source):
+    code = _script_code(filename, source)
+    if code is not None:
+        os.write(2, b"kept code\\n")
+    return code
+_codecache.script_code = _said
+"""
+
+SCRIPT = """\
+import sys
+
+def total(values):
+    return sum(values)
+
+print("total", total(range(10)), sys.argv[1:])
+if sys.argv[1:] == ["fail"]:
+    raise ValueError("on line 8")
+"""
 
 
 def _audited_server(
@@ -111,6 +137,85 @@ def test_a_run_s_lower_digit_limit_holds_for_a_command_run_before(
     assert done.stderr.endswith(expected.stderr), done.stderr
 
 
+@pytest.fixture
+def scripts(tmp_path: Path) -> Iterator[Server]:
+    server = _audited_server(tmp_path, warmup_text=SCRIPT_WARMUP)
+    yield server
+    server.stop()
+
+
+def _kept(runs: list[subprocess.CompletedProcess[bytes]]) -> list[bool]:
+    return [run.stderr.startswith(b"kept code\n") for run in runs]
+
+
+def test_a_script_run_again_runs_the_server_s_code_and_behaves_as_in_python(
+    scripts: Server, tmp_path: Path
+) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text(SCRIPT)
+    runs = [scripts.run(os.fspath(script), "a") for _ in range(6)]
+    assert _kept(runs)[:2] == [False, False] and _kept(runs)[3:] == [True] * 3, runs
+    expected = python(os.fspath(script), "a")
+    for run in runs:
+        assert (
+            run.returncode,
+            run.stdout,
+            run.stderr.removeprefix(b"kept code\n"),
+        ) == (
+            expected.returncode,
+            expected.stdout,
+            expected.stderr,
+        )
+    # A traceback through kept code says what python says.
+    failed = scripts.run(os.fspath(script), "fail")
+    expected = python(os.fspath(script), "fail")
+    assert _kept([failed]) == [True]
+    assert (
+        failed.returncode,
+        failed.stdout,
+        failed.stderr.removeprefix(b"kept code\n"),
+    ) == (
+        expected.returncode,
+        expected.stdout,
+        expected.stderr,
+    )
+
+
+def test_an_edited_script_runs_as_edited_at_once(
+    scripts: Server, tmp_path: Path
+) -> None:
+    script = tmp_path / "edited.py"
+    script.write_text("print('before')\n")
+    for _ in range(4):
+        assert scripts.run(os.fspath(script)).stdout == b"before\n"
+    script.write_text("print('after!')\n")  # the same size
+    done = scripts.run(os.fspath(script))
+    assert (done.stdout, _kept([done])) == (b"after!\n", [False])
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"# -*- coding: latin-1 -*-\nprint('\xe9')\n",
+        b"print('ok')  # \xff not UTF-8\n",
+        b"\xef\xbb\xbfprint('bom')\n",
+        b"print('x')\n\0\n",
+    ],
+    ids=["cookie", "not-utf-8-in-a-comment", "byte-order-mark", "null-byte"],
+)
+def test_a_script_python_s_file_parser_reads_its_own_way_is_never_kept(
+    scripts: Server, tmp_path: Path, source: bytes
+) -> None:
+    script = tmp_path / "odd.py"
+    script.write_bytes(source)
+    expected = python(os.fspath(script))
+    for _ in range(4):
+        done = scripts.run(os.fspath(script))
+        assert _kept([done]) == [False]
+        assert (done.returncode, done.stdout) == (expected.returncode, expected.stdout)
+        assert done.stderr.endswith(expected.stderr), (done.stderr, expected.stderr)
+
+
 def test_a_kept_command_raises_the_audit_event_python_raises(tmp_path: Path) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
@@ -157,7 +262,7 @@ def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
 
 def _as_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_codecache, "_server_pid", os.getpid())
-    _codecache._take_left_commands()
+    _codecache._take_left_sources()
     monkeypatch.setattr(_codecache, "_server_pid", -1)
 
 
@@ -201,7 +306,7 @@ def test_the_server_compiles_one_command_a_fork(
     commands = [f"c = {n}" for n in range(3)]
     for _ in range(2):
         for slot, command in enumerate(commands):
-            text = command.encode()
+            text = b"c" + command.encode()
             at = _codecache._FIRST_SLOT + slot * _codecache._SLOT
             slots[at + _codecache._HEADER : at + _codecache._HEADER + len(text)] = text
             slots[at : at + _codecache._HEADER] = len(text).to_bytes(
@@ -217,7 +322,7 @@ def test_the_server_compiles_one_command_a_fork(
 
 
 def test_what_is_not_kept(slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch) -> None:
-    too_long = "pass\n" * (_codecache.MAX_LENGTH // 5 + 1)
+    too_long = "pass\n" * (_codecache._SLOT // 5)
     warns = ("print('\\d')", "f = (1 is 1)")
     fails = (
         "print(",
@@ -241,7 +346,7 @@ def test_a_server_told_to_stop_keeping_neither_uses_nor_takes(
     for _ in range(2):
         _left_by_a_worker("z = 3", monkeypatch)
     kept = _codecache._codes["z = 3"]
-    _codecache.keep_commands(False)
+    _codecache.keep_compiled(False)
     assert _codecache.compile_command("z = 3") is not kept
     _codecache._codes.clear()
     for _ in range(2):
@@ -250,11 +355,11 @@ def test_a_server_told_to_stop_keeping_neither_uses_nor_takes(
 
 
 def test_the_oldest_command_goes_first(slots: mmap.mmap) -> None:
-    for n in range(_codecache.MAX_COMMANDS + 2):
-        _codecache._keep(f"n = {n}".encode())
-    assert len(_codecache._codes) == _codecache.MAX_COMMANDS
+    for n in range(_codecache.MAX_KEPT + 2):
+        _codecache._keep(f"cn = {n}".encode())
+    assert len(_codecache._codes) == _codecache.MAX_KEPT
     assert "n = 0" not in _codecache._codes and "n = 1" not in _codecache._codes
-    assert f"n = {_codecache.MAX_COMMANDS + 1}" in _codecache._codes
+    assert f"n = {_codecache.MAX_KEPT + 1}" in _codecache._codes
 
 
 def test_commands_seen_once_are_remembered_within_a_bound(
@@ -267,3 +372,23 @@ def test_commands_seen_once_are_remembered_within_a_bound(
     # The newest are still remembered: a second time keeps them.
     _left_by_a_worker(f"print({_codecache.MAX_SEEN + 9})", monkeypatch)
     assert list(_codecache._codes) == [f"print({_codecache.MAX_SEEN + 9})"]
+
+
+@pytest.mark.parametrize(
+    ("source", "keepable"),
+    [
+        (b"print(1)\n", True),
+        (b"#!/usr/bin/env python\n# vim: set fileencoding=utf-8 :\nprint(1)\n", False),
+        (
+            b"x = 1\n\n# coding: latin-1 (a third line is code's business, not a cookie)\n",
+            True,
+        ),
+        ("print('\u00e9')\n".encode(), True),
+        (b"print('\xe9')\n", False),
+        (b"\xef\xbb\xbfx = 1\n", False),
+        (b"x = 1\0\n", False),
+        (b"#" * (_codecache.MAX_LENGTH + 1), False),
+    ],
+)
+def test_which_scripts_may_be_kept(source: bytes, keepable: bool) -> None:
+    assert _codecache.keepable_script(source) is keepable

@@ -1,59 +1,76 @@
-"""Compiled ``-c`` commands, kept by the server for the workers it forks.
+"""Compiled ``-c`` commands and scripts, kept by the server for the workers
+it forks.
 
-Compiling a command is a worker's own cost, paid again in every run: for a
-one-liner about as much as the rest of the run's Python. Scripts run in a
-shell loop repeat the same one-liner, so a worker that had to compile its
-command leaves the command's text in a slot of memory shared with the
-server; before its next fork the server compiles a command left there the
-second time and keeps the code, which every worker forked from then on
-finds here. (A command seen once may never come again: a loop that runs
-`-c "print($i)"` would have the server compile every run's command for
-nothing.) The server compiles one command a fork at most, so a slow one
-delays one fork, not all.
+Compiling is a worker's own cost, paid again in every run: for a one-liner
+about as much as the rest of the run's Python, for a script of a few
+hundred lines more than all the rest. Shell loops run the same program
+again and again, so a worker that had to compile leaves the source in a
+slot of memory shared with the server; before its next fork the server
+compiles a source left there the second time and keeps the code, which
+every worker forked from then on finds here. (A command seen once may
+never come again: a loop that runs `-c "print($i)"` would have the server
+compile every run's command for nothing.) The server compiles one source
+a fork at most, so a slow one delays one fork, not all.
+
+A script's code is looked up by its name and its whole text, read afresh
+by every run, so an edit is seen at once. Only scripts whose text both of
+CPython's parsers read alike are kept: UTF-8 throughout, with no null
+byte, byte-order mark or coding cookie (python reads a script with its
+file parser, which words and places errors differently from ``compile()``
+and rejects bytes that are not UTF-8 even in a comment).
 
 Only the text crosses from a worker to the server, never code: the server
 compiles what it reads, so a slot torn by two writers, or written by a
-program, is at worst a command that does not compile, and is dropped. A
-command whose compiling warns (``SyntaxWarning``) is never kept: python
+program, is at worst a source that does not compile, and is dropped. A
+program whose compiling warns (``SyntaxWarning``) is never kept: python
 shows the warning at every run, and a worker that did not compile would
-not. A command found here still raises the ``compile`` audit event. The
-compile flags are the server's own in every worker (a run that asks for
-others is refused, see ``pyoptions.startup_conflict``) but for the limit
-on an integer literal's digits (``-X int_max_str_digits``), which a run
-may lower: the server compiles under the lowest limit there is, so what
-it keeps compiles under any.
+not. A run that finds its code here still raises the ``compile`` audit
+event, with python's arguments. The compile flags are the server's own
+in every worker (a run that asks for others is refused, see
+``pyoptions.startup_conflict``) but for the limit on an integer literal's
+digits (``-X int_max_str_digits``), which a run may lower: the server
+compiles under the lowest limit there is, so what it keeps compiles
+under any.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import re
 import sys
 import types
 import warnings
 
-#: Most commands kept; the oldest goes first.
-MAX_COMMANDS = 256
+#: Most programs kept; the oldest goes first.
+MAX_KEPT = 256
 
-#: Commands seen remembered (by hash), for their second time.
+#: Sources seen remembered (by hash), for their second time.
 MAX_SEEN = 1024
 
-#: Slots workers leave commands in, chosen by pid: two workers write the
+#: Slots workers leave sources in, chosen by pid: two workers write the
 #: same slot at once only if their pids collide modulo this.
 SLOTS = 64
 
-# A slot is a page: the command's length (4 bytes), its hash (8 bytes),
-# its text. Before the slots, a page whose first byte a worker sets once
-# it has left a command.
-_SLOT = 4096
+# A slot: the length of what follows the header (4 bytes), its hash (8
+# bytes), then a kind byte and the source; for a script, the name's length
+# (4 bytes) and its name before the source. Before the slots, a page whose
+# first byte a worker sets once it has left a source. A short command
+# takes one page of its slot.
+_SLOT = 64 * 1024
 _HEADER = 12
 _PENDING = 0
-_FIRST_SLOT = _SLOT
+_FIRST_SLOT = 4096
+_COMMAND = b"c"
+_SCRIPT = b"s"
 
-#: Longest command kept, in bytes of UTF-8.
-MAX_LENGTH = _SLOT - _HEADER
+#: Longest script kept, in bytes (with its name, it must fit in a slot).
+MAX_LENGTH = _SLOT - _HEADER - 5 - 4096
 
-_codes: dict[str, types.CodeType] = {}
+# PEP 263's coding declaration, on one of a script's first two lines.
+_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
+
+_codes: dict[str | tuple[str, bytes], types.CodeType] = {}
 # Hashes of commands seen once (False) or compiled already (True).
 _seen: dict[bytes, bool] = {}
 _shared: mmap.mmap | None = None
@@ -61,8 +78,8 @@ _server_pid = 0
 _enabled = False
 
 
-def keep_commands(enabled: bool = True) -> None:
-    """Keep (or stop keeping) the commands workers compile: the server's
+def keep_compiled(enabled: bool = True) -> None:
+    """Keep (or stop keeping) the programs workers compile: the server's
     side, before its first fork."""
     global _shared, _server_pid, _enabled
     _enabled = enabled
@@ -72,7 +89,7 @@ def keep_commands(enabled: bool = True) -> None:
     # the server's copy.
     _shared = mmap.mmap(-1, _FIRST_SLOT + SLOTS * _SLOT)
     _server_pid = os.getpid()
-    os.register_at_fork(before=_take_left_commands)
+    os.register_at_fork(before=_take_left_sources)
 
 
 def compile_command(command: str) -> types.CodeType:
@@ -91,15 +108,53 @@ def compile_command(command: str) -> types.CodeType:
     return code
 
 
+def script_code(filename: str, source: bytes) -> types.CodeType | None:
+    """The code of the script ``filename`` whose text is ``source``, if the
+    server keeps it; as python's file parser and compiler make it."""
+    code = _codes.get((filename, source)) if _enabled else None
+    if code is not None:
+        sys.audit("compile", None, filename)
+    return code
+
+
+def keepable_script(source: bytes) -> bool:
+    """Whether a script of text ``source`` may be kept (see above)."""
+    if len(source) > MAX_LENGTH or b"\0" in source or source.startswith(b"\xef\xbb\xbf"):
+        return False
+    if _COOKIE.search(source, 0, _second_line_end(source)):
+        return False
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def leave_script(filename: str, source: bytes) -> None:
+    """Leave the script ``filename`` of text ``source`` (which
+    :func:`keepable_script` allows) for the server to compile."""
+    name = filename.encode("utf-8", "surrogatepass")
+    _write(_SCRIPT + len(name).to_bytes(4, "little") + name + source)
+
+
+def _second_line_end(source: bytes) -> int:
+    first = source.find(b"\n")
+    second = source.find(b"\n", first + 1) if first != -1 else -1
+    return len(source) if second == -1 else second
+
+
 def _leave(command: str) -> None:
-    """Write ``command`` into this worker's slot for the server to compile."""
-    if _shared is None or not _enabled or os.getpid() == _server_pid:
-        return
+    """Leave ``command`` for the server to compile."""
     try:
         text = command.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: python refuses to run it anyway
         return
-    if len(text) > MAX_LENGTH:
+    _write(_COMMAND + text)
+
+
+def _write(text: bytes) -> None:
+    """Write ``text`` into this worker's slot, for the server."""
+    if _shared is None or not _enabled or len(text) > _SLOT - _HEADER or os.getpid() == _server_pid:
         return
     at = _FIRST_SLOT + os.getpid() % SLOTS * _SLOT
     _shared[at + _HEADER : at + _HEADER + len(text)] = text
@@ -107,8 +162,8 @@ def _leave(command: str) -> None:
     _shared[_PENDING] = 1
 
 
-def _take_left_commands() -> None:
-    """Compile and keep a command workers left (before each of the
+def _take_left_sources() -> None:
+    """Compile and keep a source workers left (before each of the
     server's forks, so that the new worker has it)."""
     shared = _shared
     if shared is None or not _enabled or shared[_PENDING] == 0 or os.getpid() != _server_pid:
@@ -119,7 +174,7 @@ def _take_left_commands() -> None:
         length = int.from_bytes(shared[at : at + 4], "little")
         if length == 0:
             continue
-        text = shared[at + _HEADER : at + _HEADER + min(length, MAX_LENGTH)]
+        text = shared[at + _HEADER : at + _HEADER + min(length, _SLOT - _HEADER)]
         digest = shared[at + 4 : at + _HEADER]
         shared[at : at + 4] = bytes(4)
         if digest != _digest(text):
@@ -138,26 +193,42 @@ def _take_left_commands() -> None:
 
 
 def _keep(text: bytes) -> None:
-    """Compile the command ``text`` and keep its code, unless it does not
-    compile, or warns."""
+    """Compile the command or script ``text`` (as a worker wrote it) and
+    keep its code, unless it does not compile, or warns."""
     limit = sys.get_int_max_str_digits()
     try:
-        command = text.decode("utf-8")
-        if command in _codes:
+        key, source, filename = _parse(text)
+        if key in _codes:
             return
         sys.set_int_max_str_digits(sys.int_info.str_digits_check_threshold)
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
-            code = compile(command, "<string>", "exec", dont_inherit=True)
+            code = compile(source, filename, "exec", dont_inherit=True)
     except Exception:  # noqa: BLE001 - not kept, whatever failed: the worker compiles it
         return
     finally:
         sys.set_int_max_str_digits(limit)
     if warned:
         return
-    if len(_codes) >= MAX_COMMANDS:
+    if len(_codes) >= MAX_KEPT:
         del _codes[next(iter(_codes))]
-    _codes[command] = code
+    _codes[key] = code
+
+
+def _parse(text: bytes) -> tuple[str | tuple[str, bytes], str | bytes, str]:
+    """The key, source and file name of what a worker wrote; ValueError if
+    it is neither a command nor a script that may be kept."""
+    kind, rest = text[:1], text[1:]
+    if kind == _COMMAND:
+        command = rest.decode("utf-8")
+        return command, command, "<string>"
+    if kind == _SCRIPT:
+        length = int.from_bytes(rest[:4], "little")
+        filename = rest[4 : 4 + length].decode("utf-8", "surrogatepass")
+        source = rest[4 + length :]
+        if keepable_script(source):
+            return (filename, source), source, filename
+    raise ValueError("not a source to keep")
 
 
 def _digest(text: bytes) -> bytes:

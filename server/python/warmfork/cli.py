@@ -145,8 +145,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         "--no-code-cache",
         dest="code_cache",
         action="store_false",
-        help="compile every run's -c command in its worker (by default the server keeps the code of the "
-        "commands its workers ran twice, so that the next runs of one skip compiling it)",
+        help="compile every run's -c command and script in its worker (by default the server keeps the code "
+        "of those its workers ran twice, so that the next runs of one skip compiling it)",
     )
     parser.add_argument(
         "--no-huge-pages",

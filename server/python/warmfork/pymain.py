@@ -30,6 +30,7 @@ import importlib.util
 import marshal
 import os
 import runpy
+import stat
 import sys
 import types
 import warnings
@@ -82,6 +83,8 @@ def rehearse(times: int = 20) -> None:
             pyoptions.startup_conflict(config)
             _stdio.rehearse()
             _codecache.compile_command("pass")
+            _codecache.script_code("<rehearsal>", b"pass\n")
+            _codecache.keepable_script(b"pass\n")
             _worker.rehearse_finalization()
 
 
@@ -431,7 +434,8 @@ def _exec_file(
 
     Source goes through CPython's own file parser, as under python, so that
     coding cookies, byte-order marks, null bytes and bytes that are not UTF-8
-    meet the same errors (see ``server/src/source_file.rs``)."""
+    meet the same errors (see ``server/src/source_file.rs``), unless the
+    server keeps the code of that very text (see ``_codecache``)."""
     namespace["__file__"] = filename
     namespace["__cached__"] = None
     if filename != "<stdin>":
@@ -441,6 +445,9 @@ def _exec_file(
         if is_pyc:
             with open(fd, "rb") as file:
                 code = _pyc_code(file.read())
+            exec(code, namespace)  # noqa: S102 - running it is the point
+        elif (code := _kept_script_code(filename, fd, skip_first_line)) is not None:
+            os.close(fd)  # as python closes its script once parsed
             exec(code, namespace)  # noqa: S102 - running it is the point
         else:
             run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
@@ -452,6 +459,28 @@ def _exec_file(
         _forget_file(namespace)
         raise
     _forget_file(namespace)
+
+
+def _kept_script_code(filename: str, fd: int, skip_first_line: bool) -> types.CodeType | None:
+    """The server's code of the script open at ``fd``, if it keeps that text;
+    else None, and the text is left for it to keep if it may be."""
+    if skip_first_line or filename == "<stdin>":
+        return None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > _codecache.MAX_LENGTH:
+            return None
+        # pread leaves the offset where the parser starts; one byte more
+        # tells a file that grew meanwhile.
+        source = os.pread(fd, status.st_size + 1, 0)
+    except OSError:
+        return None
+    if len(source) != status.st_size or not _codecache.keepable_script(source):
+        return None
+    code = _codecache.script_code(filename, source)
+    if code is None:
+        _codecache.leave_script(filename, source)
+    return code
 
 
 def _forget_file(namespace: dict[str, object]) -> None:

@@ -110,8 +110,9 @@ def serve(
     side, and the fully used 2 MiB stretches of the warm heap are moved
     onto huge pages before serving, so that forking a big heap stays cheap.
     With ``code_cache`` (and the python-compatible handler), the server
-    compiles the ``-c`` commands its workers ran twice and keeps their
-    code, so that later runs of the same command skip compiling it.
+    compiles the ``-c`` commands and scripts its workers ran twice and
+    keeps their code, so that later runs of the same program skip
+    compiling it.
     ``socket`` defaults to
     the path both sides derive from ``WARMFORK_SOCKET``,
     ``XDG_RUNTIME_DIR`` or ``/tmp/warmfork-UID``.
@@ -189,7 +190,7 @@ def serve(
         unfillable = _pools_unfillable() if fill_pools else "told not to"
         if unfillable:
             _log(f"leaving the allocator's pools as they are: {unfillable}")
-        _codecache.keep_commands(handler is None and bool(code_cache))
+        _codecache.keep_compiled(handler is None and bool(code_cache))
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,
@@ -212,7 +213,7 @@ def serve(
     except _Stopped as stop:
         _log(f"stopped by {stop.args[0]}")
     finally:
-        _codecache.keep_commands(False)
+        _codecache.keep_compiled(False)
         signal.set_wakeup_fd(previous_wakeup)
         for signum, disposition in previous.items():
             signal.signal(signum, disposition)
