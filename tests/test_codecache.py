@@ -155,30 +155,21 @@ def test_a_script_run_again_runs_the_server_s_code_and_behaves_as_in_python(
     script.write_text(SCRIPT)
     runs = [scripts.run(os.fspath(script), "a") for _ in range(6)]
     assert _kept(runs)[:2] == [False, False] and _kept(runs)[3:] == [True] * 3, runs
-    expected = python(os.fspath(script), "a")
     for run in runs:
-        assert (
-            run.returncode,
-            run.stdout,
-            run.stderr.removeprefix(b"kept code\n"),
-        ) == (
-            expected.returncode,
-            expected.stdout,
-            expected.stderr,
-        )
+        _assert_as_in_python(run, script, "a")
     # A traceback through kept code says what python says.
     failed = scripts.run(os.fspath(script), "fail")
-    expected = python(os.fspath(script), "fail")
     assert _kept([failed]) == [True]
-    assert (
-        failed.returncode,
-        failed.stdout,
-        failed.stderr.removeprefix(b"kept code\n"),
-    ) == (
-        expected.returncode,
-        expected.stdout,
-        expected.stderr,
-    )
+    _assert_as_in_python(failed, script, "fail")
+
+
+def _assert_as_in_python(
+    run: subprocess.CompletedProcess[bytes], script: Path, *args: str
+) -> None:
+    """``run`` did what python does with ``script`` (past what the warm-up said)."""
+    expected = python(os.fspath(script), *args)
+    seen = (run.returncode, run.stdout, run.stderr.removeprefix(b"kept code\n"))
+    assert seen == (expected.returncode, expected.stdout, expected.stderr)
 
 
 def test_an_edited_script_runs_as_edited_at_once(
