@@ -6,6 +6,7 @@ compiled is seen through ``builtins.compile``, which the warm-up wraps."""
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Server, python, start_server
-from warmfork import _codecache
+from warmfork import _codecache, pymain
 
 #: Says on stderr when a worker (not the server) compiles a `-c` command.
 COUNTING_WARMUP = """import builtins, os
@@ -43,7 +44,7 @@ COMMAND = "total = sum(range(10))\nprint('total', total)"
 #: Says on stderr when a worker runs a script from the server's code.
 SCRIPT_WARMUP = """\
 import os
-from warmfork import _codecache
+from warmfork import _codecache, pymain
 _script_code = _codecache.script_code
 def _said(filename, source):
     code = _script_code(filename, source)
@@ -246,6 +247,7 @@ def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
     monkeypatch.setattr(_codecache, "_shared", shared)
     monkeypatch.setattr(_codecache, "_codes", {})
     monkeypatch.setattr(_codecache, "_seen", {})
+    monkeypatch.setattr(_codecache, "_kept_bytes", 0)
     monkeypatch.setattr(_codecache, "_enabled", True)
     monkeypatch.setattr(_codecache, "_server_pid", -1)
     return shared
@@ -379,7 +381,60 @@ def test_commands_seen_once_are_remembered_within_a_bound(
         (b"\xef\xbb\xbfx = 1\n", False),
         (b"x = 1\0\n", False),
         (b"#" * (_codecache.MAX_LENGTH + 1), False),
+        # A cookie on the second line after a lone carriage return.
+        (b"\r# coding: unicode_escape\rs = 'x\\ry'\r", False),
+        (b"x = 1\r\ny = 2 \\\r\n", False),  # continued into the end of the file
+        (b"y = (2 +\\\n 3)\n", True),
     ],
 )
 def test_which_scripts_may_be_kept(source: bytes, keepable: bool) -> None:
     assert _codecache.keepable_script(source) is keepable
+
+
+def test_kept_sources_stay_within_their_bytes(
+    slots: mmap.mmap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_codecache, "MAX_KEPT_BYTES", 100)
+    for n in range(5):
+        _codecache._keep(b"c" + f"v{n} = '{'x' * 30}'".encode())
+    assert list(_codecache._codes) == [f"v{n} = '{'x' * 30}'" for n in (3, 4)]
+    assert _codecache._kept_bytes == 2 * len(f"v0 = '{'x' * 30}'")
+
+
+def test_a_script_whose_compiling_an_audit_hook_refuses_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "refused.py"
+    script.write_text("x = 1\n")
+
+    def refuse(filename: str, source: bytes) -> None:
+        raise RuntimeError("refused by an audit hook")
+
+    monkeypatch.setattr(_codecache, "script_code", refuse)
+    fd = os.open(script, os.O_RDONLY)
+    with pytest.raises(RuntimeError):
+        pymain._kept_code(os.fspath(script), fd, b"x = 1\n")
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+@pytest.mark.parametrize(
+    ("raised", "left"), [(None, True), (ValueError, True), (SyntaxError, False)]
+)
+def test_a_script_is_left_for_the_server_only_once_it_has_parsed(
+    monkeypatch: pytest.MonkeyPatch, raised: type[BaseException] | None, left: bool
+) -> None:
+    def run(*args: object) -> None:
+        if raised is not None:
+            raise raised(
+                "from the file parser" if raised is SyntaxError else "from the program"
+            )
+
+    leaving: list[str] = []
+    monkeypatch.setattr(pymain, "run_source_file", run)
+    monkeypatch.setattr(
+        _codecache, "leave_script", lambda filename, source: leaving.append(filename)
+    )
+    with contextlib.suppress(ValueError, SyntaxError):
+        pymain._parse_and_run("s.py", -1, {}, False, b"x = 1\n")
+    assert leaving == (["s.py"] if left else [])

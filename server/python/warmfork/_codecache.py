@@ -67,10 +67,16 @@ _SCRIPT = b"s"
 #: Longest script kept, in bytes (with its name, it must fit in a slot).
 MAX_LENGTH = _SLOT - _HEADER - 5 - 4096
 
+#: Most bytes of source kept, all programs together.
+MAX_KEPT_BYTES = 8 << 20
+
 # PEP 263's coding declaration, on one of a script's first two lines.
-_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
+_COOKIE = re.compile(rb"[ \t\f]*#.*?coding[:=]")
+# What both of CPython's parsers take for the end of a line.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 _codes: dict[str | tuple[str, bytes], types.CodeType] = {}
+_kept_bytes = 0
 # Hashes of commands seen once (False) or compiled already (True).
 _seen: dict[bytes, bool] = {}
 _shared: mmap.mmap | None = None
@@ -121,7 +127,11 @@ def keepable_script(source: bytes) -> bool:
     """Whether a script of text ``source`` may be kept (see above)."""
     if len(source) > MAX_LENGTH or b"\0" in source or source.startswith(b"\xef\xbb\xbf"):
         return False
-    if _COOKIE.search(source, 0, _second_line_end(source)):
+    if any(_COOKIE.match(line) for line in _LINE_END.split(source, maxsplit=2)[:2]):
+        return False
+    # A line continued at the very end: CPython 3.11's compile() adds a
+    # blank line after a final CRLF, and runs what its file parser refuses.
+    if source.rstrip(b"\r\n").endswith(b"\\"):
         return False
     try:
         source.decode("utf-8")
@@ -135,12 +145,6 @@ def leave_script(filename: str, source: bytes) -> None:
     :func:`keepable_script` allows) for the server to compile."""
     name = filename.encode("utf-8", "surrogatepass")
     _write(_SCRIPT + len(name).to_bytes(4, "little") + name + source)
-
-
-def _second_line_end(source: bytes) -> int:
-    first = source.find(b"\n")
-    second = source.find(b"\n", first + 1) if first != -1 else -1
-    return len(source) if second == -1 else second
 
 
 def _leave(command: str) -> None:
@@ -195,6 +199,7 @@ def _take_left_sources() -> None:
 def _keep(text: bytes) -> None:
     """Compile the command or script ``text`` (as a worker wrote it) and
     keep its code, unless it does not compile, or warns."""
+    global _kept_bytes
     limit = sys.get_int_max_str_digits()
     try:
         key, source, filename = _parse(text)
@@ -210,9 +215,12 @@ def _keep(text: bytes) -> None:
         sys.set_int_max_str_digits(limit)
     if warned:
         return
-    if len(_codes) >= MAX_KEPT:
-        del _codes[next(iter(_codes))]
     _codes[key] = code
+    _kept_bytes += len(source)
+    while len(_codes) > MAX_KEPT or _kept_bytes > MAX_KEPT_BYTES:
+        oldest = next(iter(_codes))
+        del _codes[oldest]
+        _kept_bytes -= len(oldest if isinstance(oldest, str) else oldest[1])
 
 
 def _parse(text: bytes) -> tuple[str | tuple[str, bytes], str | bytes, str]:

@@ -446,11 +446,13 @@ def _exec_file(
             with open(fd, "rb") as file:
                 code = _pyc_code(file.read())
             exec(code, namespace)  # noqa: S102 - running it is the point
-        elif (code := _kept_script_code(filename, fd, skip_first_line)) is not None:
-            os.close(fd)  # as python closes its script once parsed
-            exec(code, namespace)  # noqa: S102 - running it is the point
         else:
-            run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
+            source = _keepable_source(filename, fd, skip_first_line)
+            code = _kept_code(filename, fd, source) if source is not None else None
+            if code is not None:
+                exec(code, namespace)  # noqa: S102 - running it is the point
+            else:
+                _parse_and_run(filename, fd, namespace, skip_first_line, source)
     except SystemExit:
         if inspect:
             _forget_file(namespace)
@@ -461,9 +463,9 @@ def _exec_file(
     _forget_file(namespace)
 
 
-def _kept_script_code(filename: str, fd: int, skip_first_line: bool) -> types.CodeType | None:
-    """The server's code of the script open at ``fd``, if it keeps that text;
-    else None, and the text is left for it to keep if it may be."""
+def _keepable_source(filename: str, fd: int, skip_first_line: bool) -> bytes | None:
+    """The text of the script open at ``fd``, if the server may keep its
+    code (see ``_codecache``)."""
     if skip_first_line or filename == "<stdin>":
         return None
     try:
@@ -477,10 +479,43 @@ def _kept_script_code(filename: str, fd: int, skip_first_line: bool) -> types.Co
         return None
     if len(source) != status.st_size or not _codecache.keepable_script(source):
         return None
-    code = _codecache.script_code(filename, source)
-    if code is None:
-        _codecache.leave_script(filename, source)
+    return source
+
+
+def _kept_code(filename: str, fd: int, source: bytes) -> types.CodeType | None:
+    """The server's code of ``source``, the script open at ``fd``, if it
+    keeps it. The file is then closed, as python closes its script once
+    parsed, and also when an audit hook refuses the compiling."""
+    try:
+        code = _codecache.script_code(filename, source)
+    except BaseException:
+        os.close(fd)
+        raise
+    if code is not None:
+        os.close(fd)
     return code
+
+
+def _parse_and_run(
+    filename: str, fd: int, namespace: dict[str, object], skip_first_line: bool, source: bytes | None
+) -> None:
+    """Run the script open at ``fd`` through CPython's file parser; then,
+    unless it did not parse, leave ``source`` for the server to keep. Only
+    then: a text that crashed the parser would crash the server's too."""
+    try:
+        run_source_file(fd, os.fsencode(filename), namespace, skip_first_line)
+    except SyntaxError:
+        raise
+    except BaseException:
+        _leave_script(filename, source)
+        raise
+    _leave_script(filename, source)
+
+
+def _leave_script(filename: str, source: bytes | None) -> None:
+    if source is not None:
+        with contextlib.suppress(Exception):  # the program may have broken what leaving takes
+            _codecache.leave_script(filename, source)
 
 
 def _forget_file(namespace: dict[str, object]) -> None:
