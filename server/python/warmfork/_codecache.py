@@ -15,9 +15,12 @@ a fork at most, so a slow one delays one fork, not all.
 A script's code is looked up by its name and its whole text, read afresh
 by every run, so an edit is seen at once. Only scripts whose text both of
 CPython's parsers read alike are kept: UTF-8 throughout, with no null
-byte, byte-order mark or coding cookie (python reads a script with its
-file parser, which words and places errors differently from ``compile()``
-and rejects bytes that are not UTF-8 even in a comment).
+byte, byte-order mark or coding cookie, and no backslash continuing the
+last line (python reads a script with its file parser, which words and
+places errors differently from ``compile()`` and rejects bytes that are
+not UTF-8 even in a comment). A worker leaves a script only once the file
+parser has read it, so a text that crashes the parser never reaches the
+server's.
 
 Only the text crosses from a worker to the server, never code: the server
 compiles what it reads, so a slot torn by two writers, or written by a
@@ -77,7 +80,7 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 _codes: dict[str | tuple[str, bytes], types.CodeType] = {}
 _kept_bytes = 0
-# Hashes of commands seen once (False) or compiled already (True).
+# Hashes of sources seen once (False) or compiled already (True).
 _seen: dict[bytes, bool] = {}
 _shared: mmap.mmap | None = None
 _server_pid = 0
