@@ -181,6 +181,9 @@ def serve(
         watched = _watched_files(warmup) if reload else []
         changed = _changed_since(watched, started_at)
         still_inherited = [fd for fd, identity in inherited.items() if _identity(fd) == identity]
+        # Before the objects are made immortal, so that its hook, which runs
+        # before every fork, does not count references to its own.
+        _codecache.keep_compiled(handler is None and bool(code_cache))
         # What was made since the warm-up's freeze (by `on_ready`, the module
         # list) is frozen too: a worker collects garbage at exit, and every
         # object the collector looks at is a page the worker copies.
@@ -190,7 +193,6 @@ def serve(
         unfillable = _pools_unfillable() if fill_pools else "told not to"
         if unfillable:
             _log(f"leaving the allocator's pools as they are: {unfillable}")
-        _codecache.keep_compiled(handler is None and bool(code_cache))
         report_on, ready_fd = ready_fd, None  # _native.serve owns it from here
         _native.serve(
             listener,
