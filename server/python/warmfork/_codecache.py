@@ -101,6 +101,12 @@ def keep_compiled(enabled: bool = True) -> None:
     os.register_at_fork(before=_take_left_sources)
 
 
+def keeping() -> bool:
+    """Whether this process (a server, or a worker forked from one) keeps
+    compiled programs."""
+    return _enabled
+
+
 def compile_command(command: str) -> types.CodeType:
     """The code of ``command``, as ``compile(command, "<string>", "exec",
     dont_inherit=True)`` makes it: kept by the server, or compiled now (and
@@ -144,10 +150,12 @@ def keepable_script(source: bytes) -> bool:
 
 
 def leave_script(filename: str, source: bytes) -> None:
-    """Leave the script ``filename`` of text ``source`` (which
-    :func:`keepable_script` allows) for the server to compile."""
-    name = filename.encode("utf-8", "surrogatepass")
-    _write(_SCRIPT + len(name).to_bytes(4, "little") + name + source)
+    """Leave the script ``filename`` of text ``source`` for the server to
+    compile, if it may be kept. (Only a script not found here is checked:
+    what is found passed the check in the server.)"""
+    if keepable_script(source):
+        name = filename.encode("utf-8", "surrogatepass")
+        _write(_SCRIPT + len(name).to_bytes(4, "little") + name + source)
 
 
 def _leave(command: str) -> None:
@@ -161,9 +169,10 @@ def _leave(command: str) -> None:
 
 def _write(text: bytes) -> None:
     """Write ``text`` into this worker's slot, for the server."""
-    if _shared is None or not _enabled or len(text) > _SLOT - _HEADER or os.getpid() == _server_pid:
+    pid = os.getpid()
+    if _shared is None or not _enabled or len(text) > _SLOT - _HEADER or pid == _server_pid:
         return
-    at = _FIRST_SLOT + os.getpid() % SLOTS * _SLOT
+    at = _FIRST_SLOT + pid % SLOTS * _SLOT
     _shared[at + _HEADER : at + _HEADER + len(text)] = text
     _shared[at : at + _HEADER] = len(text).to_bytes(4, "little") + _digest(text)
     _shared[_PENDING] = 1

@@ -447,7 +447,7 @@ def _exec_file(
                 code = _pyc_code(file.read())
             exec(code, namespace)  # noqa: S102 - running it is the point
         else:
-            source = _keepable_source(filename, fd, skip_first_line)
+            source = _script_text(filename, fd, skip_first_line)
             code = _kept_code(filename, fd, source) if source is not None else None
             if code is not None:
                 exec(code, namespace)  # noqa: S102 - running it is the point
@@ -463,10 +463,10 @@ def _exec_file(
     _forget_file(namespace)
 
 
-def _keepable_source(filename: str, fd: int, skip_first_line: bool) -> bytes | None:
-    """The text of the script open at ``fd``, if the server may keep its
-    code (see ``_codecache``)."""
-    if skip_first_line or filename == "<stdin>":
+def _script_text(filename: str, fd: int, skip_first_line: bool) -> bytes | None:
+    """The text of the script open at ``fd``, if the server keeps compiled
+    scripts and could keep this one's code (see ``_codecache``)."""
+    if skip_first_line or filename == "<stdin>" or not _codecache.keeping():
         return None
     try:
         status = os.fstat(fd)
@@ -477,9 +477,7 @@ def _keepable_source(filename: str, fd: int, skip_first_line: bool) -> bytes | N
         source = os.pread(fd, status.st_size + 1, 0)
     except OSError:
         return None
-    if len(source) != status.st_size or not _codecache.keepable_script(source):
-        return None
-    return source
+    return source if len(source) == status.st_size else None
 
 
 def _kept_code(filename: str, fd: int, source: bytes) -> types.CodeType | None:
