@@ -241,7 +241,7 @@ def test_no_code_cache_compiles_every_run(tmp_path: Path) -> None:
 
 @pytest.fixture
 def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
-    """The module set up as in a server, without its fork hook; this
+    """The module set up as in a server, outside a server loop; this
     process writes as a worker while ``_server_pid`` is another's."""
     shared = mmap.mmap(-1, _codecache._FIRST_SLOT + _codecache.SLOTS * _codecache._SLOT)
     monkeypatch.setattr(_codecache, "_shared", shared)
@@ -255,7 +255,7 @@ def slots(monkeypatch: pytest.MonkeyPatch) -> mmap.mmap:
 
 def _as_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_codecache, "_server_pid", os.getpid())
-    _codecache._take_left_sources()
+    _codecache.take_left_sources()
     monkeypatch.setattr(_codecache, "_server_pid", -1)
 
 

@@ -179,7 +179,7 @@ impl Listener {
 /// fully resident only since [`prepare_heap`] moved the others onto huge
 /// pages (see `hugepages.rs`).
 #[pyfunction]
-#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None, fill_pools = false, huge_pages = false))]
+#[pyo3(signature = (listener, handler, *, prepare, run, pool = 4, request_timeout = 10.0, grace = 10.0, wakeup_fd = None, watch = Vec::new(), restart = Vec::new(), ready_timeout = 60.0, ready_fd = None, inherited_fds = Vec::new(), changed = None, fill_pools = false, huge_pages = false, before_fork = None))]
 #[allow(clippy::too_many_arguments)]
 fn serve(
     py: Python<'_>,
@@ -199,6 +199,7 @@ fn serve(
     changed: Option<PathBuf>,
     fill_pools: bool,
     huge_pages: bool,
+    before_fork: Option<Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     // SAFETY: Python hands the descriptor over, whatever happens next.
     let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
@@ -211,6 +212,7 @@ fn serve(
         handler: &handler,
         prepare: &prepare,
         run: &run,
+        before_fork: before_fork.as_ref(),
     };
     let watcher = if watch.is_empty() || restart.is_empty() {
         None

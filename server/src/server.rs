@@ -791,7 +791,14 @@ impl Server<'_, '_> {
     fn fork_idle(&mut self, fork: Fork) -> Result<pool::IdleWorker, String> {
         // A signal noted since the turn began is acted on by the loop: its
         // Python handler would otherwise run in a fork hook, which reports
-        // and drops what it raises (the server's stop).
+        // and drops what it raises (the server's stop). So is one handled
+        // in the Python this calls first, which is why it is called here
+        // and not registered as a fork hook.
+        let before_fork = self.hooks.before_fork.map(|hook| hook.call0());
+        if let Some(Err(stop)) = before_fork {
+            self.interrupted = Some(stop);
+            return Err("the server is stopping".into());
+        }
         if let Err(stop) = self.py.check_signals() {
             self.interrupted = Some(stop);
             return Err("the server is stopping".into());

@@ -33,6 +33,9 @@ pub struct Hooks<'a, 'py> {
     pub prepare: &'a Bound<'py, PyAny>,
     /// `warmfork._worker.run(handler, argv, env, umask, ignored_signals)`.
     pub run: &'a Bound<'py, PyAny>,
+    /// Called in the server before each fork, if given: it compiles what
+    /// workers left for it (`warmfork._codecache.take_left_sources`).
+    pub before_fork: Option<&'a Bound<'py, PyAny>>,
 }
 
 /// Forks the warm interpreter. Returns `Some(pid)` in the server and `None`

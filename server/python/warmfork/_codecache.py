@@ -6,7 +6,8 @@ about as much as the rest of the run's Python, for a script of a few
 hundred lines more than all the rest. Shell loops run the same program
 again and again, so a worker that had to compile leaves the source in a
 slot of memory shared with the server; before its next fork the server
-compiles a source left there the second time and keeps the code, which
+(its loop calls :func:`take_left_sources`) compiles a source left there
+the second time and keeps the code, which
 every worker forked from then on finds here. (A command seen once may
 never come again: a loop that runs `-c "print($i)"` would have the server
 compile every run's command for nothing.) The server compiles one source
@@ -98,7 +99,6 @@ def keep_compiled(enabled: bool = True) -> None:
     # the server's copy.
     _shared = mmap.mmap(-1, _FIRST_SLOT + SLOTS * _SLOT)
     _server_pid = os.getpid()
-    os.register_at_fork(before=_take_left_sources)
 
 
 def keeping() -> bool:
@@ -178,11 +178,13 @@ def _write(text: bytes) -> None:
     _shared[_PENDING] = 1
 
 
-def _take_left_sources() -> None:
-    """Compile and keep a source workers left (before each of the
-    server's forks, so that the new worker has it)."""
+def take_left_sources() -> None:
+    """Compile and keep a source workers left: the server's loop calls this
+    before each fork, so that the new worker has it. (Not a fork hook: a
+    signal handled in one raises the server's stop where CPython drops
+    it.) Raises only what a signal handler raises."""
     shared = _shared
-    if shared is None or not _enabled or shared[_PENDING] == 0 or os.getpid() != _server_pid:
+    if shared is None or not _enabled or shared[_PENDING] == 0:
         return
     shared[_PENDING] = 0
     for slot in range(SLOTS):

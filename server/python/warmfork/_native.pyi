@@ -113,8 +113,10 @@ def serve(
     changed: str | None = None,
     fill_pools: bool = False,
     huge_pages: bool = False,
+    before_fork: Callable[[], object] | None = None,
 ) -> None:
     """Serve until a signal handler raises; with ``fill_pools``, first fill
     pymalloc's half-used pools (only where it is the object allocator,
     without debug hooks), then, with ``huge_pages``, move onto huge pages
-    the 2 MiB stretches that became fully resident since ``prepare_heap``."""
+    the 2 MiB stretches that became fully resident since ``prepare_heap``.
+    ``before_fork`` is called before each fork of a worker."""

@@ -181,8 +181,8 @@ def serve(
         watched = _watched_files(warmup) if reload else []
         changed = _changed_since(watched, started_at)
         still_inherited = [fd for fd, identity in inherited.items() if _identity(fd) == identity]
-        # Before the objects are made immortal, so that its hook, which runs
-        # before every fork, does not count references to its own.
+        # Before the objects are made immortal, so that what it calls before
+        # every fork does not count references to its own.
         _codecache.keep_compiled(handler is None and bool(code_cache))
         # What was made since the warm-up's freeze (by `on_ready`, the module
         # list) is frozen too: a worker collects garbage at exit, and every
@@ -211,6 +211,7 @@ def serve(
             inherited_fds=still_inherited,
             fill_pools=unfillable is None,
             huge_pages=bool(huge_pages),
+            before_fork=_codecache.take_left_sources if _codecache.keeping() else None,
         )
     except _Stopped as stop:
         _log(f"stopped by {stop.args[0]}")
