@@ -106,8 +106,18 @@ def test_finalizers_run_at_exit_in_pythons_order(server, tmp_path: Path) -> None
         "import io, sys\nclass A:\n    def __del__(self):\n        print('to the real stdout')\na = A()\nsys.stdout = io.StringIO()",
         "import sys\ndel sys.stdout",
         "import sys\ndel sys.stderr\nprint('out')",
+        # warmfork's own finalisation raises no audit event python does not
+        (
+            "import sys\n"
+            "def hook(event, args):\n"
+            "    if event in ('exec', 'compile', 'sys._getframe'):\n"
+            "        raise RuntimeError(event)\n"
+            "sys.addaudithook(hook)\n"
+            "f = open('/dev/null')\n"
+            "print('done')"
+        ),
     ],
-    ids=["resource-warning", "import-in-del", "stdout-replaced", "no-stdout", "no-stderr"],
+    ids=["resource-warning", "import-in-del", "stdout-replaced", "no-stdout", "no-stderr", "audit-hook-refuses-exec"],
 )
 def test_what_finalizers_see_is_as_under_python(server, tmp_path: Path, program: str) -> None:
     ours = assert_same_as_python(server, "-W", "always", "-c", program, cwd=tmp_path)

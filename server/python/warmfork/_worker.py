@@ -18,6 +18,7 @@ import _signal
 import _thread
 import ast
 import atexit
+import builtins
 import contextlib
 import gc
 import os
@@ -319,7 +320,7 @@ def rehearse_finalization() -> None:
     module = types.ModuleType("warmfork rehearsal")
     module._private, module.public = object(), object()  # type: ignore[attr-defined]
     alive = [weakref.ref(module)]
-    _as_finalization(_DROP, items=[])
+    _drop([])
     for ref in reversed(alive):
         _clear_globals(ref())
     _thread._count()
@@ -354,29 +355,28 @@ def _finalize_modules() -> None:
     would run on and fail on globals turned to None.
     """
     if gc.isenabled():
-        _as_finalization(_COLLECT)
+        _collect()
     if _thread._count():
         return
     _delete_special()
     alive = _drop_modules()
-    _as_finalization(_COLLECT)
+    _collect()
     for module in reversed(alive):
         _clear_globals(module())
     # CPython collects once more only after it has cleared `sys` itself:
     # what finalisers print or raise then (an asyncio loop never closed,
     # whose __del__ meets modules already cleared) goes nowhere.
-    _as_finalization(_COLLECT_WITHOUT_STREAMS)
+    _collect_without_streams()
 
 
 def _delete_special() -> None:
     """CPython's ``finalize_modules_delete_special``: the import system and
     the rest of the list set to None (an import from a finaliser then fails,
     as in python), ``sys.stdout`` and its siblings back to the originals."""
-    builtins = sys.modules["builtins"]
     builtins._ = None  # type: ignore[attr-defined]
     for name in _SYS_DELETES:
         setattr(sys, name, None)
-    _as_finalization(_RESTORE_STREAMS)
+    _restore_streams()
 
 
 _SYS_DELETES = (
@@ -395,42 +395,45 @@ def _drop_modules() -> list[weakref.ref[types.ModuleType]]:
         mine.insert(0, ("__main__", main))
     del main
     alive = [weakref.ref(module) for _, module in mine if isinstance(module, types.ModuleType)]
-    _as_finalization(_DROP, items=mine)
+    _drop(mine)
     return alive
 
 
 # CPython finalises with no Python code running, so `warnings` reports what
 # is raised then (an unclosed file's ResourceWarning) as `sys:1: ...`
 # (`<sys>:0: ...` from 3.13 on). Each step that may free the program's
-# objects is code compiled as that line of a file of that name and run in a
-# namespace named "sys", so that the same is said here; no other frame of
-# warmfork's holds those objects meanwhile.
-def _without_frame(source: str) -> types.CodeType:
-    if sys.version_info < (3, 13):
-        return compile(source, "sys", "exec")
+# objects is a function compiled as that line of a file of that name, with
+# globals named "sys", so that the same is said here; no other frame of
+# warmfork's holds those objects meanwhile. A function, not `exec`: an audit
+# hook of the program's sees no event at exit that python does not raise.
+def _without_frame(parameters: str, body: str) -> Callable[..., None]:
+    source = f"def finalization({parameters}):\n" + "".join(f" {line}\n" for line in body.splitlines())
     tree = ast.parse(source)
+    line = 1 if sys.version_info < (3, 13) else 0
     for node in ast.walk(tree):
-        if isinstance(node, (ast.stmt, ast.expr)):
-            node.lineno = node.end_lineno = 0
-    return compile(tree, "<sys>", "exec")
+        if isinstance(node, (ast.stmt, ast.expr, ast.arg)):
+            node.lineno = node.end_lineno = line
+    module = compile(tree, "sys" if sys.version_info < (3, 13) else "<sys>", "exec")
+    code = next(const for const in module.co_consts if isinstance(const, types.CodeType))
+    namespace = {"__name__": "sys", "__builtins__": builtins, "gc": gc, "sys": sys}
+    function = types.FunctionType(code.replace(co_name="<module>"), namespace)
+    function.__module__ = __name__  # packed with the rest of the run path (see `_codepack`)
+    return function
 
 
-_COLLECT = _without_frame("gc.collect()")
-_RESTORE_STREAMS = _without_frame(
-    "for name in ('stdin', 'stdout', 'stderr'): setattr(sys, name, getattr(sys, f'__{name}__', None))"
+_collect = _without_frame("", "gc.collect()")
+_restore_streams = _without_frame(
+    "", "for name in ('stdin', 'stdout', 'stderr'): setattr(sys, name, getattr(sys, f'__{name}__', None))"
 )
-_COLLECT_WITHOUT_STREAMS = _without_frame(
+_collect_without_streams = _without_frame(
+    "",
     "streams = [getattr(sys, name, None) for name in ('stdout', 'stderr')]\n"
     "sys.stdout = sys.stderr = None\n"
     "gc.collect()\n"
-    "sys.stdout, sys.stderr = streams"
+    "sys.stdout, sys.stderr = streams",
 )
-_DROP = _without_frame("[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()")
-_SET_TO_NONE = _without_frame("for name in names: namespace[name] = None")
-
-
-def _as_finalization(code: types.CodeType, **names: object) -> None:
-    exec(code, {"__name__": "sys", "gc": gc, "sys": sys, **names})  # noqa: S102 - fixed code, see above
+_drop = _without_frame("items", "[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()")
+_set_to_none = _without_frame("names, namespace", "for name in names: namespace[name] = None")
 
 
 def _clear_globals(module: types.ModuleType | None) -> None:
@@ -444,7 +447,7 @@ def _clear_globals(module: types.ModuleType | None) -> None:
     private = [name for name in names if _one_underscore(name)]
     public = [name for name in names if not _one_underscore(name)]
     for batch in (private, public):
-        _as_finalization(_SET_TO_NONE, names=batch, namespace=namespace)
+        _set_to_none(batch, namespace)
 
 
 def _one_underscore(name: str) -> bool:
