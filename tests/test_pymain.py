@@ -8,12 +8,14 @@ by its path, the harness by ``warmfork``), so it is normalised away.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import marshal
 import os
 import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -163,6 +165,26 @@ def test_directory_and_zip_with_main_run_like_python(tmp_path: Path) -> None:
         archive.write(tmp_path / "app" / "__main__.py", "__main__.py")
     assert f"path0 '{tmp_path}/app'" in same("app", "x", cwd=tmp_path).stdout
     assert f"path0 '{tmp_path}/app.zip'" in same("app.zip", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        lambda code: code,
+        lambda code: code[:2],  # the magic number cut short
+        lambda code: b"\0" * 16 + code[16:],  # another magic number
+        lambda code: code[:10],  # the header cut short
+        lambda code: code[:16],  # no code object
+        lambda code: code[:16] + b"\xff junk",  # not marshal data
+        lambda code: code[:16] + marshal.dumps(42),  # not a code object
+        lambda code: code[: len(code) // 2],  # a code object cut short
+    ],
+    ids=["valid", "short-magic", "bad-magic", "short-header", "header-only", "junk", "not-code", "cut-code"],
+)
+def test_compiled_script_runs_or_fails_like_python(tmp_path: Path, contents: Callable[[bytes], bytes]) -> None:
+    compiled = importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(compile("print('compiled')", "x.py", "exec"))
+    (tmp_path / "x.pyc").write_bytes(contents(compiled))
+    same("x.pyc", cwd=tmp_path)
 
 
 def test_dash_reads_the_program_from_stdin(tmp_path: Path) -> None:

@@ -522,10 +522,20 @@ def _forget_file(namespace: dict[str, object]) -> None:
 
 
 def _pyc_code(data: bytes) -> types.CodeType:
-    """``run_pyc_file``: a 16-byte header, then a marshalled code object."""
+    """``run_pyc_file``: a 16-byte header, then a marshalled code object.
+    As there, a header cut short is an ``EOFError`` (a magic number cut
+    short is a bad one before 3.13), and whatever is wrong with what follows
+    it is a bad code object."""
+    if len(data) < 4 and sys.version_info >= (3, 13):
+        raise EOFError("EOF read where not expected")
     if data[:4] != _MAGIC:
         raise RuntimeError("Bad magic number in .pyc file")
-    code = marshal.loads(data[16:])
+    if len(data) < 16:
+        raise EOFError("EOF read where not expected")
+    try:
+        code = marshal.loads(data[16:])
+    except (EOFError, ValueError, TypeError):
+        code = None
     if not isinstance(code, types.CodeType):
         raise RuntimeError("Bad code object in .pyc file")  # noqa: TRY004 - CPython's exception
     return code
