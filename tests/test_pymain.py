@@ -313,6 +313,44 @@ def test_invalid_start_up_values_fail_like_python(tmp_path: Path) -> None:
     assert same("-c", "pass", cwd=tmp_path, env={"PYTHONTRACEMALLOC": "x"}).status == 1
 
 
+@pytest.mark.parametrize(
+    ("options", "env"),
+    [
+        (("-X", "cpu_count=abc"), {}),
+        (("-X", "cpu_count"), {}),
+        (("-X", "cpu_count=default"), {}),
+        ((), {"PYTHON_CPU_COUNT": "0"}),
+        (("-X", "gil=0"), {}),
+        (("-X", "gil=7"), {}),
+        (("-X", "gil=1"), {}),
+        ((), {"PYTHON_GIL": "0"}),
+        ((), {"PYTHON_FROZEN_MODULES": "sometimes"}),
+        (("-X", "frozen_modules=on"), {"PYTHON_FROZEN_MODULES": "sometimes"}),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else ",".join(f"{k}={v}" for k, v in value.items()),
+)
+def test_start_up_values_added_in_3_13_fail_like_python(
+    tmp_path: Path, options: tuple[str, ...], env: dict[str, str]
+) -> None:
+    # Before 3.13 python takes these for names it does not know, and so do runs.
+    same(*options, "-c", "print('ran')", cwd=tmp_path, env=env)
+
+
+PERF_TRAMPOLINE = """\
+import os, sys
+active = getattr(sys, "is_stack_trampoline_active", lambda: None)()
+print(active)
+if active:
+    os.unlink(f"/tmp/perf-{os.getpid()}.map")
+"""
+
+
+@pytest.mark.parametrize(("options", "env"), [(("-X", "perf"), {}), ((), {"PYTHONPERFSUPPORT": "1"}), ((), {})])
+def test_perf_trampoline_is_switched_on_as_asked(tmp_path: Path, options: tuple[str, ...], env: dict[str, str]) -> None:
+    out = same(*options, "-c", PERF_TRAMPOLINE, cwd=tmp_path, env=env)
+    assert out.stdout == ("None\n" if sys.version_info < (3, 12) else f"{bool(options or env)}\n")
+
+
 def test_dash_b_writes_no_bytecode(tmp_path: Path) -> None:
     write(tmp_path / "helper.py", "VALUE = 1\n")
     code = "import sys, helper; print(sys.dont_write_bytecode)"
@@ -419,7 +457,12 @@ def test_missing_module(tmp_path: Path) -> None:
 # --- refusals -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", ["-O", "-OO", "-S", "-I", "-E", "-b", "-v", "-d", "-Xdev", "-Ximporttime"])
+FIXED_AT_START_UP = ["-O", "-OO", "-S", "-I", "-E", "-b", "-v", "-d", "-Xdev", "-Ximporttime"]
+if sys.version_info >= (3, 13):
+    FIXED_AT_START_UP += ["-Xcpu_count=1", "-Xperf_jit"]
+
+
+@pytest.mark.parametrize("option", FIXED_AT_START_UP)
 def test_start_up_options_are_refused_before_anything_runs(tmp_path: Path, option: str) -> None:
     out = warmfork(option, "-c", "print('ran')", cwd=tmp_path, server_options=())
     assert out.status == REFUSED

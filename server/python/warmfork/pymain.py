@@ -150,6 +150,8 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
     sys.set_int_max_str_digits(sys.int_info.default_max_str_digits if limit is None else limit)
     sys._xoptions.clear()
     sys._xoptions.update(config.xoptions)
+    if sys.version_info >= (3, 12) and config.perf_profiling != 2:  # perf_jit: the server's, or refused
+        _set_perf_trampoline(config.perf_profiling == 1)
     if config.faulthandler and sys.stderr is not None:
         faulthandler.enable()
     elif faulthandler.is_enabled():
@@ -164,6 +166,17 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
     _inherited.drop_server_warning_options()
     warnings._processoptions(config.warnoptions)  # type: ignore[attr-defined]  # what importing warnings does
     _show_flags(config)
+
+
+def _set_perf_trampoline(wanted: bool) -> None:
+    """``-X perf``: the trampoline that lets ``perf`` name Python functions,
+    switched on in this worker (it writes its own ``/tmp/perf-PID.map``), or
+    off when the server's is on and the run did not ask for it."""
+    if wanted != sys.is_stack_trampoline_active():
+        if wanted:
+            sys.activate_stack_trampoline("perf")
+        else:
+            sys.deactivate_stack_trampoline()
 
 
 # What sys.flags.int_max_str_digits shows without a limit: -1 in 3.11, the

@@ -81,6 +81,8 @@ class Config:
     no_debug_ranges: bool = False
     import_time: bool = False
     frozen_modules: bool | None = None  # None: the build's default
+    cpu_count: int | None = None  # 3.13's -X cpu_count: None not asked, -1 "default"
+    perf_profiling: int = 0  # 1: -X perf (3.12), 2: -X perf_jit (3.13)
     random_hash: bool = False  # -R: ignore PYTHONHASHSEED
     hash_seed: int | None = None
     startup_variables: dict[str, str] = dataclasses.field(default_factory=dict)  # PYTHONHOME ...
@@ -285,7 +287,11 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
     config.no_debug_ranges = "no_debug_ranges" in xoptions or env("PYTHONNODEBUGRANGES") is not None
     config.import_time = "importtime" in xoptions or env("PYTHONPROFILEIMPORTTIME") is not None
     config.utf8_mode = _utf8_mode(xoptions.get("utf8"), env("PYTHONUTF8"))
-    config.frozen_modules = _frozen_modules(xoptions.get("frozen_modules"))
+    config.frozen_modules = _frozen_modules(xoptions.get("frozen_modules"), env("PYTHON_FROZEN_MODULES"))
+    config.perf_profiling = _perf_profiling(xoptions, env)
+    if sys.version_info >= (3, 13):
+        config.cpu_count = _cpu_count(xoptions.get("cpu_count"), env("PYTHON_CPU_COUNT"))
+        _check_gil(xoptions.get("gil"), env("PYTHON_GIL"))
     config.tracemalloc = _tracemalloc_frames(xoptions.get("tracemalloc"), env("PYTHONTRACEMALLOC"))
     config.int_max_str_digits = _int_max_str_digits(xoptions.get("int_max_str_digits"), env("PYTHONINTMAXSTRDIGITS"))
     prefix = xoptions.get("pycache_prefix", env("PYTHONPYCACHEPREFIX"))
@@ -322,12 +328,59 @@ def _utf8_mode(option: str | bool | None, variable: str | None) -> int | None:
     return None
 
 
-def _frozen_modules(option: str | bool | None) -> bool | None:
+def _frozen_modules(option: str | bool | None, variable: str | None) -> bool | None:
+    if variable is not None and sys.version_info >= (3, 13):  # read first, and so failing first
+        if variable not in ("on", "off"):
+            raise FatalError('bad value for PYTHON_FROZEN_MODULES (expected "on" or "off")')
+        if option is None:
+            option = variable
     if option is None:
         return None
     if option in (True, "", "on", "off"):
         return option != "off"
     raise FatalError('bad value for option -X frozen_modules (expected "on" or "off")')
+
+
+def _perf_profiling(xoptions: dict[str, str | bool], env: Callable[[str], str | None]) -> int:
+    """``config_init_perf_profiling``: 1 for the perf trampoline (3.12), 2
+    for perf's JIT support (3.13), 0 for neither."""
+    level = 0
+    if sys.version_info >= (3, 12):
+        if _c_int(env("PYTHONPERFSUPPORT") or "0") or "perf" in xoptions:
+            level = 1
+    if sys.version_info >= (3, 13):
+        if _c_int(env("PYTHON_PERF_JIT_SUPPORT") or "0") or "perf_jit" in xoptions:
+            level = 2
+    return level
+
+
+def _cpu_count(option: str | bool | None, variable: str | None) -> int | None:
+    """``config_init_cpu_count`` (3.13): the count ``os.cpu_count()`` is to
+    give, -1 for the machine's, None when not asked."""
+    count = None
+    for value in (variable, option):
+        if value is None:
+            continue
+        if value == "default":
+            count = -1
+        elif not isinstance(value, str) or (count := _c_int(value)) is None or count < 1:
+            raise FatalError(
+                "config_init_cpu_count: -X cpu_count=n option: n is missing or an invalid number, "
+                "n must be greater than 0"
+            )
+    return count
+
+
+def _check_gil(option: str | bool | None, variable: str | None) -> None:
+    """``config_read_gil`` (3.13): the GIL can only be asked to stay, on a
+    build that has one."""
+    value = option if option is not None else variable
+    if value is None:
+        return
+    if value not in ("0", "1"):
+        raise FatalError('config_read_gil: PYTHON_GIL / -X gil must be "0" or "1"')
+    if value == "0" and "t" not in sys.abiflags:  # not a free-threaded build
+        raise FatalError("config_read_gil: Disabling the GIL is not supported by this build")
 
 
 def _tracemalloc_frames(option: str | bool | None, variable: str | None) -> int:
@@ -434,6 +487,24 @@ def _frozen_modules_in_use() -> int:
     return int(getattr(os.__spec__, "origin", None) == "frozen")
 
 
+def _server_options() -> Config:
+    """The settings this interpreter (the server) started with that CPython
+    does not show: read from its own options and environment, here, before
+    any run replaces the environment."""
+    config = Config("")
+    environ = {} if sys.flags.ignore_environment else os.environ
+    try:
+        config.perf_profiling = _perf_profiling(sys._xoptions, environ.get)
+        if sys.version_info >= (3, 13):
+            config.cpu_count = _cpu_count(sys._xoptions.get("cpu_count"), environ.get("PYTHON_CPU_COUNT"))
+    except FatalError:  # it started, so it did not read these as they read now
+        pass
+    return config
+
+
+_SERVER = _server_options()
+
+
 _FIXED_SETTINGS = (
     _FixedSetting(
         "-O/-OO (or PYTHONOPTIMIZE)", "asserts and docstrings are compiled in or out at the level set at start-up",
@@ -476,6 +547,14 @@ _FIXED_SETTINGS = (
         "-X frozen_modules", "the standard library was imported when the server started",
         "frozen standard modules", lambda c: None if c.frozen_modules is None else int(c.frozen_modules),
         _frozen_modules_in_use(),
+    ),
+    _FixedSetting(
+        "-X cpu_count (or PYTHON_CPU_COUNT)", "the count os.cpu_count() gives is set at start-up",
+        "cpu_count", lambda c: c.cpu_count, -1 if _SERVER.cpu_count is None else _SERVER.cpu_count,
+    ),
+    _FixedSetting(
+        "-X perf_jit (or PYTHON_PERF_JIT_SUPPORT)", "perf's JIT support can only be switched on at start-up",
+        "perf_jit", lambda c: 1 if c.perf_profiling == 2 else None, int(_SERVER.perf_profiling == 2),
     ),
     _FixedSetting(
         "-E", "the server has read its environment, and the standard library consults sys.flags.ignore_environment",
