@@ -486,6 +486,22 @@ def test_dash_i_runs_the_command_then_reads_statements_from_stdin(tmp_path: Path
     assert out.status == 0
 
 
+@pytest.mark.parametrize(
+    ("stdin", "status"),
+    [
+        (b"raise KeyboardInterrupt\n", -2),
+        (b"print(1)\nraise KeyboardInterrupt\n", -2),
+        (b"raise KeyboardInterrupt\nprint(1)\n", 0),
+        (b"raise KeyboardInterrupt\n)\n", -2),  # an error reading does not count
+    ],
+    ids=["last", "after-another", "followed", "then-a-syntax-error"],
+)
+def test_the_prompt_ends_by_sigint_after_a_last_statement_interrupted(
+    tmp_path: Path, stdin: bytes, status: int
+) -> None:
+    assert same("-i", "-c", "pass", cwd=tmp_path, stdin=stdin).status == status
+
+
 def test_dash_i_prints_a_failing_script_and_still_prompts(tmp_path: Path) -> None:
     write(tmp_path / "fail.py", "import sys\nvalue = 42\nsys.exit(3)\n")
     out = same("-i", "fail.py", cwd=tmp_path, stdin=b"print(value, __file__ if '__file__' in dir() else None)\n")

@@ -29,9 +29,10 @@ _COMPOUND_STATEMENTS = (
 )  # fmt: skip
 
 
-def call_printing_errors(function: Callable[[], object], *, preface: str = "") -> None:
+def call_printing_errors(function: Callable[[], object], *, preface: str = "") -> BaseException | None:
     """Call ``function``; print what it raises (bar ``SystemExit``, which
-    exits) after ``preface``, as CPython's ``PyErr_Print`` would."""
+    exits) after ``preface``, as CPython's ``PyErr_Print`` would, and
+    return it."""
     try:
         function()
     except SystemExit:
@@ -39,14 +40,20 @@ def call_printing_errors(function: Callable[[], object], *, preface: str = "") -
     except BaseException as exc:  # noqa: BLE001 - printed, as CPython prints it
         _write_stderr(preface)
         print_exception(exc)
+        return exc
+    return None
 
 
 def interact(namespace: dict[str, object]) -> None:
-    """``PyRun_InteractiveLoop``: read a statement, run it, print what it raised."""
+    """``PyRun_InteractiveLoop``: read a statement, run it, print what it
+    raised. When the last statement run ended in a ``KeyboardInterrupt``,
+    python ends by SIGINT once the input ends: so does the run
+    (:class:`~warmfork._worker.InterruptedAtTheEnd`)."""
     for name, prompt in (("ps1", ">>> "), ("ps2", "... ")):
         if not hasattr(sys, name):
             setattr(sys, name, prompt)
     compiler = codeop.CommandCompiler()
+    interrupted = False
     while True:
         try:
             statement = _read_statement(compiler)
@@ -57,9 +64,12 @@ def interact(namespace: dict[str, object]) -> None:
             print_exception(exc.with_traceback(None))  # the compiler's frames are no one's business
             continue
         if statement is None:
+            if interrupted:
+                raise _worker.InterruptedAtTheEnd
             return
         code = _numbered(*statement) if sys.version_info >= (3, 13) else statement[0]
-        call_printing_errors(functools.partial(exec, code, namespace))
+        raised = call_printing_errors(functools.partial(exec, code, namespace))
+        interrupted = isinstance(raised, KeyboardInterrupt)
         flush_standard_streams()
 
 

@@ -182,6 +182,8 @@ def run_handler(handler: Callable[[], object]) -> int:
         code = 0
     except SystemExit as exit_:
         code = exit_code(exit_, left)
+    except InterruptedAtTheEnd:
+        code = -signal.SIGINT
     except BaseException as exc:
         if isinstance(exc, Unsupported) and _refusable:
             raise
@@ -192,6 +194,12 @@ def run_handler(handler: Callable[[], object]) -> int:
             code = exit_code(exit_, left)
     code = _finalize(code, left)
     return code
+
+
+class InterruptedAtTheEnd(BaseException):
+    """Raised by the prompt when its input ended after a statement that
+    ended in a ``KeyboardInterrupt``, which it printed: python then ends by
+    SIGINT (CPython's ``unhandled_keyboard_interrupt``), and so does the run."""
 
 
 # From 3.12 on, CPython's `_Py_HandleSystemExit` leaves the error it met
