@@ -115,6 +115,23 @@ def test_a_client_invoked_through_a_symlink_uses_the_server_of_that_name(tmp_pat
         process.wait(timeout=15)
 
 
+def test_a_client_invoked_by_another_name_starts_the_server_of_that_name(tmp_path: Path) -> None:
+    # The server command names no socket: the client tells it its own.
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {key: value for key, value in os.environ.items() if key != "WARMFORK_SOCKET"}
+    env.update(XDG_RUNTIME_DIR=os.fspath(runtime), WARMFORK_SERVER=" ".join(SERVER))
+    cold = tmp_path / "cold"
+    cold.symlink_to(CLIENT)
+    sock = runtime / "warmfork" / "cold.sock"
+    try:
+        done = subprocess.run([cold, "-c", "print('started')"], env=env, capture_output=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (0, b"started\n"), done.stderr
+        assert sock.exists() and not (runtime / "warmfork" / "default.sock").exists()
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
 def test_without_a_server_the_fallback_interpreter_runs_the_program(tmp_path: Path) -> None:
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(tmp_path / "none.sock"), "WARMFORK_FALLBACK": sys.executable}
     done = subprocess.run(

@@ -10,6 +10,8 @@
 //! the first starts the server, the others find it already listening, so
 //! exactly one server starts.
 
+use core::ffi::c_char;
+
 use rustix::fd::OwnedFd;
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -95,7 +97,7 @@ fn start_with<'p>(
         call: "open the server log",
         errno,
     })?;
-    let server = spawn(process, command, &log).map_err(|errno| Failure::System {
+    let server = spawn(process, path, command, &log).map_err(|errno| Failure::System {
         call: "start the server",
         errno,
     })?;
@@ -135,16 +137,48 @@ fn start_with<'p>(
     }
 }
 
-/// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
-/// environment, `/dev/null` as stdin, the log as stdout and stderr, and no
-/// other descriptor.
 /// The code of a [`Failure::ServerDidNotStart`] whose command exited with a
 /// status this client cannot know (it died of a signal, or was reaped).
 pub const EXITED_UNKNOWN: i32 = -2;
 
-fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid, Errno> {
+/// Most environment strings passed on to the server command with
+/// `WARMFORK_SOCKET` added; a client with more passes its own as they are.
+const MAX_ENVIRONMENT: usize = 4096;
+
+/// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
+/// environment and `WARMFORK_SOCKET` set to the socket it waits on (so
+/// that a plain `warmfork-server` serves it, also for a client invoked by
+/// another name), `/dev/null` as stdin, the log as stdout and stderr, and
+/// no other descriptor.
+fn spawn(
+    process: &Process,
+    path: &SocketPath,
+    command: &'static [u8],
+    log: &OwnedFd,
+) -> Result<Pid, Errno> {
     let script = CBuf::<4096>::join(&[command]).ok_or(Errno::TOOBIG)?;
     let script = script.as_c_str();
+    let socket =
+        CBuf::<128>::join(&[b"WARMFORK_SOCKET=", path.as_bytes()]).ok_or(Errno::NAMETOOLONG)?;
+    let mut environment = [core::ptr::null::<c_char>(); MAX_ENVIRONMENT + 2];
+    let mut count = 0;
+    for entry in process.env() {
+        if entry.to_bytes().starts_with(b"WARMFORK_SOCKET=") {
+            continue;
+        }
+        if count == MAX_ENVIRONMENT {
+            count = usize::MAX;
+            break;
+        }
+        environment[count] = entry.as_ptr();
+        count += 1;
+    }
+    let envp = if count == usize::MAX {
+        process.envp()
+    } else {
+        environment[count] = socket.as_c_str().as_ptr();
+        environment.as_ptr()
+    };
     let null = rustix::fs::open(
         c"/dev/null",
         OFlags::RDONLY | OFlags::CLOEXEC,
@@ -170,9 +204,10 @@ fn spawn(process: &Process, command: &'static [u8], log: &OwnedFd) -> Result<Pid
                 script.as_ptr(),
                 core::ptr::null(),
             ];
-            // SAFETY: `argv` is a null-terminated array of NUL-terminated
-            // strings; the environment is the client's own.
-            let _ = unsafe { syscall::execve(c"/bin/sh", argv.as_ptr(), process.envp()) };
+            // SAFETY: `argv` and `envp` are null-terminated arrays of
+            // NUL-terminated strings: the client's own, and `socket`, which
+            // lives until the exec.
+            let _ = unsafe { syscall::execve(c"/bin/sh", argv.as_ptr(), envp) };
             syscall::exit(127)
         }
     }
