@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _locale
 import _signal
+import _thread
 import builtins
 import codecs
 import contextlib
@@ -50,6 +51,12 @@ class StreamError(FatalError):
 
     def __init__(self, message: str, cause: str | None = None) -> None:
         super().__init__(message, state="core initialized", cause=cause)
+
+    def report(self) -> str:
+        # Then CPython dumps its threads' stacks (faulthandler's format): the
+        # one thread there is, with no Python code running yet.
+        thread = f"Current thread 0x{_thread.get_ident():016x} (most recent call first):\n  <no Python frame>\n"
+        return super().report() + thread
 
 
 def set_up() -> None:
