@@ -502,6 +502,15 @@ def test_the_prompt_ends_by_sigint_after_a_last_statement_interrupted(
     assert same("-i", "-c", "pass", cwd=tmp_path, stdin=stdin).status == status
 
 
+@pytest.mark.parametrize(
+    "stdin",
+    [b"y = (\n1 2\n)\nprint('next')\n", b"f(a,\n[1 2],\n)\n", b'x = {\n"a": 1\n"b": 2}\n', b"y = [\n1,\n2 3\n]\n"],
+    ids=["comma", "nested", "dict", "third-line"],
+)
+def test_the_prompt_reports_an_error_inside_open_brackets_where_it_is(tmp_path: Path, stdin: bytes) -> None:
+    assert "SyntaxError" in same("-i", "-c", "pass", cwd=tmp_path, stdin=stdin).stderr
+
+
 def test_dash_i_prints_a_failing_script_and_still_prompts(tmp_path: Path) -> None:
     write(tmp_path / "fail.py", "import sys\nvalue = 42\nsys.exit(3)\n")
     out = same("-i", "fail.py", cwd=tmp_path, stdin=b"print(value, __file__ if '__file__' in dir() else None)\n")

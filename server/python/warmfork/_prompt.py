@@ -14,9 +14,11 @@ import ast
 import codeop
 import contextlib
 import functools
+import io
 import linecache
 import os
 import sys
+import tokenize
 import types
 from collections.abc import Callable
 from typing import TextIO
@@ -164,7 +166,32 @@ def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.
     except SyntaxError as error:
         if source.endswith("\\\n") and error.msg == "unexpected EOF while parsing":
             return None
+        if str(error.msg).endswith("was never closed"):
+            raise _error_inside_brackets(compiler, source) or error from None
         raise
+
+
+def _error_inside_brackets(compiler: codeop.CommandCompiler, source: str) -> SyntaxError | None:
+    """The error python's parser meets in ``source``, which leaves brackets
+    open: it reads a line at a time, so it stops where the error is (``y =
+    (``, then ``1 2``: "Perhaps you forgot a comma?", line 2), where
+    ``compile()`` of the same text blames the bracket left open. Closing
+    the brackets finds the parser's error; None if that error is not in
+    ``source`` itself."""
+    closers: list[str] = []
+    pairs = {"(": ")", "[": "]", "{": "}"}
+    with contextlib.suppress(tokenize.TokenError, SyntaxError):
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.OP and token.string in pairs:
+                closers.append(pairs[token.string])
+            elif token.type == tokenize.OP and token.string in ")]}" and closers:
+                closers.pop()
+    try:
+        compiler.compiler(source + "".join(reversed(closers)) + "\n", "<stdin>", "single", incomplete_input=False)
+    except SyntaxError as error:
+        if error.lineno is not None and error.lineno <= source.count("\n"):
+            return error
+    return None
 
 
 def _end_at_empty_line(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
