@@ -171,10 +171,12 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
 def _set_perf_trampoline(wanted: bool) -> None:
     """``-X perf``: the trampoline that lets ``perf`` name Python functions,
     switched on in this worker (it writes its own ``/tmp/perf-PID.map``), or
-    off when the server's is on and the run did not ask for it."""
+    off when the server's is on and the run did not ask for it. A build
+    without one ignores the option, as python does."""
     if wanted != sys.is_stack_trampoline_active():
         if wanted:
-            sys.activate_stack_trampoline("perf")
+            with contextlib.suppress(ValueError):  # "perf trampoline not available"
+                sys.activate_stack_trampoline("perf")
         else:
             sys.deactivate_stack_trampoline()
 
