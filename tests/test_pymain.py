@@ -297,6 +297,16 @@ def test_x_options_are_recorded_and_faulthandler_enabled(tmp_path: Path) -> None
     assert out.stdout.endswith("True True\n")
 
 
+@pytest.mark.parametrize(("options", "env"), [(("-X", "tracemalloc"), {}), ((), {"PYTHONTRACEMALLOC": "1"})])
+def test_tracemalloc_traces_the_programs_objects(tmp_path: Path, options: tuple[str, ...], env: dict[str, str]) -> None:
+    code = (
+        "import tracemalloc\n"
+        "objects = {str(i): i for i in range(3)}, (1, 2, object()), 1.5 * len(__name__)\n"
+        "print([str(tracemalloc.get_object_traceback(o)) for o in objects])"
+    )
+    assert same(*options, "-c", code, cwd=tmp_path, env=env).stdout == "['<string>:2', '<string>:2', '<string>:2']\n"
+
+
 def test_faulthandler_from_the_environment(tmp_path: Path) -> None:
     code = "import faulthandler; print(faulthandler.is_enabled())"
     assert same("-c", code, cwd=tmp_path, env={"PYTHONFAULTHANDLER": "1"}).stdout == "True\n"
@@ -419,6 +429,14 @@ def test_pythonpath_entries_follow_path0(tmp_path: Path) -> None:
     code = "import sys, extra; print(sys.path[:3], extra.WHERE)"
     out = same("-c", code, cwd=tmp_path, env={"PYTHONPATH": "lib:/nonexistent"})
     assert out.stdout.startswith(f"['', '{tmp_path}/lib', '/nonexistent']")
+
+
+@pytest.mark.parametrize("how", ["-c", "script"])
+def test_pythonpath_entries_are_on_sys_path_once(tmp_path: Path, how: str) -> None:
+    code = "import sys; print(sys.path[:5])"
+    run = ("-c", code) if how == "-c" else (write(tmp_path / "lib" / "show.py", code).relative_to(tmp_path),)
+    env = {"PYTHONPATH": ":lib::lib/:/nonexistent:/nonexistent:lib"}
+    assert same(*run, cwd=tmp_path, env=env).stdout.count("/nonexistent") == 1
 
 
 @pytest.mark.parametrize("how", [("-P",), ()])

@@ -25,6 +25,7 @@ import contextlib
 import faulthandler
 import fcntl
 import functools
+import gc
 import importlib.machinery
 import importlib.util
 import marshal
@@ -161,6 +162,10 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
     if config.tracemalloc:
         import tracemalloc
 
+        # The interpreter keeps freed objects for reuse (dicts, tuples,
+        # floats...), which the server allocated before any tracing: the
+        # program's objects would come from them untraced.
+        gc.collect()  # a full collection empties those free lists
         tracemalloc.start(config.tracemalloc)
     sys.warnoptions[:] = config.warnoptions
     _inherited.drop_server_warning_options()
@@ -327,10 +332,13 @@ def _import_readline() -> None:
 
 
 def _set_sys_path(config: pyoptions.Config, importer_path: str | None) -> None:
-    """``PYTHONPATH`` entries first (a fresh python has them from start-up),
-    then the program's own entry in front, as ``pymain_run_python`` puts it."""
+    """``PYTHONPATH`` entries first (a fresh python has them from start-up,
+    each once, as ``site`` leaves them), then the program's own entry in
+    front, as ``pymain_run_python`` puts it."""
     if config.pythonpath:
         extra = [os.path.abspath(entry) for entry in config.pythonpath]
+        if not sys.flags.no_site:
+            extra = list(dict.fromkeys(extra))
         sys.path[:] = extra + [entry for entry in sys.path if entry not in extra]
     if importer_path is not None:
         sys.path.insert(0, importer_path)
