@@ -5,6 +5,7 @@ and falling back to plain python when warmfork cannot run the program."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import shutil
@@ -12,15 +13,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT, Server, start_server
+from conftest import CLIENT, Server, start_server, wait_for_socket
 from support import nobody, old_kernel
 
 SERVER = [sys.executable, "-m", "warmfork"]
+
+#: fcntl(2): the capacity of a pipe.
+F_SETPIPE_SZ = 1031
 
 
 def control(*args: str) -> subprocess.CompletedProcess[str]:
@@ -130,6 +135,39 @@ def test_a_client_invoked_by_another_name_starts_the_server_of_that_name(tmp_pat
         assert sock.exists() and not (runtime / "warmfork" / "default.sock").exists()
     finally:
         control("stop", "--socket", os.fspath(sock))
+
+
+@pytest.mark.parametrize("log", ["pipe", "stopped terminal"])
+def test_a_log_nobody_reads_loses_lines_not_the_server(tmp_path: Path, log: str) -> None:
+    # The server's stderr is a pipe of one page that nobody drains, or a
+    # terminal whose output is stopped (Ctrl-S): once it is full, a blocking
+    # write of the next line would stop the serving loop.
+    if log == "pipe":
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)
+    else:
+        read_end, write_end = os.openpty()
+        termios.tcflow(write_end, termios.TCOOFF)
+    private = tmp_path / "s"
+    private.mkdir(mode=0o700)
+    sock = private / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock)}
+    server = subprocess.Popen([*SERVER, "--no-reload"], env=env, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end)
+    os.close(write_end)
+    try:
+        wait_for_socket(sock, server, 30)
+        for i in range(60):  # a line a run, about 130 bytes each
+            done = subprocess.run([CLIENT, "-c", f"print({i})"], env=env, capture_output=True, timeout=30, check=False)
+            assert (done.returncode, done.stdout) == (0, f"{i}\n".encode()), done.stderr
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        if log == "pipe":  # the lines that fitted are whole (a stopped terminal took none)
+            assert os.read(read_end, 4096).startswith(b"warmfork-server: ")
+    finally:
+        os.close(read_end)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def test_without_a_server_the_fallback_interpreter_runs_the_program(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 //! a level, filtered by the level chosen with `--log-level`.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::time::Timespec;
 
 /// How much the server says. Each level includes those before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,10 +57,30 @@ pub fn set_level(level: Level) {
 /// The whole line goes out in one `write`, so that lines of the server and
 /// of another process appending to the same log (its replacement, after an
 /// edit of the served code) never interleave. A log that cannot be written
-/// (a full disk, a closed pipe) loses the line, never the server.
+/// (a full disk, a closed pipe) loses the line, never the server; so does
+/// one that cannot take it now (a pipe nobody reads, a terminal stopped
+/// with Ctrl-S), where a blocking `write` would stop the serving loop.
 pub fn log(level: Level, message: &str) {
     if level as u8 <= LEVEL.load(Ordering::Relaxed) {
-        let _ = std::io::stderr().write_all(line(level, message).as_bytes());
+        write_now(std::io::stderr().as_fd(), line(level, message).as_bytes());
+    }
+}
+
+/// Writes `bytes` to `fd` in one `write` if `fd` can take them without
+/// waiting. `O_NONBLOCK` is not an option: the terminal or pipe is shared
+/// with the shell and other processes, whose reads and writes it would
+/// change. `poll` says a pipe has room for at least `PIPE_BUF` bytes, which
+/// a line of that size fills at once, and a terminal little output pending.
+fn write_now(fd: BorrowedFd<'_>, bytes: &[u8]) {
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(1))
+        && fds[0].revents().contains(PollFlags::OUT)
+    {
+        let _ = rustix::io::write(fd, bytes);
     }
 }
 
