@@ -28,6 +28,17 @@ def test_a_directory_as_stdin_fails_as_python_fails(server: Server, tmp_path: Pa
     assert server.run("-c", "print('still serving')").stdout == b"still serving\n"
 
 
+def test_a_directory_as_stderr_ends_the_run_with_status_1_as_python(server: Server, tmp_path: Path) -> None:
+    # Nothing can be said there: python's fatal error fails to write too.
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ours, pythons = both(server, "-c", "print('never')", stdout=subprocess.PIPE, stderr=directory)
+    finally:
+        os.close(directory)
+    assert (ours.status, ours.stdout) == (pythons.status, pythons.stdout) == (1, b"")
+    assert server.run("-c", "print('still serving')").stdout == b"still serving\n"
+
+
 def test_a_socket_as_stdout_carries_the_output(server: Server) -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:

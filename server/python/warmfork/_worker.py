@@ -144,7 +144,8 @@ def run(
         _stdio.client_pid = client_pid
         _set_up(argv, env, umask)
     except _stdio.StreamError as exc:
-        os.write(2, exc.report().encode())
+        with contextlib.suppress(OSError):  # stderr itself may be what failed (a directory)
+            os.write(2, exc.report().encode())
         return 1
     _ignore(ignored_signals)
     try:

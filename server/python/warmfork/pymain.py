@@ -142,7 +142,8 @@ def _apply_runtime_options(config: pyoptions.Config) -> None:
         try:
             _stdio.install(unbuffered=config.unbuffered, use_environment=config.use_environment)
         except _stdio.StreamError as error:
-            os.write(2, error.report().encode())
+            with contextlib.suppress(OSError):  # stderr itself may be what failed (a directory)
+                os.write(2, error.report().encode())
             raise SystemExit(1) from None
     sys.dont_write_bytecode = config.dont_write_bytecode
     sys.pycache_prefix = config.pycache_prefix
