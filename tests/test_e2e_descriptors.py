@@ -197,6 +197,24 @@ def test_a_descriptor_beyond_the_servers_limit_is_refused_naming_the_limit(tmp_p
         stop_when_idle(srv)
 
 
+def test_a_server_too_short_of_descriptors_for_a_clients_says_it_is_its_own_fault(tmp_path: Path) -> None:
+    # Each of the client's 40 descriptors fits under the server's limit of 64,
+    # but the worker holds its own besides, and runs out moving them.
+    low = tmp_path / "low.py"
+    low.write_text("import resource as r\nr.setrlimit(r.RLIMIT_NOFILE, (64, 64))\n")
+    srv = start_server(tmp_path, "--pool", "1", "--warmup", os.fspath(low))
+    files = [os.open(os.devnull, os.O_RDONLY) for _ in range(40)]
+    try:
+        done = srv.run("-c", "print('ran')", pass_fds=files)
+        assert (done.returncode, done.stdout) == (201, b""), done.stderr
+        assert b"this worker is out of descriptors: the server's limit of open files" in done.stderr, done.stderr
+        assert srv.run("-c", "print('still serving')").stdout == b"still serving\n"
+    finally:
+        for fd in files:
+            os.close(fd)
+        stop_when_idle(srv)
+
+
 def soft_descriptor_limit(pid: int) -> int:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max open files"):

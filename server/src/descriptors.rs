@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::process::Resource;
-use warmfork::{FdSet, RunRequest};
+use warmfork::{ErrorCode, FdSet, RunRequest};
 
 /// Where the worker's own descriptors go, unless the descriptor limit is
 /// lower: high enough for programs that open files to never reach it, low
@@ -42,8 +42,17 @@ pub fn move_high(fd: impl AsFd, avoid: &[RawFd]) -> Result<OwnedFd, String> {
     // so the next try gets another.
     let mut held = Vec::new();
     loop {
-        let copy = rustix::io::fcntl_dupfd_cloexec(fd, start)
-            .map_err(|e| format!("cannot move descriptor {}: {e}", fd.as_raw_fd()))?;
+        let copy = rustix::io::fcntl_dupfd_cloexec(fd, start).map_err(|e| {
+            let why = if e == rustix::io::Errno::MFILE {
+                "this worker is out of descriptors: the server's limit of open files \
+                 (its `ulimit -n`) is too low for the client's; raise it where the server \
+                 is started"
+                    .to_string()
+            } else {
+                e.to_string()
+            };
+            format!("cannot move descriptor {}: {why}", fd.as_raw_fd())
+        })?;
         if avoid.binary_search(&copy.as_raw_fd()).is_err() {
             return Ok(copy);
         }
@@ -68,7 +77,15 @@ pub fn targets(request: &RunRequest<'_>) -> Vec<RawFd> {
 ///
 /// `targets` is [`targets`] of the request. A descriptor that already sits
 /// on one of them is replaced: the program sees the client's.
-pub fn install(set: FdSet, fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), String> {
+pub fn install(
+    set: FdSet,
+    fds: Vec<OwnedFd>,
+    targets: &[RawFd],
+) -> Result<(), (ErrorCode, String)> {
+    // What the request carries cannot be used: its fault. A descriptor the
+    // worker cannot copy out of the way: the server's.
+    let unusable = |message: String| (ErrorCode::BadRequest, message);
+    let internal = |message: String| (ErrorCode::Internal, message);
     let mut received = fds.into_iter();
     let mut stdio = [None, None, None];
     for (slot, target) in FdSet::SLOTS[..3].iter().zip(&mut stdio) {
@@ -92,13 +109,16 @@ pub fn install(set: FdSet, fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), S
         }
     };
     let stdio = stdio.map(|fd| fd.map(off_targets).transpose());
-    let cwd = cwd.map(off_targets).transpose()?;
-    let extra = received.map(off_targets).collect::<Result<Vec<_>, _>>()?;
+    let cwd = cwd.map(off_targets).transpose().map_err(internal)?;
+    let extra = received
+        .map(off_targets)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)?;
     let sources = stdio
         .into_iter()
         .chain(extra.into_iter().map(|fd| Ok(Some(fd))));
     for (target, source) in targets.iter().zip(sources) {
-        let source = source?;
+        let source = source.map_err(internal)?;
         // SAFETY: plain descriptor operations on numbers this process owns;
         // what sits on a target (the server's stdio, a warm descriptor the
         // client's replaces) is this worker's copy alone.
@@ -119,13 +139,13 @@ pub fn install(set: FdSet, fds: Vec<OwnedFd>, targets: &[RawFd]) -> Result<(), S
             } else {
                 format!(": {error}")
             };
-            return Err(format!("cannot install descriptor {target}{why}"));
+            return Err(unusable(format!("cannot install descriptor {target}{why}")));
         }
     }
     match cwd {
         Some(dir) => rustix::process::fchdir(dir)
-            .map_err(|e| format!("cannot enter the client's working directory: {e}")),
-        None => rustix::process::chdir("/").map_err(|e| format!("cannot enter /: {e}")),
+            .map_err(|e| unusable(format!("cannot enter the client's working directory: {e}"))),
+        None => rustix::process::chdir("/").map_err(|e| internal(format!("cannot enter /: {e}"))),
     }
 }
 

@@ -199,8 +199,8 @@ fn run_request(
         learner.keep_clear_of(&targets);
     }
     let connection_fd = connection.as_raw_fd();
-    if let Err(message) = descriptors::install(request.fds, fds, &targets) {
-        fail(connection_fd, ErrorCode::BadRequest, &message);
+    if let Err((code, message)) = descriptors::install(request.fds, fds, &targets) {
+        fail(connection_fd, code, &message);
     }
     crate::limits::adopt_descriptor_limit(descriptor_limit, own);
     if request.fds.contains(FdSet::CONTROLLING_TTY) {
