@@ -268,18 +268,20 @@ def test_a_bad_request_gets_one_error_frame_and_the_server_keeps_serving(
     assert_still_serving(server)
 
 
+@pytest.mark.parametrize(("first", "later"), [(2, 2), (4, 1)], ids=["split", "one-more-later"])
 def test_descriptors_sent_with_a_later_byte_than_the_first_are_refused_and_closed(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, first: int, later: int
 ) -> None:
     # protocol.md §4: descriptors come with the frame's first byte only; two
-    # of the four came with byte 10 and the run went ahead with them.
+    # of the four came with byte 10 and the run went ahead with them (and it
+    # went ahead when the four came first and a fifth later).
     marker = tmp_path / "ran"
     frame = good_frame(b"-c", f"open({os.fspath(marker)!r}, 'w')".encode())
     read_end, write_end = os.pipe()
     try:
         with RawClient(server.socket) as client:
-            client.send(frame[:10], [write_end, write_end])
-            client.send(frame[10:], [write_end, write_end])
+            client.send(frame[:10], [write_end] * first)
+            client.send(frame[10:], [write_end] * later)
             os.close(write_end)
             write_end = -1
             replies = client.replies()

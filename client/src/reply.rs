@@ -121,7 +121,8 @@ impl<'a> Reply<'a> {
             },
             Kind::Exit => Reply::Exit(match frame[8] {
                 0 => ExitStatus::Exited(frame[9]),
-                1 => ExitStatus::Signaled(frame[9]),
+                1 if can_end_a_process(frame[9]) => ExitStatus::Signaled(frame[9]),
+                1 => return Err(WireError::BadField("signal")),
                 _ => return Err(WireError::BadField("how")),
             }),
             Kind::Error => Reply::Error {
@@ -172,4 +173,13 @@ fn utf8_cut(message: &[u8], max: usize) -> usize {
         end -= 1;
     }
     end
+}
+
+/// Whether a process can die of signal `number` (Linux): 1 to 64, but for
+/// those whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH)
+/// or to stop or continue the process (SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN,
+/// SIGTTOU). An EXIT naming another is a protocol error: raised, SIGSTOP
+/// would stop the client for good.
+pub fn can_end_a_process(number: u8) -> bool {
+    matches!(number, 1..=64) && !matches!(number, 17..=23 | 28)
 }

@@ -6,7 +6,7 @@
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
 use warmfork::frame::{MAX_FRAME_LEN, PREFIX_LEN, VERSION};
-use warmfork::reply::{MAX_ERROR_MESSAGE_LEN, MAX_REPLY_LEN, REPLY_FIXED_LEN};
+use warmfork::reply::{MAX_ERROR_MESSAGE_LEN, MAX_REPLY_LEN, REPLY_FIXED_LEN, can_end_a_process};
 use warmfork::request::{MAX_EXTRA_FDS, RUN_HEADER_LEN, encode_run, encode_run_with_fds};
 use warmfork::{
     ErrorCode, ExitStatus, FdSet, Kind, Prefix, Reply, RunHeader, RunRequest, WireError,
@@ -120,7 +120,12 @@ fn replies() -> impl Strategy<Value = ReplyCase> {
     prop_oneof![
         (any::<u32>(), any::<bool>()).prop_map(|(pid, pidfd)| ReplyCase::Started { pid, pidfd }),
         any::<u8>().prop_map(|code| ReplyCase::Exit(ExitStatus::Exited(code))),
-        any::<u8>().prop_map(|signal| ReplyCase::Exit(ExitStatus::Signaled(signal))),
+        any::<u8>()
+            .prop_filter(
+                "a signal a process can die of",
+                |&signal| can_end_a_process(signal)
+            )
+            .prop_map(|signal| ReplyCase::Exit(ExitStatus::Signaled(signal))),
         (
             prop::sample::select(&ERROR_CODES[..]),
             vec(any::<u8>(), 0..=MAX_ERROR_MESSAGE_LEN)
@@ -211,6 +216,14 @@ proptest! {
         let env: Vec<&[u8]> = run.env.iter().map(Vec::as_slice).collect();
         let mut out = vec![0; len - 1];
         prop_assert_eq!(encode_run_with_fds(&mut out, run.fds, run.umask, run.ignored_signals, &run.extra_fds, &argv, &env), None);
+    }
+
+    #[test]
+    fn an_exit_by_a_signal_no_process_dies_of_is_rejected(
+        signal in any::<u8>().prop_filter("no process dies of it", |&signal| !can_end_a_process(signal))
+    ) {
+        let frame = ReplyCase::Exit(ExitStatus::Signaled(signal)).encode();
+        prop_assert_eq!(Reply::decode(&frame), Err(WireError::BadField("signal")));
     }
 
     #[test]

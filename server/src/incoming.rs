@@ -37,6 +37,9 @@ pub struct Incoming {
     /// Descriptors that come before the request's own: none from a client,
     /// the client's connection when the server hands a request to a worker.
     leading_fds: usize,
+    /// Descriptors that came with a later byte than the frame's first
+    /// (closed on arrival): the request is then refused.
+    late_fds: usize,
 }
 
 /// What one read brought.
@@ -114,10 +117,12 @@ impl Incoming {
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
                 // Descriptors come with the frame's first byte (protocol.md
-                // §4); those with a later one are closed, and the count no
-                // longer matches the frame's.
+                // §4); those with a later one are counted, closed, and make
+                // the request a bad one.
                 if start == 0 {
                     self.fds.extend(fds);
+                } else {
+                    self.late_fds += fds.count();
                 }
             }
         }
@@ -183,13 +188,21 @@ impl Incoming {
     /// The decoded request, once the frame is complete.
     pub fn request(&self) -> Result<RunRequest<'_>, Progress> {
         let request = RunRequest::decode(&self.frame).map_err(refusal)?;
-        if self.leading_fds + request.fd_count() != self.fds.len() {
+        let carried = self.fds.len() - self.leading_fds.min(self.fds.len()) + self.late_fds;
+        if self.leading_fds + request.fd_count() != self.fds.len() || self.late_fds > 0 {
+            let late = if self.late_fds > 0 {
+                format!(
+                    ", {} of them with a later byte than the first",
+                    self.late_fds
+                )
+            } else {
+                String::new()
+            };
             return Err(Progress::Refused(
                 ErrorCode::BadRequest,
                 format!(
-                    "the request announces {} descriptors but carries {}",
+                    "the request announces {} descriptors but carries {carried}{late}",
                     request.fd_count(),
-                    self.fds.len() - self.leading_fds.min(self.fds.len())
                 ),
             ));
         }
