@@ -209,13 +209,17 @@ fn expect(plan: &Plan, stream: &[u8]) -> Outcome {
     let leading = usize::from(plan.handed_off);
     let mut frame_len = None;
     let mut fds = 0;
+    let mut late = 0;
     // The pieces are contiguous and each is read only while the frame wants
     // bytes, so every piece reached here has its first byte read. Only the
-    // descriptors of the piece with the frame's first byte count: those
-    // with a later byte are closed (protocol.md §4).
+    // descriptors of the piece with the frame's first byte are taken: those
+    // with a later byte are closed, and make the request a bad one
+    // (protocol.md §4).
     for piece in plan.pieces.iter().filter(|p| p.len > 0) {
         if piece.start == 0 {
             fds += piece.fds;
+        } else {
+            late += piece.fds;
         }
         if fds > leading + RUN_FDS {
             return Outcome::Refused(ErrorCode::BadRequest);
@@ -232,7 +236,7 @@ fn expect(plan: &Plan, stream: &[u8]) -> Outcome {
         if let Some(len) = frame_len.filter(|&len| end >= len) {
             return match RunRequest::decode(&stream[..len]) {
                 Err(error) => Outcome::Refused(code_for(error)),
-                Ok(run) if run.fd_count() + leading != fds => {
+                Ok(run) if run.fd_count() + leading != fds || late > 0 => {
                     Outcome::Refused(ErrorCode::BadRequest)
                 }
                 Ok(_) => Outcome::Run,
