@@ -380,14 +380,6 @@ def test_sighup_ignored_by_the_client_stays_ignored_in_the_program(server, tmp_p
     assert outcomes[0] == outcomes[1] == Outcome(0, b"ignored\nsurvived\n", b"")
 
 
-def has_ended(pid: int) -> bool:
-    """True once ``pid`` has exited, reaped or not."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return True
-
-
 def process_is_gone(pid: int) -> bool:
     """True once ``pid`` has exited and been reaped (a zombie still lingers)."""
     return not os.path.exists(f"/proc/{pid}")
@@ -423,26 +415,6 @@ def test_sigkill_of_the_client_leaves_no_worker_behind(
     assert elapsed < within, f"the worker took {elapsed:.1f}s to go"
     if handles_sighup:
         assert (tmp_path / "hangup").read_text() == "got SIGHUP"
-
-
-def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_path: Path) -> None:
-    # A terminal's hang-up reaches the whole foreground process group: the
-    # program's children in its group get the SIGHUP too, and die of it.
-    program = (
-        "import subprocess, time\n"
-        "child = subprocess.Popen(['sleep', '60'])\n"
-        "open('pid', 'w').write(str(child.pid))\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    process = start(server, "-c", program, cwd=tmp_path)
-    read_first_line(process)
-    child = int((tmp_path / "pid").read_text())
-    process.kill()
-    process.wait()
-    if not wait_until(lambda: has_ended(child), 5):
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError(f"the program's child {child} outlived the client's hang-up")
 
 
 def test_a_pipeline_into_head_ends_as_with_python(server, tmp_path: Path) -> None:

@@ -271,7 +271,7 @@ impl Server<'_, '_> {
                 // period gets its program a SIGHUP, as a terminal would.
                 if !*client_gone && client_hung_up(&connection.socket) {
                     *client_gone = true;
-                    hang_up(worker);
+                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
                 }
                 let status = if overdue {
                     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
@@ -639,7 +639,7 @@ impl Server<'_, '_> {
                 if ready.socket && client_hung_up(&connection.socket) {
                     // As on a terminal hang-up: SIGHUP now, SIGKILL if it lingers.
                     *client_gone = true;
-                    hang_up(worker);
+                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
                     connection.deadline = Some(now + HANGUP_GRACE);
                 } else if timed_out {
                     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
@@ -850,20 +850,6 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 
 /// Whether the client end of a running connection has closed. A client
 /// sends nothing after its request, so any bytes are discarded.
-/// SIGHUP for a run whose client has gone, as a terminal's hang-up reaches
-/// its foreground process group: the worker leads a group of its own (its
-/// own session), which its children share unless they left it. Sent by the
-/// group's number, the worker's pid, which no other process can take while
-/// the server has not reaped the worker; and to the worker through its
-/// pidfd when the program has moved it to another group.
-fn hang_up(worker: &pool::Process) {
-    let leads_its_group = rustix::process::getpgid(Some(worker.pid)).is_ok_and(|g| g == worker.pid);
-    let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
-    if !leads_its_group {
-        let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
-    }
-}
-
 fn client_hung_up(socket: &OwnedFd) -> bool {
     let mut buf = [0u8; 512];
     match rustix::net::recv(socket, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
