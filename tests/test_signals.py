@@ -5,6 +5,7 @@ client that dies, even by SIGKILL, takes its worker with it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import select
@@ -415,6 +416,52 @@ def test_sigkill_of_the_client_leaves_no_worker_behind(
     assert elapsed < within, f"the worker took {elapsed:.1f}s to go"
     if handles_sighup:
         assert (tmp_path / "hangup").read_text() == "got SIGHUP"
+
+
+def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_path: Path) -> None:
+    # A terminal's hang-up reaches the whole foreground process group: the
+    # program's children in its group get the SIGHUP too, and die of it.
+    program = (
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "open('pid', 'w').write(str(child.pid))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = start(server, "-c", program, cwd=tmp_path)
+    read_first_line(process)
+    child = int((tmp_path / "pid").read_text())
+    process.kill()
+    process.wait()
+    if not wait_until(lambda: has_ended(child), 5):
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"the program's child {child} outlived the client's hang-up")
+
+
+def test_children_a_program_leaves_running_survive_its_end_as_under_python(server, tmp_path: Path) -> None:
+    # The client hangs up as soon as it has the status, often before the
+    # server has reaped the worker: that is no terminal hang-up.
+    program = "import subprocess as s\nprint(s.Popen(['sleep', '60'], stdin=s.DEVNULL, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)\n"
+    children = []
+    try:
+        for _ in range(20):
+            done = server.run("-c", program, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            children.append(int(done.stdout))
+        time.sleep(0.5)
+        assert [pid for pid in children if has_ended(pid)] == []
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def has_ended(pid: int) -> bool:
+    """True once ``pid`` has exited, reaped or not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
 
 
 def test_a_pipeline_into_head_ends_as_with_python(server, tmp_path: Path) -> None:

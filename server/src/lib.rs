@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 mod arenas;
 mod codepack;
 mod descriptors;
+mod ended;
 mod fastbins;
 mod handover;
 mod hugepages;

@@ -152,6 +152,7 @@ pub fn serve(
     ready: Option<OwnedFd>,
     inherited: Vec<RawFd>,
 ) -> PyResult<()> {
+    crate::ended::prepare();
     let mut server = Server {
         py,
         listener,
@@ -271,7 +272,7 @@ impl Server<'_, '_> {
                 // period gets its program a SIGHUP, as a terminal would.
                 if !*client_gone && client_hung_up(&connection.socket) {
                     *client_gone = true;
-                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+                    hang_up(worker);
                 }
                 let status = if overdue {
                     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
@@ -639,7 +640,7 @@ impl Server<'_, '_> {
                 if ready.socket && client_hung_up(&connection.socket) {
                     // As on a terminal hang-up: SIGHUP now, SIGKILL if it lingers.
                     *client_gone = true;
-                    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+                    hang_up(worker);
                     connection.deadline = Some(now + HANGUP_GRACE);
                 } else if timed_out {
                     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
@@ -850,6 +851,27 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 
 /// Whether the client end of a running connection has closed. A client
 /// sends nothing after its request, so any bytes are discarded.
+/// SIGHUP for a run whose client has gone. A client that died during the
+/// run hangs up the program's whole process group, as a terminal's hang-up
+/// reaches its foreground group: the worker leads a group of its own (its
+/// own session), which the program's children share unless they left it.
+/// It goes by the group's number, the worker's pid, which no other process
+/// can take while the server has not reaped the worker, and to the worker
+/// through its pidfd too when the program has moved it to another group.
+/// A client that hangs up once its worker has sent the status has just
+/// read it: then only the worker gets the signal (it ignores it by then),
+/// and the children the program left running go on, as python's do.
+fn hang_up(worker: &Process) {
+    let pid = worker.pid.as_raw_nonzero().get() as u32;
+    if crate::ended::status_sent(pid) == Some(false) {
+        let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
+        if rustix::process::getpgid(Some(worker.pid)).is_ok_and(|group| group == worker.pid) {
+            return;
+        }
+    }
+    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+}
+
 fn client_hung_up(socket: &OwnedFd) -> bool {
     let mut buf = [0u8; 512];
     match rustix::net::recv(socket, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
@@ -909,6 +931,7 @@ fn report_end(
     started: Instant,
     status: rustix::process::WaitIdStatus,
 ) {
+    crate::ended::forget(worker.pid.as_raw_nonzero().get() as u32);
     let status = exit_status(status);
     worker::send_reply(socket, &Reply::Exit(status));
     let took = started.elapsed();

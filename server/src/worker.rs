@@ -240,6 +240,7 @@ fn run_request(
         }
     };
     ignore_hang_up();
+    crate::ended::mark(rustix::process::getpid().as_raw_nonzero().get() as u32);
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     if connected {
@@ -404,6 +405,7 @@ fn fail(connection: RawFd, code: ErrorCode, message: &str) -> ! {
     // SAFETY: the connection stays open for the life of the worker.
     let connection = unsafe { rustix::fd::BorrowedFd::borrow_raw(connection) };
     ignore_hang_up();
+    crate::ended::mark(rustix::process::getpid().as_raw_nonzero().get() as u32);
     send_reply(
         connection,
         &Reply::Error {

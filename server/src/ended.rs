@@ -1,0 +1,88 @@
+//! Which runs are over: a worker notes, in memory it shares with the
+//! server, that it has sent its run's status. A client that hangs up
+//! before that has died during the run, and the server hangs up the
+//! program's whole process group, as a terminal's hang-up reaches the
+//! foreground group; one that hangs up after it has just read its status,
+//! and the children the program left running are left alone, as python's
+//! are.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Slots, one per worker by its pid (modulo): 64 KiB. Each holds the pid
+/// of the worker that filled it, so that two workers sharing a slot are
+/// told apart.
+const SLOTS: usize = 16 * 1024;
+
+type Slots = [AtomicU32; SLOTS];
+
+static ENDED: OnceLock<Option<&'static Slots>> = OnceLock::new();
+
+/// Maps the slots, in the server before it forks its workers (the first
+/// call maps them; later ones, from a second `serve`, keep them).
+pub fn prepare() {
+    ENDED.get_or_init(|| {
+        // SAFETY: a fresh anonymous mapping, touching no existing memory.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size_of::<Slots>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        // SAFETY: page-aligned, large enough, zero-filled (every slot
+        // empty), never unmapped, and only used through the atomics.
+        (at != libc::MAP_FAILED).then(|| unsafe { &*at.cast::<Slots>() })
+    });
+}
+
+fn slot(pid: u32) -> Option<&'static AtomicU32> {
+    ENDED
+        .get()
+        .copied()
+        .flatten()
+        .map(|slots| &slots[pid as usize % SLOTS])
+}
+
+/// In a worker: its run's status is about to go out.
+pub fn mark(pid: u32) {
+    if let Some(slot) = slot(pid) {
+        slot.store(pid, Ordering::Release);
+    }
+}
+
+/// Whether worker `pid` has sent its run's status; `None` when this cannot
+/// be known (the slots could not be mapped).
+pub fn status_sent(pid: u32) -> Option<bool> {
+    slot(pid).map(|slot| slot.load(Ordering::Acquire) == pid)
+}
+
+/// In the server, once worker `pid` is reaped: its slot is free again.
+pub fn forget(pid: u32) {
+    if let Some(slot) = slot(pid) {
+        let _ = slot.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marked_worker_has_sent_its_status_until_it_is_forgotten() {
+        prepare();
+        let pid = 4_000_001;
+        assert_eq!(status_sent(pid), Some(false));
+        mark(pid);
+        assert_eq!(status_sent(pid), Some(true));
+        // Another worker in the same slot is not taken for this one.
+        assert_eq!(status_sent(pid + SLOTS as u32), Some(false));
+        forget(pid + SLOTS as u32);
+        assert_eq!(status_sent(pid), Some(true));
+        forget(pid);
+        assert_eq!(status_sent(pid), Some(false));
+    }
+}
