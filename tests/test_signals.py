@@ -401,11 +401,7 @@ def test_sigkill_of_the_client_leaves_no_worker_behind(
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    process = start(server, "-c", program, cwd=tmp_path)
-    read_first_line(process)
-    worker = int((tmp_path / "pid").read_text())
-    process.kill()
-    process.wait()
+    worker = kill_the_client_once_ready(server, program, tmp_path)
     started = time.monotonic()
     gone = wait_until(lambda: process_is_gone(worker), timeout=within + 2)
     elapsed = time.monotonic() - started
@@ -428,11 +424,7 @@ def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_pa
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    process = start(server, "-c", program, cwd=tmp_path)
-    read_first_line(process)
-    child = int((tmp_path / "pid").read_text())
-    process.kill()
-    process.wait()
+    child = kill_the_client_once_ready(server, program, tmp_path)
     if not wait_until(lambda: has_ended(child), 5):
         os.kill(child, signal.SIGKILL)
         raise AssertionError(f"the program's child {child} outlived the client's hang-up")
@@ -454,6 +446,17 @@ def test_children_a_program_leaves_running_survive_its_end_as_under_python(serve
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def kill_the_client_once_ready(server: Server, program: str, cwd: Path) -> int:
+    """Run ``program``, which writes a pid to ``pid`` then a first line, and
+    SIGKILL the client once that line is out; the pid written."""
+    process = start(server, "-c", program, cwd=cwd)
+    read_first_line(process)
+    written = int((cwd / "pid").read_text())
+    process.kill()
+    process.wait()
+    return written
 
 
 def has_ended(pid: int) -> bool:

@@ -21,22 +21,8 @@ static ENDED: OnceLock<Option<&'static Slots>> = OnceLock::new();
 /// Maps the slots, in the server before it forks its workers (the first
 /// call maps them; later ones, from a second `serve`, keep them).
 pub fn prepare() {
-    ENDED.get_or_init(|| {
-        // SAFETY: a fresh anonymous mapping, touching no existing memory.
-        let at = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size_of::<Slots>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        // SAFETY: page-aligned, large enough, zero-filled (every slot
-        // empty), never unmapped, and only used through the atomics.
-        (at != libc::MAP_FAILED).then(|| unsafe { &*at.cast::<Slots>() })
-    });
+    // SAFETY: zero bytes are empty slots, only used through the atomics.
+    ENDED.get_or_init(|| unsafe { crate::maps::shared_zeroed() });
 }
 
 fn slot(pid: u32) -> Option<&'static AtomicU32> {

@@ -1,4 +1,5 @@
-//! Reading `/proc/self/maps`, the list of this process's mappings.
+//! Reading `/proc/self/maps`, the list of this process's mappings; and
+//! making the memory a server shares with the workers it forks.
 
 use std::fs::File;
 use std::ops::Range;
@@ -164,6 +165,31 @@ fn query(maps: &File, page: u64, page_size: u64) -> Result<Option<Range<u64>>, U
         }
         address = query.vma_end;
     }
+}
+
+/// Zero-filled memory for a `T` that every process forked from this one
+/// from now on shares with it, for the life of the process; `None` if it
+/// cannot be mapped.
+///
+/// # Safety
+///
+/// All zero bytes must be a valid `T`, and processes must use it only
+/// through atomics (or other types safe to share between processes).
+pub unsafe fn shared_zeroed<T>() -> Option<&'static T> {
+    // SAFETY: a fresh anonymous mapping, touching no existing memory.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size_of::<T>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    // SAFETY: page-aligned, large enough, zero-filled and never unmapped;
+    // the caller vouches for the rest.
+    (at != libc::MAP_FAILED).then(|| unsafe { &*at.cast::<T>() })
 }
 
 #[cfg(test)]

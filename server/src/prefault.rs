@@ -129,24 +129,10 @@ impl Table {
     /// An empty table in memory that processes forked from this one share,
     /// for the life of the process; `None` if it cannot be mapped.
     pub fn shared() -> Option<&'static Table> {
-        // SAFETY: a fresh anonymous mapping, touching no existing memory.
-        let at = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size_of::<Table>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if at == libc::MAP_FAILED {
-            return None;
-        }
-        // SAFETY: the mapping is page-aligned, large enough, zero-filled (a
-        // valid empty `Table`: every field is an atomic integer) and never
-        // unmapped; other processes only use it through the same atomics.
-        Some(unsafe { &*at.cast::<Table>() })
+        // SAFETY: zero bytes are a valid empty `Table` (every field is an
+        // atomic integer), which other processes only use through the same
+        // atomics.
+        unsafe { maps::shared_zeroed() }
     }
 
     /// Replaces the pages, learned in `micros` by learner `pid`, if it is
