@@ -9,6 +9,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use rustix::process::Pid;
+
 /// Slots, one per worker by its pid (modulo): 64 KiB. Each holds the pid
 /// of the worker that filled it, so that two workers sharing a slot are
 /// told apart.
@@ -25,31 +27,30 @@ pub fn prepare() {
     ENDED.get_or_init(|| unsafe { crate::maps::shared_zeroed() });
 }
 
-fn slot(pid: u32) -> Option<&'static AtomicU32> {
-    ENDED
-        .get()
-        .copied()
-        .flatten()
-        .map(|slots| &slots[pid as usize % SLOTS])
+/// Worker `pid`'s slot, and the value that says it has sent its status.
+fn slot(pid: Pid) -> Option<(&'static AtomicU32, u32)> {
+    let pid = pid.as_raw_nonzero().get().unsigned_abs();
+    let slots = ENDED.get().copied().flatten()?;
+    Some((&slots[pid as usize % SLOTS], pid))
 }
 
 /// In a worker: its run's status is about to go out.
-pub fn mark(pid: u32) {
-    if let Some(slot) = slot(pid) {
-        slot.store(pid, Ordering::Release);
+pub fn mark(pid: Pid) {
+    if let Some((slot, sent)) = slot(pid) {
+        slot.store(sent, Ordering::Release);
     }
 }
 
 /// Whether worker `pid` has sent its run's status; `None` when this cannot
 /// be known (the slots could not be mapped).
-pub fn status_sent(pid: u32) -> Option<bool> {
-    slot(pid).map(|slot| slot.load(Ordering::Acquire) == pid)
+pub fn status_sent(pid: Pid) -> Option<bool> {
+    slot(pid).map(|(slot, sent)| slot.load(Ordering::Acquire) == sent)
 }
 
 /// In the server, once worker `pid` is reaped: its slot is free again.
-pub fn forget(pid: u32) {
-    if let Some(slot) = slot(pid) {
-        let _ = slot.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+pub fn forget(pid: Pid) {
+    if let Some((slot, sent)) = slot(pid) {
+        let _ = slot.compare_exchange(sent, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
@@ -60,13 +61,14 @@ mod tests {
     #[test]
     fn a_marked_worker_has_sent_its_status_until_it_is_forgotten() {
         prepare();
-        let pid = 4_000_001;
+        let pid = Pid::from_raw(4_000_001).expect("a pid");
+        let same_slot = Pid::from_raw(4_000_001 + SLOTS as i32).expect("a pid");
         assert_eq!(status_sent(pid), Some(false));
         mark(pid);
         assert_eq!(status_sent(pid), Some(true));
         // Another worker in the same slot is not taken for this one.
-        assert_eq!(status_sent(pid + SLOTS as u32), Some(false));
-        forget(pid + SLOTS as u32);
+        assert_eq!(status_sent(same_slot), Some(false));
+        forget(same_slot);
         assert_eq!(status_sent(pid), Some(true));
         forget(pid);
         assert_eq!(status_sent(pid), Some(false));

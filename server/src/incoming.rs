@@ -188,8 +188,8 @@ impl Incoming {
     /// The decoded request, once the frame is complete.
     pub fn request(&self) -> Result<RunRequest<'_>, Progress> {
         let request = RunRequest::decode(&self.frame).map_err(refusal)?;
-        let carried = self.fds.len() - self.leading_fds.min(self.fds.len()) + self.late_fds;
         if self.leading_fds + request.fd_count() != self.fds.len() || self.late_fds > 0 {
+            let carried = self.fds.len() - self.leading_fds.min(self.fds.len()) + self.late_fds;
             let late = if self.late_fds > 0 {
                 format!(
                     ", {} of them with a later byte than the first",

@@ -849,8 +849,6 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
     );
 }
 
-/// Whether the client end of a running connection has closed. A client
-/// sends nothing after its request, so any bytes are discarded.
 /// SIGHUP for a run whose client has gone. A client that died during the
 /// run hangs up the program's whole process group, as a terminal's hang-up
 /// reaches its foreground group: the worker leads a group of its own (its
@@ -862,8 +860,7 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 /// read it: then only the worker gets the signal (it ignores it by then),
 /// and the children the program left running go on, as python's do.
 fn hang_up(worker: &Process) {
-    let pid = worker.pid.as_raw_nonzero().get() as u32;
-    if crate::ended::status_sent(pid) == Some(false) {
+    if crate::ended::status_sent(worker.pid) == Some(false) {
         let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
         if rustix::process::getpgid(Some(worker.pid)).is_ok_and(|group| group == worker.pid) {
             return;
@@ -872,6 +869,8 @@ fn hang_up(worker: &Process) {
     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
 }
 
+/// Whether the client end of a running connection has closed. A client
+/// sends nothing after its request, so any bytes are discarded.
 fn client_hung_up(socket: &OwnedFd) -> bool {
     let mut buf = [0u8; 512];
     match rustix::net::recv(socket, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
@@ -931,7 +930,7 @@ fn report_end(
     started: Instant,
     status: rustix::process::WaitIdStatus,
 ) {
-    crate::ended::forget(worker.pid.as_raw_nonzero().get() as u32);
+    crate::ended::forget(worker.pid);
     let status = exit_status(status);
     worker::send_reply(socket, &Reply::Exit(status));
     let took = started.elapsed();

@@ -239,8 +239,7 @@ fn run_request(
             )
         }
     };
-    ignore_hang_up();
-    crate::ended::mark(rustix::process::getpid().as_raw_nonzero().get() as u32);
+    before_last_word(worker);
     // The status goes out before the interpreter's heap teardown, which never
     // happens at all: `_exit` below skips it.
     if connected {
@@ -394,18 +393,20 @@ const REFUSED: i32 = 201;
 
 /// The client exits as soon as it reads the status or an error, and the
 /// server answers a client's hang-up with SIGHUP: from the worker's last
-/// word on, that must not change how it ends.
-fn ignore_hang_up() {
+/// word on, that must not change how it ends; and the server, told that
+/// the word is going out (see `ended.rs`), takes that hang-up for no
+/// terminal's, and leaves the program's children be.
+fn before_last_word(worker: Pid) {
     // SAFETY: setting a disposition to SIG_IGN runs no code.
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    crate::ended::mark(worker);
 }
 
 /// Answers the client with an error and ends the worker.
 fn fail(connection: RawFd, code: ErrorCode, message: &str) -> ! {
     // SAFETY: the connection stays open for the life of the worker.
     let connection = unsafe { rustix::fd::BorrowedFd::borrow_raw(connection) };
-    ignore_hang_up();
-    crate::ended::mark(rustix::process::getpid().as_raw_nonzero().get() as u32);
+    before_last_word(rustix::process::getpid());
     send_reply(
         connection,
         &Reply::Error {
