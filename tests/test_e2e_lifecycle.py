@@ -352,6 +352,41 @@ def test_a_client_starts_no_server_in_a_directory_others_can_write_to(tmp_path: 
     assert list(shared.iterdir()) == []
 
 
+def test_a_server_warns_when_warmfork_socket_names_another_socket(tmp_path: Path) -> None:
+    # `WARMFORK_SERVER="warmfork-server --socket elsewhere"`: the client that
+    # started it waited a minute for its own socket, and the log said only
+    # "serving on elsewhere".
+    private = tmp_path / "s"
+    private.mkdir(mode=0o700)
+    sock, wanted = private / "served.sock", private / "wanted.sock"
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*SERVER, "--socket", os.fspath(sock), "--no-reload"],
+            env={**os.environ, "WARMFORK_SOCKET": os.fspath(wanted)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_for_socket(sock, process, 30)
+        deadline = time.monotonic() + 10
+        while "serving on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = log.read_text()
+        assert f"warning: WARMFORK_SOCKET names {wanted}, where clients" in text, text
+        assert f"this one serves {sock}" in text, text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_server_on_the_socket_warmfork_socket_names_does_not_warn(server: Server) -> None:
+    server.run("-c", "pass")
+    assert "serving on" in server.log.read_text()
+    assert "WARMFORK_SOCKET names" not in server.log.read_text()
+
+
 def test_a_server_command_that_fails_is_reported_with_its_log(tmp_path: Path) -> None:
     sock = tmp_path / "s" / "default.sock"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": "echo no numpy here >&2; exit 3"}
@@ -367,15 +402,46 @@ IGNORING_SIGCHLD = "import os, signal, sys\nsignal.signal(signal.SIGCHLD, signal
 
 def test_a_failing_server_command_is_reported_at_once_by_a_client_ignoring_sigchld(tmp_path: Path) -> None:
     # The kernel reaped the command, waitid said ECHILD, and the client
-    # waited the whole minute for a server to listen.
+    # waited the whole minute for a server to listen (later it failed at
+    # once, but could not say with what status).
     sock = tmp_path / "s" / "default.sock"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": "exit 3"}
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", IGNORING_SIGCHLD, CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=60, check=False
     )
-    assert done.returncode == 202 and b"(WARMFORK_SERVER) exited;" in done.stderr, done.stderr
+    assert done.returncode == 202 and b"(WARMFORK_SERVER) exited with status 3;" in done.stderr, done.stderr
     assert time.monotonic() - began < 10
+
+
+def test_a_server_command_killed_by_a_signal_is_reported_so(tmp_path: Path) -> None:
+    sock = tmp_path / "s" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": "kill -TERM $$"}
+    done = subprocess.run([CLIENT, "-c", "pass"], env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 202 and b"(WARMFORK_SERVER) was killed by signal 15;" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("parent", ["a shell", "a parent ignoring SIGCHLD"])
+def test_a_server_command_that_starts_the_server_in_the_background_is_waited_for(tmp_path: Path, parent: str) -> None:
+    # As `--daemon`, `systemctl --user start` or a trailing `&` do: the
+    # command exits 0 before the server listens. The client took that for
+    # a failed start (202, "exited with status 0") and nothing ran.
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    # The server listens a second after the command has exited.
+    command = f"(sleep 1; exec {' '.join(SERVER)} --no-reload) >/dev/null 2>&1 &"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": command}
+    before = [sys.executable, "-c", IGNORING_SIGCHLD] if parent != "a shell" else []
+    try:
+        done = subprocess.run(
+            [*before, CLIENT, "-c", "print('ran')"], env=env, capture_output=True, timeout=60, check=False
+        )
+        assert (done.returncode, done.stdout) == (0, b"ran\n"), done.stderr
+    finally:  # the server starts whatever the client did
+        deadline = time.monotonic() + 30
+        while control("stop", "--socket", os.fspath(sock)).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def test_a_server_started_with_sigchld_ignored_reports_how_runs_end(tmp_path: Path) -> None:

@@ -172,6 +172,7 @@ def serve(
     try:
         _prepare(handler, preload, warmup, pack_code=pack_code, huge_pages=huge_pages)
         _log(f"serving on {path} (pid {os.getpid()})")
+        _warn_of_another_socket(path)
         if on_ready is not None:
             on_ready()
             _check_single_thread("on_ready")
@@ -626,6 +627,19 @@ def _native_thread_count() -> int:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _warn_of_another_socket(path: Path) -> None:
+    """Say so when ``WARMFORK_SOCKET`` names another socket than the one
+    served: the clients of this environment look there, and a client that
+    started this server (``WARMFORK_SERVER``) waits there in vain."""
+    wanted = os.environ.get("WARMFORK_SOCKET")
+    if wanted and os.path.abspath(wanted) != os.path.abspath(path):
+        _native.log(
+            "warning",
+            f"WARMFORK_SOCKET names {wanted}, where clients with this environment look for a server; "
+            f"this one serves {path}",
+        )
 
 
 def _ignored(signum: int) -> bool:

@@ -19,7 +19,7 @@ use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use crate::connect::{self, SocketPath};
 use crate::cstr::CBuf;
-use crate::failure::Failure;
+use crate::failure::{CommandEnd, Failure};
 use crate::signals::Forwarder;
 use crate::start::Process;
 use crate::{request, signals, syscall};
@@ -97,10 +97,15 @@ fn start_with<'p>(
         call: "open the server log",
         errno,
     })?;
+    let _statuses = ChildStatuses::kept();
     let server = spawn(process, path, command, &log).map_err(|errno| Failure::System {
         call: "start the server",
         errno,
     })?;
+    // A command that exits 0 has started the server in the background
+    // (`--daemon`, `systemctl --user start`, a trailing `&`), which then
+    // has the rest of the time to listen; any other end is a failure.
+    let mut command_running = true;
     let mut waited = 0;
     loop {
         match connect::connect_waiting(path, signals) {
@@ -108,28 +113,34 @@ fn start_with<'p>(
             Err(Failure::NoServer { .. }) => {}
             Err(other) => return Err(other),
         }
-        let ended = match rustix::process::waitid(
-            WaitId::Pid(server),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
-            Ok(Some(status)) => Some(status.exit_status().unwrap_or(EXITED_UNKNOWN)),
-            // Gone already: the kernel reaped it, this client having been
-            // started with SIGCHLD ignored.
-            Err(Errno::CHILD) => Some(EXITED_UNKNOWN),
-            _ => None,
-        };
-        if let Some(code) = ended {
-            return Err(Failure::ServerDidNotStart {
-                path: path.as_bytes(),
-                command,
-                code,
-            });
+        if command_running {
+            match rustix::process::waitid(
+                WaitId::Pid(server),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Ok(Some(status)) if status.exit_status() == Some(0) => command_running = false,
+                Ok(Some(status)) => {
+                    let end = match status.terminating_signal() {
+                        Some(signal) => CommandEnd::Killed(signal),
+                        None => CommandEnd::Exited(status.exit_status().unwrap_or(-1)),
+                    };
+                    return Err(Failure::ServerDidNotStart {
+                        path: path.as_bytes(),
+                        command,
+                        end,
+                    });
+                }
+                // Reaped by someone else: this client cannot tell how it
+                // ended, and waits for the socket.
+                Err(Errno::CHILD) => command_running = false,
+                _ => {}
+            }
         }
         if waited >= READY_TIMEOUT_MS {
             return Err(Failure::ServerDidNotStart {
                 path: path.as_bytes(),
                 command,
-                code: -1,
+                end: CommandEnd::NotListening,
             });
         }
         signals.pause(POLL_MS);
@@ -137,9 +148,32 @@ fn start_with<'p>(
     }
 }
 
-/// The code of a [`Failure::ServerDidNotStart`] whose command exited with a
-/// status this client cannot know (it died of a signal, or was reaped).
-pub const EXITED_UNKNOWN: i32 = -2;
+/// Lets this client learn how the server command ended while it starts a
+/// server: a client started with SIGCHLD ignored has its children reaped by
+/// the kernel, which leaves it no exit status to read. The disposition it
+/// inherited comes back when this is dropped, before the program runs
+/// anywhere (the request carries the signals ignored at the client's start).
+struct ChildStatuses {
+    ignored: bool,
+}
+
+impl ChildStatuses {
+    fn kept() -> ChildStatuses {
+        let ignored = syscall::is_ignored(syscall::SIGCHLD);
+        if ignored {
+            let _ = syscall::default_action(syscall::SIGCHLD);
+        }
+        ChildStatuses { ignored }
+    }
+}
+
+impl Drop for ChildStatuses {
+    fn drop(&mut self) {
+        if self.ignored {
+            let _ = syscall::ignore(syscall::SIGCHLD);
+        }
+    }
+}
 
 /// Most environment strings passed on to the server command with
 /// `WARMFORK_SOCKET` added; a client with more passes its own as they are.

@@ -57,18 +57,29 @@ pub enum Failure<'a> {
     NotStarted,
     /// A system call failed.
     System { call: &'static str, errno: Errno },
-    /// The server started from `WARMFORK_SERVER` exited, or did not listen
-    /// in time (`code` -1; `autostart::EXITED_UNKNOWN` for an exit whose
-    /// status is unknown).
+    /// The server command from `WARMFORK_SERVER` failed, or no server
+    /// listened in time.
     ServerDidNotStart {
         path: &'a [u8],
         command: &'a [u8],
-        code: i32,
+        end: CommandEnd,
     },
     /// The fallback interpreter could not be run.
     Fallback { name: &'a [u8], errno: Errno },
     /// A bug in the client (reached only through the panic handler).
     Internal,
+}
+
+/// How a server start from `WARMFORK_SERVER` failed.
+#[derive(Clone, Copy, Debug)]
+pub enum CommandEnd {
+    /// The command exited with this status, not 0.
+    Exited(i32),
+    /// The command died of this signal.
+    Killed(i32),
+    /// Nothing listened on the socket in time, whether the command still
+    /// runs or exited 0 (having started a server in the background).
+    NotListening,
 }
 
 impl Failure<'_> {
@@ -223,21 +234,15 @@ impl Failure<'_> {
                 line.push_errno(errno);
                 EXIT_SYSTEM
             }
-            Failure::ServerDidNotStart {
-                path,
-                command,
-                code,
-            } => {
+            Failure::ServerDidNotStart { path, command, end } => {
                 line.push(b"the server started with `");
                 line.push(command);
                 line.push(b"` (WARMFORK_SERVER) ");
-                if code >= 0 {
-                    let _ = write!(line, "exited with status {code}");
-                } else if code == crate::autostart::EXITED_UNKNOWN {
-                    line.push(b"exited");
-                } else {
-                    line.push(b"did not listen in time");
-                }
+                let _ = match end {
+                    CommandEnd::Exited(code) => write!(line, "exited with status {code}"),
+                    CommandEnd::Killed(signal) => write!(line, "was killed by signal {signal}"),
+                    CommandEnd::NotListening => write!(line, "did not listen in time"),
+                };
                 line.push(b"; see ");
                 line.push(path);
                 line.push(b".log");

@@ -158,14 +158,32 @@ pub fn monotonic_ns() -> u64 {
         .saturating_add(now[1] as u64)
 }
 
+/// The child-status signal, the same number on every architecture the
+/// client supports.
+pub const SIGCHLD: i32 = 17;
+
+/// The dispositions `rt_sigaction` takes besides a handler's address.
+const SIG_DFL: usize = 0;
+const SIG_IGN: usize = 1;
+
 /// `rt_sigaction(signal, SIG_DFL)`: gives `signal` its default action,
 /// whatever this process inherited (an ignored SIGINT under `nohup` or a
 /// shell's background job).
 pub fn default_action(signal: i32) -> Result<(), Errno> {
+    set_action(signal, SIG_DFL)
+}
+
+/// `rt_sigaction(signal, SIG_IGN)`.
+pub fn ignore(signal: i32) -> Result<(), Errno> {
+    set_action(signal, SIG_IGN)
+}
+
+/// Sets `signal`'s disposition to `handler` (`SIG_DFL` or `SIG_IGN`), with
+/// no flags and an empty mask.
+fn set_action(signal: i32, handler: usize) -> Result<(), Errno> {
     // The kernel's `struct sigaction` (handler, flags, restorer, mask; 32
-    // bytes on the architectures the client supports): all zero is
-    // SIG_DFL with no flags and an empty mask.
-    let action = [0usize; 4];
+    // bytes on the architectures the client supports).
+    let action = [handler, 0, 0, 0];
     // SAFETY: `action` is readable for the kernel's sigaction size; no old
     // action is written.
     let ret = unsafe {
@@ -183,7 +201,6 @@ pub fn default_action(signal: i32) -> Result<(), Errno> {
 /// Whether `signal` is ignored (`SIG_IGN`), asked with `rt_sigaction`:
 /// for a client that cannot read `/proc/self/status`.
 pub fn is_ignored(signal: i32) -> bool {
-    const SIG_IGN: usize = 1;
     let mut old = [0usize; 4];
     // SAFETY: `old` is writable for the kernel's sigaction size; no new
     // action is set.
@@ -335,10 +352,9 @@ pub unsafe fn execve(path: &CStr, argv: *const *const c_char, envp: *const *cons
 /// calls until it execs or exits (it shares nothing, but inherits a copy of
 /// a process that libc-less code may not expect to be duplicated).
 pub unsafe fn fork() -> Result<Option<rustix::process::Pid>, Errno> {
-    const SIGCHLD: usize = 17;
     // SAFETY: with no new stack and no thread-related flags, clone returns
     // twice like fork, each process on its own copy of this stack.
-    let ret = unsafe { syscall4(nr::CLONE, SIGCHLD, 0, 0, 0) };
+    let ret = unsafe { syscall4(nr::CLONE, SIGCHLD as usize, 0, 0, 0) };
     let pid = result(ret)?;
     Ok(rustix::process::Pid::from_raw(pid as i32))
 }
