@@ -157,6 +157,20 @@ def test_a_signal_the_program_handles_reaches_its_handler_and_it_keeps_running(
     assert (out.status, out.stdout, out.stderr) == (0, f"ready\ngot {name}\n".encode(), b"")
 
 
+@pytest.mark.parametrize("limit", [6, 7])
+def test_a_client_under_a_low_descriptor_limit_runs_and_forwards_signals(server, tmp_path: Path, limit: int) -> None:
+    # The client kept /proc/self/status and its working directory open: under
+    # `ulimit -n 6` it could not make its socket (204, where python runs),
+    # and under 7 the kernel dropped the worker's pidfd from STARTED, so a
+    # signal never reached the program.
+    def few_descriptors() -> None:
+        no_core_dumps()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    out = both_signalled_when_ready(server, waits_for("SIGTERM"), signal.SIGTERM, tmp_path, preexec_fn=few_descriptors)
+    assert (out.status, out.stdout, out.stderr) == (0, b"ready\ngot SIGTERM\n", b"")
+
+
 def test_a_program_that_catches_keyboard_interrupt_carries_on(server, tmp_path: Path) -> None:
     program = (
         "import time\n"

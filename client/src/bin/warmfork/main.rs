@@ -112,7 +112,7 @@ fn run<'a>(
         request.fds,
         signals,
     )?;
-    request.fds.close_terminal();
+    request.fds.close_sent();
     let status = reply::wait(&socket, buf, signals, request.relay.as_mut());
     if let (Ok(_), Some(relay)) = (&status, &mut request.relay) {
         relay.finish(&socket, signals);

@@ -29,8 +29,8 @@ impl ProcStatus {
         };
         let mut buf = [0u8; 4096];
         let len = rustix::io::read(&file, &mut buf).unwrap_or(0);
-        // The process ends soon; closing is left to the kernel.
-        core::mem::forget(file);
+        // Closed at once: a client under a low `ulimit -n` needs the number.
+        drop(file);
         let status = &buf[..len];
         ProcStatus {
             ignored: number(status, b"SigIgn:", 16).unwrap_or(0),

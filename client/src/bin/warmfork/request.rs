@@ -215,10 +215,15 @@ impl Descriptors {
         self.set = self.set.with(FdSet::CONTROLLING_TTY);
     }
 
-    /// Closes the client's copy of the slave once it has been sent: the
-    /// master reads end-of-file (EIO) only when no copy is left open.
-    pub fn close_terminal(&mut self) {
+    /// Closes the client's copies of what it opened for the request, once
+    /// sent: the pseudo-terminal's slave, whose master reads end-of-file
+    /// (EIO) only when no copy is left open, and the working directory,
+    /// whose number is then free for the worker's pidfd (under a low
+    /// `ulimit -n` the kernel would otherwise drop it from `STARTED`, and
+    /// no signal would reach the program).
+    pub fn close_sent(&mut self) {
         self.terminal = None;
+        self.cwd = None;
     }
 
     fn each(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
