@@ -158,13 +158,34 @@ def test_a_failing_program_gives_pythons_traceback_and_status(server, tmp_path: 
         "del sys.excepthook",
         "sys.excepthook = lambda *exc: sys.exit(5)",
         "sys.excepthook = lambda kind, value, tb: print('kept', sys.last_value is value)",
+        "sys.excepthook = lambda kind, value, tb: print('kept', getattr(sys, 'last_exc', None) is value)",
     ],
-    ids=["raises", "none", "missing", "exits", "sees-last-value"],
+    ids=["raises", "none", "missing", "exits", "sees-last-value", "sees-last-exc"],
 )
 def test_an_excepthook_that_fails_exits_or_is_missing_is_handled_as_by_python(
     server, tmp_path: Path, hook: str
 ) -> None:
     assert_same_as_python(server, "-c", f"import sys\n{hook}\nraise ValueError('boom')", cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        # -u: python's prompt then reads its piped input unbuffered, and
+        # leaves pdb the lines after its own (see the README's limitations).
+        (("-u", "-i", "pm.py"), b"import pdb; pdb.pm()\np x\nq\n"),
+        (("-q", "-i"), b"1/0\nimport sys; print(repr(sys.last_exc) if hasattr(sys, 'last_exc') else 'none')\n"),
+    ],
+    ids=["pdb-pm-after-the-program", "after-a-statement-at-the-prompt"],
+)
+def test_the_last_exception_is_kept_for_a_post_mortem_as_by_python(
+    server, tmp_path: Path, args: tuple[str, ...], stdin: bytes
+) -> None:
+    # On 3.12 and later `pdb.pm()` reads `sys.last_exc`, which warmfork did
+    # not set: "AttributeError: module 'sys' has no attribute 'last_exc'".
+    (tmp_path / "pm.py").write_text("def f(x):\n    return 1 / x\n\nf(0)\n")
+    out = assert_same_as_python(server, *args, input=stdin, cwd=tmp_path)
+    assert b"AttributeError" not in out.stdout + out.stderr
 
 
 def test_an_uncaught_program_on_stdin_gives_pythons_traceback(server, tmp_path: Path) -> None:

@@ -388,8 +388,12 @@ def _delete_special() -> None:
     _restore_streams()
 
 
+# `sys.last_exc` is new in 3.12; `pdb.pm()` reads it from then on.
+_HAS_LAST_EXC = sys.version_info >= (3, 12)
+
 _SYS_DELETES = (
-    "path", "argv", "ps1", "ps2", "last_type", "last_value", "last_traceback",
+    "path", "argv", "ps1", "ps2", *(("last_exc",) if _HAS_LAST_EXC else ()),
+    "last_type", "last_value", "last_traceback",
     "path_hooks", "path_importer_cache", "meta_path", "__interactivehook__",
 )  # fmt: skip
 
@@ -471,6 +475,8 @@ def _excepthook(exc: BaseException) -> None:
     exception the default way; a hook that raises ``SystemExit`` ends the
     program (it propagates)."""
     exc.__traceback__ = _program_frames(exc.__traceback__)
+    if _HAS_LAST_EXC:
+        sys.last_exc = exc
     sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
     if not hasattr(sys, "excepthook"):
         _stdio.write_stderr("sys.excepthook is missing\n")
