@@ -155,6 +155,44 @@ def test_streams_take_encoding_and_error_handler_as_under_python(
     assert out.stdout.count(b"/") == 3, out.stdout
 
 
+# The locale categories besides LC_CTYPE: python leaves them in the C locale,
+# unless it coerces the C locale (PEP 538), which sets them all from the
+# environment (the server's warm-up may have set them to anything).
+SHOW_CATEGORIES = (
+    "import locale\n"
+    "print(*[locale.setlocale(getattr(locale, c)) for c in ('LC_CTYPE', 'LC_TIME', 'LC_NUMERIC', 'LC_COLLATE')])\n"
+)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"LANG": "C.UTF-8", "LC_CTYPE": "C"},
+        {"LANG": "C.UTF-8", "LC_CTYPE": "C", "LC_TIME": "xx_XX.UTF-8"},
+        {"LANG": "C.UTF-8"},
+        {"LANG": "C"},
+        {"LC_ALL": "C"},
+        {"LANG": "C.UTF-8", "LC_CTYPE": "C", "PYTHONCOERCECLOCALE": "0"},
+    ],
+    ids=["coerced", "coerced-with-a-missing-locale", "utf8", "c", "lc-all-c", "not-coerced"],
+)
+def test_the_other_locale_categories_are_set_as_by_python(server, tmp_path: Path, variables: dict[str, str]) -> None:
+    # Coercion set LC_CTYPE alone: LC_TIME stayed C where python's is
+    # C.UTF-8 (and a German LANG's day names and decimal comma were lost).
+    assert_same_as_python(server, "-c", SHOW_CATEGORIES, cwd=tmp_path, env=variables)
+
+
+def test_a_run_does_not_inherit_the_locale_a_warm_up_set(tmp_path: Path) -> None:
+    warmup = tmp_path / "warmup.py"
+    warmup.write_text("import locale\nlocale.setlocale(locale.LC_ALL, 'C.UTF-8')\n")
+    srv = start_server(tmp_path, "--warmup", os.fspath(warmup))
+    try:
+        done = srv.run("-c", SHOW_CATEGORIES, env={"LANG": "C.UTF-8"})
+        assert (done.returncode, done.stdout) == (0, b"C.UTF-8 C C C\n"), done.stderr
+    finally:
+        stop_when_idle(srv)
+
+
 # UTF-8 mode (PEP 540) decides more than the streams: the default encoding of
 # open() and io.text_encoding (read from C) and sys.flags.utf8_mode, which
 # locale.getpreferredencoding reads. A run gets the mode python would start

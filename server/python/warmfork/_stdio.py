@@ -81,8 +81,13 @@ def adopt_locale(use_environment: bool) -> bool:
     :data:`_COERCION_TARGETS` this system has becomes ``LC_CTYPE``, in the
     environment too (``PYTHONCOERCECLOCALE=warn`` says so on stderr).
 
+    Every other category starts as python's do, in the C locale, whatever
+    the server's warm-up set; coercion sets them all from the environment,
+    as python's does (``LC_TIME`` from ``LANG``, say).
+
     Returns whether the environment's ``LC_CTYPE`` was the C (or POSIX)
     locale, coerced or not."""
+    _locale.setlocale(_locale.LC_ALL, "C")
     try:
         ctype = _locale.setlocale(_locale.LC_CTYPE, "")
     except _locale.Error:  # a locale this system lacks: python is left in C
@@ -98,6 +103,10 @@ def adopt_locale(use_environment: bool) -> bool:
         except _locale.Error:
             continue
         os.environ["LC_CTYPE"] = target
+        # All or nothing: where one category's locale is missing, the
+        # others stay C and LC_CTYPE the target, as in python.
+        with contextlib.suppress(_locale.Error):
+            _locale.setlocale(_locale.LC_ALL, "")
         if coerce == "warn":
             os.write(
                 2,
