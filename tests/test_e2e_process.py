@@ -120,6 +120,39 @@ def test_limits_priority_and_affinity_are_the_clients(server, tmp_path: Path) ->
     assert out.stdout == f"[(64, 64), (0, 0), (100, {resource.RLIM_INFINITY})]\n5 [0]\n".encode()
 
 
+# ioprio_get by architecture; Python has no call of its own for it.
+IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(platform.machine())
+
+
+@pytest.mark.skipif(IOPRIO_GET is None or not shutil.which("chrt") or not shutil.which("ionice"), reason="util-linux")
+@pytest.mark.parametrize(
+    "wrapper",
+    [["chrt", "-b", "0"], ["chrt", "-i", "0"], ["ionice", "-c", "3"], ["ionice", "-c", "2", "-n", "7"]],
+    ids=["batch", "idle", "io-idle", "io-best-effort-7"],
+)
+def test_scheduling_policy_and_io_priority_are_the_clients(server, tmp_path: Path, wrapper: list[str]) -> None:
+    # The worker had the server's: `chrt -i` or `ionice -c 3` in front of a
+    # batch job made no difference to it.
+    program = (
+        "import ctypes, os\n"
+        f"io = ctypes.CDLL(None).syscall({IOPRIO_GET}, 1, 0)\n"
+        "print(os.sched_getscheduler(0), io >> 13, io & 0x1fff)\n"
+    )
+    ours, theirs = (
+        subprocess.run(
+            [*wrapper, os.fspath(program_), "-c", program],
+            env=env_for(server if program_ == CLIENT else None),
+            capture_output=True,
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+        )
+        for program_ in (CLIENT, sys.executable)
+    )
+    assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+    assert ours.returncode == 0
+
+
 def test_a_descriptor_above_the_clients_soft_limit_is_the_programs(server, tmp_path: Path) -> None:
     # `exec 9<file; ulimit -n 8; python` reads 9: a descriptor may lie above
     # the soft limit. The worker took the client's limit first, then could

@@ -1,15 +1,18 @@
 //! What a process inherits from its parent besides descriptors and the
-//! environment: resource limits, the scheduling priority (nice value) and
-//! the CPU affinity. Under python they are the shell's, as `ulimit`, `nice`
-//! and `taskset` set them; a worker forked from the server would have the
+//! environment: resource limits, the scheduling priority (nice value), the
+//! scheduling policy, the I/O priority and the CPU affinity. Under python
+//! they are the shell's, as `ulimit`, `nice`, `chrt`, `ionice` and
+//! `taskset` set them; a worker forked from the server would have the
 //! server's. So the worker takes the client's, read from the client process
-//! itself (same user: `prlimit`, `getpriority` and `sched_getaffinity` of
-//! another process need no privilege then).
+//! itself (same user: `prlimit`, `getpriority`, `sched_getscheduler`,
+//! `ioprio_get` and `sched_getaffinity` of another process need no
+//! privilege then).
 //!
 //! What the worker cannot take it keeps: a limit above the server's hard
 //! limit (raising a hard limit needs privilege), a priority above the
-//! server's. Memory limits count the warm memory the worker shares with the
-//! server, which a fresh python would not have.
+//! server's, a real-time policy or I/O class. Memory limits count the warm
+//! memory the worker shares with the server, which a fresh python would not
+//! have.
 
 use libc::{c_int, pid_t, rlimit};
 
@@ -64,6 +67,8 @@ const RESOURCES: std::ops::Range<c_int> = 0..16;
 pub struct Own {
     limits: [Option<rlimit>; RESOURCES.end as usize],
     priority: Option<c_int>,
+    policy: Option<Policy>,
+    io_priority: Option<c_int>,
     affinity: Option<libc::cpu_set_t>,
 }
 
@@ -72,6 +77,8 @@ impl Own {
         Own {
             limits: std::array::from_fn(|resource| limit(0, resource as c_int)),
             priority: priority(0),
+            policy: policy(0),
+            io_priority: io_priority(0),
             affinity: affinity(0),
         }
     }
@@ -94,6 +101,17 @@ pub fn adopt(client: pid_t, own: &Own) {
     if let Some(theirs) = priority(client).filter(|theirs| Some(*theirs) != own.priority) {
         // SAFETY: a plain system call on this process.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, theirs) };
+    }
+    if let Some(theirs) = policy(client).filter(|theirs| Some(*theirs) != own.policy) {
+        let param = libc::sched_param {
+            sched_priority: theirs.priority,
+        };
+        // SAFETY: a plain system call on this process; `param` is valid.
+        unsafe { libc::sched_setscheduler(0, theirs.policy, &param) };
+    }
+    if let Some(theirs) = io_priority(client).filter(|theirs| Some(*theirs) != own.io_priority) {
+        // SAFETY: a plain system call on this process.
+        unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, theirs) };
     }
     if let (Some(theirs), Some(ours)) = (affinity(client), &own.affinity) {
         if !cpu_sets_equal(&theirs, ours) {
@@ -179,6 +197,46 @@ fn priority(pid: pid_t) -> Option<c_int> {
         let value = libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t);
         (*libc::__errno_location() == 0).then_some(value)
     }
+}
+
+/// A scheduling policy (with `SCHED_RESET_ON_FORK` where set) and its
+/// static priority, which only the real-time policies have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Policy {
+    policy: c_int,
+    priority: c_int,
+}
+
+/// The scheduling policy of process `pid` (0: this one).
+fn policy(pid: pid_t) -> Option<Policy> {
+    // SAFETY: a plain system call that only reads.
+    let policy = unsafe { libc::sched_getscheduler(pid) };
+    if policy < 0 {
+        return None;
+    }
+    let mut param = libc::sched_param { sched_priority: 0 };
+    let real_time = matches!(
+        policy & !libc::SCHED_RESET_ON_FORK,
+        libc::SCHED_FIFO | libc::SCHED_RR
+    );
+    // SAFETY: a plain system call; `param` is valid to write to.
+    if real_time && unsafe { libc::sched_getparam(pid, &mut param) } != 0 {
+        return None;
+    }
+    Some(Policy {
+        policy,
+        priority: param.sched_priority,
+    })
+}
+
+/// `ioprio_get`'s and `ioprio_set`'s selector of a single process.
+const IOPRIO_WHO_PROCESS: c_int = 1;
+
+/// The I/O priority (class and level) of process `pid` (0: this one).
+fn io_priority(pid: pid_t) -> Option<c_int> {
+    // SAFETY: a plain system call that only reads.
+    let value = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, pid) };
+    c_int::try_from(value).ok().filter(|value| *value >= 0)
 }
 
 /// The CPU affinity of process `pid` (0: this one).
