@@ -85,19 +85,24 @@ def test_of_a_name_the_environment_holds_twice_the_first_wins_as_in_python(serve
     program = (
         "import os; print(os.environ['WF_TWICE'], os.getenv('WF_TWICE'), list(os.environ).count('WF_TWICE'))"
     )
+    ours = same_both_ways(
+        lambda program_: [sys.executable, "-c", EXEC_WITH_TWICE, program_, "-c", program],
+        env={"WARMFORK_SOCKET": os.fspath(server.socket)},
+        cwd=tmp_path,
+    )
+    assert ours.stdout == b"first first 1\n"
+
+
+def same_both_ways(command: Callable[[str], list[str]], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run ``command(client)`` and ``command(python)`` (a command line that
+    starts the one it is given in its own way), assert that they end alike,
+    and return the client's run."""
     ours, theirs = (
-        subprocess.run(
-            [sys.executable, "-c", EXEC_WITH_TWICE, os.fspath(program_), "-c", program],
-            env={"WARMFORK_SOCKET": os.fspath(server.socket)},
-            capture_output=True,
-            cwd=tmp_path,
-            timeout=30,
-            check=False,
-        )
-        for program_ in (CLIENT, sys.executable)
+        subprocess.run(command(os.fspath(program)), env=env, capture_output=True, cwd=cwd, timeout=30, check=False)
+        for program in (CLIENT, sys.executable)
     )
     assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
-    assert ours.stdout == b"first first 1\n"
+    return ours
 
 
 def limited() -> None:
@@ -138,18 +143,7 @@ def test_scheduling_policy_and_io_priority_are_the_clients(server, tmp_path: Pat
         f"io = ctypes.CDLL(None).syscall({IOPRIO_GET}, 1, 0)\n"
         "print(os.sched_getscheduler(0), io >> 13, io & 0x1fff)\n"
     )
-    ours, theirs = (
-        subprocess.run(
-            [*wrapper, os.fspath(program_), "-c", program],
-            env=env_for(server if program_ == CLIENT else None),
-            capture_output=True,
-            cwd=tmp_path,
-            timeout=30,
-            check=False,
-        )
-        for program_ in (CLIENT, sys.executable)
-    )
-    assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+    ours = same_both_ways(lambda program_: [*wrapper, program_, "-c", program], env=env_for(server), cwd=tmp_path)
     assert ours.returncode == 0
 
 
