@@ -116,9 +116,17 @@ def test_finalizers_run_at_exit_in_pythons_order(server, tmp_path: Path) -> None
             "f = open('/dev/null')\n"
             "print('done')"
         ),
+        # An error joining the threads is reported as ignored ("Exception
+        # ignored on threading shutdown:" on 3.13, "... in: <module
+        # 'threading' ...>" before), not as the program's own traceback.
+        "import threading\nthreading._shutdown = lambda: 1 / 0",
+        "import sys\nsys.modules['threading'] = type(sys)('threading')",
     ],
-    ids=["resource-warning", "import-in-del", "stdout-replaced", "no-stdout", "no-stderr", "audit-hook-refuses-exec"],
-)
+    ids=[
+        "resource-warning", "import-in-del", "stdout-replaced", "no-stdout", "no-stderr", "audit-hook-refuses-exec",
+        "threading-shutdown-fails", "threading-without-shutdown",
+    ],
+)  # fmt: skip
 def test_what_finalizers_see_is_as_under_python(server, tmp_path: Path, program: str) -> None:
     ours = assert_same_as_python(server, "-W", "always", "-c", program, cwd=tmp_path)
     assert ours.status == 0

@@ -264,8 +264,13 @@ def _finalize(code: int, left: list[BaseException]) -> int:
         if threading is not None:
             threading._shutdown()  # type: ignore[attr-defined]
     except BaseException as exc:  # noqa: BLE001 - e.g. KeyboardInterrupt while joining
-        with contextlib.suppress(SystemExit):
-            _excepthook(exc)
+        # As Py_FinalizeEx reports it: as ignored, not as the program's.
+        exc.__traceback__ = _program_frames(exc.__traceback__)
+        if _REFUSES_LATE:
+            _unraisable.write_unraisable(exc, None, "Exception ignored on threading shutdown")
+        else:
+            _unraisable.write_unraisable(exc, threading)
+        del exc
     atexit._run_exitfuncs()
     if _REFUSES_LATE:
         _native.refuse_at_shutdown(PythonFinalizationError)  # noqa: F821 - a builtin from 3.13 on
