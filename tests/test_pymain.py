@@ -439,6 +439,31 @@ def test_pythonpath_entries_are_on_sys_path_once(tmp_path: Path, how: str) -> No
     assert same(*run, cwd=tmp_path, env=env).stdout.count("/nonexistent") == 1
 
 
+@pytest.mark.parametrize(
+    "customization",
+    [
+        "import sys\nprint('sitecustomize sees', sys.argv)\n",
+        "raise ValueError('broken customization')\n",
+        "raise ImportError('of itself', name='sitecustomize')\n",
+    ],
+    ids=["runs", "fails", "hides"],
+)
+@pytest.mark.parametrize("how", ["-c", "script"])
+def test_a_sitecustomize_on_the_runs_pythonpath_runs_first_as_under_python(
+    tmp_path: Path, customization: str, how: str
+) -> None:
+    # Coverage's subprocess measurement and similar hooks live there; the
+    # worker ran only the server's own (python imports the first on
+    # sys.path at start-up, the PYTHONPATH entries first). One beside the
+    # script is not on sys.path yet then, and runs under neither.
+    write(tmp_path / "hooks" / "sitecustomize.py", customization)
+    write(tmp_path / "app" / "sitecustomize.py", "print('the one beside the script')\n")
+    run = ("-c", "print('program')") if how == "-c" else (write(tmp_path / "app" / "main.py", "print('program')\n").name,)
+    out = same(*run, cwd=tmp_path / "app", env={"PYTHONPATH": os.fspath(tmp_path / "hooks")})
+    assert out.stdout.endswith("program\n")
+    assert "beside the script" not in out.stdout
+
+
 @pytest.mark.parametrize("how", [("-P",), ()])
 def test_safe_path_leaves_the_script_directory_out(tmp_path: Path, how: tuple[str, ...]) -> None:
     write(tmp_path / "show.py", "import sys\nprint(sys.path[0])\n")

@@ -31,6 +31,7 @@ import importlib.util
 import marshal
 import os
 import runpy
+import site
 import stat
 import sys
 import types
@@ -341,10 +342,28 @@ def _set_sys_path(config: pyoptions.Config, importer_path: str | None) -> None:
         if not sys.flags.no_site:
             extra = list(dict.fromkeys(extra))
         sys.path[:] = extra + [entry for entry in sys.path if entry not in extra]
+        if not sys.flags.no_site:
+            _run_customizations(extra)
     if importer_path is not None:
         sys.path.insert(0, importer_path)
     elif not config.safe_path and (path0 := _program_path0(config)) is not None:
         sys.path.insert(0, path0)
+
+
+def _run_customizations(entries: list[str]) -> None:
+    """``site``'s last steps, for a ``sitecustomize`` (or ``usercustomize``)
+    that the run's own ``PYTHONPATH`` entries hold: python imports the first
+    one on ``sys.path`` at start-up, where those entries come first (and the
+    program's directory is not yet). One found elsewhere is the server's,
+    which ran when the server started."""
+    for name, execute in (("sitecustomize", site.execsitecustomize), ("usercustomize", site.execusercustomize)):
+        if name == "usercustomize" and not site.ENABLE_USER_SITE:
+            continue
+        spec = importlib.machinery.PathFinder.find_spec(name, entries)
+        if spec is None or spec.origin == getattr(sys.modules.get(name), "__file__", None):
+            continue
+        sys.modules.pop(name, None)
+        execute()  # imports it: `sys.path` has these entries first
 
 
 def _program_path0(config: pyoptions.Config) -> str | None:
