@@ -464,6 +464,24 @@ def test_a_sitecustomize_on_the_runs_pythonpath_runs_first_as_under_python(
     assert "beside the script" not in out.stdout
 
 
+@pytest.mark.parametrize(
+    "run",
+    [("-c", "import random; random.randint"), ("main.py",), ("-m", "main"), ("-P", "main.py"), ("circular.py",)],
+    ids=["command", "script", "module", "safe-path", "circular"],
+)
+def test_a_module_the_programs_directory_shadows_is_named_as_by_python(tmp_path: Path, run: tuple[str, ...]) -> None:
+    # 3.13 adds "consider renaming '.../random.py' since it has the same
+    # name as the standard library module" to such an AttributeError, by the
+    # directory the program started from as the interpreter's configuration
+    # holds it, which in a worker was the server's.
+    write(tmp_path / "random.py", "x = 1\n")
+    write(tmp_path / "main.py", "import random\nrandom.randint\n")
+    write(tmp_path / "circular.py", "import partner\n")
+    write(tmp_path / "partner.py", "import circular\ncircular.nothing\n")
+    out = same(*run, cwd=tmp_path)
+    assert out.status == (0 if "-P" in run else 1)  # -P leaves the directory off sys.path
+
+
 @pytest.mark.parametrize("how", [("-P",), ()])
 def test_safe_path_leaves_the_script_directory_out(tmp_path: Path, how: tuple[str, ...]) -> None:
     write(tmp_path / "show.py", "import sys\nprint(sys.path[0])\n")

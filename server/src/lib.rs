@@ -28,6 +28,7 @@ mod listener;
 mod log;
 mod maps;
 mod modules;
+mod path0;
 mod pool;
 mod pools;
 mod prefault;
@@ -346,6 +347,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_flags::utf8_mode_settable, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::set_utf8_mode, m)?)?;
     m.add_function(wrap_pyfunction!(run_flags::set_flags, m)?)?;
+    m.add_function(wrap_pyfunction!(path0::set_sys_path_0, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown::refuse_at_shutdown, m)?)?;
+    path0::prove(m.py());
     Ok(())
 }

@@ -85,6 +85,9 @@ def set_utf8_mode(on: bool) -> bool:
 def set_flags(changes: dict[str, object]) -> None:
     """Make ``sys.flags`` show ``changes`` (field name to value)."""
 
+def set_sys_path_0(path: str | None) -> bool:
+    """Make ``path`` the program's ``sys.path[0]`` as CPython 3.13's import errors see it (``config.sys_path_0``); False where there is no such field or it cannot be found safely."""
+
 def refuse_at_shutdown(error: type[BaseException]) -> None:
     """From now on (Python 3.12 and later), a fork or a new thread raises ``error``, as while python shuts down."""
 

@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable
 
 from . import _codecache, _inherited, _prompt, _stdio, _worker, pyoptions
-from ._native import run_source_file, set_flags
+from ._native import run_source_file, set_flags, set_sys_path_0
 from .errors import Unsupported
 
 _USAGE = "usage: {} [option] ... [-c cmd | -m mod | file | -] [arg] ...\n"
@@ -344,10 +344,12 @@ def _set_sys_path(config: pyoptions.Config, importer_path: str | None) -> None:
         sys.path[:] = extra + [entry for entry in sys.path if entry not in extra]
         if not sys.flags.no_site:
             _run_customizations(extra)
-    if importer_path is not None:
-        sys.path.insert(0, importer_path)
-    elif not config.safe_path and (path0 := _program_path0(config)) is not None:
+    path0 = importer_path
+    if path0 is None and not config.safe_path:
+        path0 = _program_path0(config)
+    if path0 is not None:
         sys.path.insert(0, path0)
+    set_sys_path_0(path0)  # where 3.13's import errors look for the program
 
 
 def _run_customizations(entries: list[str]) -> None:
