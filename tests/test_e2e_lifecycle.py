@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import select
 import shutil
 import signal
@@ -340,6 +341,26 @@ def test_a_server_the_client_starts_keeps_none_of_the_clients_descriptors(tmp_pa
         control("stop", "--socket", os.fspath(sock))
 
 
+def test_a_client_under_ulimit_n_7_starts_a_server_that_serves_it(tmp_path: Path) -> None:
+    # It needed eight descriptors (204, "start the server failed"), and the
+    # server it started kept the low limit and failed importing its own code.
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(SERVER)}
+
+    def seven() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (7, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    try:
+        done = subprocess.run(
+            [CLIENT, "-c", "print('ran')"], env=env, capture_output=True, timeout=60, check=False, preexec_fn=seven
+        )
+        assert (done.returncode, done.stdout) == (0, b"ran\n"), done.stderr
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
 def test_a_client_starts_no_server_in_a_directory_others_can_write_to(tmp_path: Path) -> None:
     # Its lock and log would go where another user could have put links.
     shared = tmp_path / "shared"
@@ -370,12 +391,52 @@ def test_a_server_warns_when_warmfork_socket_names_another_socket(tmp_path: Path
         )
     try:
         wait_for_socket(sock, process, 30)
-        deadline = time.monotonic() + 10
-        while "serving on" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        text = log.read_text()
+        text = wait_for_log(log, "this one serves")
         assert f"warning: WARMFORK_SOCKET names {wanted}, where clients" in text, text
         assert f"this one serves {sock}" in text, text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_log(log: Path, text: str, timeout: float = 10) -> str:
+    """The log once it holds ``text`` (all of it so far, if it never does)."""
+    deadline = time.monotonic() + timeout
+    while text not in (content := log.read_text(errors="replace")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return content
+
+
+def test_a_socket_path_that_is_not_utf8_is_logged_not_fatal(tmp_path: Path) -> None:
+    # The server exited 2 ("surrogates not allowed") right after listening,
+    # writing the path in its "serving on" line (and in the warning when
+    # WARMFORK_SOCKET, not UTF-8 either, named another socket).
+    private = tmp_path / "s"
+    private.mkdir(mode=0o700)
+    sock, wanted = os.fsencode(private) + b"/caf\xe9.sock", os.fsencode(private) + b"/\xff.sock"
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*SERVER, "--socket", sock, "--no-reload"],
+            env={**os.environb, b"WARMFORK_SOCKET": wanted},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_for_socket(Path(os.fsdecode(sock)), process, 30)
+        text = wait_for_log(log, "this one serves")
+        assert "serving on " in text and "caf\\xe9.sock" in text, text
+        assert "WARMFORK_SOCKET names " in text and "\\xff.sock" in text, text
+        done = subprocess.run(
+            [CLIENT, "-c", "print('served')"],
+            env={**os.environb, b"WARMFORK_SOCKET": sock},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, b"served\n"), done.stderr
+        assert process.poll() is None
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 mod arenas;
 mod codepack;
@@ -305,6 +306,13 @@ fn seconds(value: f64, name: &str) -> PyResult<Duration> {
     })
 }
 
+/// Raises this process's soft limit on open descriptors to its hard one:
+/// see `limits::raise_descriptor_limit`.
+#[pyfunction]
+fn raise_descriptor_limit() {
+    limits::raise_descriptor_limit();
+}
+
 /// Sets the server log's level: `error`, `warning`, `info` or `debug`.
 #[pyfunction]
 fn set_log_level(level: &str) -> PyResult<()> {
@@ -317,12 +325,28 @@ fn set_log_level(level: &str) -> PyResult<()> {
     Ok(())
 }
 
-/// Writes one line to the server log, if `level` is enabled.
+/// Writes one line to the server log, if `level` is enabled. A path that
+/// is not UTF-8 (its bytes surrogate-escaped, as `os.fsdecode` gives it)
+/// is written with those bytes as `\xNN`.
 #[pyfunction(name = "log")]
-fn log_line(level: &str, message: &str) -> PyResult<()> {
+fn log_line(level: &str, message: &Bound<'_, PyString>) -> PyResult<()> {
     let level = log::Level::parse(level)
         .ok_or_else(|| PyValueError::new_err(format!("unknown log level {level:?}")))?;
-    log::log(level, message);
+    if let Ok(text) = message.to_str() {
+        log::log(level, text);
+        return Ok(());
+    }
+    let bytes = message
+        .call_method1("encode", ("utf-8", "surrogateescape"))
+        .or_else(|_| message.call_method1("encode", ("utf-8", "backslashreplace")))?;
+    let mut text = String::new();
+    for chunk in bytes.extract::<&[u8]>()?.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    log::log(level, &text);
     Ok(())
 }
 
@@ -338,6 +362,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codepack::pack, m)?)?;
     m.add_function(wrap_pyfunction!(private_socket_dir, m)?)?;
     m.add_function(wrap_pyfunction!(set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(raise_descriptor_limit, m)?)?;
     m.add_function(wrap_pyfunction!(log_line, m)?)?;
     m.add_class::<Listener>()?;
     m.add_class::<modules::ModuleNames>()?;

@@ -174,7 +174,6 @@ pub fn serve(
         spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
         inherited,
     };
-    crate::limits::raise_descriptor_limit();
     // Before the first fork, so no worker holds the pipe.
     crate::handover::report_ready(ready, listener);
     server.refill();

@@ -46,6 +46,9 @@ def private_socket_dir(path: PathLike[str] | str) -> None:
     """Make sure the socket's directory is this user's alone (creating its
     last level); OSError says why not."""
 
+def raise_descriptor_limit() -> None:
+    """Raise this process's soft limit on open descriptors to its hard one (at most 65536)."""
+
 def set_log_level(level: str) -> None:
     """Set the server log's level: error, warning, info or debug."""
 

@@ -127,6 +127,9 @@ def serve(
     except ValueError as exc:
         raise ServerError(str(exc)) from None
     _open_standard_descriptors()
+    # First, so that a warm-up started under a low `ulimit -n` (by a client
+    # that had one, say) has room for its imports.
+    _native.raise_descriptor_limit()
     started = time.monotonic()
     # For the files' change times, which the kernel takes from a clock that
     # lags this one by up to a tick: without the margin, an edit made just

@@ -25,7 +25,7 @@ use crate::start::Process;
 use crate::{request, signals, syscall};
 
 /// How long a started server has to accept connections.
-const READY_TIMEOUT_MS: u32 = 60_000;
+pub const READY_TIMEOUT_MS: u32 = 60_000;
 
 /// How often the client tries to connect while the server starts.
 const POLL_MS: u32 = 10;
@@ -102,6 +102,7 @@ fn start_with<'p>(
         call: "start the server",
         errno,
     })?;
+    drop(log); // the command has it; a client short of descriptors needs the number
     // A command that exits 0 has started the server in the background
     // (`--daemon`, `systemctl --user start`, a trailing `&`), which then
     // has the rest of the time to listen; any other end is a failure.
@@ -140,7 +141,9 @@ fn start_with<'p>(
             return Err(Failure::ServerDidNotStart {
                 path: path.as_bytes(),
                 command,
-                end: CommandEnd::NotListening,
+                end: CommandEnd::NotListening {
+                    exited: !command_running,
+                },
             });
         }
         signals.pause(POLL_MS);
@@ -213,23 +216,27 @@ fn spawn(
         environment[count] = socket.as_c_str().as_ptr();
         environment.as_ptr()
     };
-    let null = rustix::fs::open(
-        c"/dev/null",
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     // SAFETY: this process has a single thread, so the child is a plain copy
     // that only makes system calls and then execs or exits.
     match unsafe { syscall::fork() }? {
         Some(pid) => Ok(pid),
         None => {
             let _ = rustix::process::setsid();
-            let _ = rustix::stdio::dup2_stdin(&null);
             let _ = rustix::stdio::dup2_stdout(log);
             let _ = rustix::stdio::dup2_stderr(log);
             // Nothing else the client has: a server lives on, and a pipe it
             // held (from `$(warmfork ...)`) would never reach end of file.
             close_from(3);
+            // Opened only now, so that the client needs no descriptor for it.
+            let Ok(null) = rustix::fs::open(c"/dev/null", OFlags::RDONLY, Mode::empty()) else {
+                syscall::exit(127)
+            };
+            if rustix::fd::AsRawFd::as_raw_fd(&null) == 0 {
+                core::mem::forget(null); // the client's stdin was closed: it is 0 already
+            } else {
+                let _ = rustix::stdio::dup2_stdin(&null);
+                drop(null);
+            }
             shed_client_settings();
             signals::release_all();
             let argv = [

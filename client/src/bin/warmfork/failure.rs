@@ -77,9 +77,10 @@ pub enum CommandEnd {
     Exited(i32),
     /// The command died of this signal.
     Killed(i32),
-    /// Nothing listened on the socket in time, whether the command still
-    /// runs or exited 0 (having started a server in the background).
-    NotListening,
+    /// Nothing listened on the socket in time: the command still runs, or
+    /// (`exited`) it exited 0, as one that starts a server in the
+    /// background does.
+    NotListening { exited: bool },
 }
 
 impl Failure<'_> {
@@ -241,7 +242,17 @@ impl Failure<'_> {
                 let _ = match end {
                     CommandEnd::Exited(code) => write!(line, "exited with status {code}"),
                     CommandEnd::Killed(signal) => write!(line, "was killed by signal {signal}"),
-                    CommandEnd::NotListening => write!(line, "did not listen in time"),
+                    CommandEnd::NotListening { exited: false } => write!(
+                        line,
+                        "did not listen within {} s",
+                        crate::autostart::READY_TIMEOUT_MS / 1000
+                    ),
+                    CommandEnd::NotListening { exited: true } => write!(
+                        line,
+                        "exited with status 0, and no server listened within {} s \
+                        (one it started may serve another socket)",
+                        crate::autostart::READY_TIMEOUT_MS / 1000
+                    ),
                 };
                 line.push(b"; see ");
                 line.push(path);
