@@ -174,6 +174,9 @@ pub fn serve(
         spare_buffers: Vec::with_capacity(SPARE_BUFFERS),
         inherited,
     };
+    // Again (`serve` in Python raised it before the warm-up): the warm-up
+    // may have lowered it since.
+    crate::limits::raise_descriptor_limit();
     // Before the first fork, so no worker holds the pipe.
     crate::handover::report_ready(ready, listener);
     server.refill();
