@@ -10,7 +10,8 @@
 //!
 //! What the worker cannot take it keeps: a limit above the server's hard
 //! limit (raising a hard limit needs privilege), a priority above the
-//! server's, a real-time policy or I/O class. Memory limits count the warm
+//! server's, a real-time policy or I/O class, any policy but `SCHED_IDLE`
+//! for a server started under it. Memory limits count the warm
 //! memory the worker shares with the server, which a fresh python would not
 //! have.
 

@@ -270,7 +270,6 @@ def _finalize(code: int, left: list[BaseException]) -> int:
             _unraisable.write_unraisable(exc, None, "Exception ignored on threading shutdown")
         else:
             _unraisable.write_unraisable(exc, threading)
-        del exc
     atexit._run_exitfuncs()
     if _REFUSES_LATE:
         _native.refuse_at_shutdown(PythonFinalizationError)  # noqa: F821 - a builtin from 3.13 on
