@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -111,6 +112,10 @@ def test_ctrl_z_stops_the_program_and_fg_continues_it(terminal: Terminal, tmp_pa
     )
     time.sleep(1.0)  # five ticks' worth: a worker still running would print
     assert terminal.screen() == stopped, "output went on after Ctrl-Z"
+    # Stopped by SIGTSTP, as python is: by SIGSTOP bash said "Stopped
+    # (signal)" and $? was 147.
+    assert "Stopped (signal)" not in stopped
+    assert terminal.last_status() == 128 + signal.SIGTSTP
     last = max(ticks(stopped))
     terminal.type("fg")
     terminal.wait_for(lambda screen: max(ticks(screen)) >= last + 3, what="the counter to go on after fg")

@@ -325,13 +325,23 @@ impl Forwarder {
             // A terminal the client made raw is itself while the job is
             // stopped, and raw again after.
             send(worker.as_fd(), libc_sig::STOP, to_group);
-            crate::terminal::while_stopped(|| {
-                let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::STOP);
-            });
+            crate::terminal::while_stopped(stop_by_tstp);
             return;
         }
         send(worker.as_fd(), number, to_group);
     }
+}
+
+/// Stops this process by SIGTSTP, as the terminal's Ctrl-Z stops python,
+/// so that the shell says "Stopped" and `$?` is 148 (by SIGSTOP it said
+/// "Stopped (signal)" and 147). Blocked for the signalfd, the signal is
+/// raised, then let through until SIGCONT has continued the process. Its
+/// group is not orphaned (the caller has seen to that), where the kernel
+/// would drop it.
+fn stop_by_tstp() {
+    let _ = syscall::raise(libc_sig::TSTP);
+    let _ = syscall::unblock(STOP);
+    let _ = syscall::block(STOP);
 }
 
 /// Sends signal `number` to the worker, or to its process group (by number
