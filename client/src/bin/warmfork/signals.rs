@@ -32,7 +32,6 @@
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use rustix::process::Signal;
 use warmfork::socket_path::Decimal;
 
 use crate::cstr::CBuf;
