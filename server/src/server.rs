@@ -800,17 +800,22 @@ impl Server<'_, '_> {
         let before_fork = self.hooks.before_fork.map(|hook| hook.call0());
         if let Some(Err(stop)) = before_fork {
             self.interrupted = Some(stop);
-            return Err("the server is stopping".into());
+            return Err(crate::worker::STOPPING.into());
         }
         if let Err(stop) = self.py.check_signals() {
             self.interrupted = Some(stop);
-            return Err("the server is stopping".into());
+            return Err(crate::worker::STOPPING.into());
         }
         let close = self.fds();
         // A worker forked for a waiting request must not make it wait for a
         // learner's scan of its memory.
         let role = self.prefault.next(fork == Fork::Ahead);
-        let idle = pool::fork_idle(self.py, &close, &self.hooks, role)?;
+        let idle = pool::fork_idle(self.py, &close, &self.hooks, role).inspect_err(|_| {
+            // A signal that came as the fork began (see `worker::fork`).
+            if let Some(stop) = PyErr::take(self.py) {
+                self.interrupted = Some(stop);
+            }
+        })?;
         self.prefault.forked(role, idle.process.pid);
         Ok(idle)
     }

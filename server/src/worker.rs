@@ -42,10 +42,16 @@ pub struct Hooks<'a, 'py> {
 /// in the new worker, which must end with `_exit` and never return to the
 /// server's loop.
 pub fn fork(py: Python<'_>) -> Result<Option<Pid>, String> {
-    let _ = py; // the GIL must be held for the hooks below
     // The hooks run Python code: a signal handled there would raise the
     // server's stop in a hook, which drops it (see `sigmask.rs`).
     let blocked = Blocked::all();
+    // One that came just before the block is noted but not yet handled: it
+    // is handled here, not in a hook. What its handler raised (the server's
+    // stop) is left set for the caller, which takes it (`PyErr::take`).
+    if let Err(stop) = py.check_signals() {
+        stop.restore(py);
+        return Err(STOPPING.into());
+    }
     // SAFETY: called with the GIL held on the only thread of the process
     // (the server checks there is no other), as `PyOS_BeforeFork` requires.
     unsafe { pyo3::ffi::PyOS_BeforeFork() };
@@ -67,6 +73,9 @@ pub fn fork(py: Python<'_>) -> Result<Option<Pid>, String> {
         )
     })
 }
+
+/// Why a fork did not happen when a signal stopped the server.
+pub const STOPPING: &str = "the server is stopping";
 
 /// Sends `reply` on `connection`, ignoring a client that has gone.
 pub fn send_reply(connection: impl AsFd, reply: &Reply<'_>) {
