@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import CLIENT, Server, start_server, wait_for_socket
 from support import nobody, old_kernel
+from support.server_process import wait_until
 
 SERVER = [sys.executable, "-m", "warmfork"]
 
@@ -399,12 +400,10 @@ def test_a_server_warns_when_warmfork_socket_names_another_socket(tmp_path: Path
         process.wait(timeout=30)
 
 
-def wait_for_log(log: Path, text: str, timeout: float = 10) -> str:
+def wait_for_log(log: Path, text: str) -> str:
     """The log once it holds ``text`` (all of it so far, if it never does)."""
-    deadline = time.monotonic() + timeout
-    while text not in (content := log.read_text(errors="replace")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return content
+    wait_until(lambda: text in log.read_text(errors="replace"), timeout=10)
+    return log.read_text(errors="replace")
 
 
 def test_a_socket_path_that_is_not_utf8_is_logged_not_fatal(tmp_path: Path) -> None:

@@ -242,17 +242,18 @@ impl Failure<'_> {
                 let _ = match end {
                     CommandEnd::Exited(code) => write!(line, "exited with status {code}"),
                     CommandEnd::Killed(signal) => write!(line, "was killed by signal {signal}"),
-                    CommandEnd::NotListening { exited: false } => write!(
-                        line,
-                        "did not listen within {} s",
-                        crate::autostart::READY_TIMEOUT_MS / 1000
-                    ),
-                    CommandEnd::NotListening { exited: true } => write!(
-                        line,
-                        "exited with status 0, and no server listened within {} s \
-                        (one it started may serve another socket)",
-                        crate::autostart::READY_TIMEOUT_MS / 1000
-                    ),
+                    CommandEnd::NotListening { exited } => {
+                        let seconds = crate::autostart::READY_TIMEOUT_MS / 1000;
+                        if exited {
+                            write!(
+                                line,
+                                "exited with status 0, and no server listened within {seconds} s \
+                                (one it started may serve another socket)"
+                            )
+                        } else {
+                            write!(line, "did not listen within {seconds} s")
+                        }
+                    }
                 };
                 line.push(b"; see ");
                 line.push(path);
