@@ -242,6 +242,55 @@ def test_ctrl_z_does_nothing_to_a_program_that_ignores_sigtstp(terminal: Termina
     assert_ctrl_z_leaves_it_counting(terminal, PTY + "warmfork deaf.py")
 
 
+# Counts on a curses screen, and in count.txt, waiting for a key 0.1 s at a
+# time; 'q' ends it.
+CURSES_COUNTER = (
+    "import curses, pathlib\n"
+    "def main(screen):\n"
+    "    curses.halfdelay(1)\n"
+    "    for i in range(100000):\n"
+    "        pathlib.Path('count.txt').write_text(str(i))\n"
+    "        screen.addstr(0, 0, f'tick {i}')\n"
+    "        screen.refresh()\n"
+    "        if screen.getch() == ord('q'):\n"
+    "            return i\n"
+    "print('quit at', curses.wrapper(main))\n"
+)
+
+
+def test_ctrl_z_stops_a_curses_program_every_time(terminal: Terminal, tmp_path: Path) -> None:
+    # curses handles SIGTSTP, and ignores it for a moment after its handler,
+    # while it redraws. Whether a Ctrl-Z stops the program is decided as the
+    # key reaches the pseudo-terminal; the client once looked only after
+    # that, found the handler's moment of ignoring about one time in four,
+    # and let the key go. (The screen is not redrawn after `fg`: see the
+    # README's Limitations. The count is read from the file.)
+    (tmp_path / "count.py").write_text(CURSES_COUNTER)
+    count = tmp_path / "count.txt"
+
+    def counted() -> int:
+        return int(count.read_text() or 0) if count.exists() else 0
+
+    terminal.type(PTY + "warmfork count.py")
+    terminal.wait_for(lambda _: counted() >= 3, what="curses to count")
+    for attempt in range(6):
+        terminal.keys("C-z")
+        terminal.wait_for(
+            lambda screen: "Stopped" in screen and at_shell_prompt(screen),
+            what=f"Ctrl-Z number {attempt + 1} to stop the program",
+            timeout=5,
+        )
+        stopped_at = counted()
+        time.sleep(0.5)  # five ticks' worth
+        assert counted() == stopped_at, "the program counted on while stopped"
+        terminal.type("fg")
+        terminal.wait_for(lambda _, last=stopped_at: counted() >= last + 3, what="the counter to go on after fg")
+    terminal.type("q", enter=False)
+    screen = terminal.wait_for(at_shell_prompt, what="the end of the run")
+    assert re.search(r"^quit at \d+$", screen, re.MULTILINE), screen
+    assert terminal.last_status() == 0
+
+
 def test_bg_then_fg_gives_the_program_the_keyboard_again(terminal: Terminal, tmp_path: Path) -> None:
     # After `bg` the program goes on (test_terminal.py) with the terminal the
     # shell's; `fg` makes it raw again and keys reach the program.

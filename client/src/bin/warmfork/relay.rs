@@ -177,10 +177,11 @@ impl Relay {
                 // program's own, as its line discipline will apply them.
                 let suspends = rustix::termios::tcgetattr(&self.master)
                     .is_ok_and(|modes| self.scanner.suspends(keys(&modes), &self.typed[..n]));
+                let ignored = suspends && signals.program_ignores_suspend();
                 self.pass_on();
                 if suspends {
                     self.settle();
-                    signals.suspend();
+                    signals.suspend(ignored);
                 }
             }
             Err(Errno::AGAIN | Errno::INTR) => {}

@@ -266,9 +266,11 @@ impl Forwarder {
     }
 
     /// Ctrl-Z typed into the program's pseudo-terminal: stops the program
-    /// and the client as a SIGTSTP from the user's terminal does.
-    pub fn suspend(&mut self) {
-        self.deliver(libc_sig::TSTP, true);
+    /// and the client as a SIGTSTP from the user's terminal does, unless
+    /// `ignored`: the program ignored SIGTSTP as the key reached its
+    /// terminal (see [`Self::program_ignores_suspend`]).
+    pub fn suspend(&mut self, ignored: bool) {
+        self.deliver_as(libc_sig::TSTP, true, Some(ignored));
     }
 
     /// Whether the program ignores SIGTSTP, so that Ctrl-Z in its
@@ -276,7 +278,11 @@ impl Forwarder {
     /// all the same, its handler wherever it has got to: a SIGTSTP the
     /// program sends itself from its handler is dropped by the kernel, its
     /// process group being orphaned, so the stop is the client's to make.)
-    fn program_ignores_suspend(&self) -> bool {
+    /// For a typed Ctrl-Z, ask just before passing the key on, when the
+    /// line discipline decides: by the time the client looks afterwards,
+    /// the program's handler may have run, and curses ignores SIGTSTP for
+    /// a moment after its handler, while it redraws.
+    pub fn program_ignores_suspend(&self) -> bool {
         let Some(pid) = self
             .worker
             .as_ref()
@@ -292,6 +298,12 @@ impl Forwarder {
 
     /// Sends signal `number` to the worker, or to its whole process group.
     fn deliver(&mut self, number: i32, to_group: bool) {
+        self.deliver_as(number, to_group, None);
+    }
+
+    /// [`Self::deliver`], where a stop signal known to be `ignored` by the
+    /// program need not be looked up.
+    fn deliver_as(&mut self, number: i32, to_group: bool, ignored: Option<bool>) {
         let Some(worker) = &self.worker else {
             self.note_held(bit(number));
             self.pending |= bit(number);
@@ -313,7 +325,7 @@ impl Forwarder {
             // A program that ignores SIGTSTP goes on, as under python; the
             // rest of its group gets the SIGTSTP, as from a terminal (a
             // child that handles it, as an editor does, runs its handler).
-            if self.program_ignores_suspend() {
+            if ignored.unwrap_or_else(|| self.program_ignores_suspend()) {
                 send(worker.as_fd(), number, to_group);
                 return;
             }
