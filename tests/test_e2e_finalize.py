@@ -178,3 +178,47 @@ def test_ctrl_c_during_finalisation_ends_the_process_by_sigint(server, tmp_path:
     finally:
         process.kill()
     assert (process.returncode, out, err) == (-signal.SIGINT, b"", b"")
+
+
+# What a script writes to stdout after its code has run: a traceback, the
+# message of sys.exit, a thread's last words, an exit handler's.
+AFTER_THE_CODE = {
+    "traceback": "print('out')\n1/0\n",
+    "exit-message": "import sys\nprint('out')\nsys.exit('bye')\n",
+    "exit-handler": "import atexit, sys\natexit.register(lambda: sys.stderr.write('handler\\n'))\nprint('out')\n",
+    "thread": (
+        "import sys, threading, time\n"
+        "def late():\n    time.sleep(0.2)\n    sys.stderr.write('thread\\n')\n"
+        "threading.Thread(target=late).start()\nprint('out')\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("source", ["script", "stdin"])
+@pytest.mark.parametrize("program", list(AFTER_THE_CODE.values()), ids=list(AFTER_THE_CODE))
+def test_a_scripts_output_is_flushed_before_what_follows_its_code(
+    server, tmp_path: Path, program: str, source: str
+) -> None:
+    # CPython flushes stderr and stdout once a file's code has run (not a
+    # `-c` command's): with both on one pipe, what the script printed
+    # comes first. The worker flushed only at the very end.
+    (tmp_path / "script.py").write_text(program)
+    merged: dict[str, object] = {"cwd": tmp_path, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    if source == "stdin":
+        merged["input"] = program.encode()
+    outcome = assert_same_as_python(server, "script.py" if source == "script" else "-", **merged)
+    assert outcome.stdout.startswith(b"out\n"), outcome
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("-c", "class K(KeyboardInterrupt): pass\nraise K"), ("script.py",), ("-i", "-c", "pass")],
+    ids=["command", "script", "prompt"],
+)
+def test_a_subclass_of_keyboard_interrupt_ends_the_run_with_status_1(server, tmp_path: Path, args) -> None:
+    # Only KeyboardInterrupt itself makes python die by SIGINT.
+    program = "class K(KeyboardInterrupt): pass\n\nraise K\n"  # the blank line ends the class at the prompt
+    (tmp_path / "script.py").write_text(program)
+    outcome = assert_same_as_python(server, *args, cwd=tmp_path, input=program.encode())
+    assert outcome.status == (0 if args[0] == "-i" else 1), outcome
+    assert b"\nK\n" in outcome.stderr or b"__main__.K" in outcome.stderr, outcome

@@ -71,7 +71,7 @@ def interact(namespace: dict[str, object]) -> None:
             return
         code = _numbered(*statement) if sys.version_info >= (3, 13) else statement[0]
         raised = call_printing_errors(functools.partial(exec, code, namespace))
-        interrupted = isinstance(raised, KeyboardInterrupt)
+        interrupted = type(raised) is KeyboardInterrupt  # not a subclass, as in CPython
         flush_standard_streams()
 
 

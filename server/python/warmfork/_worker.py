@@ -188,7 +188,8 @@ def run_handler(handler: Callable[[], object]) -> int:
     except BaseException as exc:
         if isinstance(exc, Unsupported) and _refusable:
             raise
-        code = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+        # CPython dies by SIGINT for that very type, not a subclass.
+        code = -signal.SIGINT if type(exc) is KeyboardInterrupt else 1
         try:
             _excepthook(exc)
         except SystemExit as exit_:  # the hook ended the program itself

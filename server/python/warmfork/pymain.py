@@ -273,7 +273,7 @@ def _run_then_inspect(
         failure = exc
     prompt = prompt_follows()
     if failure is not None:
-        if isinstance(failure, KeyboardInterrupt) and not prompt:
+        if type(failure) is KeyboardInterrupt and not prompt:
             raise failure  # the caller makes it a death by SIGINT
         _prompt.print_exception(failure)
     if prompt:
@@ -505,7 +505,22 @@ def _exec_file(
     except BaseException:
         _forget_file(namespace)
         raise
+    finally:
+        _flush_io()
     _forget_file(namespace)
+
+
+def _flush_io() -> None:
+    """CPython's ``flush_io``, which a file's run (not ``-c``'s, nor
+    ``-m``'s) ends with before the error is printed, the threads are joined
+    and ``atexit`` runs: stderr, then stdout, whatever flushing raises
+    dropped. So a script's output comes before its traceback, its
+    ``sys.exit("message")`` and what its threads and exit handlers write."""
+    for name in ("stderr", "stdout"):
+        try:
+            getattr(sys, name).flush()
+        except BaseException:  # noqa: BLE001, S112 - CPython clears whatever it was
+            continue
 
 
 def _script_text(filename: str, fd: int, skip_first_line: bool) -> bytes | None:
