@@ -132,6 +132,23 @@ def test_what_finalizers_see_is_as_under_python(server, tmp_path: Path, program:
     assert ours.status == 0
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("-W", "error", "-c", "f = open('/dev/null')"), ("-c", "f = open('/dev/full', 'w')\nf.write('x')")],
+    ids=["resource-warning-as-error", "last-flush-fails"],
+)
+def test_an_error_an_object_raises_in_c_as_it_is_freed_at_exit_shows_no_frame(
+    server, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # Such an error has no traceback of its own, and CPython gives it one
+    # that names the frame running: in python none, in the worker the
+    # finalisation step's (`File "<sys>", line 0, in <module>`).
+    ours = assert_same_as_python(server, *args, cwd=tmp_path)
+    if args[0] == "-W" or sys.version_info >= (3, 13):  # 3.11 says nothing of the failed flush
+        assert b"Exception ignored in" in ours.stderr, ours
+    assert b"Traceback" not in ours.stderr, ours
+
+
 def test_the_servers_own_objects_are_never_finalised_in_a_worker(tmp_path: Path) -> None:
     warmup = tmp_path / "warm.py"
     warmup.write_text(

@@ -34,10 +34,10 @@ def _hook_args_type() -> type:
     return type(given[0])
 
 
-_HookArgs = _hook_args_type()
+HookArgs = _hook_args_type()
 # The default hook, as C calls it, even where the program deleted or
 # replaced sys.__unraisablehook__.
-_default_hook = sys.__unraisablehook__
+default_hook = sys.__unraisablehook__
 
 
 def write_unraisable(error: BaseException, obj: object, message: str | None = None) -> None:
@@ -48,7 +48,7 @@ def write_unraisable(error: BaseException, obj: object, message: str | None = No
     audit or the hook fails, through the default hook, which reports that
     failure instead. Call it with no exception being handled, as C does: an
     error the hook raises then has no context."""
-    args = _HookArgs((type(error), error, error.__traceback__, message, obj))
+    args = HookArgs((type(error), error, error.__traceback__, message, obj))
     try:
         hook = sys.unraisablehook
     except AttributeError:
@@ -67,7 +67,7 @@ def write_unraisable(error: BaseException, obj: object, message: str | None = No
         else:
             return
     try:
-        _default_hook(args)
+        default_hook(args)
     except BaseException:  # noqa: BLE001, S110 - C ignores the default hook's failure
         pass
 
@@ -85,4 +85,4 @@ def _failure_args(failure: BaseException, message: str, obj: object) -> object:
     # holds the exception itself.
     bare = sys.version_info < (3, 12) and type(failure) is KeyboardInterrupt and not failure.args
     value = None if bare else failure
-    return _HookArgs((type(failure), value, failure.__traceback__, message, obj))
+    return HookArgs((type(failure), value, failure.__traceback__, message, obj))

@@ -27,7 +27,7 @@ import sys
 import types
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _inherited, _native, _stdio, _unraisable
 from .errors import Unsupported
@@ -279,7 +279,7 @@ def _finalize(code: int, left: list[BaseException]) -> int:
     if not _flush_std_files() and code >= 0:
         code = 120
     _signals_off()
-    _finalize_modules()
+    _finalize_modules_without_step_frames()
     # What finalisers printed. CPython flushes it as it frees the streams,
     # after the modules, and says nothing of a failure then.
     _flush_std_files(quietly=True)
@@ -350,6 +350,34 @@ def _signals_off() -> None:
     for signum in range(1, signal.NSIG):
         if callable(_signal.getsignal(signum)):
             _signal.signal(signum, _signal.SIG_DFL)
+
+
+def _finalize_modules_without_step_frames() -> None:
+    """:func:`_finalize_modules`, where what the objects it frees report
+    through the default unraisable hook ("Exception ignored in: ...") shows
+    no frame of its steps. An error raised in C, with no traceback of its
+    own (the last flush of a file on a full disk, a ``ResourceWarning``
+    under ``-W error``), gets one from CPython that names the frame running:
+    in python none, here the step's (see :func:`_without_frame`). A hook of
+    the program's is left as it is, and sees the frame."""
+    if getattr(sys, "unraisablehook", None) is not _unraisable.default_hook:
+        _finalize_modules()
+        return
+    sys.unraisablehook = _report_without_step_frame
+    try:
+        _finalize_modules()
+    finally:
+        if getattr(sys, "unraisablehook", None) is _report_without_step_frame:
+            sys.unraisablehook = _unraisable.default_hook
+
+
+def _report_without_step_frame(args: Any) -> None:  # sys.UnraisableHookArgs, which has no name
+    traceback = args.exc_traceback
+    if traceback is not None and traceback.tb_next is None and traceback.tb_frame.f_code in _STEP_CODES:
+        if args.exc_value is not None:
+            args.exc_value.__traceback__ = None
+        args = _unraisable.HookArgs((args.exc_type, args.exc_value, None, args.err_msg, args.object))
+    _unraisable.default_hook(args)
 
 
 def _finalize_modules() -> None:
@@ -452,6 +480,9 @@ _collect_without_streams = _without_frame(
 )
 _drop = _without_frame("items", "[sys.modules.__setitem__(name, None) for name, _ in items], items.clear()")
 _set_to_none = _without_frame("names, namespace", "for name in names: namespace[name] = None")
+_STEP_CODES = frozenset(
+    step.__code__ for step in (_collect, _restore_streams, _collect_without_streams, _drop, _set_to_none)
+)
 
 
 def _clear_globals(module: types.ModuleType | None) -> None:
