@@ -324,6 +324,27 @@ def test_invalid_start_up_values_fail_like_python(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("-c", "pass"), {"PYTHONMALLOC": "bogus"}),
+        (("-V",), {"PYTHONMALLOC": "bogus"}),
+        (("-h",), {"PYTHONUTF8": "x"}),
+        (("-X", "utf8=9", "-V"), {}),
+        (("-E", "-c", "print('ran')"), {"PYTHONMALLOC": "bogus", "PYTHONUTF8": "x"}),
+    ],
+    ids=["malloc", "malloc-before-version", "utf8-before-help", "utf8-option-before-version", "hidden-by-E"],
+)
+def test_what_pre_initialisation_rejects_fails_first_like_python(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    # CPython checks the UTF-8 mode and the allocator before the rest of the
+    # command line: a bad value beats -V and -h (status 1, not 0). An unknown
+    # allocator was refused (201) as though python could have run it.
+    expected = 0 if args[0] == "-E" else 1
+    assert same(*args, cwd=tmp_path, env=env).status == expected
+
+
+@pytest.mark.parametrize(
     ("options", "env"),
     [
         (("-X", "cpu_count=abc"), {}),

@@ -95,13 +95,14 @@ def _read_config(argv: list[str]) -> pyoptions.Config | None:
     program = argv[0] if argv and argv[0] else "warmfork"
     try:
         config = pyoptions.parse_command_line(argv)
+        pyoptions.check_preconfig(config, environ := _python_variables())
         if config.help is not None:
             _print_help(program, config.help)
             return None
         if config.print_version:
             print(f"Python {sys.version if config.print_version > 1 else sys.version.split()[0]}")
             return None
-        pyoptions.read_environment(config, _python_variables())
+        pyoptions.read_environment(config, environ)
     except pyoptions.UsageError as error:
         _write_stderr(f"{error}\n{_USAGE.format(program)}Try `python -h' for more information.\n")
         raise SystemExit(2) from None

@@ -245,6 +245,33 @@ def parse_command_line(argv: list[str]) -> Config:
     return config
 
 
+def check_preconfig(config: Config, environ: Mapping[str, str]) -> None:
+    """Raise :class:`FatalError` for what CPython's pre-initialisation
+    rejects, before it reads the rest of the command line (so before a
+    usage error, ``-h`` or ``-V``): an invalid UTF-8 mode and an unknown
+    ``PYTHONMALLOC``."""
+    env = environ.get if config.use_environment else {}.get
+    _utf8_mode(config.xoptions.get("utf8"), env("PYTHONUTF8") or None)
+    malloc = env("PYTHONMALLOC")
+    if malloc and malloc not in _ALLOCATOR_NAMES:
+        raise FatalError("preconfig_init_allocator: PYTHONMALLOC: unknown allocator", state="preinitializing")
+
+
+def _allocator_names() -> frozenset[str]:
+    """What ``PYTHONMALLOC`` may name (``_PyMem_GetAllocatorName``):
+    pymalloc and mimalloc only where the build has them."""
+    import sysconfig  # once, in the server
+
+    names = {"default", "debug", "malloc", "malloc_debug"}
+    for built, name in (("WITH_PYMALLOC", "pymalloc"), ("WITH_MIMALLOC", "mimalloc")):
+        if sysconfig.get_config_var(built):
+            names |= {name, f"{name}_debug"}
+    return frozenset(names)
+
+
+_ALLOCATOR_NAMES = _allocator_names()
+
+
 def read_environment(config: Config, environ: Mapping[str, str]) -> None:
     """Complete ``config`` from ``-X`` options and the ``PYTHON*`` variables.
 
