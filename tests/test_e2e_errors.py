@@ -9,6 +9,7 @@ the server's descriptors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -26,6 +27,7 @@ from support.raw_client import (
     ERROR,
     EXIT,
     EXTRA_FDS,
+    INTERNAL,
     MAX_EXTRA_FDS,
     MAX_FRAME_LEN,
     RUN,
@@ -415,3 +417,57 @@ def test_a_refused_run_is_logged_with_the_clients_status(server: Server) -> None
 
     wait_until(lambda: len(logged()) == len(markers), timeout=10)
     assert [line.rsplit("] ", 1)[1].split(" ", 1)[1] for line in logged()] == ["exit 201"] * len(markers), logged()
+
+
+def resident_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_large_requests_being_sent_are_capped_in_all_and_their_memory_given_back(tmp_path: Path) -> None:
+    # Each frame is capped at 8 MiB, but their number was not: a few hundred
+    # clients sending maximal frames slowly held gigabytes (under a memory
+    # limit the server aborted), and what they left in the C library's heap
+    # stayed resident. The server now holds 256 MiB of large frames at most,
+    # refusing (201, "try again") what would go past that, and hands the
+    # memory back once they are gone.
+    srv = start_server(tmp_path, "--request-timeout", "60")
+    try:
+        baseline = resident_mib(srv.process.pid)
+        # Clients coming and going, so that frames are freed among others
+        # still held (which is what left them in the heap).
+        churn: list[RawClient] = []
+        for number in range(40):
+            churn.append(RawClient(srv.socket, timeout=30))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                churn[-1].send(prefix(RUN, 0, MAX_FRAME_LEN) + bytes(MAX_FRAME_LEN - 9))
+            if number % 7 == 3:
+                churn.pop(0).close()
+        for client in churn:
+            client.close()
+        assert wait_until(lambda: resident_mib(srv.process.pid) < baseline + 32, timeout=10), (
+            f"{resident_mib(srv.process.pid):.0f} MiB resident after the clients left, {baseline:.0f} MiB before"
+        )
+        clients = [RawClient(srv.socket, timeout=30) for _ in range(40)]
+        held: list[RawClient] = []
+        refused: list[str] = []
+        for client in clients:
+            # All but the frame's last byte: the server holds it, waiting,
+            # or refuses it after the prefix and hangs up on the rest.
+            try:
+                client.send(prefix(RUN, 0, MAX_FRAME_LEN) + bytes(MAX_FRAME_LEN - 9))
+            except (BrokenPipeError, ConnectionResetError):
+                (reply,) = client.replies()
+                assert (reply.kind, reply.code) == (ERROR, INTERNAL), reply
+                refused.append(reply.message)
+            else:
+                held.append(client)
+        assert (len(held), len(refused)) == (32, 8)
+        assert all("already receiving 256 MiB of large requests" in m and "try again" in m for m in refused), refused
+        assert_still_serving(srv)
+        for client in clients:
+            client.close()
+        assert_still_serving(srv)
+    finally:
+        stop_when_idle(srv)

@@ -9,6 +9,7 @@
 
 use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
@@ -28,10 +29,29 @@ const MAX_RUN_FDS: usize = FdSet::SLOTS.len() + MAX_EXTRA_FDS;
 /// `RUN`), plus one to notice a peer sending more.
 const MAX_FDS: usize = 1 + MAX_RUN_FDS + 1;
 
+/// The most bytes the server holds at once for frames larger than
+/// [`READ_CHUNK`] that are still being received. Each frame is capped by
+/// the protocol, but not their number: without this, a few hundred clients
+/// each sending a maximal frame slowly held gigabytes, and under a memory
+/// limit the server died of a failed allocation. Small frames, nearly all,
+/// are bounded by the connections' descriptors instead.
+pub const MAX_LARGE_FRAMES_HELD: usize = 256 << 20;
+
+/// Bytes of large frames being received in this process (see
+/// [`MAX_LARGE_FRAMES_HELD`]); only the server's event loop changes it.
+static LARGE_FRAMES_HELD: AtomicUsize = AtomicUsize::new(0);
+
 /// A request being received.
 #[derive(Debug, Default)]
 pub struct Incoming {
+    // Declared before `held`, so dropped (and freed) first.
     frame: Vec<u8>,
+    /// What this frame counts against [`MAX_LARGE_FRAMES_HELD`].
+    held: Held,
+    /// Whether a large frame must fit in [`MAX_LARGE_FRAMES_HELD`]: the
+    /// server's are, not the one a worker is handed (it inherited the
+    /// server's count, which is none of its business).
+    unbudgeted: bool,
     fds: Vec<OwnedFd>,
     len: Option<usize>,
     /// Descriptors that come before the request's own: none from a client,
@@ -61,6 +81,7 @@ impl Incoming {
     pub fn handed_off() -> Incoming {
         Incoming {
             leading_fds: 1,
+            unbudgeted: true,
             ..Incoming::default()
         }
     }
@@ -176,8 +197,35 @@ impl Incoming {
             Ok(other) => return Err(refusal(WireError::UnexpectedKind(other))),
             Err(error) => return Err(refusal(error)),
         }
-        self.len = Some(prefix.len as usize);
-        Ok(())
+        let len = prefix.len as usize;
+        self.len = Some(len);
+        self.make_room(len)
+    }
+
+    /// Room for the whole frame of `len` bytes, allocated at once, or a
+    /// refusal that costs the server nothing: when the large frames already
+    /// being received leave too little of [`MAX_LARGE_FRAMES_HELD`], or the
+    /// allocation fails (under `ulimit -v`, say), where growing the buffer
+    /// as the bytes came would have aborted the server.
+    fn make_room(&mut self, len: usize) -> Result<(), Progress> {
+        if len > READ_CHUNK && !self.unbudgeted {
+            self.held = Held::take(len).ok_or_else(|| {
+                Progress::Refused(
+                    ErrorCode::Internal,
+                    format!(
+                        "the server is already receiving {} MiB of large requests from other clients; try again",
+                        large_frames_held() >> 20
+                    ),
+                )
+            })?;
+        }
+        let additional = len.saturating_sub(self.frame.len());
+        self.frame.try_reserve_exact(additional).map_err(|_| {
+            Progress::Refused(
+                ErrorCode::Internal,
+                format!("the server cannot allocate {len} bytes for the request; try again"),
+            )
+        })
     }
 
     /// The complete frame.
@@ -220,6 +268,52 @@ impl Incoming {
     pub fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
         (self.frame, self.fds)
     }
+}
+
+/// A large frame's share of [`MAX_LARGE_FRAMES_HELD`], given back when
+/// dropped.
+#[derive(Debug, Default)]
+struct Held(usize);
+
+impl Held {
+    fn take(bytes: usize) -> Option<Held> {
+        LARGE_FRAMES_HELD
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes)
+                    .filter(|&total| total <= MAX_LARGE_FRAMES_HELD)
+            })
+            .ok()
+            .map(|_| Held(bytes))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0 == 0 {
+            return;
+        }
+        if LARGE_FRAMES_HELD.fetch_sub(self.0, Ordering::Relaxed) == self.0 {
+            LAST_LARGE_FRAME_GONE.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes of large frames being received (see [`MAX_LARGE_FRAMES_HELD`]).
+pub fn large_frames_held() -> usize {
+    LARGE_FRAMES_HELD.load(Ordering::Relaxed)
+}
+
+/// Set when the last large frame held is dropped (see
+/// [`last_large_frame_gone`]).
+static LAST_LARGE_FRAME_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Whether no large frame has been held since the last call, after one was:
+/// the time to hand the free memory they leave in the C library's heap back
+/// to the kernel (glibc serves allocations of their size from the heap once
+/// one has been freed, and a burst of them otherwise kept hundreds of MiB
+/// resident, whose page tables every fork then copied).
+pub fn last_large_frame_gone() -> bool {
+    LAST_LARGE_FRAME_GONE.swap(false, Ordering::Relaxed)
 }
 
 fn refusal(error: WireError) -> Progress {
@@ -285,6 +379,43 @@ mod tests {
         assert!(buffer.capacity() >= 1000, "the allocation is kept");
         let large = Incoming::reusing(Vec::with_capacity(READ_CHUNK + 1));
         assert!(large.into_buffer().is_none(), "a large buffer is dropped");
+    }
+
+    #[test]
+    fn large_frames_are_refused_past_the_budget_and_give_it_back() {
+        let large = |len: u32| {
+            let (client, server) = pair();
+            let mut header = [0u8; PREFIX_LEN];
+            header[0] = warmfork::frame::VERSION;
+            header[1] = Kind::Run as u8;
+            header[4..8].copy_from_slice(&len.to_le_bytes());
+            rustix::io::write(&client, &header).expect("send");
+            let mut incoming = Incoming::default();
+            let progress = incoming.read(&server);
+            (client, incoming, progress)
+        };
+        let frame = 8 << 20;
+        let fitting = MAX_LARGE_FRAMES_HELD / frame as usize;
+        let held: Vec<_> = (0..fitting)
+            .map(|_| {
+                let (client, incoming, progress) = large(frame);
+                assert!(matches!(progress, Progress::Pending), "{progress:?}");
+                (client, incoming)
+            })
+            .collect();
+        let (_client, _incoming, progress) = large(frame);
+        assert!(
+            matches!(&progress, Progress::Refused(ErrorCode::Internal, message) if message.contains("try again")),
+            "{progress:?}"
+        );
+        let (_client, _incoming, small) = large(READ_CHUNK as u32);
+        assert!(
+            matches!(small, Progress::Pending),
+            "a small frame is not counted: {small:?}"
+        );
+        drop(held);
+        let (_client, _incoming, progress) = large(frame);
+        assert!(matches!(progress, Progress::Pending), "{progress:?}");
     }
 
     #[test]
