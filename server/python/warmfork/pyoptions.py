@@ -257,19 +257,16 @@ def check_preconfig(config: Config, environ: Mapping[str, str]) -> None:
         raise FatalError("preconfig_init_allocator: PYTHONMALLOC: unknown allocator", state="preinitializing")
 
 
-def _allocator_names() -> frozenset[str]:
-    """What ``PYTHONMALLOC`` may name (``_PyMem_GetAllocatorName``):
-    pymalloc and mimalloc only where the build has them."""
-    import sysconfig  # once, in the server
-
-    names = {"default", "debug", "malloc", "malloc_debug"}
-    for built, name in (("WITH_PYMALLOC", "pymalloc"), ("WITH_MIMALLOC", "mimalloc")):
-        if sysconfig.get_config_var(built):
-            names |= {name, f"{name}_debug"}
-    return frozenset(names)
-
-
-_ALLOCATOR_NAMES = _allocator_names()
+# What `PYTHONMALLOC` may name (`_PyMem_GetAllocatorName`), as standard
+# builds have it: pymalloc, and mimalloc from 3.13 on. (Asking `sysconfig`
+# whether this build has them would import `threading` on 3.13, whose
+# after-fork hook every worker would then run. On a build without one, a
+# run asking for it is refused as not the server's allocator, where python
+# says it does not know it.)
+_ALLOCATOR_NAMES = frozenset(
+    {"default", "debug", "malloc", "malloc_debug", "pymalloc", "pymalloc_debug"}
+    | ({"mimalloc", "mimalloc_debug"} if sys.version_info >= (3, 13) else set())
+)
 
 
 def read_environment(config: Config, environ: Mapping[str, str]) -> None:
