@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from support.run_faults import run_faults
+from support.run_faults import pages_spared
 
 #: Packs, then prints how many code objects the functions defined in the run
 #: path's modules (found here, not by the packing's own walk) and the code
@@ -140,18 +140,15 @@ def test_a_packed_code_object_that_is_dropped_stays_out_of_the_allocator() -> No
     assert (done.returncode, done.stdout, done.stderr) == (0, b"7 4498500\n", b""), done
 
 
-#: Fewer pages a packed run must fault in, finalisation included (the steps
-#: the server never takes itself gain most). Measured, the median of three
-#: interpreters each way: on 3.13, where every conditional jump writes its
-#: inline cache on every execution, 480 against 451, and 13 to 21 fewer in
-#: another review's 13 tries (the packed side varies by about 8 pages); on
-#: 3.12 15 to 20 fewer. On 3.11, which writes into code only as it warms
-#: up, 400 against 391-398: within the noise.
-FEWER_PAGES = 8
-
-
+#: A packed run faults in fewer pages (the steps the server never takes
+#: itself, in the finalisation, gain most). How many moves a lot with where
+#: an interpreter's objects fall: over 11 layouts on 3.13, -5 to 22 pages
+#: (means 5 and 10 in two installations), where one layout gained 0-4 in
+#: every try and failed the 8 pages this test once asked of a median of
+#: three. (On a numpy server, five hash seeds each way: 320 against 288;
+#: see the README.) On 3.11, which writes into code only as it warms up,
+#: within the noise, so not tested there.
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 writes into code only as it warms up: no gain to see")
 def test_runs_write_fewer_pages_with_the_code_packed() -> None:
-    plain = run_faults("pymain.rehearse()")
-    packed = run_faults("_codepack.pack()\npymain.rehearse()")
-    assert packed <= plain - FEWER_PAGES, (plain, packed)
+    spared = pages_spared("pymain.rehearse()", "_codepack.pack()\npymain.rehearse()")
+    assert spared > 0, spared

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import CLIENT, Server, start_server
-from support.run_faults import run_faults
+from support.run_faults import pages_spared
 from support.server_process import children_of, settled_fd_count, stop, wait_listening, wait_until
 
 #: Most private memory an idle pool worker may hold (issue 4's target).
@@ -119,11 +119,10 @@ _NO_FINALISATION = "_worker._finalize_modules = lambda: None"
 
 
 def test_the_servers_rehearsal_spares_each_run_pages() -> None:
-    # Without the rehearsal a run faults in some 370 pages; with it, 10 to 35
-    # fewer.
-    plain = run_faults(_NO_FINALISATION)
-    rehearsed = run_faults(f"pymain.rehearse()\n{_NO_FINALISATION}")
-    assert rehearsed <= plain - 10, (plain, rehearsed)
+    # Without the rehearsal a run faults in some 370-490 pages; with it, on
+    # average over 11 heap layouts, about 9 fewer on 3.13 (2 to 17) and 38
+    # on 3.11 (32 to 45).
+    assert pages_spared(_NO_FINALISATION, f"pymain.rehearse()\n{_NO_FINALISATION}") >= 3
 
 
 def test_the_server_rehearses_before_it_serves() -> None:
