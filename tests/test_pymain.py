@@ -586,6 +586,32 @@ def test_the_prompt_ends_by_sigint_after_a_last_statement_interrupted(
 
 @pytest.mark.parametrize(
     "stdin",
+    [
+        b"import sys\nsys.stdin.close()\nprint('after')\n",
+        b"import sys\nsys.stdin = None\nprint('after')\n",
+        b"import io, sys\nsys.stdin = io.StringIO('print(42)\\n')\nprint('after')\n",
+        b"import builtins\nbuiltins.input = lambda *args: 'y'\nprint('after')\n",
+    ],
+    ids=["stdin-closed", "stdin-none", "stdin-replaced", "input-replaced"],
+)
+def test_the_prompt_reads_on_whatever_the_program_makes_of_stdin_and_input(tmp_path: Path, stdin: bytes) -> None:
+    # Python's prompt reads descriptor 0 through C's stdin. The worker's
+    # read sys.stdin and called input(): a closed stdin printed "ValueError:
+    # I/O operation on closed file" in an endless loop, a replaced one was
+    # read, a stubbed input() was the prompt.
+    out = same("-i", "-c", "pass", cwd=tmp_path, stdin=stdin)
+    assert out.stdout.endswith("after\n") and out.status == 0, out
+
+
+def test_the_prompt_reads_ahead_of_sys_stdin_as_c_stdio_does(tmp_path: Path) -> None:
+    # The prompt has taken the block the line came in (up to 4 KiB of a
+    # pipe), so input() in a statement finds the end of input, as in python.
+    out = same("-i", "-c", "pass", cwd=tmp_path, stdin=b"x = input()\nhello\nprint(x)\n")
+    assert "EOFError" in out.stderr, out
+
+
+@pytest.mark.parametrize(
+    "stdin",
     [b"y = (\n1 2\n)\nprint('next')\n", b"f(a,\n[1 2],\n)\n", b'x = {\n"a": 1\n"b": 2}\n', b"y = [\n1,\n2 3\n]\n"],
     ids=["comma", "nested", "dict", "third-line"],
 )

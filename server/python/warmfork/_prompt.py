@@ -20,7 +20,7 @@ import os
 import sys
 import tokenize
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from . import _stdio, _worker
@@ -55,6 +55,8 @@ def interact(namespace: dict[str, object]) -> None:
         if not hasattr(sys, name):
             setattr(sys, name, prompt)
     compiler = codeop.CommandCompiler()
+    global _stdin
+    _stdin = _Stdin()
     interrupted = False
     while True:
         try:
@@ -240,35 +242,104 @@ def _prompt_string(name: str) -> str:
 
 
 def _read_line(prompt: str) -> str:
-    """A line with its newline, '' at end of input. On a terminal ``input``
-    gives readline editing; otherwise CPython writes the prompt to C's
-    stderr, descriptor 2, whatever ``sys.stderr`` is, and reads with
-    ``fgets``, measuring what it read with ``strlen``: a line loses what
-    follows a null byte, its newline included, and goes on with the next
-    line."""
-    stdin, stdout = sys.stdin, sys.stdout
-    if stdin is None:
-        return ""
-    if stdout is not None and stdin.isatty() and stdout.isatty():
+    """A line with its newline, '' at end of input, read as CPython's prompt
+    reads: from descriptor 0, whatever the program made of ``sys.stdin``
+    and ``sys.stdout`` (closed, replaced, None) or of ``input``. Where the
+    standard streams python started with are terminals, with readline
+    editing (``input``, the server's, on those streams); otherwise CPython
+    writes the prompt to descriptor 2 and reads with C's ``fgets``, through
+    a buffer of its own (see :class:`_Stdin`)."""
+    stdin, stdout = _usable(sys.__stdin__), _usable(sys.__stdout__)
+    if stdin is not None and stdout is not None and stdin.isatty() and stdout.isatty():
         try:
-            return input(prompt) + "\n"
+            with _standard_streams(stdin, stdout):
+                return _input(prompt) + "\n"
         except EOFError:
             return ""
     with contextlib.suppress(OSError):
         os.write(2, prompt.encode())
-    line = _fgets(stdin)
-    while "\0" in line:
-        line = line[: line.index("\0")] + _fgets(stdin)
-    return line
+    return _stdin.readline()
 
 
-def _fgets(stdin: TextIO) -> str:
-    """A line of ``stdin``; '' where reading fails, which python's reader
-    takes for the end of input, as ``fgets`` returns the same for both."""
+# The builtin as the server has it: a program that replaces `input` (a test
+# stub, say) does not change how the prompt reads.
+_input = input
+
+
+def _usable(stream: TextIO | None) -> TextIO | None:
+    """``stream`` unless it is None or closed."""
     try:
-        return stdin.readline()
-    except OSError:
-        return ""
+        return None if stream is None or stream.closed else stream
+    except Exception:  # noqa: BLE001 - a program's object may fail anyhow
+        return None
+
+
+@contextlib.contextmanager
+def _standard_streams(stdin: TextIO, stdout: TextIO) -> Iterator[None]:
+    """``sys.stdin`` and ``sys.stdout`` as given while ``input`` reads (it
+    edits with readline only on the streams of descriptors 0 and 1), then
+    as the program had them. The usual case, unchanged streams, costs
+    nothing."""
+    if sys.stdin is stdin and sys.stdout is stdout:
+        yield
+        return
+    saved = sys.stdin, sys.stdout
+    sys.stdin, sys.stdout = stdin, stdout
+    try:
+        yield
+    finally:
+        sys.stdin, sys.stdout = saved
+
+
+class _Stdin:
+    """C's ``stdin`` as ``fgets`` reads it: a buffer of its own, filled a
+    block at a time (``st_blksize``, as glibc does) from descriptor 0, apart
+    from ``sys.stdin``'s. So, as under python, a statement that reads
+    ``sys.stdin`` gets what comes after the block the prompt took, and one
+    that closes it leaves the prompt reading on. Lines are decoded as
+    ``sys.stdin`` would decode them; a failed read is the end of input, as
+    ``fgets`` returns the same for both, and a line loses what follows a
+    null byte, its newline included, and goes on with the next line, as
+    ``strlen`` measures what ``fgets`` read."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._block = 0
+
+    def readline(self) -> str:
+        line = self._read_bytes_line()
+        while b"\0" in line:
+            line = line[: line.index(b"\0")] + self._read_bytes_line()
+        encoding = getattr(sys.__stdin__, "encoding", None) or "utf-8"
+        return line.decode(encoding, "surrogateescape")
+
+    def _read_bytes_line(self) -> bytes:
+        while b"\n" not in self._buffer:
+            try:
+                block = os.read(0, self._block_size())
+            except OSError:
+                block = b""
+            if not block:
+                line, self._buffer = self._buffer, b""
+                return line
+            self._buffer += block
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def _block_size(self) -> int:
+        if not self._block:
+            if _stdio.installed_with is not None and _stdio.installed_with[0]:
+                self._block = 1  # -u: python makes C's stdin unbuffered too
+            else:
+                try:
+                    self._block = os.fstat(0).st_blksize or 4096
+                except OSError:
+                    self._block = 4096
+        return self._block
+
+
+# Made anew for each prompt (`interact`); none in the server.
+_stdin = _Stdin()
 
 
 def print_exception(exc: BaseException) -> None:
