@@ -603,6 +603,22 @@ def test_the_prompt_reads_on_whatever_the_program_makes_of_stdin_and_input(tmp_p
     assert out.stdout.endswith("after\n") and out.status == 0, out
 
 
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        b"import warnings\nwarnings.warn('w1')\nwarnings.warn('w1')\n",
+        b"def f():\n    import warnings; warnings.warn('w1', DeprecationWarning, stacklevel=1)\n\nf()\nf()\n",
+    ],
+    ids=["same-line", "same-function"],
+)
+def test_the_prompt_shows_a_warning_once_per_place(tmp_path: Path, stdin: bytes) -> None:
+    # Compiling each statement through codeop changed the warnings filters
+    # (warnings.catch_warnings), which makes every registry forget what it
+    # has shown: the warning came again after each statement.
+    out = same("-i", "-c", "pass", cwd=tmp_path, stdin=stdin)
+    assert out.stderr.count("Warning: w1") == 1, out
+
+
 def test_the_prompt_reads_ahead_of_sys_stdin_as_c_stdio_does(tmp_path: Path) -> None:
     # The prompt has taken the block the line came in (up to 4 KiB of a
     # pipe), so input() in a statement finds the end of input, as in python.

@@ -162,15 +162,75 @@ def _continues_a_block(lines: list[str]) -> bool:
 
 def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.CodeType | None:
     """codeop's verdict: the statement, or None where more input may complete
-    it; that includes a line ended by a backslash, which codeop calls an error."""
+    it; that includes a compound statement not yet ended by an empty line
+    and a line ended by a backslash, which codeop calls an error."""
     try:
-        return compiler(source, "<stdin>", "single")
+        return _maybe_compile(compiler.compiler, source)
     except SyntaxError as error:
         if source.endswith("\\\n") and error.msg == "unexpected EOF while parsing":
             return None
         if str(error.msg).endswith("was never closed"):
             raise _error_inside_brackets(compiler, source) or error from None
         raise
+
+
+def _maybe_compile(compile_: codeop.Compile, source: str) -> types.CodeType | None:
+    """``codeop._maybe_compile`` for the prompt, but for how it keeps the
+    compiler's warnings out of its trials: not with
+    ``warnings.catch_warnings()``, whose changes of the filters make every
+    module's warnings registry forget what it has shown, so that a warning
+    python shows once per place came again after each statement. The
+    trials' warnings are left unshown instead."""
+    if all(not line.strip() or line.strip()[0] == "#" for line in source.split("\n")):
+        source = "pass"
+    with _warnings_unshown():
+        try:
+            compile_(source, "<stdin>", "single")
+        except SyntaxError:
+            try:
+                compile_(source + "\n", "<stdin>", "single")
+            except SyntaxError as error:
+                if _is_incomplete(error):
+                    return None
+            else:
+                return None
+        else:
+            # The interactive grammar ends a compound statement with an
+            # empty line: read on, and compile it (say its warnings) then.
+            if _is_compound(source):
+                return None
+    return compile_(source, "<stdin>", "single", incomplete_input=False)
+
+
+# From 3.13 on the compiler raises its own subclass for input that more may
+# complete; before, a SyntaxError that says so.
+_IncompleteInputError = getattr(codeop, "_IncompleteInputError", None)
+
+
+def _is_incomplete(error: SyntaxError) -> bool:
+    if _IncompleteInputError is not None:
+        return isinstance(error, _IncompleteInputError)
+    return "incomplete input" in str(error)
+
+
+@contextlib.contextmanager
+def _warnings_unshown() -> Iterator[None]:
+    """Warnings raised meanwhile are not shown (by whatever shows them:
+    ``warnings.showwarning`` may be the program's)."""
+    warnings = sys.modules.get("warnings")
+    show = getattr(warnings, "_showwarnmsg", None)
+    if show is None:
+        yield
+        return
+    warnings._showwarnmsg = _unshown  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        warnings._showwarnmsg = show  # type: ignore[union-attr]
+
+
+def _unshown(message: object) -> None:
+    pass
 
 
 def _error_inside_brackets(compiler: codeop.CommandCompiler, source: str) -> SyntaxError | None:
@@ -227,7 +287,9 @@ def _is_compound(source: str) -> bool:
     """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
     the interactive grammar ends with an empty line; codeop does not insist.
     (Parsed as a module: one of comments alone is no statement.)"""
-    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in ast.parse(source).body)
+    with _warnings_unshown():  # the compiling says them
+        body = ast.parse(source).body
+    return any(isinstance(node, _COMPOUND_STATEMENTS) for node in body)
 
 
 def _prompt_string(name: str) -> str:
