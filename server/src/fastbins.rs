@@ -78,16 +78,6 @@ fn mxfast(tunables: &[u8]) -> Option<libc::c_int> {
     libc::c_int::try_from(u32::from_str_radix(digits, radix).ok()?).ok()
 }
 
-/// Hands the free pages of the C library's heap back to the kernel: in the
-/// server, after large requests (see `incoming::last_large_frame_gone`).
-pub fn give_back_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: `malloc_trim` only returns free memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::mxfast;

@@ -9,7 +9,7 @@
 
 use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fd::OwnedFd;
 use rustix::io::Errno;
@@ -36,6 +36,11 @@ const MAX_FDS: usize = 1 + MAX_RUN_FDS + 1;
 /// limit the server died of a failed allocation. Small frames, nearly all,
 /// are bounded by the connections' descriptors instead.
 pub const MAX_LARGE_FRAMES_HELD: usize = 256 << 20;
+
+/// An allocation this large is never served from glibc's heap: more than
+/// `DEFAULT_MMAP_THRESHOLD_MAX`, the most its dynamic mmap threshold rises
+/// to on 64-bit systems (4 MiB times the size of a `long`).
+const MAPPED_ON_ITS_OWN: usize = 4 * 1024 * 1024 * std::mem::size_of::<usize>() + 1;
 
 /// Bytes of large frames being received in this process (see
 /// [`MAX_LARGE_FRAMES_HELD`]); only the server's event loop changes it.
@@ -219,13 +224,29 @@ impl Incoming {
                 )
             })?;
         }
-        let additional = len.saturating_sub(self.frame.len());
-        self.frame.try_reserve_exact(additional).map_err(|_| {
+        let refused = |_| {
             Progress::Refused(
                 ErrorCode::Internal,
                 format!("the server cannot allocate {len} bytes for the request; try again"),
             )
-        })
+        };
+        if len <= READ_CHUNK {
+            let additional = len.saturating_sub(self.frame.len());
+            return self.frame.try_reserve_exact(additional).map_err(refused);
+        }
+        // A large frame gets a fresh block of more than glibc's largest
+        // mmap threshold, which glibc always maps on its own and unmaps when
+        // freed; only the pages written become resident. A smaller block,
+        // once freed, raises the threshold to its size (mallopt(3)), so the
+        // next came from the heap, and a burst of them stayed resident for
+        // good, whose page tables every fork then copied.
+        let mut frame = Vec::new();
+        frame
+            .try_reserve_exact(len.max(MAPPED_ON_ITS_OWN))
+            .map_err(refused)?;
+        frame.extend_from_slice(&self.frame);
+        self.frame = frame;
+        Ok(())
     }
 
     /// The complete frame.
@@ -292,28 +313,13 @@ impl Drop for Held {
         if self.0 == 0 {
             return;
         }
-        if LARGE_FRAMES_HELD.fetch_sub(self.0, Ordering::Relaxed) == self.0 {
-            LAST_LARGE_FRAME_GONE.store(true, Ordering::Relaxed);
-        }
+        LARGE_FRAMES_HELD.fetch_sub(self.0, Ordering::Relaxed);
     }
 }
 
 /// Bytes of large frames being received (see [`MAX_LARGE_FRAMES_HELD`]).
 pub fn large_frames_held() -> usize {
     LARGE_FRAMES_HELD.load(Ordering::Relaxed)
-}
-
-/// Set when the last large frame held is dropped (see
-/// [`last_large_frame_gone`]).
-static LAST_LARGE_FRAME_GONE: AtomicBool = AtomicBool::new(false);
-
-/// Whether no large frame has been held since the last call, after one was:
-/// the time to hand the free memory they leave in the C library's heap back
-/// to the kernel (glibc serves allocations of their size from the heap once
-/// one has been freed, and a burst of them otherwise kept hundreds of MiB
-/// resident, whose page tables every fork then copied).
-pub fn last_large_frame_gone() -> bool {
-    LAST_LARGE_FRAME_GONE.swap(false, Ordering::Relaxed)
 }
 
 fn refusal(error: WireError) -> Progress {

@@ -18,8 +18,7 @@ use rustix::net::SocketFlags;
 use rustix::process::{Pid, Signal, Uid, WaitIdStatus};
 use warmfork::{ErrorCode, ExitStatus, Reply};
 
-use crate::fastbins;
-use crate::incoming::{self, Incoming, Progress};
+use crate::incoming::{Incoming, Progress};
 use crate::listener::Listener;
 use crate::log;
 use crate::pool::{self, Pool, Process};
@@ -350,9 +349,6 @@ impl Server<'_, '_> {
                     self.connections.swap_remove(index);
                 }
             }
-        }
-        if incoming::last_large_frame_gone() {
-            fastbins::give_back_free_memory();
         }
         // Every run that became ready this turn has started; only now fork.
         if self.refill_due(now) {
