@@ -151,7 +151,23 @@ def test_a_background_run_that_reads_the_terminal_stops_like_python(terminal: Te
     # took every line typed after it, `fg` included; /dev/tty is the same
     # terminal under another device number).
     read, _, redirect = read.partition(" < ")
-    terminal.run(f"""warmfork -c 'import sys; print("got", repr({read}))' {"< " + redirect if redirect else ""} &""")
+    assert_stops_in_the_background(
+        terminal, f"""warmfork -c 'import sys; print("got", repr({read}))' {"< " + redirect if redirect else ""} &"""
+    )
+
+
+@pytest.mark.parametrize("command", ["warmfork -q &", "warmfork -qi | cat &"], ids=["readline", "block-reads"])
+def test_a_prompt_in_the_background_stops_like_python(terminal: Terminal, command: str) -> None:
+    # The prompt reads past sys.stdin: through the run's input() on a
+    # terminal, else descriptor 0 itself. With the server's input() and a
+    # bare read it took the shell's next lines as Python (found by a review).
+    assert_stops_in_the_background(terminal, command)
+
+
+def assert_stops_in_the_background(terminal: Terminal, command: str) -> None:
+    """Start ``command``, a run in the background that reads the terminal:
+    the job stops, and what is typed next reaches the shell."""
+    terminal.run(command)
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -308,24 +308,20 @@ def _read_line(prompt: str) -> str:
     reads: from descriptor 0, whatever the program made of ``sys.stdin``
     and ``sys.stdout`` (closed, replaced, None) or of ``input``. Where the
     standard streams python started with are terminals, with readline
-    editing (``input``, the server's, on those streams); otherwise CPython
+    editing (the run's ``input``, whatever the program made of the builtin
+    since, on those streams); otherwise CPython
     writes the prompt to descriptor 2 and reads with C's ``fgets``, through
     a buffer of its own (see :class:`_Stdin`)."""
     stdin, stdout = _usable(sys.__stdin__), _usable(sys.__stdout__)
     if stdin is not None and stdout is not None and stdin.isatty() and stdout.isatty():
         try:
             with _standard_streams(stdin, stdout):
-                return _input(prompt) + "\n"
+                return _stdio.run_input(prompt) + "\n"
         except EOFError:
             return ""
     with contextlib.suppress(OSError):
         os.write(2, prompt.encode())
     return _stdin.readline()
-
-
-# The builtin as the server has it: a program that replaces `input` (a test
-# stub, say) does not change how the prompt reads.
-_input = input
 
 
 def _usable(stream: TextIO | None) -> TextIO | None:
@@ -377,16 +373,27 @@ class _Stdin:
 
     def _read_bytes_line(self) -> bytes:
         while b"\n" not in self._buffer:
-            try:
-                block = os.read(0, self._block_size())
-            except OSError:
-                block = b""
+            block = self._read_block()
             if not block:
                 line, self._buffer = self._buffer, b""
                 return line
             self._buffer += block
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line + b"\n"
+
+    def _read_block(self) -> bytes:
+        """A block of descriptor 0; from a terminal, with the job control of
+        ``sys.stdin``'s reader (see ``_stdio.TerminalReader``), which stops
+        the run when its job is in the background."""
+        reader = _stdio.terminal_reader
+        before = reader.begin_read() if reader is not None else None
+        try:
+            return os.read(0, self._block_size())
+        except OSError:
+            return b""
+        finally:
+            if reader is not None:
+                reader.end_read(before)
 
     def _block_size(self) -> int:
         if not self._block:
@@ -400,7 +407,7 @@ class _Stdin:
         return self._block
 
 
-# Made anew for each prompt (`interact`); none in the server.
+# Made anew for each prompt (`interact`); the server's is never read.
 _stdin = _Stdin()
 
 

@@ -24,6 +24,7 @@ import os
 import signal
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -366,20 +367,28 @@ def install(*, unbuffered: bool, use_environment: bool) -> None:
     installed_with = (unbuffered, use_environment, utf8_mode)
     sys.stdin, sys.stdout, sys.stderr = streams
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+    global terminal_reader, run_input
     stdin_raw = getattr(streams[0], "buffer", None)
-    if isinstance(getattr(stdin_raw, "raw", None), TerminalReader):
-        _guard_input(stdin_raw.raw)  # type: ignore[union-attr]
-
-
-def _guard_input(reader: TerminalReader) -> None:
-    """``input()`` on a terminal reads descriptor 0 from C, past
-    ``sys.stdin``; give it the same job control as :class:`TerminalReader`
-    (through a builtin, see ``server/src/terminal_input.rs``)."""
-    _native.guard_input(reader, _original_input)
-    builtins.input = _native.input
+    terminal_reader = getattr(stdin_raw, "raw", None)
+    if not isinstance(terminal_reader, TerminalReader):
+        terminal_reader = None
+        run_input = _original_input
+        return
+    # `input()` on a terminal reads descriptor 0 from C, past `sys.stdin`:
+    # it gets the same job control (through a builtin, see
+    # `server/src/terminal_input.rs`).
+    _native.guard_input(terminal_reader, _original_input)
+    builtins.input = run_input = _native.input
 
 
 _original_input = builtins.input
+
+#: The reader of standard input of this run when it is a terminal (see
+#: :class:`TerminalReader`), for reads that bypass ``sys.stdin``, such as
+#: the prompt's; and the ``input`` the run started with, whatever the
+#: program makes of ``builtins.input`` since.
+terminal_reader: TerminalReader | None = None
+run_input: Callable[..., str] = _original_input
 
 
 def write_stderr(text: str) -> None:
