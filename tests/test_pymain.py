@@ -619,6 +619,24 @@ def test_the_prompt_shows_a_warning_once_per_place(tmp_path: Path, stdin: bytes)
     assert out.stderr.count("Warning: w1") == 1, out
 
 
+@pytest.mark.parametrize("action", ["once", "error"])
+def test_the_prompt_s_compiler_warnings_follow_the_filters(tmp_path: Path, action: str) -> None:
+    # The prompt compiles a statement on trial before it is complete. Its
+    # trials went through the filters: under `-W once` they used up the one
+    # showing, under `-W error` a block failed at its own line and the rest
+    # of it was an IndentationError. (3.13 names the file `<stdin>-N`, the
+    # prompt `<stdin>`: compared are the messages and the lines.)
+    stdin = b'x = "\\d"\ny = "\\d"\nif 1:\n  z = 1 is 1\n  print("in block")\n\nprint("end")\n'
+    args = ("-W", action, "-i", "-c", "pass")
+
+    def said(out: Outcome) -> tuple[list[str], list[str], str]:
+        return re.findall(r"(\w+(?:Warning|Error): .*)", out.stderr), re.findall(r"line (\d+)", out.stderr), out.stdout
+
+    expected = said(python(*args, cwd=tmp_path, stdin=stdin))
+    assert said(as_python(warmfork(*args, cwd=tmp_path, stdin=stdin))) == expected
+    assert len(expected[0]) == (2 if action == "once" else 3), expected
+
+
 def test_the_prompt_reads_ahead_of_sys_stdin_as_c_stdio_does(tmp_path: Path) -> None:
     # The prompt has taken the block the line came in (up to 4 KiB of a
     # pipe), so input() in a statement finds the end of input, as in python.

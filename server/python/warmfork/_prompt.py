@@ -176,14 +176,12 @@ def _compile_or_read_on(compiler: codeop.CommandCompiler, source: str) -> types.
 
 def _maybe_compile(compile_: codeop.Compile, source: str) -> types.CodeType | None:
     """``codeop._maybe_compile`` for the prompt, but for how it keeps the
-    compiler's warnings out of its trials: not with
-    ``warnings.catch_warnings()``, whose changes of the filters make every
-    module's warnings registry forget what it has shown, so that a warning
-    python shows once per place came again after each statement. The
-    trials' warnings are left unshown instead."""
+    compiler's warnings out of its trials (see
+    :func:`_compiler_warnings_ignored`): through ``catch_warnings()`` a
+    warning python shows once per place came again after each statement."""
     if all(not line.strip() or line.strip()[0] == "#" for line in source.split("\n")):
         source = "pass"
-    with _warnings_unshown():
+    with _compiler_warnings_ignored():
         try:
             compile_(source, "<stdin>", "single")
         except SyntaxError:
@@ -214,23 +212,24 @@ def _is_incomplete(error: SyntaxError) -> bool:
 
 
 @contextlib.contextmanager
-def _warnings_unshown() -> Iterator[None]:
-    """Warnings raised meanwhile are not shown (by whatever shows them:
-    ``warnings.showwarning`` may be the program's)."""
-    warnings = sys.modules.get("warnings")
-    show = getattr(warnings, "_showwarnmsg", None)
-    if show is None:
+def _compiler_warnings_ignored() -> Iterator[None]:
+    """codeop's ``simplefilter("ignore", (SyntaxWarning, DeprecationWarning))``
+    for the trial compiles, put in front of ``warnings.filters`` in place,
+    without telling ``warnings``: ``catch_warnings()`` and ``simplefilter()``
+    mark the filters as changed, which makes every module's registry forget
+    what it has shown. (No code of the program runs meanwhile.)"""
+    filters = getattr(sys.modules.get("warnings"), "filters", None)
+    if not isinstance(filters, list):
         yield
         return
-    warnings._showwarnmsg = _unshown  # type: ignore[union-attr]
+    ignored = [("ignore", None, SyntaxWarning, None, 0), ("ignore", None, DeprecationWarning, None, 0)]
+    filters[:0] = ignored
     try:
         yield
     finally:
-        warnings._showwarnmsg = show  # type: ignore[union-attr]
-
-
-def _unshown(message: object) -> None:
-    pass
+        for entry in ignored:
+            with contextlib.suppress(ValueError):
+                filters.remove(entry)
 
 
 def _error_inside_brackets(compiler: codeop.CommandCompiler, source: str) -> SyntaxError | None:
@@ -268,8 +267,19 @@ def _end_at_empty_line(compiler: codeop.CommandCompiler, source: str) -> types.C
         message = str(error.msg)
         if message.endswith("was never closed") or message.startswith("unterminated triple-quoted string"):
             return None
+        if _compiles_but_for_warnings(compiler, source):
+            raise  # a warning the filters make an error (-W error): python says it where it is
         line = source.count("\n")
         raise type(error)(message, ("<stdin>", line, 1, "", line, 1)) from None
+
+
+def _compiles_but_for_warnings(compiler: codeop.CommandCompiler, source: str) -> bool:
+    with _compiler_warnings_ignored():
+        try:
+            compiler.compiler(source, "<stdin>", "single", incomplete_input=False)
+        except SyntaxError:
+            return False
+    return True
 
 
 def _check_decodable(line: str) -> None:
@@ -287,7 +297,7 @@ def _is_compound(source: str) -> bool:
     """Whether ``source`` is a compound statement (``if``, ``def`` ...), which
     the interactive grammar ends with an empty line; codeop does not insist.
     (Parsed as a module: one of comments alone is no statement.)"""
-    with _warnings_unshown():  # the compiling says them
+    with _compiler_warnings_ignored():  # the compiling says them
         body = ast.parse(source).body
     return any(isinstance(node, _COMPOUND_STATEMENTS) for node in body)
 
