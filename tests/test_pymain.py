@@ -331,15 +331,28 @@ def test_invalid_start_up_values_fail_like_python(tmp_path: Path) -> None:
         (("-h",), {"PYTHONUTF8": "x"}),
         (("-X", "utf8=9", "-V"), {}),
         (("-E", "-c", "print('ran')"), {"PYTHONMALLOC": "bogus", "PYTHONUTF8": "x"}),
+        (("-Z",), {"PYTHONMALLOC": "bogus"}),
+        (("-X", "utf8=2", "-Z"), {}),
+        (("-c",), {"PYTHONUTF8": "2"}),
     ],
-    ids=["malloc", "malloc-before-version", "utf8-before-help", "utf8-option-before-version", "hidden-by-E"],
+    ids=[
+        "malloc",
+        "malloc-before-version",
+        "utf8-before-help",
+        "utf8-option-before-version",
+        "hidden-by-E",
+        "malloc-before-unknown-option",
+        "utf8-option-before-unknown-option",
+        "utf8-before-missing-argument",
+    ],
 )
 def test_what_pre_initialisation_rejects_fails_first_like_python(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
 ) -> None:
     # CPython checks the UTF-8 mode and the allocator before the rest of the
-    # command line: a bad value beats -V and -h (status 1, not 0). An unknown
-    # allocator was refused (201) as though python could have run it.
+    # command line: a bad value beats -V, -h (status 1, not 0) and a usage
+    # error (not 2). An unknown allocator was refused (201) as though python
+    # could have run it.
     expected = 0 if args[0] == "-E" else 1
     assert same(*args, cwd=tmp_path, env=env).status == expected
 
@@ -635,6 +648,11 @@ def test_the_prompt_s_compiler_warnings_follow_the_filters(tmp_path: Path, actio
     expected = said(python(*args, cwd=tmp_path, stdin=stdin))
     assert said(as_python(warmfork(*args, cwd=tmp_path, stdin=stdin))) == expected
     assert len(expected[0]) == (2 if action == "once" else 3), expected
+
+
+def test_the_prompt_decodes_with_the_encoding_sys_stdin_has_now(tmp_path: Path) -> None:
+    stdin = "import io, sys\nsys.stdin = io.TextIOWrapper(io.BytesIO(), encoding='latin-1')\nprint(ascii('é'))\n"
+    assert same("-i", "-c", "pass", cwd=tmp_path, stdin=stdin.encode()).stdout == "'\\xc3\\xa9'\n"
 
 
 def test_the_prompt_reads_ahead_of_sys_stdin_as_c_stdio_does(tmp_path: Path) -> None:

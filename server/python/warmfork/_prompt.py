@@ -282,11 +282,21 @@ def _compiles_but_for_warnings(compiler: codeop.CommandCompiler, source: str) ->
     return True
 
 
+def _encoding() -> str:
+    """What the prompt decodes with: ``sys.stdin``'s encoding, as the program
+    has it now, else UTF-8."""
+    try:
+        encoding = sys.stdin.encoding
+    except Exception:  # noqa: BLE001 - None, missing, or the program's object failing
+        return "utf-8"
+    return encoding if isinstance(encoding, str) and encoding else "utf-8"
+
+
 def _check_decodable(line: str) -> None:
     """The prompt's tokenizer decodes each line strictly, where ``sys.stdin``
     and ``input`` keep undecodable bytes as surrogates: raise the
     ``SyntaxError`` python raises for them."""
-    encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+    encoding = _encoding()
     try:
         line.encode(encoding, "surrogateescape").decode(encoding)
     except UnicodeError as error:
@@ -378,8 +388,7 @@ class _Stdin:
         line = self._read_bytes_line()
         while b"\0" in line:
             line = line[: line.index(b"\0")] + self._read_bytes_line()
-        encoding = getattr(sys.__stdin__, "encoding", None) or "utf-8"
-        return line.decode(encoding, "surrogateescape")
+        return line.decode(_encoding(), "surrogateescape")
 
     def _read_bytes_line(self) -> bytes:
         while b"\n" not in self._buffer:

@@ -37,7 +37,10 @@ _C_INT = re.compile(r"\s*([+-]?[0-9]+)")  # what strtol() accepts, whitespace fi
 
 
 class UsageError(Exception):
-    """A malformed command line: python prints this, its usage line, and exits 2."""
+    """A malformed command line: python prints this, its usage line, and exits 2.
+    ``config`` holds what was read of it before the error."""
+
+    config: Config | None = None
 
 
 class FatalError(Exception):
@@ -208,7 +211,14 @@ def parse_command_line(argv: list[str]) -> Config:
     raises :class:`UsageError` for what CPython rejects with exit status 2.
     """
     config = Config(program=argv[0] if argv else "")
-    getopt = _GetOpt(argv)
+    try:
+        return _parse_options(config, _GetOpt(argv), argv)
+    except UsageError as error:
+        error.config = config
+        raise
+
+
+def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
     while (found := getopt.next()) is not None:
         option, value = found
         if option == "c":
