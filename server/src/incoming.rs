@@ -230,16 +230,17 @@ impl Incoming {
                 format!("the server cannot allocate {len} bytes for the request; try again"),
             )
         };
-        if len <= READ_CHUNK {
+        if len <= READ_CHUNK || self.unbudgeted {
             let additional = len.saturating_sub(self.frame.len());
             return self.frame.try_reserve_exact(additional).map_err(refused);
         }
-        // A large frame gets a fresh block of more than glibc's largest
-        // mmap threshold, which glibc always maps on its own and unmaps when
-        // freed; only the pages written become resident. A smaller block,
-        // once freed, raises the threshold to its size (mallopt(3)), so the
-        // next came from the heap, and a burst of them stayed resident for
-        // good, whose page tables every fork then copied.
+        // A large frame the server reads gets a fresh block of more than
+        // glibc's largest mmap threshold, which glibc always maps on its own
+        // and unmaps when freed; only the pages written become resident. A
+        // smaller block, once freed, raises the threshold to its size
+        // (mallopt(3)), so the next came from the heap, and a burst of them
+        // stayed resident in the server for good, whose page tables every
+        // fork then copied. (A worker, which lives for one run, needs none.)
         let mut frame = Vec::new();
         frame
             .try_reserve_exact(len.max(MAPPED_ON_ITS_OWN))

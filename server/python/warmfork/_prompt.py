@@ -325,13 +325,12 @@ def _prompt_string(name: str) -> str:
 
 def _read_line(prompt: str) -> str:
     """A line with its newline, '' at end of input, read as CPython's prompt
-    reads: from descriptor 0, whatever the program made of ``sys.stdin``
-    and ``sys.stdout`` (closed, replaced, None) or of ``input``. Where the
-    standard streams python started with are terminals, with readline
-    editing (the run's ``input``, whatever the program made of the builtin
-    since, on those streams); otherwise CPython
-    writes the prompt to descriptor 2 and reads with C's ``fgets``, through
-    a buffer of its own (see :class:`_Stdin`)."""
+    reads: from descriptor 0, whatever the program made of ``sys.stdin``,
+    ``sys.stdout`` (closed, replaced, None) or the builtin ``input``. Where
+    the streams python started with are terminals, with readline editing
+    (the run's own ``input`` on those streams); otherwise CPython writes
+    the prompt to descriptor 2 and reads with C's ``fgets``, through a
+    buffer of its own (see :class:`_Stdin`)."""
     stdin, stdout = _usable(sys.__stdin__), _usable(sys.__stdout__)
     if stdin is not None and stdout is not None and stdin.isatty() and stdout.isatty():
         try:
@@ -375,7 +374,8 @@ class _Stdin:
     from ``sys.stdin``'s. So, as under python, a statement that reads
     ``sys.stdin`` gets what comes after the block the prompt took, and one
     that closes it leaves the prompt reading on. Lines are decoded as
-    ``sys.stdin`` would decode them; a failed read is the end of input, as
+    python's prompt decodes them (see :func:`_encoding`); a failed read is
+    the end of input, as
     ``fgets`` returns the same for both, and a line loses what follows a
     null byte, its newline included, and goes on with the next line, as
     ``strlen`` measures what ``fgets`` read."""
