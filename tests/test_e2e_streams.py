@@ -296,6 +296,31 @@ def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, t
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "stdin_directory"),
+    [
+        (("-V",), {"PYTHONIOENCODING": "no-such-codec"}, False),
+        (("-h",), {"PYTHONIOENCODING": "no-such-codec"}, False),
+        (("-Z",), {"PYTHONIOENCODING": "no-such-codec"}, False),
+        (("-V",), {}, True),
+    ],
+    ids=["version", "help", "unknown-option", "version-stdin-directory"],
+)
+def test_python_reads_its_command_line_before_it_builds_its_streams(
+    server, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], stdin_directory: bool
+) -> None:
+    # So -V and -h are answered, and a usage error reported (status 2), where
+    # the streams could not be built: the worker built them first, and
+    # failed every such run with status 1.
+    stdin = os.open(tmp_path, os.O_RDONLY) if stdin_directory else subprocess.DEVNULL
+    try:
+        outcome = assert_same_as_python(server, *args, cwd=tmp_path, env=env, stdin=stdin)
+    finally:
+        if stdin_directory:
+            os.close(stdin)
+    assert outcome.status == (2 if args == ("-Z",) else 0)
+
+
 # -- the flush at exit -------------------------------------------------------------
 # CPython's flush_std_files: sys.stdout, then sys.stderr, each skipped if None,
 # missing or closed (a `closed` that fails counts as open). A stdout that fails

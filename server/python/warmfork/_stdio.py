@@ -362,11 +362,9 @@ def install(*, unbuffered: bool, use_environment: bool) -> None:
     variables only if ``use_environment``."""
     global installed_with
     encoding = stream_settings(use_environment)
-    _replaced.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
     streams = [open_stream(fd, unbuffered=unbuffered, encoding=encoding) for fd in (0, 1, 2)]
+    _put_in_place(streams)
     installed_with = (unbuffered, use_environment, utf8_mode)
-    sys.stdin, sys.stdout, sys.stderr = streams
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
     global terminal_reader, run_input
     stdin_raw = getattr(streams[0], "buffer", None)
     terminal_reader = getattr(stdin_raw, "raw", None)
@@ -379,6 +377,33 @@ def install(*, unbuffered: bool, use_environment: bool) -> None:
     # `server/src/terminal_input.rs`).
     _native.guard_input(terminal_reader, _original_input)
     builtins.input = run_input = _native.input
+
+
+def install_stand_ins() -> None:
+    """Streams for a run whose own could not be built (:func:`install` raised
+    :class:`StreamError`), for a handler that reads its options first and
+    then builds them again (see ``_worker.options_first``): the locale's
+    encoding, whatever ``PYTHONIOENCODING`` says, and None for a descriptor
+    that is closed or a directory. The next :func:`install` builds the
+    streams in any case."""
+    global installed_with
+    encoding = stream_settings(use_environment=False)
+    streams = []
+    for fd in (0, 1, 2):
+        try:
+            streams.append(open_stream(fd, unbuffered=False, encoding=encoding))
+        except StreamError:
+            streams.append(None)
+    _put_in_place(streams)
+    installed_with = None
+
+
+def _put_in_place(streams: list[io.TextIOWrapper | None]) -> None:
+    """Make ``streams`` ``sys.std*`` and ``sys.__std*__``, keeping the
+    streams they replace (see :data:`_replaced`)."""
+    _replaced.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__))
+    sys.stdin, sys.stdout, sys.stderr = streams
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
 
 
 _original_input = builtins.input

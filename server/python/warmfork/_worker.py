@@ -144,14 +144,25 @@ def run(
         _stdio.client_pid = client_pid
         _set_up(argv, env, umask)
     except _stdio.StreamError as exc:
-        with contextlib.suppress(OSError):  # stderr itself may be what failed (a directory)
-            os.write(2, exc.report().encode())
-        return 1
+        if handler not in options_first:
+            with contextlib.suppress(OSError):  # stderr itself may be what failed (a directory)
+                os.write(2, exc.report().encode())
+            return 1
+        _stdio.install_stand_ins()
     _ignore(ignored_signals)
     try:
         return run_handler(handler)
     except Unsupported as refusal:
         return str(refusal)
+
+
+#: Handlers that read their options before they need the standard streams,
+#: and then build them again: a run whose streams cannot be built starts with
+#: stand-ins (see `_stdio.install_stand_ins`), and the handler reports the
+#: error, if it still stands, in its turn. `pymain.main` is one: python answers
+#: ``-V`` and ``-h``, and reports a usage error, before it builds its streams,
+#: and under ``-E`` never reads the ``PYTHONIOENCODING`` that may have failed.
+options_first: set[Callable[[], object]] = set()
 
 
 # Whether an `Unsupported` raised now refuses the run (see `program_started`).

@@ -63,6 +63,9 @@ def main() -> None:
     _run(config)
 
 
+_worker.options_first.add(main)
+
+
 def rehearse(times: int = 20) -> None:
     """Go through the steps of a run that change nothing, ``times`` times,
     in the server before it forks its workers.
