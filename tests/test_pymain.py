@@ -334,6 +334,9 @@ def test_invalid_start_up_values_fail_like_python(tmp_path: Path) -> None:
         (("-Z",), {"PYTHONMALLOC": "bogus"}),
         (("-X", "utf8=2", "-Z"), {}),
         (("-c",), {"PYTHONUTF8": "2"}),
+        (("-Z", "-X", "utf8=2"), {}),
+        (("-h", "-X", "utf8=2"), {}),
+        (("-X", "utf8=", "-c", "pass"), {}),
     ],
     ids=[
         "malloc",
@@ -344,17 +347,49 @@ def test_invalid_start_up_values_fail_like_python(tmp_path: Path) -> None:
         "malloc-before-unknown-option",
         "utf8-option-before-unknown-option",
         "utf8-before-missing-argument",
+        "utf8-option-after-unknown-option",
+        "utf8-option-after-help",
+        "utf8-option-empty",
     ],
 )
 def test_what_pre_initialisation_rejects_fails_first_like_python(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
 ) -> None:
     # CPython checks the UTF-8 mode and the allocator before the rest of the
-    # command line: a bad value beats -V, -h (status 1, not 0) and a usage
-    # error (not 2). An unknown allocator was refused (201) as though python
-    # could have run it.
+    # command line, reading every -X up to -c or -m, past options it does
+    # not know: a bad value beats -V, -h (status 1, not 0) and a usage error
+    # (not 2). An unknown allocator was refused (201) as though python could
+    # have run it; a -X after the unknown option or -h went unread, and an
+    # empty `-X utf8=` was taken for `-X utf8`.
     expected = 0 if args[0] == "-E" else 1
     assert same(*args, cwd=tmp_path, env=env).status == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("-X", "utf8=1", "-X", "utf8=0"), "1 {'utf8': '0'}"),
+        (("-X", "utf8=0", "-X", "utf8"), "0 {'utf8': True}"),
+        (("-X", "int_max_str_digits=1000", "-X", "int_max_str_digits=2000"), "1000 {'int_max_str_digits': '2000'}"),
+        (("-X", "int_max_str_digits="), "0 {'int_max_str_digits': ''}"),
+        (("-X", "tracemalloc="), "False {'tracemalloc': ''}"),
+    ],
+    ids=["utf8", "utf8-bare", "int-max-str-digits", "int-max-str-digits-empty", "tracemalloc-empty"],
+)
+def test_the_first_of_repeated_x_options_counts_and_empty_numbers_are_0_as_in_python(
+    tmp_path: Path, options: tuple[str, ...], expected: str
+) -> None:
+    # CPython's start-up reads the first -X of a name, where sys._xoptions
+    # shows the last; and its strtol() takes an empty number for 0. Runs
+    # read the last, and refused `int_max_str_digits=` and `tracemalloc=`.
+    name = options[-1].partition("=")[0]
+    shown = {
+        "utf8": "sys.flags.utf8_mode",
+        "int_max_str_digits": "sys.flags.int_max_str_digits",
+        "tracemalloc": "__import__('tracemalloc').is_tracing()",
+    }[name]
+    out = same(*options, "-c", f"import sys; print({shown}, sys._xoptions)", cwd=tmp_path)
+    assert (out.status, out.stdout) == (0, expected + "\n")
 
 
 @pytest.mark.parametrize(

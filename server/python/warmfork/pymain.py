@@ -98,15 +98,8 @@ def _read_config(argv: list[str]) -> pyoptions.Config | None:
     program = argv[0] if argv and argv[0] else "warmfork"
     environ = _python_variables()
     try:
-        try:
-            config = pyoptions.parse_command_line(argv)
-        except pyoptions.UsageError as usage:
-            # CPython's pre-initialisation reads -E, -I and -X first, past
-            # options it does not know: its errors come before this one.
-            if usage.config is not None:
-                pyoptions.check_preconfig(usage.config, environ)
-            raise
-        pyoptions.check_preconfig(config, environ)
+        pyoptions.check_preconfig(argv, environ)
+        config = pyoptions.parse_command_line(argv)
         if config.help is not None:
             _print_help(program, config.help)
             return None

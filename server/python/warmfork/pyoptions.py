@@ -37,10 +37,7 @@ _C_INT = re.compile(r"\s*([+-]?[0-9]+)")  # what strtol() accepts, whitespace fi
 
 
 class UsageError(Exception):
-    """A malformed command line: python prints this, its usage line, and exits 2.
-    ``config`` holds what was read of it before the error."""
-
-    config: Config | None = None
+    """A malformed command line: python prints this, its usage line, and exits 2."""
 
 
 class FatalError(Exception):
@@ -102,7 +99,10 @@ class Config:
     int_max_str_digits: int | None = None  # None: the default limit
     pycache_prefix: str | None = None
     check_hash_based_pycs: str = "default"
+    # The -X options, True for one without "=": `sys._xoptions` shows the
+    # last of each name, and CPython's start-up reads the first.
     xoptions: dict[str, str | bool] = dataclasses.field(default_factory=dict)
+    first_xoptions: dict[str, str | bool] = dataclasses.field(default_factory=dict)
     cmdline_warnoptions: list[str] = dataclasses.field(default_factory=list)
     env_warnoptions: list[str] = dataclasses.field(default_factory=list)
     pythonpath: list[str] = dataclasses.field(default_factory=list)
@@ -131,10 +131,19 @@ class Config:
 class _GetOpt:
     """``_PyOS_GetOpt``: one option per call, bundles (``-uc CODE``) included."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], *, lenient: bool = False) -> None:
         self.argv = argv
         self.index = 1  # first argument not consumed yet
         self._bundle = ""  # rest of a bundle of short options
+        self._lenient = lenient
+
+    def _refuse(self, message: str) -> tuple[str, None]:
+        """An option python rejects: a usage error, or, when ``lenient`` (as
+        CPython's pre-initialisation reads the command line, for -E, -I and
+        -X alone), an option ``"_"`` to skip, as ``_PyOS_GetOpt`` returns."""
+        if self._lenient:
+            return "_", None
+        raise UsageError(message)
 
     def next(self) -> tuple[str, str | None] | None:
         """The next option and its argument, or None where the options end."""
@@ -154,17 +163,17 @@ class _GetOpt:
         if option == "-":
             return self._long_option()
         if option == "J":
-            raise UsageError("-J is reserved for Jython")
+            return self._refuse("-J is reserved for Jython")
         position = _SHORT_OPTIONS.find(option)
         if position < 0 or option == ":":
-            raise UsageError(f"Unknown option: -{option}")
+            return self._refuse(f"Unknown option: -{option}")
         if _SHORT_OPTIONS[position + 1 : position + 2] != ":":
             return option, None
         if self._bundle:
             value, self._bundle = self._bundle, ""
             return option, value
         if self.index >= len(self.argv):
-            raise UsageError(f"Argument expected for the -{option} option")
+            return self._refuse(f"Argument expected for the -{option} option")
         self.index += 1
         return option, self.argv[self.index - 1]
 
@@ -172,14 +181,15 @@ class _GetOpt:
         name, self._bundle = self._bundle, ""
         if not name:
             # CPython complains and then treats it as the end of the options.
-            print("expected long option", file=sys.stderr)
+            if not self._lenient:
+                print("expected long option", file=sys.stderr)
             return None
         if name not in _LONG_OPTIONS:
-            raise UsageError(f"unknown option {self.argv[self.index - 1]}")
+            return self._refuse(f"unknown option {self.argv[self.index - 1]}")
         if not _LONG_OPTIONS[name]:
             return "--" + name, None
         if self.index >= len(self.argv):
-            raise UsageError(f"Argument expected for the {self.argv[self.index - 1]} options")
+            return self._refuse(f"Argument expected for the {self.argv[self.index - 1]} options")
         self.index += 1
         return "--" + name, self.argv[self.index - 1]
 
@@ -210,12 +220,7 @@ def parse_command_line(argv: list[str]) -> Config:
     Stops at the first ``-h``/``--help*`` as CPython does (``help`` is set);
     raises :class:`UsageError` for what CPython rejects with exit status 2.
     """
-    config = Config(program=argv[0] if argv else "")
-    try:
-        return _parse_options(config, _GetOpt(argv), argv)
-    except UsageError as error:
-        error.config = config
-        raise
+    return _parse_options(Config(program=argv[0] if argv else ""), _GetOpt(argv), argv)
 
 
 def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
@@ -240,6 +245,7 @@ def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
         elif option == "X":
             name, sep, setting = str(value).partition("=")
             config.xoptions[name] = setting if sep else True
+            config.first_xoptions.setdefault(name, setting if sep else True)
         elif option == "--check-hash-based-pycs":
             if value not in _HASH_BASED_PYCS_MODES:
                 raise UsageError("--check-hash-based-pycs must be one of 'default', 'always', or 'never'")
@@ -255,13 +261,25 @@ def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
     return config
 
 
-def check_preconfig(config: Config, environ: Mapping[str, str]) -> None:
+def check_preconfig(argv: list[str], environ: Mapping[str, str]) -> None:
     """Raise :class:`FatalError` for what CPython's pre-initialisation
-    rejects, before it reads the rest of the command line (so before a
-    usage error, ``-h`` or ``-V``): an invalid UTF-8 mode and an unknown
-    ``PYTHONMALLOC``."""
-    env = environ.get if config.use_environment else {}.get
-    _utf8_mode(config.xoptions.get("utf8"), env("PYTHONUTF8") or None)
+    rejects: an invalid UTF-8 mode and an unknown ``PYTHONMALLOC``. It reads
+    only -E, -I and -X, up to ``-c`` or ``-m`` and past any option it does
+    not know, before the rest of the command line: so before a usage error,
+    ``-h`` or ``-V``."""
+    getopt = _GetOpt(argv, lenient=True)
+    use_environment = True
+    utf8: str | bool | None = None
+    while (found := getopt.next()) is not None and found[0] not in ("c", "m"):
+        option, value = found
+        if option in ("E", "I"):
+            use_environment = False
+        elif option == "X" and utf8 is None:
+            name, sep, setting = str(value).partition("=")
+            if name == "utf8":
+                utf8 = setting if sep else True
+    env = environ.get if use_environment else {}.get
+    _utf8_mode(utf8, env("PYTHONUTF8") or None)
     malloc = env("PYTHONMALLOC")
     if malloc and malloc not in _ALLOCATOR_NAMES:
         raise FatalError("preconfig_init_allocator: PYTHONMALLOC: unknown allocator", state="preinitializing")
@@ -314,7 +332,7 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
         if (value := env(name)) is not None
     }
 
-    xoptions = config.xoptions
+    xoptions = config.first_xoptions
     config.dev_mode = "dev" in xoptions or env("PYTHONDEVMODE") is not None
     config.faulthandler = "faulthandler" in xoptions or env("PYTHONFAULTHANDLER") is not None or config.dev_mode
     config.warn_default_encoding = "warn_default_encoding" in xoptions or env("PYTHONWARNDEFAULTENCODING") is not None
@@ -334,7 +352,10 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
 
 
 def _c_int(text: str) -> int | None:
-    """``_Py_str_to_int``: a C ``int`` in base 10, or None."""
+    """``_Py_str_to_int``: a C ``int`` in base 10, or None. ``strtol()``
+    converts nothing of an empty string, and so stops at its end: 0."""
+    if not text:
+        return 0
     match = _C_INT.fullmatch(text)
     value = int(match.group(1)) if match else None
     return value if value is not None and -(2**31) <= value < 2**31 else None
@@ -350,7 +371,7 @@ def env_flag(value: str | None) -> int:
 
 def _utf8_mode(option: str | bool | None, variable: str | None) -> int | None:
     if option is not None:
-        if option in (True, "", "1", "0"):
+        if option in (True, "1", "0"):
             return 0 if option == "0" else 1
         raise FatalError("preconfig_init_utf8_mode: invalid -X utf8 option value", state="preinitializing")
     if variable is not None:
