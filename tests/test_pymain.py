@@ -533,6 +533,27 @@ def test_a_sitecustomize_on_the_runs_pythonpath_runs_first_as_under_python(
     assert "beside the script" not in out.stdout
 
 
+@pytest.mark.parametrize("ending", ["import sys\nsys.exit(3)\n", "raise KeyboardInterrupt\n"], ids=["exit", "interrupt"])
+def test_a_sitecustomize_that_exits_fails_the_start_up_as_under_python(tmp_path: Path, ending: str) -> None:
+    # `site` reports an Exception and goes on; SystemExit and
+    # KeyboardInterrupt escape it, and python's start-up fails. The run took
+    # the exit for the program's (status 3, or 130 by SIGINT).
+    write(tmp_path / "hooks" / "sitecustomize.py", "print('customized')\n" + ending)
+    env = {"PYTHONPATH": os.fspath(tmp_path / "hooks")}
+    ours = as_python(warmfork("-c", "print('program')", cwd=tmp_path, env=env))
+    theirs = python("-c", "print('program')", cwd=tmp_path, env=env)
+    for outcome in (ours, theirs):
+        lines = outcome.stderr.splitlines()
+        assert (outcome.status, outcome.stdout) == (1, "customized\n"), outcome
+        assert lines[:3] == [
+            "Fatal Python error: init_import_site: Failed to import the site module",
+            "Python runtime state: initialized",
+            "Traceback (most recent call last):",
+        ], outcome
+    # Python's traceback starts in its import machinery, ours in `site`.
+    assert ours.stderr.splitlines()[-4:] == theirs.stderr.splitlines()[-4:]
+
+
 @pytest.mark.parametrize(
     "run",
     [("-c", "import random; random.randint"), ("main.py",), ("-m", "main"), ("-P", "main.py"), ("circular.py",)],

@@ -34,6 +34,7 @@ import runpy
 import site
 import stat
 import sys
+import traceback
 import types
 import warnings
 from collections.abc import Callable
@@ -370,7 +371,17 @@ def _run_customizations(entries: list[str]) -> None:
         if spec is None or spec.origin == getattr(sys.modules.get(name), "__file__", None):
             continue
         sys.modules.pop(name, None)
-        execute()  # imports it: `sys.path` has these entries first
+        try:
+            execute()  # imports it: `sys.path` has these entries first
+        except BaseException as exc:  # noqa: BLE001 - `site` reports an `Exception` itself
+            # A `SystemExit` or `KeyboardInterrupt` escapes `site`, whose
+            # import then fails python's start-up.
+            exc.__traceback__ = exc.__traceback__ and exc.__traceback__.tb_next  # this frame
+            _write_stderr(
+                "Fatal Python error: init_import_site: Failed to import the site module\n"
+                "Python runtime state: initialized\n" + "".join(traceback.format_exception(exc))
+            )
+            raise SystemExit(1) from None
 
 
 def _program_path0(config: pyoptions.Config) -> str | None:
