@@ -191,6 +191,49 @@ def test_a_signal_sent_right_after_the_client_starts_is_not_lost(server, tmp_pat
     assert outcomes[0] == outcomes[1] == Outcome(-signal.SIGUSR1, b"", b"")
 
 
+# A warm-up that makes one step of a run's set-up wait, once the run's
+# environment names it, after saying so in the file the environment names.
+SLOW_SET_UP = """
+import os, time
+from warmfork import _stdio, pyoptions
+
+def slowed(module, name):
+    step = getattr(module, name)
+    def slow(*args, **kwargs):
+        if os.environ.get("SLOW_STEP") == name:
+            with open(os.environ["SLOW_STEP_READY"], "w"):
+                pass
+            time.sleep(30)
+        return step(*args, **kwargs)
+    setattr(module, name, slow)
+
+slowed(_stdio, "set_up")
+slowed(pyoptions, "parse_command_line")
+"""
+
+
+@pytest.mark.parametrize("step", ["set_up", "parse_command_line"])
+def test_ctrl_c_before_the_program_starts_ends_the_run_by_sigint_without_a_word(tmp_path: Path, step: str) -> None:
+    # As python, whose handler for SIGINT is not installed that early, dies.
+    # A Ctrl-C while the worker set up the streams or the environment ended
+    # the run with 201 and a traceback of warmfork's own code; one while the
+    # options were read printed a traceback.
+    warmup = tmp_path / "slow.py"
+    warmup.write_text(SLOW_SET_UP)
+    own = start_server(tmp_path, "--warmup", os.fspath(warmup), name="slow")
+    try:
+        ready = tmp_path / "ready"
+        env = env_for(own, {"SLOW_STEP": step, "SLOW_STEP_READY": os.fspath(ready)})
+        process = start(own, "-c", "print('ran')", cwd=tmp_path, env=env)
+        assert wait_until(ready.exists, timeout=20), finish(process)
+        process.send_signal(signal.SIGINT)
+        assert finish(process) == Outcome(-signal.SIGINT, b"", b"")
+        # The server serves the next run as before.
+        assert finish(start(own, "-c", "print('ran')", cwd=tmp_path)) == Outcome(0, b"ran\n", b"")
+    finally:
+        stop_when_idle(own)
+
+
 def blocked_signals(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("SigBlk:"))
@@ -442,6 +485,61 @@ def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_pa
     if not wait_until(lambda: has_ended(child), 5):
         os.kill(child, signal.SIGKILL)
         raise AssertionError(f"the program's child {child} outlived the client's hang-up")
+
+
+def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(server, tmp_path: Path) -> None:
+    # Ctrl-Z stops the program's group; `kill -9 %1` then kills the client.
+    # The kernel sends a stopped group its shell's end orphaned SIGHUP and
+    # SIGCONT; the server sent SIGHUP alone, and the stopped child, which
+    # nothing continued, stayed stopped for good.
+    program = (
+        "import os, subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "open('pid', 'w').write(f'{child.pid} {os.getpgid(0)}')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = start(server, "-c", program, cwd=tmp_path)
+    read_first_line(process)
+    child, group = map(int, (tmp_path / "pid").read_text().split())
+    os.killpg(group, signal.SIGSTOP)
+    assert wait_until(lambda: Path(f"/proc/{child}/stat").read_text().split()[2] == "T", 5)
+    process.kill()
+    process.wait()
+    if not wait_until(lambda: has_ended(child), 5):
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"the program's stopped child {child} outlived the client's hang-up")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_sigterm_and_sighup_sent_with_kill_end_the_programs_children_too(server, tmp_path: Path, signum: int) -> None:
+    # `timeout`, `kill %1` and a shell whose terminal closes send these to
+    # the whole job, python's children with it; the client cannot tell, so
+    # it ends the program's group. They reached the program alone, and its
+    # children were left running. Other signals still reach it alone.
+    program = (
+        "import signal, subprocess, time\n"
+        "signal.signal(signal.SIGUSR1, lambda number, frame: print('USR1', flush=True))\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "open('pid', 'w').write(str(child.pid))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = start(server, "-c", program, cwd=tmp_path)
+    try:
+        read_first_line(process)
+        child = int((tmp_path / "pid").read_text())
+        process.send_signal(signal.SIGUSR1)
+        assert read_first_line(process) == b"USR1\n"
+        assert not has_ended(child), "SIGUSR1 sent to the client reached the program's child"
+        process.send_signal(signum)
+        assert finish(process).status == -signum
+        if not wait_until(lambda: has_ended(child), 5):
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError(f"the program's child {child} outlived a {signal.Signals(signum).name} of the job")
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_children_a_program_leaves_running_survive_its_end_as_under_python(server, tmp_path: Path) -> None:

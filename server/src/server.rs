@@ -866,14 +866,21 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 /// A client that hangs up once its worker has sent the status has just
 /// read it: then only the worker gets the signal (it ignores it by then),
 /// and the children the program left running go on, as python's do.
+///
+/// SIGCONT follows, as the kernel follows the SIGHUP it sends a stopped
+/// group that its shell's end left orphaned: a job stopped with Ctrl-Z
+/// whose client was then killed (`kill -9 %1`) would otherwise keep its
+/// children stopped for good.
 fn hang_up(worker: &Process) {
     if crate::ended::status_sent(worker.pid) == Some(false) {
         let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
+        let _ = rustix::process::kill_process_group(worker.pid, Signal::CONT);
         if rustix::process::getpgid(Some(worker.pid)).is_ok_and(|group| group == worker.pid) {
             return;
         }
     }
     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::CONT);
 }
 
 /// Whether the client end of a running connection has closed. A client

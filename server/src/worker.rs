@@ -10,6 +10,7 @@
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, RawFd};
 
+use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use rustix::event::{PollFd, PollFlags};
@@ -333,14 +334,23 @@ fn run_python(
 ) -> PyResult<Outcome> {
     let argv = PyList::new(py, request.argv().map(|a| PyBytes::new(py, a)))?;
     let env = PyList::new(py, request.env().map(|e| PyBytes::new(py, e)))?;
-    let result = hooks.run.call1((
+    let result = match hooks.run.call1((
         hooks.handler,
         argv,
         env,
         request.umask,
         request.ignored_signals,
         client_pid,
-    ))?;
+    )) {
+        Ok(result) => result,
+        // Ctrl-C (or `kill -INT`) while the run was being set up, before the
+        // handler took over: python, whose handler for it is not installed
+        // that early, dies by SIGINT without a word.
+        Err(error) if error.is_instance_of::<PyKeyboardInterrupt>(py) => {
+            return Ok(Outcome::Signaled(libc::SIGINT as u8));
+        }
+        Err(error) => return Err(error),
+    };
     if let Ok(code) = result.extract::<i32>() {
         return Ok(match code {
             0.. => Outcome::Exited((code & 0xff) as u8),

@@ -201,6 +201,11 @@ def run_handler(handler: Callable[[], object]) -> int:
             raise
         # CPython dies by SIGINT for that very type, not a subclass.
         code = -signal.SIGINT if type(exc) is KeyboardInterrupt else 1
+        if code < 0 and _refusable and handler in options_first:
+            # Interrupted while the handler read its options, before the
+            # program: python, whose handler for SIGINT is not installed
+            # that early, dies by it without a word.
+            return _finalize(code, left)
         try:
             _excepthook(exc)
         except SystemExit as exit_:  # the hook ended the program itself

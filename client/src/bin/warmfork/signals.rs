@@ -67,6 +67,13 @@ const FORWARDED: SigSet = bit(libc_sig::INT)
 /// The forwarded signals whose default action ends a process.
 const ENDS_PROCESS: SigSet = FORWARDED & !(bit(libc_sig::CONT) | bit(libc_sig::WINCH));
 
+/// Signals that shells and supervisors send a whole job, python's children
+/// with it: `timeout`, `kill %1` and a shell's SIGHUP to its jobs as its
+/// terminal closes. They go to the program's process group however they
+/// came, as the program's children would otherwise be left running; the
+/// client cannot tell a signal sent to its group from one sent to it alone.
+const ENDS_THE_JOB: SigSet = bit(libc_sig::TERM) | bit(libc_sig::HUP);
+
 /// How long a signal that would end python waits for the worker to be known
 /// before it ends the client instead, counted from the first such signal:
 /// long enough for a server that is merely busy, short enough for a person
@@ -257,7 +264,8 @@ impl Forwarder {
                     let number = field(&info, 0);
                     if !local(number) {
                         let from_terminal = field(&info, 8) == SI_KERNEL;
-                        self.deliver(number, from_terminal || number == libc_sig::CONT);
+                        let to_group = bit(number) & (ENDS_THE_JOB | bit(libc_sig::CONT)) != 0;
+                        self.deliver(number, from_terminal || to_group);
                     }
                 }
                 _ => return,
