@@ -122,6 +122,21 @@ def test_imports_search_the_clients_directory_even_if_the_server_cached_its_own(
         srv.stop()
 
 
+@pytest.mark.parametrize("warnings", [(), ("-W", "error")], ids=["default", "warnings-are-errors"])
+def test_dash_m_of_a_preloaded_submodule_runs_as_under_python(tmp_path: Path, warnings: tuple[str, ...]) -> None:
+    # runpy warned, on every run, that 'json.tool' was in sys.modules before
+    # it ran (under python only a package that imports it itself puts it
+    # there, as os puts os.path), and under -W error the run failed.
+    srv = start_server(tmp_path, "--preload", "json.tool")
+    try:
+        for module in ("json.tool", "os.path"):
+            outcome = assert_same_as_python(srv, *warnings, "-m", module, input=b'{"a": [1]}', cwd=tmp_path)
+            if module == "json.tool":
+                assert (outcome.status, outcome.stderr) == (0, b""), outcome
+    finally:
+        srv.stop()
+
+
 # -- tracebacks ------------------------------------------------------------------
 
 FAILING = {

@@ -441,7 +441,21 @@ def _run_module(name: str, *, set_argv0: bool) -> None:
     """``runpy._run_module_as_main``, as CPython calls it, so errors and
     tracebacks (with their ``<frozen runpy>`` lines) come out identical."""
     sys.audit("cpython.run_module", name)
+    _forget_warm_module(name)
     runpy._run_module_as_main(name, set_argv0)  # type: ignore[attr-defined]
+
+
+def _forget_warm_module(name: str) -> None:
+    """Take the module ``-m`` runs out of ``sys.modules`` where the server
+    imported it (``--preload json.tool``): ``runpy`` warns that a submodule
+    it finds there after importing the package may behave unpredictably,
+    which under python means the package imported it itself; every run of
+    a preloaded one warned (and failed under ``-W error``). Another module
+    under that name stays: ``os`` puts ``posixpath`` there as ``os.path``,
+    and python warns for it too."""
+    module = sys.modules.get(name)
+    if "." in name and getattr(module, "__name__", None) == name and not hasattr(module, "__path__"):
+        del sys.modules[name]
 
 
 def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:
