@@ -275,22 +275,41 @@ def test_without_a_settable_utf8_mode_another_one_is_refused(tmp_path: Path) -> 
     assert "-X utf8 (or PYTHONUTF8) cannot be honoured" in lines[2], out
 
 
-def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(server, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (
+            "no-such-codec",
+            [
+                b"Fatal Python error: init_stdio_encoding: failed to get the Python codec name of the stdio encoding",
+                b"LookupError: unknown encoding: no-such-codec",
+            ],
+        ),
+        (
+            "rot13",
+            [
+                b"Fatal Python error: init_sys_streams: can't initialize sys standard streams",
+                b"LookupError: 'rot-13' is not a text encoding; use codecs.open() to handle arbitrary codecs",
+            ],
+        ),
+    ],
+    ids=["unknown", "not-text"],
+)
+def test_an_unknown_pythonioencoding_stops_the_program_as_under_python(
+    server, tmp_path: Path, value: str, error: list[bytes]
+) -> None:
+    # A codec that is no text encoding failed the worker: 201, and a
+    # traceback of warmfork's code.
     marker = tmp_path / "ran"
     program = f"open({os.fspath(marker)!r}, 'w')"
-    env = {"PYTHONIOENCODING": "no-such-codec"}
+    env = {"PYTHONIOENCODING": value}
     ours = warmfork(server, "-c", program, cwd=tmp_path, env=env)
     theirs = reference("-c", program, cwd=tmp_path, env=env)
     # Then a dump of the one thread, whose id differs in any two runs.
     thread = re.compile(rb"Current thread 0x[0-9a-f]{16} \(most recent call first\):")
     for stderr in (ours.stderr, theirs.stderr):
         *lines, dump, frame = stderr.splitlines()
-        assert lines == [
-            b"Fatal Python error: init_stdio_encoding: failed to get the Python codec name of the stdio encoding",
-            b"Python runtime state: core initialized",
-            b"LookupError: unknown encoding: no-such-codec",
-            b"",
-        ]
+        assert lines == [error[0], b"Python runtime state: core initialized", error[1], b""]
         assert thread.fullmatch(dump) and frame == b"  <no Python frame>", stderr
     assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (1, b"")
     assert not marker.exists()

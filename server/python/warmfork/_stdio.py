@@ -47,6 +47,7 @@ installed_with: tuple[bool, bool, int] | None = None
 #: :func:`set_up` decides it for the run.
 utf8_mode = sys.flags.utf8_mode
 
+
 class StreamError(FatalError):
     """The standard streams cannot be made; CPython refuses to start then."""
 
@@ -202,14 +203,19 @@ def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str]) -> io.T
         # left unwritten when a pipe closes.
         size = status.st_blksize if status.st_blksize > 1 else io.DEFAULT_BUFFER_SIZE
         buffered = io.BufferedWriter(raw, size) if write else io.BufferedReader(raw, size)
-    stream = io.TextIOWrapper(
-        buffered,  # type: ignore[arg-type]
-        encoding=encoding,
-        errors=errors,
-        newline="\n",
-        line_buffering=not unbuffered and (fd == 2 or raw.isatty()),
-        write_through=unbuffered,
-    )
+    try:
+        stream = io.TextIOWrapper(
+            buffered,  # type: ignore[arg-type]
+            encoding=encoding,
+            errors=errors,
+            newline="\n",
+            line_buffering=not unbuffered and (fd == 2 or raw.isatty()),
+            write_through=unbuffered,
+        )
+    except LookupError as exc:  # a codec, but not a text encoding (PYTHONIOENCODING=rot13)
+        raise StreamError(
+            "init_sys_streams: can't initialize sys standard streams", cause=f"LookupError: {exc}"
+        ) from None
     stream.mode = "w" if write else "r"  # type: ignore[misc]
     return stream
 
