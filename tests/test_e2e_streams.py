@@ -146,13 +146,19 @@ def test_bytes_that_are_not_utf8_pass_through_stdin_and_stdout_as_under_python(
         {"LANG": "C", "PYTHONCOERCECLOCALE": "warn"},
         {"LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"},
         {"LC_ALL": "C"},
+        {"LC_ALL": "C", "PYTHONCOERCECLOCALE": "warn"},
+        {"LC_ALL": "POSIX", "PYTHONCOERCECLOCALE": "warn"},
     ],
 )
 def test_streams_take_encoding_and_error_handler_as_under_python(
     server, tmp_path: Path, variables: dict[str, str]
 ) -> None:
+    # With the C locale left as it is (LC_ALL), PYTHONCOERCECLOCALE=warn
+    # has python warn of it once started; a run said nothing.
     out = assert_same_as_python(server, "-c", SHOW_STREAMS, cwd=tmp_path, env=variables)
     assert out.stdout.count(b"/") == 3, out.stdout
+    if variables.get("PYTHONCOERCECLOCALE") == "warn":
+        assert out.stderr.startswith(b"Python "), out.stderr
 
 
 # The locale categories besides LC_CTYPE: python leaves them in the C locale,

@@ -19,6 +19,7 @@ are they printed here, the same way.
 from __future__ import annotations
 
 import _imp
+import _locale
 import _tracemalloc
 import builtins
 import contextlib
@@ -230,6 +231,7 @@ def _run(config: pyoptions.Config) -> None:
     if os.isatty(0) and not config.isolated and (config.inspect or not config.runs_code):
         _import_readline()  # before the program's directory can shadow it
     _set_sys_path(config, importer_path)
+    _warn_of_a_legacy_locale(config)
     if not config.quiet and not config.runs_code and stdin_is_interactive:
         _write_stderr(f"Python {sys.version} on {sys.platform}\n" + ("" if config.no_site else f"{_COPYRIGHT}\n"))
 
@@ -250,6 +252,21 @@ def _run(config: pyoptions.Config) -> None:
     else:
         program = functools.partial(_run_stdin, config, namespace)
     _run_then_inspect(config, program, namespace)
+
+
+_LEGACY_LOCALE_WARNING = (
+    "Python runtime initialized with LC_CTYPE=C (a locale with default ASCII encoding), which may "
+    "cause Unicode compatibility problems. Using C.UTF-8, C.utf8, or UTF-8 (if available) as "
+    "alternative Unicode-compatible locales is recommended.\n"
+)
+
+
+def _warn_of_a_legacy_locale(config: pyoptions.Config) -> None:
+    """What python says at the end of its start-up under
+    ``PYTHONCOERCECLOCALE=warn`` when ``LC_CTYPE`` is still the C locale
+    (``LC_ALL=C``, which it does not coerce)."""
+    if config.coerce_c_locale_warn and _locale.setlocale(_locale.LC_CTYPE) == "C":
+        _write_stderr(_LEGACY_LOCALE_WARNING)
 
 
 def _run_then_inspect(

@@ -107,6 +107,7 @@ class Config:
     env_warnoptions: list[str] = dataclasses.field(default_factory=list)
     pythonpath: list[str] = dataclasses.field(default_factory=list)
     startup_file: str | None = None
+    coerce_c_locale_warn: bool = False  # PYTHONCOERCECLOCALE=warn
 
     @property
     def runs_code(self) -> bool:
@@ -339,6 +340,7 @@ def read_environment(config: Config, environ: Mapping[str, str]) -> None:
     config.no_debug_ranges = "no_debug_ranges" in xoptions or env("PYTHONNODEBUGRANGES") is not None
     config.import_time = "importtime" in xoptions or env("PYTHONPROFILEIMPORTTIME") is not None
     config.utf8_mode = _utf8_mode(xoptions.get("utf8"), env("PYTHONUTF8"))
+    config.coerce_c_locale_warn = env("PYTHONCOERCECLOCALE") == "warn"
     config.frozen_modules = _frozen_modules(xoptions.get("frozen_modules"), env("PYTHON_FROZEN_MODULES"))
     config.perf_profiling = _perf_profiling(xoptions, env)
     if sys.version_info >= (3, 13):
