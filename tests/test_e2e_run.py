@@ -174,8 +174,12 @@ def test_a_failing_program_gives_pythons_traceback_and_status(server, tmp_path: 
         "sys.excepthook = lambda *exc: sys.exit(5)",
         "sys.excepthook = lambda kind, value, tb: print('kept', sys.last_value is value)",
         "sys.excepthook = lambda kind, value, tb: print('kept', getattr(sys, 'last_exc', None) is value)",
+        # Python reports both through its own default hook, whatever
+        # sys.__excepthook__ is; a run reported neither.
+        "sys.excepthook = sys.__excepthook__ = None",
+        "del sys.excepthook, sys.__excepthook__",
     ],
-    ids=["raises", "none", "missing", "exits", "sees-last-value", "sees-last-exc"],
+    ids=["raises", "none", "missing", "exits", "sees-last-value", "sees-last-exc", "both-none", "both-missing"],
 )
 def test_an_excepthook_that_fails_exits_or_is_missing_is_handled_as_by_python(
     server, tmp_path: Path, hook: str

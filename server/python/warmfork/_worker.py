@@ -571,9 +571,15 @@ def _is_ours(traceback: types.TracebackType) -> bool:
 
 
 def _display(exc: BaseException) -> None:
-    """``PyErr_Display``: the default report, whatever ``sys.excepthook`` is."""
+    """``PyErr_Display``: the default report, whatever ``sys.excepthook``
+    and ``sys.__excepthook__`` are now."""
     with contextlib.suppress(Exception):
-        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+        _default_excepthook(type(exc), exc, exc.__traceback__)
+
+
+# The interpreter's own `sys.excepthook`, which a program may replace, even
+# as `sys.__excepthook__`.
+_default_excepthook = sys.__excepthook__
 
 
 def _ignore(signals: int) -> None:
