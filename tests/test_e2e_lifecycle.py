@@ -556,6 +556,29 @@ def test_a_server_the_client_starts_does_not_keep_the_first_clients_soft_limits_
         control("stop", "--socket", os.fspath(sock))
 
 
+def test_a_server_the_client_starts_does_not_take_the_first_clients_start_up_settings(tmp_path: Path) -> None:
+    # It serves every later run, which a PYTHONOPTIMIZE of the first would
+    # have refused, one by one, until the server was stopped. The first run
+    # is refused instead, as by a server started by hand; PYTHONPATH, which
+    # a preload may need, still reaches the server.
+    private = tmp_path / "runtime"
+    private.mkdir(mode=0o700)
+    sock = private / "warmfork" / "default.sock"
+    env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(SERVER)}
+    first = {**env, "PYTHONOPTIMIZE": "1", "PYTHONHASHSEED": "0", "PYTHONPATH": os.fspath(tmp_path)}
+    try:
+        done = subprocess.run([CLIENT, "-c", "pass"], env=first, capture_output=True, timeout=60, check=False)
+        assert done.returncode == 201 and b"PYTHONOPTIMIZE" in done.stderr, done
+        pid = int(Path(f"{sock}.lock").read_text())
+        variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"PYTHONPATH={tmp_path}".encode() in variables
+        assert not [v for v in variables if v.startswith((b"PYTHONOPTIMIZE=", b"PYTHONHASHSEED="))], variables
+        later = subprocess.run([CLIENT, "-c", "print(__debug__)"], env=env, capture_output=True, timeout=60, check=False)
+        assert (later.returncode, later.stdout) == (0, b"True\n"), later.stderr
+    finally:
+        control("stop", "--socket", os.fspath(sock))
+
+
 def test_a_server_command_that_fails_gives_way_to_the_fallback_and_says_so(tmp_path: Path) -> None:
     # No server is running, so the fallback runs the program (it once exited
     # 202); the failed start is still reported, or it would go unnoticed.

@@ -182,11 +182,48 @@ impl Drop for ChildStatuses {
 /// `WARMFORK_SOCKET` added; a client with more passes its own as they are.
 const MAX_ENVIRONMENT: usize = 4096;
 
+/// The `PYTHON*` variables that fix a setting when an interpreter starts,
+/// which a run must then share with the server or be refused (see
+/// `startup_conflict` in `server/python/warmfork/pyoptions.py`), and those
+/// that would make the server itself another (tracing its allocations,
+/// entering the prompt when it stops). They are left out of the server
+/// command's environment: the server serves every run after the first, so
+/// a `PYTHONOPTIMIZE=1` given to the run that happened to start it must
+/// not have every later run refused. A server that should have one gets it
+/// in its command (`WARMFORK_SERVER="env PYTHONHASHSEED=0 warmfork-server"`).
+const STARTUP_SETTINGS: &[&[u8]] = &[
+    b"PYTHONOPTIMIZE=",
+    b"PYTHONDEBUG=",
+    b"PYTHONVERBOSE=",
+    b"PYTHONDEVMODE=",
+    b"PYTHONNODEBUGRANGES=",
+    b"PYTHONPROFILEIMPORTTIME=",
+    b"PYTHONWARNDEFAULTENCODING=",
+    b"PYTHON_FROZEN_MODULES=",
+    b"PYTHON_CPU_COUNT=",
+    b"PYTHON_PERF_JIT_SUPPORT=",
+    b"PYTHONHASHSEED=",
+    b"PYTHONMALLOC=",
+    b"PYTHONMALLOCSTATS=",
+    b"PYTHONNOUSERSITE=",
+    b"PYTHONUTF8=",
+    b"PYTHONTRACEMALLOC=",
+    b"PYTHONINSPECT=",
+];
+
+/// Whether the environment string `entry` goes to the server command: not
+/// one of [`STARTUP_SETTINGS`], nor the client's `WARMFORK_SOCKET`, which
+/// [`spawn`] sets to the socket it waits on.
+fn passed_to_server(entry: &[u8]) -> bool {
+    !entry.starts_with(b"WARMFORK_SOCKET=")
+        && !STARTUP_SETTINGS.iter().any(|name| entry.starts_with(name))
+}
+
 /// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
-/// environment and `WARMFORK_SOCKET` set to the socket it waits on (so
-/// that a plain `warmfork-server` serves it, also for a client invoked by
-/// another name), `/dev/null` as stdin, the log as stdout and stderr, and
-/// no other descriptor.
+/// environment but for [`STARTUP_SETTINGS`] and with `WARMFORK_SOCKET` set
+/// to the socket it waits on (so that a plain `warmfork-server` serves it,
+/// also for a client invoked by another name), `/dev/null` as stdin, the
+/// log as stdout and stderr, and no other descriptor.
 fn spawn(
     process: &Process,
     path: &SocketPath,
@@ -200,7 +237,7 @@ fn spawn(
     let mut environment = [core::ptr::null::<c_char>(); MAX_ENVIRONMENT + 2];
     let mut count = 0;
     for entry in process.env() {
-        if entry.to_bytes().starts_with(b"WARMFORK_SOCKET=") {
+        if !passed_to_server(entry.to_bytes()) {
             continue;
         }
         if count == MAX_ENVIRONMENT {
