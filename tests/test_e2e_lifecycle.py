@@ -83,6 +83,36 @@ def test_a_run_outlasting_the_grace_period_is_killed_and_its_client_told(tmp_pat
         srv.stop()
 
 
+def test_stop_that_times_out_before_the_grace_period_ends_the_runs_too(tmp_path: Path) -> None:
+    # It SIGKILLed the server alone: the run went on with nothing to end it
+    # at the grace period's end, or to hang it up when its client died.
+    srv = start_server(tmp_path, "--grace", "60")
+    program = (
+        "import os, subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "print(os.getpid(), child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run = subprocess.Popen([CLIENT, "-c", program], env=srv.env, stdout=subprocess.PIPE)
+    pids = []
+    try:
+        assert run.stdout is not None
+        pids = [int(pid) for pid in run.stdout.readline().split()]
+        started = time.monotonic()
+        stopped = control("stop", "--socket", os.fspath(srv.socket), "--timeout", "0.5")
+        assert stopped.returncode == 1 and "did not stop within 0.5s" in stopped.stdout, stopped
+        assert run.wait(timeout=15) == -signal.SIGKILL  # the server told the client how its run ended
+        assert time.monotonic() - started < 10
+        assert wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), 5), pids
+        assert srv.process.wait(timeout=5) is not None
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.kill()
+        srv.stop()
+
+
 def test_the_server_logs_one_line_per_run(server: Server) -> None:
     done = server.run("-c", "raise SystemExit(3)", "first-arg")
     assert done.returncode == 3

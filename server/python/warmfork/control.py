@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import stat
 import time
@@ -100,7 +101,10 @@ def stop(socket: Path, timeout: float) -> int:
 
     The server lets runs in progress finish within its grace period
     (``--grace``), then ends them; after ``timeout`` seconds this gives up
-    waiting and kills the server.
+    waiting: it kills the server's workers, each with its process group
+    (what a run's grace would have ended), so that the server reports their
+    runs' ends to their clients and exits, and kills the server if it has
+    not gone a second later.
     """
     pid = running_pid(socket)
     if pid is None:
@@ -120,7 +124,44 @@ def stop(socket: Path, timeout: float) -> int:
             print(f"warmfork-server: stopped the server on {socket} (pid {pid})")
             return 0
         time.sleep(0.02)
+    ended = _kill_workers(pid)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and running_pid(socket) is not None:
+        time.sleep(0.02)
+    runs = f"killed its {ended} worker{'s' if ended != 1 else ''}"
+    if running_pid(socket) is None:
+        print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; {runs}")
+        return 1
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; killed it")
+    print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; {runs} and it")
     return 1
+
+
+def _kill_workers(server: int) -> int:
+    """SIGKILL each child of ``server`` and its process group (a worker leads
+    one, which the program's children share); returns how many there were.
+    Each child is held by a pidfd and checked alive before its group is
+    signalled, so that a number its server has just reaped is not used."""
+    children: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{server}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{server}/task/{task}/children") as listed:
+                children.update(int(child) for child in listed.read().split())
+    ended = 0
+    for child in children:
+        try:
+            pidfd = os.pidfd_open(child)
+        except OSError:  # gone already
+            continue
+        try:
+            if not select.select([pidfd], [], [], 0)[0]:  # readable once it has exited
+                with contextlib.suppress(OSError):
+                    os.killpg(child, signal.SIGKILL)
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                ended += 1
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+    return ended
