@@ -127,9 +127,12 @@ def test_dash_m_of_a_preloaded_submodule_runs_as_under_python(tmp_path: Path, wa
     # runpy warned, on every run, that 'json.tool' was in sys.modules before
     # it ran (under python only a package that imports it itself puts it
     # there, as os puts os.path), and under -W error the run failed.
-    srv = start_server(tmp_path, "--preload", "json.tool")
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "__init__.py").write_text("")
+    (tmp_path / "tool" / "__main__.py").write_text("print('tool ran')\n")
+    srv = start_server(tmp_path, "--preload", "json.tool,tool.__main__")  # its working directory is tmp_path
     try:
-        for module in ("json.tool", "os.path"):
+        for module in ("json.tool", "os.path", "tool"):
             outcome = assert_same_as_python(srv, *warnings, "-m", module, input=b'{"a": [1]}', cwd=tmp_path)
             if module == "json.tool":
                 assert (outcome.status, outcome.stderr) == (0, b""), outcome

@@ -393,7 +393,10 @@ def install_stand_ins() -> None:
     that is closed or a directory. The next :func:`install` builds the
     streams in any case."""
     global installed_with
-    encoding = stream_settings(use_environment=False)
+    try:
+        encoding = stream_settings(use_environment=False)
+    except StreamError:  # a locale whose codec Python lacks
+        encoding = ("utf-8", "backslashreplace")
     streams = []
     for fd in (0, 1, 2):
         try:

@@ -467,12 +467,13 @@ def _forget_warm_module(name: str) -> None:
     imported it (``--preload json.tool``): ``runpy`` warns that a submodule
     it finds there after importing the package may behave unpredictably,
     which under python means the package imported it itself; every run of
-    a preloaded one warned (and failed under ``-W error``). Another module
-    under that name stays: ``os`` puts ``posixpath`` there as ``os.path``,
-    and python warns for it too."""
-    module = sys.modules.get(name)
-    if "." in name and getattr(module, "__name__", None) == name and not hasattr(module, "__path__"):
-        del sys.modules[name]
+    a preloaded one warned (and failed under ``-W error``). For a package,
+    that is its ``__main__``. Another module under that name stays: ``os``
+    puts ``posixpath`` there as ``os.path``, and python warns for it too."""
+    for each in (name, f"{name}.__main__"):
+        module = sys.modules.get(each)
+        if "." in each and getattr(module, "__name__", None) == each and not hasattr(module, "__path__"):
+            del sys.modules[each]
 
 
 def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:
