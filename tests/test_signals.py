@@ -494,7 +494,7 @@ def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(ser
     # nothing continued, stayed stopped for good.
     program = (
         "import os, subprocess, time\n"
-        "child = subprocess.Popen(['sleep', '60'])\n"
+        "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
         "open('pid', 'w').write(f'{child.pid} {os.getpgid(0)}')\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
@@ -518,9 +518,11 @@ def test_sigterm_and_sighup_sent_with_kill_end_the_programs_children_too(server,
     # it ends the program's group. They reached the program alone, and its
     # children were left running. Other signals still reach it alone.
     program = (
-        "import signal, subprocess, time\n"
-        "signal.signal(signal.SIGUSR1, lambda number, frame: print('USR1', flush=True))\n"
-        "child = subprocess.Popen(['sleep', '60'])\n"
+        "import os, signal, subprocess, time\n"
+        # Not print: the handler may run while the print of 'ready' returns,
+        # and a print within a print raises.
+        "signal.signal(signal.SIGUSR1, lambda number, frame: os.write(1, b'USR1\\n'))\n"
+        "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
         "open('pid', 'w').write(str(child.pid))\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
