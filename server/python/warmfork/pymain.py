@@ -85,6 +85,7 @@ def rehearse(times: int = 20) -> None:
     with contextlib.suppress(Exception):
         for _ in range(times):
             _python_variables()
+            pyoptions.check_preconfig(["python", "-c", "pass"], {})
             config = pyoptions.parse_command_line(["python", "-c", "pass"])
             pyoptions.read_environment(config, {})
             pyoptions.startup_conflict(config)
