@@ -586,25 +586,32 @@ def test_a_server_the_client_starts_does_not_keep_the_first_clients_soft_limits_
         control("stop", "--socket", os.fspath(sock))
 
 
-def test_a_server_the_client_starts_does_not_take_the_first_clients_start_up_settings(tmp_path: Path) -> None:
-    # It serves every later run, which a PYTHONOPTIMIZE of the first would
-    # have refused, one by one, until the server was stopped. The first run
-    # is refused instead, as by a server started by hand; PYTHONPATH, which
-    # a preload may need, still reaches the server.
+def test_a_run_refused_for_the_start_up_settings_of_the_client_that_started_the_server_says_so(
+    tmp_path: Path,
+) -> None:
+    # A server a client starts has that client's environment, PYTHONOPTIMIZE
+    # and PYTHONPATH too (a preload may need that); a later run without the
+    # setting is refused, and told that a client started the server and how
+    # to have one with its own: the refusal only said "start the server with
+    # the same setting", which its user never did.
     private = tmp_path / "runtime"
     private.mkdir(mode=0o700)
     sock = private / "warmfork" / "default.sock"
     env = {**os.environ, "WARMFORK_SOCKET": os.fspath(sock), "WARMFORK_SERVER": " ".join(SERVER)}
-    first = {**env, "PYTHONOPTIMIZE": "1", "PYTHONHASHSEED": "0", "PYTHONPATH": os.fspath(tmp_path)}
+    first = {**env, "PYTHONOPTIMIZE": "1", "PYTHONPATH": os.fspath(tmp_path)}
+    show = "print(__debug__)"
     try:
-        done = subprocess.run([CLIENT, "-c", "pass"], env=first, capture_output=True, timeout=60, check=False)
-        assert done.returncode == 201 and b"PYTHONOPTIMIZE" in done.stderr, done
+        done = subprocess.run([CLIENT, "-c", show], env=first, capture_output=True, timeout=60, check=False)
+        assert (done.returncode, done.stdout) == (0, b"False\n"), done.stderr
         pid = int(Path(f"{sock}.lock").read_text())
         variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        assert f"PYTHONPATH={tmp_path}".encode() in variables
-        assert not [v for v in variables if v.startswith((b"PYTHONOPTIMIZE=", b"PYTHONHASHSEED="))], variables
-        later = subprocess.run([CLIENT, "-c", "print(__debug__)"], env=env, capture_output=True, timeout=60, check=False)
-        assert (later.returncode, later.stdout) == (0, b"True\n"), later.stderr
+        assert {b"PYTHONOPTIMIZE=1", f"PYTHONPATH={tmp_path}".encode(), b"WARMFORK_AUTOSTARTED=1"} <= set(variables)
+        later = subprocess.run([CLIENT, "-c", show], env=env, capture_output=True, timeout=60, check=False)
+        assert later.returncode == 201, later
+        assert b"a client started this server" in later.stderr and b"warmfork-server stop" in later.stderr, later
+        assert control("stop", "--socket", os.fspath(sock)).returncode == 0
+        again = subprocess.run([CLIENT, "-c", show], env=env, capture_output=True, timeout=60, check=False)
+        assert (again.returncode, again.stdout) == (0, b"True\n"), again.stderr
     finally:
         control("stop", "--socket", os.fspath(sock))
 

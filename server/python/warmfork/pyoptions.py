@@ -701,4 +701,15 @@ def _refusal(option: str, reason: str) -> str:
     return (
         f"{option} cannot be honoured by a warm interpreter: {reason}; "
         "run plain python for it, or start the server with the same setting"
+        + _STARTED_BY_A_CLIENT
     )
+
+
+# A server a client started (WARMFORK_SERVER) has that client's start-up
+# settings, which may have been a one-off (`PYTHONOPTIMIZE=1 warmfork ...`).
+_STARTED_BY_A_CLIENT = (
+    " (a client started this server, with its own environment: `warmfork-server stop`, "
+    "and the next run starts one with yours)"
+    if os.environ.get("WARMFORK_AUTOSTARTED") == "1"
+    else ""
+)

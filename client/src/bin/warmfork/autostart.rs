@@ -182,48 +182,16 @@ impl Drop for ChildStatuses {
 /// `WARMFORK_SOCKET` added; a client with more passes its own as they are.
 const MAX_ENVIRONMENT: usize = 4096;
 
-/// The `PYTHON*` variables that fix a setting when an interpreter starts,
-/// which a run must then share with the server or be refused (see
-/// `startup_conflict` in `server/python/warmfork/pyoptions.py`), and those
-/// that would make the server itself another (tracing its allocations,
-/// entering the prompt when it stops). They are left out of the server
-/// command's environment: the server serves every run after the first, so
-/// a `PYTHONOPTIMIZE=1` given to the run that happened to start it must
-/// not have every later run refused. A server that should have one gets it
-/// in its command (`WARMFORK_SERVER="env PYTHONHASHSEED=0 warmfork-server"`).
-const STARTUP_SETTINGS: &[&[u8]] = &[
-    b"PYTHONOPTIMIZE=",
-    b"PYTHONDEBUG=",
-    b"PYTHONVERBOSE=",
-    b"PYTHONDEVMODE=",
-    b"PYTHONNODEBUGRANGES=",
-    b"PYTHONPROFILEIMPORTTIME=",
-    b"PYTHONWARNDEFAULTENCODING=",
-    b"PYTHON_FROZEN_MODULES=",
-    b"PYTHON_CPU_COUNT=",
-    b"PYTHON_PERF_JIT_SUPPORT=",
-    b"PYTHONHASHSEED=",
-    b"PYTHONMALLOC=",
-    b"PYTHONMALLOCSTATS=",
-    b"PYTHONNOUSERSITE=",
-    b"PYTHONUTF8=",
-    b"PYTHONTRACEMALLOC=",
-    b"PYTHONINSPECT=",
-];
-
-/// Whether the environment string `entry` goes to the server command: not
-/// one of [`STARTUP_SETTINGS`], nor the client's `WARMFORK_SOCKET`, which
-/// [`spawn`] sets to the socket it waits on.
-fn passed_to_server(entry: &[u8]) -> bool {
-    !entry.starts_with(b"WARMFORK_SOCKET=")
-        && !STARTUP_SETTINGS.iter().any(|name| entry.starts_with(name))
-}
+/// Says to the server that a client started it, with that client's
+/// environment: a run the server refuses for a start-up setting (the first
+/// client's `PYTHONOPTIMIZE=1`, say) is told how to get a server of its own.
+const STARTED_BY_A_CLIENT: &core::ffi::CStr = c"WARMFORK_AUTOSTARTED=1";
 
 /// Forks `/bin/sh -c COMMAND` in a session of its own, with the client's
-/// environment but for [`STARTUP_SETTINGS`] and with `WARMFORK_SOCKET` set
-/// to the socket it waits on (so that a plain `warmfork-server` serves it,
-/// also for a client invoked by another name), `/dev/null` as stdin, the
-/// log as stdout and stderr, and no other descriptor.
+/// environment, `WARMFORK_SOCKET` set to the socket it waits on (so that a
+/// plain `warmfork-server` serves it, also for a client invoked by another
+/// name) and [`STARTED_BY_A_CLIENT`], `/dev/null` as stdin, the log as
+/// stdout and stderr, and no other descriptor.
 fn spawn(
     process: &Process,
     path: &SocketPath,
@@ -234,10 +202,13 @@ fn spawn(
     let script = script.as_c_str();
     let socket =
         CBuf::<128>::join(&[b"WARMFORK_SOCKET=", path.as_bytes()]).ok_or(Errno::NAMETOOLONG)?;
-    let mut environment = [core::ptr::null::<c_char>(); MAX_ENVIRONMENT + 2];
+    let mut environment = [core::ptr::null::<c_char>(); MAX_ENVIRONMENT + 3];
     let mut count = 0;
     for entry in process.env() {
-        if !passed_to_server(entry.to_bytes()) {
+        let entry_bytes = entry.to_bytes();
+        if entry_bytes.starts_with(b"WARMFORK_SOCKET=")
+            || entry_bytes.starts_with(b"WARMFORK_AUTOSTARTED=")
+        {
             continue;
         }
         if count == MAX_ENVIRONMENT {
@@ -251,6 +222,7 @@ fn spawn(
         process.envp()
     } else {
         environment[count] = socket.as_c_str().as_ptr();
+        environment[count + 1] = STARTED_BY_A_CLIENT.as_ptr();
         environment.as_ptr()
     };
     // SAFETY: this process has a single thread, so the child is a plain copy
