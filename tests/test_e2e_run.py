@@ -125,16 +125,24 @@ def test_imports_search_the_clients_directory_even_if_the_server_cached_its_own(
 @pytest.mark.parametrize("warnings", [(), ("-W", "error")], ids=["default", "warnings-are-errors"])
 def test_dash_m_of_a_preloaded_submodule_runs_as_under_python(tmp_path: Path, warnings: tuple[str, ...]) -> None:
     # runpy warned, on every run, that 'json.tool' was in sys.modules before
-    # it ran (under python only a package that imports it itself puts it
-    # there, as os puts os.path), and under -W error the run failed.
-    (tmp_path / "tool").mkdir()
-    (tmp_path / "tool" / "__init__.py").write_text("")
-    (tmp_path / "tool" / "__main__.py").write_text("print('tool ran')\n")
-    srv = start_server(tmp_path, "--preload", "json.tool,tool.__main__")  # its working directory is tmp_path
+    # it ran, and under -W error the run failed. Under python only a package
+    # that imports it itself puts it there (as os puts os.path, and `own`
+    # its `cli` here), and then runpy warns, and a later import finds it.
+    for name, text in {
+        "tool/__init__.py": "",
+        "tool/__main__.py": "print('tool ran')\n",
+        "own/__init__.py": "from . import cli\n",
+        "own/cli.py": "import sys\nif __name__ == '__main__':\n    print('own.cli' in sys.modules)\n",
+        "part/__init__.py": "",
+        "part/sub.py": "import sys\nfrom part import sub\nprint(__name__, sub is sys.modules['part.sub'])\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    srv = start_server(tmp_path, "--preload", "json.tool,tool.__main__,own,part.sub")  # its working directory is tmp_path
     try:
-        for module in ("json.tool", "os.path", "tool"):
+        for module in ("json.tool", "os.path", "tool", "own.cli", "part.sub"):
             outcome = assert_same_as_python(srv, *warnings, "-m", module, input=b'{"a": [1]}', cwd=tmp_path)
-            if module == "json.tool":
+            if module in ("json.tool", "tool", "part.sub"):
                 assert (outcome.status, outcome.stderr) == (0, b""), outcome
     finally:
         srv.stop()

@@ -487,6 +487,37 @@ def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_pa
         raise AssertionError(f"the program's child {child} outlived the client's hang-up")
 
 
+def test_sighup_from_outside_the_job_reaches_the_program_alone(server, tmp_path: Path) -> None:
+    # `kill -HUP PID` from elsewhere (to have a program reload) reaches
+    # python alone; its children live on. Sent by the client's parent, as a
+    # shell or `timeout` sends it to the whole job, it ends them too.
+    program = (
+        "import os, signal, subprocess, time\n"
+        "signal.signal(signal.SIGHUP, lambda number, frame: os.write(1, b'HUP\\n'))\n"
+        "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+        "open('pid', 'w').write(str(child.pid))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    # A session of its own: the `kill` below is neither its parent nor of its group.
+    process = start(server, "-c", program, cwd=tmp_path, start_new_session=True)
+    try:
+        read_first_line(process)
+        child = int((tmp_path / "pid").read_text())
+        subprocess.run(["kill", "-HUP", str(process.pid)], check=True)
+        assert read_first_line(process) == b"HUP\n"
+        time.sleep(0.2)
+        assert not has_ended(child), "a SIGHUP from outside the job reached the program's child"
+        process.send_signal(signal.SIGTERM)  # from the client's parent
+        assert finish(process).status == -signal.SIGTERM
+        if not wait_until(lambda: has_ended(child), 5):
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError(f"the program's child {child} outlived a SIGTERM from the client's parent")
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(server, tmp_path: Path) -> None:
     # Ctrl-Z stops the program's group; `kill -9 %1` then kills the client.
     # The kernel sends a stopped group its shell's end orphaned SIGHUP and

@@ -867,20 +867,39 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 /// read it: then only the worker gets the signal (it ignores it by then),
 /// and the children the program left running go on, as python's do.
 ///
-/// SIGCONT follows, as the kernel follows the SIGHUP it sends a stopped
-/// group that its shell's end left orphaned: a job stopped with Ctrl-Z
-/// whose client was then killed (`kill -9 %1`) would otherwise keep its
-/// children stopped for good.
+/// A stopped worker gets SIGCONT after it, as the kernel follows the SIGHUP
+/// it sends a stopped group that its shell's end left orphaned: a job
+/// stopped with Ctrl-Z whose client was then killed (`kill -9 %1`) would
+/// otherwise keep its children stopped for good.
 fn hang_up(worker: &Process) {
+    let stopped = is_stopped(worker.pid);
     if crate::ended::status_sent(worker.pid) == Some(false) {
         let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
-        let _ = rustix::process::kill_process_group(worker.pid, Signal::CONT);
+        if stopped {
+            let _ = rustix::process::kill_process_group(worker.pid, Signal::CONT);
+        }
         if rustix::process::getpgid(Some(worker.pid)).is_ok_and(|group| group == worker.pid) {
             return;
         }
     }
     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
-    let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::CONT);
+    if stopped {
+        let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::CONT);
+    }
+}
+
+/// Whether process `pid` is stopped (state `T` in `/proc/PID/stat`).
+fn is_stopped(pid: rustix::process::Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero()))
+        .ok()
+        .and_then(|stat| {
+            let (_, after_name) = stat.rsplit_once(')')?;
+            after_name
+                .split_whitespace()
+                .next()
+                .map(|state| state == "T")
+        })
+        .unwrap_or(false)
 }
 
 /// Whether the client end of a running connection has closed. A client

@@ -26,7 +26,7 @@ import signal
 import sys
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _inherited, _native, _stdio, _unraisable
@@ -79,6 +79,38 @@ def forget_relative_finders() -> None:
 # `note_server_modules`): a worker finalises only what its program loaded.
 _server_modules: ModuleNames | None = None
 _server_main: object = None
+
+
+#: The submodules the server's warm-up imported of its own accord, rather
+#: than as their package's initialisation imported them (see
+#: :func:`noting_warm_up_imports`).
+imported_by_the_warm_up: set[str] = set()
+
+
+class _WarmUpImports:
+    """A meta path finder that finds nothing: it notes in
+    :data:`imported_by_the_warm_up` each submodule looked for while its
+    package is not initialising."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        package, _, _ = name.rpartition(".")
+        spec = getattr(sys.modules.get(package), "__spec__", None)
+        if package and not getattr(spec, "_initializing", False):
+            imported_by_the_warm_up.add(name)
+
+
+@contextlib.contextmanager
+def noting_warm_up_imports() -> Iterator[None]:
+    """Note what the warm-up imports (:class:`_WarmUpImports`): ``-m`` of one
+    such submodule runs it as python would, where it is not imported yet,
+    and of one its package imports, as python would, where it is (see
+    ``pymain._forget_warm_module``)."""
+    sys.meta_path.insert(0, _WarmUpImports)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(_WarmUpImports)  # type: ignore[arg-type]
 
 
 def note_server_modules() -> None:

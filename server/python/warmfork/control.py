@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import stat
 import time
@@ -139,15 +138,18 @@ def stop(socket: Path, timeout: float) -> int:
 
 
 def _kill_workers(server: int) -> int:
-    """SIGKILL each child of ``server`` and its process group (a worker leads
+    """SIGKILL each worker of ``server`` (a child running the server's own
+    program, as a forked worker does, unlike a program a host application
+    of ``warmfork.serve`` started) and its process group (a worker leads
     one, which the program's children share); returns how many there were.
-    Each child is held by a pidfd and checked alive before its group is
-    signalled, so that a number its server has just reaped is not used."""
+    Each child is held by a pidfd before it is checked, so that a number the
+    server has just reaped, and another process taken, is left alone."""
     children: set[int] = set()
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{server}/task"):
             with contextlib.suppress(OSError), open(f"/proc/{server}/task/{task}/children") as listed:
                 children.update(int(child) for child in listed.read().split())
+    program = _program_of(server)
     ended = 0
     for child in children:
         try:
@@ -155,13 +157,31 @@ def _kill_workers(server: int) -> int:
         except OSError:  # gone already
             continue
         try:
-            if not select.select([pidfd], [], [], 0)[0]:  # readable once it has exited
-                with contextlib.suppress(OSError):
-                    os.killpg(child, signal.SIGKILL)
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                ended += 1
+            if _parent_of(child) != server or _program_of(child) != program:
+                continue
+            with contextlib.suppress(OSError):
+                os.killpg(child, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            ended += 1
         except OSError:
             pass
         finally:
             os.close(pidfd)
     return ended
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _program_of(pid: int) -> tuple[str, bytes] | None:
+    """The executable and command line of process ``pid``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return os.readlink(f"/proc/{pid}/exe"), cmdline.read()
+    except OSError:
+        return None

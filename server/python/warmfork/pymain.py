@@ -464,17 +464,21 @@ def _run_module(name: str, *, set_argv0: bool) -> None:
 
 
 def _forget_warm_module(name: str) -> None:
-    """Take the module ``-m`` runs out of ``sys.modules`` where the server
-    imported it (``--preload json.tool``): ``runpy`` warns that a submodule
-    it finds there after importing the package may behave unpredictably,
-    which under python means the package imported it itself; every run of
-    a preloaded one warned (and failed under ``-W error``). For a package,
-    that is its ``__main__``. Another module under that name stays: ``os``
-    puts ``posixpath`` there as ``os.path``, and python warns for it too."""
+    """Take the module ``-m`` runs out of ``sys.modules`` (and off its
+    package) where the server's warm-up imported it of its own accord
+    (``--preload json.tool``), as python has not imported it: ``runpy``
+    warns of a submodule it finds there after importing the package, which
+    every run of a preloaded one did (and failed under ``-W error``). One
+    its package imported stays, and ``runpy`` warns, as in python. For a
+    package, that is its ``__main__``."""
     for each in (name, f"{name}.__main__"):
-        module = sys.modules.get(each)
-        if "." in each and getattr(module, "__name__", None) == each and not hasattr(module, "__path__"):
-            del sys.modules[each]
+        if each not in _worker.imported_by_the_warm_up:
+            continue
+        module = sys.modules.pop(each, None)
+        package, _, child = each.rpartition(".")
+        if module is not None and getattr(sys.modules.get(package), child, None) is module:
+            with contextlib.suppress(AttributeError, TypeError):
+                delattr(sys.modules[package], child)
 
 
 def _run_script(config: pyoptions.Config, filename: str, namespace: dict[str, object]) -> int | None:

@@ -14,6 +14,7 @@ compares what was asked with the interpreter that is actually running.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -181,11 +182,16 @@ class _GetOpt:
     def _long_option(self) -> tuple[str, str | None] | None:
         name, self._bundle = self._bundle, ""
         if not name:
-            # CPython complains and then treats it as the end of the options.
+            # CPython complains (from C, so to descriptor 2 whatever
+            # `sys.stderr` is) and then treats it as the end of the options.
             if not self._lenient:
-                print("expected long option", file=sys.stderr)
+                with contextlib.suppress(OSError):
+                    os.write(2, b"expected long option\n")
             return None
         if name not in _LONG_OPTIONS:
+            # Skipped leniently, as `_PyOS_GetOpt` skips it: past the "--"
+            # alone, the rest read as short options (`--Xutf8=1` is -X).
+            self._bundle = name
             return self._refuse(f"unknown option {self.argv[self.index - 1]}")
         if not _LONG_OPTIONS[name]:
             return "--" + name, None

@@ -306,7 +306,7 @@ def _prepare(
     if huge_pages:
         # Before the warm-up, which makes most of the arenas.
         _native.place_arenas()
-    with _staying_in_the_working_directory():
+    with _staying_in_the_working_directory(), _worker.noting_warm_up_imports():
         _warm_up(preload, warmup)
     if handler is None:
         _default_handler()

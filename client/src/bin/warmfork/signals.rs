@@ -67,11 +67,14 @@ const FORWARDED: SigSet = bit(libc_sig::INT)
 /// The forwarded signals whose default action ends a process.
 const ENDS_PROCESS: SigSet = FORWARDED & !(bit(libc_sig::CONT) | bit(libc_sig::WINCH));
 
-/// Signals that shells and supervisors send a whole job, python's children
-/// with it: `timeout`, `kill %1` and a shell's SIGHUP to its jobs as its
-/// terminal closes. They go to the program's process group however they
-/// came, as the program's children would otherwise be left running; the
-/// client cannot tell a signal sent to its group from one sent to it alone.
+/// Signals that shells send a whole job, python's children with it:
+/// `timeout`, `kill %1` and a shell's SIGHUP to its jobs as its terminal
+/// closes. The client cannot tell a signal sent to its process group from
+/// one sent to it alone, but it can tell who sent it: from its parent (the
+/// shell, `timeout`) or from a process of its own group, such a signal goes
+/// to the program's process group too (see [`sent_by_the_job`]); from
+/// anyone else (`kill -HUP PID` to have a program reload), to the program
+/// alone, so that its children live on as python's would.
 const ENDS_THE_JOB: SigSet = bit(libc_sig::TERM) | bit(libc_sig::HUP);
 
 /// How long a signal that would end python waits for the worker to be known
@@ -264,8 +267,10 @@ impl Forwarder {
                     let number = field(&info, 0);
                     if !local(number) {
                         let from_terminal = field(&info, 8) == SI_KERNEL;
-                        let to_group = bit(number) & (ENDS_THE_JOB | bit(libc_sig::CONT)) != 0;
-                        self.deliver(number, from_terminal || to_group);
+                        let ends_the_job =
+                            bit(number) & ENDS_THE_JOB != 0 && sent_by_the_job(field(&info, 12));
+                        let to_group = from_terminal || ends_the_job || number == libc_sig::CONT;
+                        self.deliver(number, to_group);
                     }
                 }
                 _ => return,
@@ -410,6 +415,17 @@ fn proc_is_ours() -> bool {
         rustix::fs::readlinkat_raw(rustix::fs::CWD, c"/proc/self", &mut link[..]),
         Ok(len) if link.get(..len) == Some(pid.as_bytes())
     )
+}
+
+/// Whether the process `sender` (a signal's `ssi_pid`) is the client's
+/// parent or in the client's process group: those that send a signal to
+/// the whole job (see [`ENDS_THE_JOB`]).
+fn sent_by_the_job(sender: i32) -> bool {
+    let Some(sender) = rustix::process::Pid::from_raw(sender) else {
+        return false;
+    };
+    rustix::process::getppid() == Some(sender)
+        || rustix::process::getpgid(Some(sender)).ok() == Some(rustix::process::getpgrp())
 }
 
 /// Whether this client's process group is orphaned, as the kernel judges
