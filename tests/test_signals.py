@@ -487,37 +487,6 @@ def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_pa
         raise AssertionError(f"the program's child {child} outlived the client's hang-up")
 
 
-def test_sighup_from_outside_the_job_reaches_the_program_alone(server, tmp_path: Path) -> None:
-    # `kill -HUP PID` from elsewhere (to have a program reload) reaches
-    # python alone; its children live on. Sent by the client's parent, as a
-    # shell or `timeout` sends it to the whole job, it ends them too.
-    program = (
-        "import os, signal, subprocess, time\n"
-        "signal.signal(signal.SIGHUP, lambda number, frame: os.write(1, b'HUP\\n'))\n"
-        "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
-        "open('pid', 'w').write(str(child.pid))\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    # A session of its own: the `kill` below is neither its parent nor of its group.
-    process = start(server, "-c", program, cwd=tmp_path, start_new_session=True)
-    try:
-        read_first_line(process)
-        child = int((tmp_path / "pid").read_text())
-        subprocess.run(["kill", "-HUP", str(process.pid)], check=True)
-        assert read_first_line(process) == b"HUP\n"
-        time.sleep(0.2)
-        assert not has_ended(child), "a SIGHUP from outside the job reached the program's child"
-        process.send_signal(signal.SIGTERM)  # from the client's parent
-        assert finish(process).status == -signal.SIGTERM
-        if not wait_until(lambda: has_ended(child), 5):
-            os.kill(child, signal.SIGKILL)
-            raise AssertionError(f"the program's child {child} outlived a SIGTERM from the client's parent")
-    finally:
-        process.kill()
-        process.wait()
-
-
 def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(server, tmp_path: Path) -> None:
     # Ctrl-Z stops the program's group; `kill -9 %1` then kills the client.
     # The kernel sends a stopped group its shell's end orphaned SIGHUP and
@@ -542,34 +511,53 @@ def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(ser
         raise AssertionError(f"the program's stopped child {child} outlived the client's hang-up")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
-def test_sigterm_and_sighup_sent_with_kill_end_the_programs_children_too(server, tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("handled", "from_outside", "ending"),
+    [
+        (signal.SIGUSR1, False, signal.SIGTERM),
+        (signal.SIGUSR1, False, signal.SIGHUP),
+        (signal.SIGHUP, True, signal.SIGTERM),
+    ],
+    ids=["usr1-then-sigterm", "usr1-then-sighup", "sighup-from-outside-then-sigterm"],
+)
+def test_sigterm_and_sighup_from_the_clients_parent_end_the_programs_children_too(
+    server, tmp_path: Path, handled: int, from_outside: bool, ending: int
+) -> None:
     # `timeout`, `kill %1` and a shell whose terminal closes send these to
-    # the whole job, python's children with it; the client cannot tell, so
-    # it ends the program's group. They reached the program alone, and its
-    # children were left running. Other signals still reach it alone.
+    # the whole job, python's children with it: sent by the client's parent
+    # (here the test), they end the program's group. They reached the
+    # program alone, and its children were left running. Other signals, and
+    # these from outside the job (`kill -HUP PID` to have a program reload),
+    # still reach it alone, as python's children live on then.
+    name = signal.Signals(handled).name
     program = (
         "import os, signal, subprocess, time\n"
         # Not print: the handler may run while the print of 'ready' returns,
         # and a print within a print raises.
-        "signal.signal(signal.SIGUSR1, lambda number, frame: os.write(1, b'USR1\\n'))\n"
+        f"signal.signal(signal.{name}, lambda number, frame: os.write(1, b'{name}\\n'))\n"
         "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
         "open('pid', 'w').write(str(child.pid))\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
     )
-    process = start(server, "-c", program, cwd=tmp_path)
+    # A session of its own: a `kill` the test starts is neither the client's
+    # parent nor of its process group.
+    process = start(server, "-c", program, cwd=tmp_path, start_new_session=True)
     try:
         read_first_line(process)
         child = int((tmp_path / "pid").read_text())
-        process.send_signal(signal.SIGUSR1)
-        assert read_first_line(process) == b"USR1\n"
-        assert not has_ended(child), "SIGUSR1 sent to the client reached the program's child"
-        process.send_signal(signum)
-        assert finish(process).status == -signum
+        if from_outside:
+            subprocess.run(["kill", f"-{handled}", str(process.pid)], check=True)
+        else:
+            process.send_signal(handled)
+        assert read_first_line(process) == f"{name}\n".encode()
+        time.sleep(0.2)
+        assert not has_ended(child), f"the {name} sent to the client reached the program's child"
+        process.send_signal(ending)
+        assert finish(process).status == -ending
         if not wait_until(lambda: has_ended(child), 5):
             os.kill(child, signal.SIGKILL)
-            raise AssertionError(f"the program's child {child} outlived a {signal.Signals(signum).name} of the job")
+            raise AssertionError(f"the program's child {child} outlived a {signal.Signals(ending).name} of the job")
     finally:
         process.kill()
         process.wait()
