@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -154,7 +155,11 @@ def is_raw(terminal: Terminal) -> bool:
 
 @pytest.mark.parametrize(
     ("command", "stdout_is_a_tty"),
-    [(PTY + "warmfork tty.py", True), (PTY + "warmfork tty.py | cat", False), ("WARMFORK_PTY=yes warmfork tty.py", True)],
+    [
+        (PTY + "warmfork tty.py", True),
+        ("WARMFORK_PTY=always warmfork tty.py | cat", False),
+        ("WARMFORK_PTY=yes warmfork tty.py", True),
+    ],
     ids=["tty", "piped", "any_value"],
 )
 def test_a_program_that_uses_dev_tty_works_in_pty_mode(
@@ -169,6 +174,39 @@ def test_a_program_that_uses_dev_tty_works_in_pty_mode(
     assert has_line(screen, f"stdin True stdout {stdout_is_a_tty}"), screen
     assert has_line(screen, "hello world"), screen
     assert terminal.last_status() == 0
+
+
+# A pager as `less` is one: the terminal is raw while it shows what it reads,
+# until `q`, and then as it found it.
+PAGER = (
+    "import os, sys, termios, tty\n"
+    "fd = os.open('/dev/tty', os.O_RDWR)\n"
+    "found = termios.tcgetattr(fd)\n"
+    "tty.setraw(fd)\n"
+    "os.write(fd, sys.stdin.buffer.read().replace(b'\\n', b'\\r\\n') + b'(END)')\n"
+    "while os.read(fd, 1) != b'q':\n"
+    "    pass\n"
+    "termios.tcsetattr(fd, termios.TCSAFLUSH, found)\n"
+    "os.write(fd, b'\\r\\n')\n"
+)
+
+
+def test_a_run_piped_into_a_pager_leaves_the_terminal_to_it(terminal: Terminal, tmp_path: Path) -> None:
+    # With stdout not the terminal, WARMFORK_PTY=1 is the plain mode: the
+    # pager has the terminal. The client took it too, made it raw and read
+    # its keys, and put back at its end the modes it had found, over the
+    # pager's: the pager then put back, on `q`, the raw modes it had found,
+    # and the shell was left raw (two runs in three).
+    (tmp_path / "pager.py").write_text(PAGER)
+    for attempt in range(3):
+        # The run lasts until the pager has taken the terminal, as `less`,
+        # which starts faster than this pager, takes it during most runs.
+        program = f"import time; time.sleep(0.5); print({attempt})"
+        terminal.type(f"{PTY}warmfork -c '{program}' | {sys.executable} pager.py")
+        terminal.wait_for(lambda screen, n=attempt: screen.count("(END)") == n + 1, what="the page")
+        terminal.type("q", enter=False)
+        terminal.wait_for(at_shell_prompt, what="the shell's prompt after the pager")
+        assert not is_raw(terminal), f"the terminal was left raw after run {attempt}"
 
 
 @pytest.mark.parametrize("setting", ["", "WARMFORK_PTY=0 ", "WARMFORK_PTY= "], ids=["unset", "zero", "empty"])

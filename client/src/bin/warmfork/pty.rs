@@ -11,8 +11,9 @@
 //! its controlling terminal (`CONTROLLING_TTY`, see protocol.md). The relay
 //! itself is `relay.rs`; the user's terminal modes are `terminal.rs`'s.
 //!
-//! The mode takes effect only when standard input is a terminal, and costs
-//! nothing (not one system call) when `WARMFORK_PTY` is not set.
+//! The mode takes effect only when standard input and output are a terminal
+//! (standard input alone for `WARMFORK_PTY=always`, see [`start`]), and
+//! costs nothing (not one system call) when `WARMFORK_PTY` is not set.
 
 use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
@@ -27,16 +28,28 @@ use crate::request::Descriptors;
 use crate::start::{Process, stdio_fd};
 use crate::terminal;
 
-/// Sets up pseudo-terminal mode if `WARMFORK_PTY=1` and standard input is a
-/// terminal: saves the terminal's modes, starts the watchdog, opens the
+/// Sets up pseudo-terminal mode if `WARMFORK_PTY=1` and standard input and
+/// output are a terminal (with `WARMFORK_PTY=always`, standard input
+/// alone): saves the terminal's modes, starts the watchdog, opens the
 /// pseudo-terminal and puts its slave in `fds`. Returns the relay, or
 /// `None` when the mode is off.
+///
+/// Where standard output goes elsewhere, the run is often one end of a
+/// pipeline whose other end uses the terminal too (`| less`): the client
+/// would take the pager's keys, and put back the modes it found over the
+/// pager's, which the pager would then leave raw. Python there uses the
+/// terminal only as its standard input, and so does the plain mode.
 pub fn start(process: &Process, fds: &mut Descriptors) -> Result<Option<Relay>, Failure<'static>> {
     // Set, not empty and not 0, as python reads its own boolean variables.
-    if matches!(process.var(b"WARMFORK_PTY"), None | Some(b"" | b"0")) {
+    let setting = process.var(b"WARMFORK_PTY");
+    if matches!(setting, None | Some(b"" | b"0")) {
         return Ok(None);
     }
     let user = stdio_fd(0);
+    let on_terminal = terminal_slots(user, fds);
+    if !on_terminal.contains(FdSet::STDOUT) && setting != Some(b"always") {
+        return Ok(None);
+    }
     // A run started in the background first waits to be in the foreground:
     // `tcdrain` makes the kernel stop it with SIGTTOU until `fg`, as it
     // stops any program that sets terminal modes there. Otherwise the modes
@@ -51,7 +64,6 @@ pub fn start(process: &Process, fds: &mut Descriptors) -> Result<Option<Relay>, 
     let Ok(modes) = rustix::termios::tcgetattr(user) else {
         return Ok(None);
     };
-    let on_terminal = terminal_slots(user, fds);
     let raw = terminal::raw(&modes, !on_terminal.contains(FdSet::STDOUT));
     terminal::save(modes.clone(), raw);
     let (master, slave) = open(user, &modes).map_err(|errno| Failure::System {
