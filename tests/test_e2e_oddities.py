@@ -28,6 +28,19 @@ def test_a_directory_as_stdin_fails_as_python_fails(server: Server, tmp_path: Pa
     assert server.run("-c", "print('still serving')").stdout == b"still serving\n"
 
 
+def test_a_directory_as_stdout_fails_as_python_fails(server: Server, tmp_path: Path) -> None:
+    # Python opens the stream and fails: "can't initialize sys standard
+    # streams", and IsADirectoryError. A run said "<stdout> is a directory".
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ours, pythons = both(server, "-c", "print('never')", stdout=directory, stderr=subprocess.PIPE)
+    finally:
+        os.close(directory)
+    assert (ours.status, ours.stdout) == (pythons.status, pythons.stdout) == (1, b"")
+    assert ours.stderr.splitlines()[:3] == pythons.stderr.splitlines()[:3]
+    assert b"IsADirectoryError: [Errno 21] Is a directory: 1" in ours.stderr
+
+
 def test_a_directory_as_stderr_ends_the_run_with_status_1_as_python(server: Server, tmp_path: Path) -> None:
     # Nothing can be said there: python's fatal error fails to write too.
     directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)

@@ -18,6 +18,7 @@ import _thread
 import builtins
 import codecs
 import contextlib
+import errno
 import fcntl
 import io
 import os
@@ -184,7 +185,12 @@ def open_stream(fd: int, *, unbuffered: bool, encoding: tuple[str, str]) -> io.T
     except OSError:
         return None
     if stat.S_ISDIR(status.st_mode):
-        raise StreamError(f"init_sys_streams: {_NAMES[fd]} is a directory, cannot continue")
+        # Python checks standard input itself; for the others, opening the
+        # stream fails.
+        if fd == 0:
+            raise StreamError("init_sys_streams: <stdin> is a directory, cannot continue")
+        error = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), fd)
+        raise StreamError("init_sys_streams: can't initialize sys standard streams", cause=f"IsADirectoryError: {error}")
     write = fd != 0
     encoding, errors = encoding
     if fd == 2:
