@@ -135,14 +135,19 @@ def test_dash_m_of_a_preloaded_submodule_runs_as_under_python(tmp_path: Path, wa
         "own/cli.py": "import sys\nif __name__ == '__main__':\n    print('own.cli' in sys.modules)\n",
         "part/__init__.py": "",
         "part/sub.py": "import sys\nfrom part import sub\nprint(__name__, sub is sys.modules['part.sub'])\n",
+        "nest/__init__.py": "",
+        "nest/inner/__init__.py": "import nest.inner.x\n",
+        "nest/inner/x.py": "VALUE = 42\n",
+        "nest/inner/__main__.py": "import nest.inner\nprint('main', nest.inner.x.VALUE)\n",
     }.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
-    srv = start_server(tmp_path, "--preload", "json.tool,tool.__main__,own,part.sub")  # its working directory is tmp_path
+    preload = "json.tool,tool.__main__,own,part.sub,nest.inner"
+    srv = start_server(tmp_path, "--preload", preload)  # its working directory is tmp_path
     try:
-        for module in ("json.tool", "os.path", "tool", "own.cli", "part.sub"):
+        for module in ("json.tool", "os.path", "tool", "own.cli", "part.sub", "nest.inner"):
             outcome = assert_same_as_python(srv, *warnings, "-m", module, input=b'{"a": [1]}', cwd=tmp_path)
-            if module in ("json.tool", "tool", "part.sub"):
+            if module in ("json.tool", "tool", "part.sub", "nest.inner"):
                 assert (outcome.status, outcome.stderr) == (0, b""), outcome
     finally:
         srv.stop()

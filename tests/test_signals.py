@@ -487,14 +487,19 @@ def test_sigkill_of_the_client_hangs_up_the_programs_children_too(server, tmp_pa
         raise AssertionError(f"the program's child {child} outlived the client's hang-up")
 
 
-def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(server, tmp_path: Path) -> None:
-    # Ctrl-Z stops the program's group; `kill -9 %1` then kills the client.
-    # The kernel sends a stopped group its shell's end orphaned SIGHUP and
-    # SIGCONT; the server sent SIGHUP alone, and the stopped child, which
-    # nothing continued, stayed stopped for good.
+@pytest.mark.parametrize("stopped", ["group", "child"])
+def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(
+    server, tmp_path: Path, stopped: str
+) -> None:
+    # Ctrl-Z stops the program's group (or the program stops a child of its
+    # own and goes on); `kill -9 %1` then kills the client. The kernel sends
+    # a group its shell's end orphaned SIGHUP and, where a member is
+    # stopped, SIGCONT; the server sent SIGHUP alone, and the stopped child,
+    # which nothing continued, stayed stopped for good.
     program = (
-        "import os, subprocess, time\n"
+        "import os, signal, subprocess, time\n"
         "child = subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+        f"{'os.kill(child.pid, signal.SIGSTOP)' if stopped == 'child' else ''}\n"
         "open('pid', 'w').write(f'{child.pid} {os.getpgid(0)}')\n"
         "print('ready', flush=True)\n"
         "time.sleep(60)\n"
@@ -502,7 +507,8 @@ def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(ser
     process = start(server, "-c", program, cwd=tmp_path)
     read_first_line(process)
     child, group = map(int, (tmp_path / "pid").read_text().split())
-    os.killpg(group, signal.SIGSTOP)
+    if stopped == "group":
+        os.killpg(group, signal.SIGSTOP)
     assert wait_until(lambda: Path(f"/proc/{child}/stat").read_text().split()[2] == "T", 5)
     process.kill()
     process.wait()

@@ -277,6 +277,11 @@ impl Server<'_, '_> {
                     hang_up(worker);
                 }
                 let status = if overdue {
+                    // With its process group: what the run started ends
+                    // with it, rather than live on after the server (the
+                    // group's number is the worker's pid, which no other
+                    // process can take until the worker is reaped).
+                    let _ = rustix::process::kill_process_group(worker.pid, Signal::KILL);
                     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::KILL);
                     pool::reap_blocking(worker)
                 } else {
@@ -867,12 +872,12 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 /// read it: then only the worker gets the signal (it ignores it by then),
 /// and the children the program left running go on, as python's do.
 ///
-/// A stopped worker gets SIGCONT after it, as the kernel follows the SIGHUP
-/// it sends a stopped group that its shell's end left orphaned: a job
-/// stopped with Ctrl-Z whose client was then killed (`kill -9 %1`) would
-/// otherwise keep its children stopped for good.
+/// SIGCONT follows where the worker or a child of its is stopped, as the
+/// kernel follows the SIGHUP it sends an orphaned group with a stopped
+/// member: a job stopped with Ctrl-Z whose client was then killed (`kill -9
+/// %1`) would otherwise keep its children stopped for good.
 fn hang_up(worker: &Process) {
-    let stopped = is_stopped(worker.pid);
+    let stopped = is_stopped(worker.pid) || children(worker.pid).into_iter().any(is_stopped);
     if crate::ended::status_sent(worker.pid) == Some(false) {
         let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
         if stopped {
@@ -886,6 +891,23 @@ fn hang_up(worker: &Process) {
     if stopped {
         let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::CONT);
     }
+}
+
+/// The children of process `pid`, of all its threads, as `/proc` lists them.
+fn children(pid: rustix::process::Pid) -> Vec<rustix::process::Pid> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", pid.as_raw_nonzero())) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|listed| {
+            listed
+                .split_whitespace()
+                .filter_map(|child| child.parse().ok().and_then(rustix::process::Pid::from_raw))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Whether process `pid` is stopped (state `T` in `/proc/PID/stat`).

@@ -81,36 +81,36 @@ _server_modules: ModuleNames | None = None
 _server_main: object = None
 
 
-#: The submodules the server's warm-up imported of its own accord, rather
-#: than as their package's initialisation imported them (see
-#: :func:`noting_warm_up_imports`).
-imported_by_the_warm_up: set[str] = set()
+#: The submodules that their package's initialisation imported during the
+#: server's warm-up (see :func:`noting_warm_up_imports`).
+imported_by_their_package: set[str] = set()
 
 
 class _WarmUpImports:
     """A meta path finder that finds nothing: it notes in
-    :data:`imported_by_the_warm_up` each submodule looked for while its
-    package is not initialising."""
+    :data:`imported_by_their_package` each submodule looked for while its
+    package initialises."""
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> None:
         package, _, _ = name.rpartition(".")
         spec = getattr(sys.modules.get(package), "__spec__", None)
-        if package and not getattr(spec, "_initializing", False):
-            imported_by_the_warm_up.add(name)
+        if package and getattr(spec, "_initializing", False):
+            imported_by_their_package.add(name)
 
 
 @contextlib.contextmanager
 def noting_warm_up_imports() -> Iterator[None]:
-    """Note what the warm-up imports (:class:`_WarmUpImports`): ``-m`` of one
-    such submodule runs it as python would, where it is not imported yet,
-    and of one its package imports, as python would, where it is (see
+    """Note what the warm-up's packages import themselves
+    (:class:`_WarmUpImports`): ``-m`` of such a submodule finds it imported,
+    as python would, and of any other, not (see
     ``pymain._forget_warm_module``)."""
     sys.meta_path.insert(0, _WarmUpImports)  # type: ignore[arg-type]
     try:
         yield
     finally:
-        sys.meta_path.remove(_WarmUpImports)  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):  # a warm-up that replaced the list
+            sys.meta_path.remove(_WarmUpImports)  # type: ignore[arg-type]
 
 
 def note_server_modules() -> None:

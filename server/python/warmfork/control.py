@@ -99,11 +99,10 @@ def stop(socket: Path, timeout: float) -> int:
     """SIGTERM the server holding ``socket`` and wait for it to go.
 
     The server lets runs in progress finish within its grace period
-    (``--grace``), then ends them; after ``timeout`` seconds this gives up
-    waiting: it kills the server's workers, each with its process group
-    (what a run's grace would have ended), so that the server reports their
-    runs' ends to their clients and exits, and kills the server if it has
-    not gone a second later.
+    (``--grace``), then ends them; after ``timeout`` seconds this sends a
+    second SIGTERM, on which the server ends them at once (and reports
+    their ends to their clients), and kills the server if it has not gone
+    :data:`_SECOND_CHANCE` seconds later.
     """
     pid = running_pid(socket)
     if pid is None:
@@ -123,65 +122,19 @@ def stop(socket: Path, timeout: float) -> int:
             print(f"warmfork-server: stopped the server on {socket} (pid {pid})")
             return 0
         time.sleep(0.02)
-    ended = _kill_workers(pid)
-    deadline = time.monotonic() + 1.0
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _SECOND_CHANCE
     while time.monotonic() < deadline and running_pid(socket) is not None:
         time.sleep(0.02)
-    runs = f"killed its {ended} worker{'s' if ended != 1 else ''}"
     if running_pid(socket) is None:
-        print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; {runs}")
+        print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; ended its runs")
         return 1
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; {runs} and it")
+    print(f"warmfork-server: the server on {socket} (pid {pid}) did not stop within {timeout:g}s; killed it")
     return 1
 
 
-def _kill_workers(server: int) -> int:
-    """SIGKILL each worker of ``server`` (a child running the server's own
-    program, as a forked worker does, unlike a program a host application
-    of ``warmfork.serve`` started) and its process group (a worker leads
-    one, which the program's children share); returns how many there were.
-    Each child is held by a pidfd before it is checked, so that a number the
-    server has just reaped, and another process taken, is left alone."""
-    children: set[int] = set()
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{server}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{server}/task/{task}/children") as listed:
-                children.update(int(child) for child in listed.read().split())
-    program = _program_of(server)
-    ended = 0
-    for child in children:
-        try:
-            pidfd = os.pidfd_open(child)
-        except OSError:  # gone already
-            continue
-        try:
-            if _parent_of(child) != server or _program_of(child) != program:
-                continue
-            with contextlib.suppress(OSError):
-                os.killpg(child, signal.SIGKILL)
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            ended += 1
-        except OSError:
-            pass
-        finally:
-            os.close(pidfd)
-    return ended
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _program_of(pid: int) -> tuple[str, bytes] | None:
-    """The executable and command line of process ``pid``."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return os.readlink(f"/proc/{pid}/exe"), cmdline.read()
-    except OSError:
-        return None
+#: How long a server told a second time to stop has to end its runs.
+_SECOND_CHANCE = 2.0

@@ -465,18 +465,26 @@ def _run_module(name: str, *, set_argv0: bool) -> None:
 
 def _forget_warm_module(name: str) -> None:
     """Take the module ``-m`` runs out of ``sys.modules`` (and off its
-    package) where the server's warm-up imported it of its own accord
-    (``--preload json.tool``), as python has not imported it: ``runpy``
-    warns of a submodule it finds there after importing the package, which
-    every run of a preloaded one did (and failed under ``-W error``). One
-    its package imported stays, and ``runpy`` warns, as in python. For a
-    package, that is its ``__main__``."""
+    package) where the server imported it (``--preload json.tool``), as
+    python has not: ``runpy`` warns of a submodule it finds there after
+    importing the package, which every run of a preloaded one did (and
+    failed under ``-W error``). It stays where python has it too: imported
+    by its package as the warm-up imported that, or another module under
+    its name (``os`` puts ``posixpath`` there as ``os.path``); then
+    ``runpy`` warns, as in python. Packages stay: ``runpy`` runs their
+    ``__main__``, which is checked in turn."""
     for each in (name, f"{name}.__main__"):
-        if each not in _worker.imported_by_the_warm_up:
+        module = sys.modules.get(each)
+        if (
+            "." not in each
+            or getattr(module, "__name__", None) != each
+            or hasattr(module, "__path__")
+            or each in _worker.imported_by_their_package
+        ):
             continue
-        module = sys.modules.pop(each, None)
+        del sys.modules[each]
         package, _, child = each.rpartition(".")
-        if module is not None and getattr(sys.modules.get(package), child, None) is module:
+        if getattr(sys.modules.get(package), child, None) is module:
             with contextlib.suppress(AttributeError, TypeError):
                 delattr(sys.modules[package], child)
 

@@ -256,7 +256,7 @@ impl Forwarder {
     /// signal for the client itself (pseudo-terminal mode takes SIGWINCH).
     pub fn receive(&mut self, mut local: impl FnMut(i32) -> bool) {
         // One `struct signalfd_siginfo` is 128 bytes: the number comes
-        // first, then errno, then the code.
+        // first, then errno, the code and the sender's pid, 4 bytes each.
         let mut info = [0u8; 128];
         let field = |info: &[u8; 128], at: usize| {
             i32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]])
@@ -417,15 +417,19 @@ fn proc_is_ours() -> bool {
     )
 }
 
-/// Whether the process `sender` (a signal's `ssi_pid`) is the client's
-/// parent or in the client's process group: those that send a signal to
-/// the whole job (see [`ENDS_THE_JOB`]).
+/// Whether the process `sender` (a signal's `ssi_pid`) is one that sends a
+/// signal to the whole job (see [`ENDS_THE_JOB`]): the client's parent, a
+/// process of the client's process group (`timeout`), or the leader of the
+/// client's session, the interactive shell whose job the client may be
+/// deeper in (`kill %1` of a script that runs it).
 fn sent_by_the_job(sender: i32) -> bool {
+    use rustix::process::{getpgid, getpgrp, getppid, getsid};
     let Some(sender) = rustix::process::Pid::from_raw(sender) else {
         return false;
     };
-    rustix::process::getppid() == Some(sender)
-        || rustix::process::getpgid(Some(sender)).ok() == Some(rustix::process::getpgrp())
+    getppid() == Some(sender)
+        || getpgid(Some(sender)).ok() == Some(getpgrp())
+        || getsid(None).ok() == Some(sender)
 }
 
 /// Whether this client's process group is orphaned, as the kernel judges
