@@ -522,11 +522,12 @@ def test_sigkill_of_a_stopped_clients_ends_the_programs_stopped_children_too(
     [
         (signal.SIGUSR1, False, signal.SIGTERM),
         (signal.SIGUSR1, False, signal.SIGHUP),
+        (signal.SIGUSR1, False, signal.SIGINT),
         (signal.SIGHUP, True, signal.SIGTERM),
     ],
-    ids=["usr1-then-sigterm", "usr1-then-sighup", "sighup-from-outside-then-sigterm"],
+    ids=["usr1-then-sigterm", "usr1-then-sighup", "usr1-then-sigint", "sighup-from-outside-then-sigterm"],
 )
-def test_sigterm_and_sighup_from_the_clients_parent_end_the_programs_children_too(
+def test_sigterm_sighup_and_sigint_from_the_clients_parent_end_the_programs_children_too(
     server, tmp_path: Path, handled: int, from_outside: bool, ending: int
 ) -> None:
     # `timeout`, `kill %1` and a shell whose terminal closes send these to
