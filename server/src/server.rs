@@ -877,15 +877,19 @@ fn refuse_quietly(socket: &OwnedFd, code: ErrorCode, message: &str) {
 /// member: a job stopped with Ctrl-Z whose client was then killed (`kill -9
 /// %1`) would otherwise keep its children stopped for good.
 fn hang_up(worker: &Process) {
+    // Every run's client hangs up once it has the status: that common end
+    // takes the one signal, and none of the look at `/proc` below.
+    if crate::ended::status_sent(worker.pid) != Some(false) {
+        let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
+        return;
+    }
     let stopped = is_stopped(worker.pid) || children(worker.pid).into_iter().any(is_stopped);
-    if crate::ended::status_sent(worker.pid) == Some(false) {
-        let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
-        if stopped {
-            let _ = rustix::process::kill_process_group(worker.pid, Signal::CONT);
-        }
-        if rustix::process::getpgid(Some(worker.pid)).is_ok_and(|group| group == worker.pid) {
-            return;
-        }
+    let _ = rustix::process::kill_process_group(worker.pid, Signal::HUP);
+    if stopped {
+        let _ = rustix::process::kill_process_group(worker.pid, Signal::CONT);
+    }
+    if rustix::process::getpgid(Some(worker.pid)).is_ok_and(|group| group == worker.pid) {
+        return;
     }
     let _ = rustix::process::pidfd_send_signal(&worker.pidfd, Signal::HUP);
     if stopped {

@@ -227,10 +227,8 @@ def parse_command_line(argv: list[str]) -> Config:
     Stops at the first ``-h``/``--help*`` as CPython does (``help`` is set);
     raises :class:`UsageError` for what CPython rejects with exit status 2.
     """
-    return _parse_options(Config(program=argv[0] if argv else ""), _GetOpt(argv), argv)
-
-
-def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
+    config = Config(program=argv[0] if argv else "")
+    getopt = _GetOpt(argv)
     while (found := getopt.next()) is not None:
         option, value = found
         if option == "c":
@@ -250,9 +248,9 @@ def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
         elif option == "W":
             config.cmdline_warnoptions.append(str(value))
         elif option == "X":
-            name, sep, setting = str(value).partition("=")
-            config.xoptions[name] = setting if sep else True
-            config.first_xoptions.setdefault(name, setting if sep else True)
+            name, setting = _xoption(str(value))
+            config.xoptions[name] = setting
+            config.first_xoptions.setdefault(name, setting)
         elif option == "--check-hash-based-pycs":
             if value not in _HASH_BASED_PYCS_MODES:
                 raise UsageError("--check-hash-based-pycs must be one of 'default', 'always', or 'never'")
@@ -266,6 +264,12 @@ def _parse_options(config: Config, getopt: _GetOpt, argv: list[str]) -> Config:
             config.run_filename = operands[0]
         config.argv = operands or [""]
     return config
+
+
+def _xoption(text: str) -> tuple[str, str | bool]:
+    """A ``-X`` option's name and value: True for one without ``=``."""
+    name, sep, setting = text.partition("=")
+    return name, setting if sep else True
 
 
 def check_preconfig(argv: list[str], environ: Mapping[str, str]) -> None:
@@ -282,9 +286,9 @@ def check_preconfig(argv: list[str], environ: Mapping[str, str]) -> None:
         if option in ("E", "I"):
             use_environment = False
         elif option == "X" and utf8 is None:
-            name, sep, setting = str(value).partition("=")
+            name, setting = _xoption(str(value))
             if name == "utf8":
-                utf8 = setting if sep else True
+                utf8 = setting
     env = environ.get if use_environment else {}.get
     _utf8_mode(utf8, env("PYTHONUTF8") or None)
     malloc = env("PYTHONMALLOC")

@@ -69,12 +69,12 @@ const ENDS_PROCESS: SigSet = FORWARDED & !(bit(libc_sig::CONT) | bit(libc_sig::W
 
 /// Signals that shells send a whole job, python's children with it:
 /// `timeout` (SIGTERM, or SIGINT with `-s INT`), `kill %1`, `kill -INT
-/// -PGID` and a shell's SIGHUP to its jobs as its terminal closes. The client cannot tell a signal sent to its process group from
-/// one sent to it alone, but it can tell who sent it: from its parent (the
-/// shell, `timeout`) or from a process of its own group, such a signal goes
-/// to the program's process group too (see [`sent_by_the_job`]); from
-/// anyone else (`kill -HUP PID` to have a program reload), to the program
-/// alone, so that its children live on as python's would.
+/// -PGID` and a shell's SIGHUP to its jobs as its terminal closes. The
+/// client cannot tell a signal sent to its process group from one sent to
+/// it alone, but it can tell who sent it: from the job (see
+/// [`sent_by_the_job`]), such a signal goes to the program's process group
+/// too; from anyone else (`kill -HUP PID` to have a program reload), to the
+/// program alone, so that its children live on as python's would.
 const ENDS_THE_JOB: SigSet = bit(libc_sig::TERM) | bit(libc_sig::HUP) | bit(libc_sig::INT);
 
 /// How long a signal that would end python waits for the worker to be known
